@@ -1,0 +1,190 @@
+//! `.gitops.yml`: parsing with serde_yaml (unknown keys rejected) and validation of everything
+//! that can be checked before an event arrives, every error located as `file:line:col`.
+//!
+//! ```
+//! use gitops_core::config::Config;
+//! let yaml = "version: 1\npipelines:\n  ci:\n    on: { push: { branches: [main] } }\n    stages:\n      test: { run: cargo test }\n";
+//! let config = Config::parse(".gitops.yml", yaml).unwrap();
+//! assert_eq!(config.pipelines["ci"].stages["test"].run.as_deref(), Some("cargo test"));
+//!
+//! let err = Config::parse(".gitops.yml", &yaml.replace("run:", "runs:")).unwrap_err();
+//! assert!(err.to_string().starts_with(".gitops.yml:6:15: "), "{err}");
+//! ```
+
+mod de;
+mod locate;
+mod model;
+mod patterns;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use de::{Condition, TemplateString, format_duration, parse_duration};
+pub use locate::Position;
+pub use model::{
+    Action, Concurrency, Config, Environment, OnConflict, PULL_REQUEST_TYPES, Pipeline,
+    PullRequestTrigger, PullRequestType, PushTrigger, ReleaseTrigger, Retry, SemverReq, Stage,
+    TagTrigger, Triggers,
+};
+pub use patterns::{Glob, Globs};
+
+use locate::Locations;
+
+/// The file name gitops reads at the root of a repository.
+pub const CONFIG_FILE: &str = ".gitops.yml";
+
+/// The backends every config may name; others must be registered by the embedding application.
+pub const BUILTIN_BACKENDS: &[&str] = &["local", "docker", "terraform", "kubernetes"];
+
+/// One located problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file, as given to the parser.
+    pub file: String,
+    /// Where in it.
+    pub position: Position,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.position.line, self.position.column, self.message
+        )
+    }
+}
+
+/// A config that cannot be used: every problem found, one `file:line:col: message` per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl ConfigError {
+    fn single(file: &str, position: Position, message: impl Into<String>) -> Self {
+        ConfigError {
+            diagnostics: vec![Diagnostic {
+                file: file.to_owned(),
+                position,
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a config may refer to beyond itself.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// Backend names that stages and environments may use.
+    pub backends: Vec<String>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            backends: BUILTIN_BACKENDS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Allows one more backend name.
+    pub fn with_backend(mut self, name: impl Into<String>) -> Self {
+        self.backends.push(name.into());
+        self
+    }
+}
+
+impl Config {
+    /// Parses and validates a config with the built-in backends. `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        Self::parse_with(file, text, &LoadOptions::default())
+    }
+
+    /// Parses and validates a config.
+    pub fn parse_with(
+        file: &str,
+        text: &str,
+        options: &LoadOptions,
+    ) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Err(ConfigError::single(
+                file,
+                Position { line: 1, column: 1 },
+                "the file is empty",
+            ));
+        }
+        let config: Config = serde_yaml::from_str(text).map_err(|e| from_yaml(file, &e))?;
+        let locations = Locations::index(text)
+            .map_err(|(position, message)| ConfigError::single(file, position, message))?;
+        let diagnostics = validate::validate(&config, &locations, options)
+            .into_iter()
+            .map(|(position, message)| Diagnostic {
+                file: file.to_owned(),
+                position,
+                message,
+            })
+            .collect::<Vec<_>>();
+        if diagnostics.is_empty() {
+            Ok(config)
+        } else {
+            let mut diagnostics = diagnostics;
+            diagnostics.sort_by_key(|d| (d.position.line, d.position.column));
+            Err(ConfigError { diagnostics })
+        }
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| {
+            ConfigError::single(
+                &name,
+                Position { line: 1, column: 1 },
+                format!("cannot read file: {e}"),
+            )
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            ConfigError::single(
+                &name,
+                Position { line: 1, column: 1 },
+                format!("not UTF-8: {e}"),
+            )
+        })?;
+        Self::parse(&name, &text)
+    }
+}
+
+fn from_yaml(file: &str, e: &serde_yaml::Error) -> ConfigError {
+    let position = e
+        .location()
+        .map_or(Position { line: 1, column: 1 }, |l| Position {
+            line: l.line(),
+            column: l.column(),
+        });
+    let text = e.to_string();
+    // serde_yaml appends " at line L column C"; the location goes in front instead.
+    let message = match text.rfind(" at line ") {
+        Some(i) if text[i..].contains(" column ") => text[..i].to_owned(),
+        _ => text,
+    };
+    ConfigError::single(file, position, message)
+}

@@ -1,0 +1,317 @@
+//! Checks that need the whole config: names, references between stages and environments, the
+//! stage graph, and the names used in expressions.
+
+use super::LoadOptions;
+use super::locate::{Locations, Position};
+use super::model::{Config, Pipeline, Stage};
+use crate::expr::{Scope, StageRef, Template};
+use crate::graph::{GraphProblem, StageGraph};
+
+type Found = Vec<(Position, String)>;
+
+pub(super) fn validate(config: &Config, loc: &Locations, options: &LoadOptions) -> Found {
+    let mut out = Found::new();
+    for (path, pos) in &loc.duplicates {
+        let key = path.last().map_or("", String::as_str);
+        out.push((*pos, format!("duplicate key \"{key}\"")));
+    }
+    if config.version != 1 {
+        out.push((
+            loc.value(&["version"]),
+            format!("unsupported version {} (expected 1)", config.version),
+        ));
+    }
+    let backend_known = |b: &str| options.backends.iter().any(|k| k == b);
+    let backends = options.backends.join(", ");
+    for (name, env) in &config.environments {
+        check_name(
+            &mut out,
+            loc.key(&["environments", name]),
+            "environment",
+            name,
+        );
+        if !backend_known(&env.backend) {
+            out.push((
+                loc.value(&["environments", name, "backend"]),
+                format!("unknown backend \"{}\" (known: {backends})", env.backend),
+            ));
+        }
+        if let Some(t) = &env.name {
+            let p = loc.value(&["environments", name, "name"]);
+            check_template(&mut out, p, &t.template, &EVENT_ONLY);
+        }
+        check_params(
+            &mut out,
+            loc,
+            &["environments", name, "with"],
+            &env.with,
+            &EVENT_ONLY,
+        );
+    }
+    if config.pipelines.is_empty() {
+        out.push((loc.key(&["pipelines"]), "no pipelines defined".to_owned()));
+    }
+    for (name, pipeline) in &config.pipelines {
+        check_pipeline(
+            &mut out,
+            config,
+            loc,
+            name,
+            pipeline,
+            &backend_known,
+            &backends,
+        );
+    }
+    out
+}
+
+const EVENT_ONLY: Scope<'static> = Scope {
+    stages: &|_| StageRef::Unknown,
+    status_functions: false,
+    env: false,
+};
+
+fn check_name(out: &mut Found, pos: Position, what: &str, name: &str) {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !ok {
+        out.push((
+            pos,
+            format!("invalid {what} name \"{name}\" (use letters, digits, '_' and '-', starting with a letter or '_')"),
+        ));
+    }
+}
+
+fn check_template(out: &mut Found, pos: Position, t: &Template, scope: &Scope<'_>) {
+    for e in t.expressions() {
+        if let Err(err) = e.check(scope) {
+            out.push((pos, err.message));
+        }
+    }
+}
+
+fn check_params(
+    out: &mut Found,
+    loc: &Locations,
+    path: &[&str],
+    params: &indexmap::IndexMap<String, serde_json::Value>,
+    scope: &Scope<'_>,
+) {
+    for (k, v) in params {
+        let mut p: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        p.push(k.clone());
+        check_value(out, loc, &mut p, v, scope);
+    }
+}
+
+fn check_value(
+    out: &mut Found,
+    loc: &Locations,
+    path: &mut Vec<String>,
+    v: &serde_json::Value,
+    scope: &Scope<'_>,
+) {
+    let pos = || loc.value(&path.iter().map(String::as_str).collect::<Vec<_>>());
+    match v {
+        serde_json::Value::String(s) => match Template::parse(s) {
+            Ok(t) => check_template(out, pos(), &t, scope),
+            Err(e) => out.push((pos(), format!("{} in \"{s}\"", e.message))),
+        },
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push(i.to_string());
+                check_value(out, loc, path, item, scope);
+                path.pop();
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, item) in map {
+                path.push(k.clone());
+                check_value(out, loc, path, item, scope);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_pipeline(
+    out: &mut Found,
+    config: &Config,
+    loc: &Locations,
+    name: &str,
+    pipeline: &Pipeline,
+    backend_known: &dyn Fn(&str) -> bool,
+    backends: &str,
+) {
+    let base = ["pipelines", name];
+    check_name(out, loc.key(&base), "pipeline", name);
+    let on = &pipeline.on;
+    if on.pull_request.is_none() && on.push.is_none() && on.tag.is_none() && on.release.is_none() {
+        out.push((
+            loc.value(&["pipelines", name, "on"]),
+            format!("pipeline \"{name}\" has no trigger (expected pull_request, push, tag or release under `on`)"),
+        ));
+    }
+    if let Some(c) = &pipeline.concurrency {
+        check_template(
+            out,
+            loc.value(&["pipelines", name, "concurrency", "group"]),
+            &c.group.template,
+            &EVENT_ONLY,
+        );
+    }
+    if pipeline.stages.is_empty() {
+        out.push((
+            loc.value(&["pipelines", name, "stages"]),
+            format!("pipeline \"{name}\" has no stages"),
+        ));
+        return;
+    }
+    let graph = StageGraph::from_needs(pipeline.stages.iter().map(|(id, s)| (id, &s.needs)));
+    let graph = match graph {
+        Ok(g) => Some(g),
+        Err(err) => {
+            for problem in &err.problems {
+                let pos = match problem {
+                    GraphProblem::UnknownNeed { stage, need } => {
+                        let i = pipeline.stages[stage.as_str()]
+                            .needs
+                            .iter()
+                            .position(|n| n == need)
+                            .unwrap_or(0);
+                        loc.value(&["pipelines", name, "stages", stage, "needs", &i.to_string()])
+                    }
+                    GraphProblem::Cycle { path } => {
+                        loc.key(&["pipelines", name, "stages", &path[0]])
+                    }
+                    GraphProblem::DuplicateStage { stage } => {
+                        loc.key(&["pipelines", name, "stages", stage])
+                    }
+                };
+                out.push((pos, format!("pipeline \"{name}\": {problem}")));
+            }
+            None
+        }
+    };
+    for (id, stage) in &pipeline.stages {
+        let sp = ["pipelines", name, "stages", id.as_str()];
+        check_name(out, loc.key(&sp), "stage", id);
+        check_stage(out, config, loc, &sp, stage, backend_known, backends);
+        // Stage references can only be checked against a sound graph.
+        let Some(graph) = &graph else { continue };
+        let me = graph.get(id);
+        let stages = |other: &str| match (me, graph.get(other)) {
+            (_, None) => StageRef::Unknown,
+            (Some(me), Some(o)) if graph.is_transitive_need(me, o) => StageRef::Allowed,
+            _ => StageRef::NotANeed,
+        };
+        let with_status = Scope {
+            stages: &stages,
+            status_functions: true,
+            env: true,
+        };
+        let plain = Scope {
+            stages: &stages,
+            status_functions: false,
+            env: true,
+        };
+        if let Some(c) = &stage.condition {
+            if let Err(e) = c.expr.check(&with_status) {
+                out.push((
+                    loc.value(&[&sp[..], &["if"]].concat()),
+                    format!("{} in `if: {}`", e.message, c.source),
+                ));
+            }
+        }
+        for (k, t) in &stage.env {
+            check_template(
+                out,
+                loc.value(&[&sp[..], &["env", k.as_str()]].concat()),
+                &t.template,
+                &plain,
+            );
+        }
+        check_params(
+            out,
+            loc,
+            &[&sp[..], &["with"]].concat(),
+            &stage.with,
+            &plain,
+        );
+    }
+}
+
+fn check_stage(
+    out: &mut Found,
+    config: &Config,
+    loc: &Locations,
+    sp: &[&str],
+    stage: &Stage,
+    backend_known: &dyn Fn(&str) -> bool,
+    backends: &str,
+) {
+    let at = |key: &str| loc.value(&[sp, &[key]].concat());
+    let id = sp[3];
+    if stage.deploy.is_some() && stage.stop.is_some() {
+        out.push((
+            at("stop"),
+            format!("stage \"{id}\" has both `deploy` and `stop`; use one stage for each"),
+        ));
+    }
+    if stage.run.is_some() && (stage.deploy.is_some() || stage.stop.is_some()) {
+        out.push((at("run"), format!("stage \"{id}\" has `run` and `{}`; a deploy or stop stage runs its environment's backend, not a command", if stage.deploy.is_some() { "deploy" } else { "stop" })));
+    }
+    if stage.run.is_none()
+        && stage.deploy.is_none()
+        && stage.stop.is_none()
+        && stage.with.is_empty()
+    {
+        out.push((
+            loc.key(sp),
+            format!("stage \"{id}\" does nothing: give it `run`, `deploy`, `stop`, or `with` parameters for its backend"),
+        ));
+    }
+    if let Some(run) = &stage.run {
+        if run.contains("${{") {
+            out.push((
+                at("run"),
+                format!("stage \"{id}\": `run` is never template-expanded, so that event data cannot inject commands; pass values through `env` (env: {{ NAME: \"${{{{ ... }}}}\" }}) and read $NAME"),
+            ));
+        }
+    }
+    for key in ["deploy", "stop"] {
+        let target = if key == "deploy" {
+            &stage.deploy
+        } else {
+            &stage.stop
+        };
+        if let Some(env) = target {
+            if !config.environments.contains_key(env) {
+                let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "none defined".to_owned()
+                } else {
+                    known.join(", ")
+                };
+                out.push((
+                    at(key),
+                    format!(
+                        "stage \"{id}\": unknown environment \"{env}\" (environments: {known})"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(b) = &stage.backend {
+        if !backend_known(b) {
+            out.push((
+                at("backend"),
+                format!("stage \"{id}\": unknown backend \"{b}\" (known: {backends})"),
+            ));
+        }
+    }
+}

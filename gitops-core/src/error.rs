@@ -1,0 +1,30 @@
+//! The crate's error type: one variant per thing a caller may want to tell apart.
+
+use crate::config::ConfigError;
+use crate::plan::PlanError;
+use crate::repo::RepoError;
+use crate::source::webhook::{SignatureError, WebhookError};
+
+/// Everything that can go wrong in gitops-core.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The config is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A webhook payload could not be turned into an event.
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+    /// A webhook's signature or token is wrong or missing.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The repository could not be read.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// The event cannot be planned with this config.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,335 @@
+//! The `${{ ... }}` expression language of `env`, `with`, environment names and concurrency
+//! groups, and the bare expressions of `if:`.
+//!
+//! Grammar: literals (`'text'`, `"text"`, numbers, `true`, `false`, `null`), context paths
+//! (`event.pr.number`, `env.NAME`, `stages.<id>.outputs.<key>`, `stages.<id>.result`),
+//! `== != && || !`, parentheses, and the functions `success()`, `failure()`, `always()`,
+//! `cancelled()`, `startsWith(a, b)` and `contains(a, b)`.
+//!
+//! Expressions are parsed and name-checked when the config loads ([`check`]), and evaluated
+//! against a [`Context`] when the values are known ([`Expr::eval`]). Evaluation is three-valued:
+//! what the context cannot tell yet (a stage's outputs, at planning time) is unknown, and `&&`/`||`
+//! still decide where one side settles the answer.
+
+mod eval;
+mod lexer;
+mod parser;
+mod template;
+
+use std::fmt;
+
+pub use eval::{Context, StageStatus, Value, event_value};
+pub use template::{Segment, Template};
+
+/// A parsed expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// A literal value.
+    Literal(Value),
+    /// A dotted context path such as `event.pr.number`.
+    Path(Vec<String>),
+    /// `!expr`.
+    Not(Box<Expr>),
+    /// `a op b`.
+    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    /// `name(args)`.
+    Call(Function, Vec<Expr>),
+}
+
+/// A binary operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `&&`
+    And,
+    /// `||`
+    Or,
+}
+
+/// A built-in function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// `success()`: every need succeeded.
+    Success,
+    /// `failure()`: some need failed.
+    Failure,
+    /// `always()`: true, whatever happened.
+    Always,
+    /// `cancelled()`: the run was cancelled.
+    Cancelled,
+    /// `startsWith(text, prefix)`.
+    StartsWith,
+    /// `contains(text, part)`.
+    Contains,
+}
+
+impl Function {
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "success" => Self::Success,
+            "failure" => Self::Failure,
+            "always" => Self::Always,
+            "cancelled" => Self::Cancelled,
+            "startsWith" => Self::StartsWith,
+            "contains" => Self::Contains,
+            _ => return None,
+        })
+    }
+
+    /// The function's name as written.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Always => "always",
+            Self::Cancelled => "cancelled",
+            Self::StartsWith => "startsWith",
+            Self::Contains => "contains",
+        }
+    }
+
+    fn arity(self) -> usize {
+        match self {
+            Self::StartsWith | Self::Contains => 2,
+            _ => 0,
+        }
+    }
+
+    /// Whether this is one of the status functions (`success()`, ...), which only mean
+    /// something in `if:`.
+    pub fn is_status(self) -> bool {
+        self.arity() == 0
+    }
+}
+
+/// A syntax or name error in an expression, with the byte offset where it was found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ExprError {
+    /// What is wrong.
+    pub message: String,
+    /// Byte offset into the expression text.
+    pub offset: usize,
+}
+
+impl ExprError {
+    fn new(offset: usize, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            offset,
+        }
+    }
+}
+
+/// Fields of `event.*` that expressions may name.
+pub const EVENT_FIELDS: &[&str] = &[
+    "kind",
+    "action",
+    "ref",
+    "branch",
+    "sha",
+    "tag",
+    "version",
+    "repo",
+    "pr.number",
+    "pr.title",
+    "pr.head_ref",
+    "pr.base_ref",
+    "pr.draft",
+    "pr.merged",
+];
+
+/// What names an expression may use where it stands.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    /// `stages.<id>` may name these stages (the transitive needs of the current stage).
+    pub stages: &'a dyn Fn(&str) -> StageRef,
+    /// Status functions (`success()`, ...) are allowed (in `if:` only).
+    pub status_functions: bool,
+    /// `env.*` is allowed.
+    pub env: bool,
+}
+
+/// Whether a stage named in `stages.<id>` may be referred to from where the expression stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageRef {
+    /// A transitive need: its outputs and result are known when the expression is evaluated.
+    Allowed,
+    /// A stage of the pipeline that is not a transitive need.
+    NotANeed,
+    /// No such stage.
+    Unknown,
+}
+
+impl Expr {
+    /// Parses an expression (the text inside `${{ }}` or an `if:`).
+    ///
+    /// ```
+    /// use gitops_core::expr::Expr;
+    /// assert!(Expr::parse("event.branch == 'main' && !event.pr.draft").is_ok());
+    /// assert!(Expr::parse("event.branch ==").is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<Expr, ExprError> {
+        parser::parse(text)
+    }
+
+    /// Checks every name the expression uses against `scope`.
+    pub fn check(&self, scope: &Scope<'_>) -> Result<(), ExprError> {
+        check(self, scope)
+    }
+
+    /// Whether the expression calls a status function (`success()`, `failure()`, `always()`,
+    /// `cancelled()`). An `if:` without one is implicitly `success() && (...)`.
+    pub fn uses_status_function(&self) -> bool {
+        match self {
+            Expr::Call(f, args) => f.is_status() || args.iter().any(Expr::uses_status_function),
+            Expr::Not(e) => e.uses_status_function(),
+            Expr::Binary(_, a, b) => a.uses_status_function() || b.uses_status_function(),
+            Expr::Literal(_) | Expr::Path(_) => false,
+        }
+    }
+
+    /// The stages whose outputs or result the expression reads.
+    pub fn stage_refs(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.walk_paths(&mut |p| {
+            if p.first().map(String::as_str) == Some("stages") {
+                if let Some(id) = p.get(1) {
+                    out.push(id.as_str());
+                }
+            }
+        });
+        out
+    }
+
+    fn walk_paths<'a>(&'a self, f: &mut dyn FnMut(&'a [String])) {
+        match self {
+            Expr::Path(p) => f(p),
+            Expr::Not(e) => e.walk_paths(f),
+            Expr::Binary(_, a, b) => {
+                a.walk_paths(f);
+                b.walk_paths(f);
+            }
+            Expr::Call(_, args) => args.iter().for_each(|a| a.walk_paths(f)),
+            Expr::Literal(_) => {}
+        }
+    }
+}
+
+fn check(expr: &Expr, scope: &Scope<'_>) -> Result<(), ExprError> {
+    match expr {
+        Expr::Literal(_) => Ok(()),
+        Expr::Path(path) => check_path(path, scope),
+        Expr::Not(e) => check(e, scope),
+        Expr::Binary(_, a, b) => {
+            check(a, scope)?;
+            check(b, scope)
+        }
+        Expr::Call(f, args) => {
+            if f.is_status() && !scope.status_functions {
+                return Err(ExprError::new(
+                    0,
+                    format!("{}() can only be used in `if:`", f.name()),
+                ));
+            }
+            args.iter().try_for_each(|a| check(a, scope))
+        }
+    }
+}
+
+fn check_path(path: &[String], scope: &Scope<'_>) -> Result<(), ExprError> {
+    let joined = path.join(".");
+    let rest = &path[1..];
+    match path[0].as_str() {
+        "event" => {
+            let field = rest.join(".");
+            if EVENT_FIELDS.contains(&field.as_str()) {
+                Ok(())
+            } else {
+                Err(ExprError::new(
+                    0,
+                    format!(
+                        "unknown name \"{joined}\" (event fields: {})",
+                        EVENT_FIELDS.join(", ")
+                    ),
+                ))
+            }
+        }
+        "env" if !scope.env => Err(ExprError::new(
+            0,
+            format!("\"{joined}\": env is not available here"),
+        )),
+        "env" if rest.len() == 1 => Ok(()),
+        "env" => Err(ExprError::new(
+            0,
+            format!("unknown name \"{joined}\" (expected env.<NAME>)"),
+        )),
+        "stages" => {
+            let Some(id) = rest.first() else {
+                return Err(ExprError::new(
+                    0,
+                    "\"stages\" needs a stage id: stages.<id>.outputs.<key>",
+                ));
+            };
+            match (scope.stages)(id) {
+                StageRef::Unknown => Err(ExprError::new(
+                    0,
+                    format!("unknown stage \"{id}\" in \"{joined}\""),
+                )),
+                StageRef::NotANeed => Err(ExprError::new(
+                    0,
+                    format!(
+                        "\"{joined}\" refers to stage \"{id}\", which this stage does not need (add it to `needs`)"
+                    ),
+                )),
+                StageRef::Allowed => match &rest[1..] {
+                    [o, _key] if o == "outputs" => Ok(()),
+                    [r] if r == "result" => Ok(()),
+                    _ => Err(ExprError::new(
+                        0,
+                        format!(
+                            "unknown name \"{joined}\" (expected stages.{id}.outputs.<key> or stages.{id}.result)"
+                        ),
+                    )),
+                },
+            }
+        }
+        other => Err(ExprError::new(
+            0,
+            format!("unknown name \"{other}\" in \"{joined}\" (expected event, env or stages)"),
+        )),
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Literal(Value::String(s)) => write!(f, "'{}'", s.replace('\'', "''")),
+            Expr::Literal(v) => write!(f, "{v}"),
+            Expr::Path(p) => f.write_str(&p.join(".")),
+            Expr::Not(e) => write!(f, "!{e}"),
+            Expr::Binary(op, a, b) => {
+                let op = match op {
+                    BinaryOp::Eq => "==",
+                    BinaryOp::Ne => "!=",
+                    BinaryOp::And => "&&",
+                    BinaryOp::Or => "||",
+                };
+                write!(f, "({a} {op} {b})")
+            }
+            Expr::Call(func, args) => {
+                write!(f, "{}(", func.name())?;
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{a}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}

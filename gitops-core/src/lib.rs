@@ -1,0 +1,27 @@
+//! The gitops engine: Git events in, pipelines of stages planned as a DAG.
+//!
+//! The data flow, one module each:
+//!
+//! ```text
+//! source (webhooks) ─► event::GitEvent ─► plan::Planner ─► plan::Plan
+//!                                            ▲
+//!                      config (.gitops.yml, read from the event's commit by repo)
+//! ```
+//!
+//! [`config`] parses and validates `.gitops.yml`, [`graph`] holds each pipeline's stages as a
+//! DAG, [`expr`] is the `${{ }}` language, [`release`] the semver rules of tag triggers, and
+//! [`plan`] decides, purely, what an event runs.
+#![warn(missing_docs)]
+
+pub mod config;
+mod error;
+pub mod event;
+pub mod expr;
+pub mod graph;
+pub mod plan;
+pub mod release;
+pub mod repo;
+pub mod source;
+
+pub use error::{Error, Result};
+pub use semver;

@@ -1,0 +1,405 @@
+//! The planner: `event + config -> Plan`, purely and deterministically.
+//!
+//! A plan says which pipelines an event runs, each with its stages in topological order, the
+//! environment instances they deploy to (`preview-pr-7`), the templates that the event alone
+//! resolves, and the stages whose `if:` the event already decides. Serialised to JSON it is a dry
+//! run of what the event would do.
+
+mod matcher;
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::config::{
+    Action, Config, Environment, OnConflict, Pipeline, Retry, Stage, format_duration,
+};
+use crate::event::GitEvent;
+use crate::expr::{Context, StageStatus, Template, Value, event_value};
+use crate::graph::StageGraph;
+
+use matcher::{Match, matches};
+
+/// What changed in the event's commits, for `paths:` filters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Changes {
+    /// Not known (no repository at hand): `paths` filters match, and the plan says they were not
+    /// checked.
+    #[default]
+    Unknown,
+    /// The paths that changed, relative to the repository root.
+    Paths(Vec<String>),
+}
+
+/// Why an event cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// A stage deploys to or stops a per-pull-request environment, but the event is not a pull
+    /// request.
+    #[error(
+        "pipeline \"{pipeline}\", stage \"{stage}\": environment \"{environment}\" is per pull request, but the event is a {kind}"
+    )]
+    NotAPullRequest {
+        /// The pipeline.
+        pipeline: String,
+        /// The stage.
+        stage: String,
+        /// The environment.
+        environment: String,
+        /// The event's kind.
+        kind: String,
+    },
+    /// An environment's `name` template renders to an unusable name for this event.
+    #[error(
+        "pipeline \"{pipeline}\", stage \"{stage}\": environment \"{environment}\" has no usable name for this event (rendered \"{rendered}\")"
+    )]
+    BadEnvironmentName {
+        /// The pipeline.
+        pipeline: String,
+        /// The stage.
+        stage: String,
+        /// The environment.
+        environment: String,
+        /// What the name template rendered to.
+        rendered: String,
+    },
+    /// The pipeline's stage graph is unsound (a config changed after it was validated).
+    #[error("pipeline \"{pipeline}\": {source}")]
+    InvalidGraph {
+        /// The pipeline.
+        pipeline: String,
+        /// What is wrong with its graph.
+        source: crate::graph::GraphError,
+    },
+}
+
+/// What an event runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The event planned for.
+    pub event: GitEvent,
+    /// The pipelines it triggers, in config order.
+    pub pipelines: Vec<PlannedPipeline>,
+}
+
+/// One triggered pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedPipeline {
+    /// The pipeline's name.
+    pub name: String,
+    /// Its stages, in config order.
+    pub stages: Vec<PlannedStage>,
+    /// Stage ids in an order where each comes after its needs.
+    pub order: Vec<String>,
+    /// The rendered concurrency group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<PlannedConcurrency>,
+    /// With a `paths` filter: whether it was checked (false when the changed paths were unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paths_checked: Option<bool>,
+    #[serde(skip)]
+    graph: StageGraph,
+}
+
+impl PlannedPipeline {
+    /// The stage graph.
+    pub fn graph(&self) -> &StageGraph {
+        &self.graph
+    }
+
+    /// A stage by id.
+    pub fn stage(&self, id: &str) -> Option<&PlannedStage> {
+        self.graph.get(id).map(|s| &self.stages[s.index()])
+    }
+}
+
+/// A pipeline's concurrency group, rendered for the event.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedConcurrency {
+    /// The group.
+    pub group: String,
+    /// What a new run does when the group is busy.
+    pub on_conflict: OnConflict,
+}
+
+/// One stage of a triggered pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStage {
+    /// The stage id.
+    pub id: String,
+    /// Its direct needs.
+    pub needs: Vec<String>,
+    /// The backend that runs it.
+    pub backend: String,
+    /// What it does.
+    pub action: Action,
+    /// The environment instance it deploys to or stops (`preview-pr-7`).
+    pub environment: Option<String>,
+    /// The environment as named in config (`preview`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment_config: Option<String>,
+    /// The command, exactly as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Environment variables; what the event resolves is filled in, the rest stays `${{ }}`.
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    pub env: IndexMap<String, String>,
+    /// Backend parameters, resolved like `env`.
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    pub with: IndexMap<String, serde_json::Value>,
+    /// The `if:` condition as written.
+    #[serde(rename = "if", skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Set when the event alone already decides that the stage will be skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip: Option<PlannedSkip>,
+    /// Timeout (`90s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Retry policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// A failure does not fail the run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_error: bool,
+}
+
+/// Why a planned stage will be skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum PlannedSkip {
+    /// Its `if:` is false for this event.
+    ConditionFalse {
+        /// The condition.
+        expr: String,
+    },
+    /// A stage it needs will be skipped (and its condition requires success).
+    NeedSkipped {
+        /// That need.
+        need: String,
+    },
+}
+
+/// Turns events into plans. Stateless: the same event and config always give the same plan.
+#[derive(Debug, Clone, Default)]
+pub struct Planner {
+    _private: (),
+}
+
+struct EventContext<'a>(&'a GitEvent);
+
+impl Context for EventContext<'_> {
+    fn lookup(&self, path: &[String]) -> Option<Value> {
+        (path[0] == "event").then(|| event_value(self.0, &path[1..]))
+    }
+    fn status(&self) -> Option<StageStatus> {
+        None
+    }
+}
+
+impl Planner {
+    /// A planner.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Plans `event` against `config`. `changes` feeds `paths:` filters.
+    ///
+    /// ```
+    /// use gitops_core::config::Config;
+    /// use gitops_core::event::*;
+    /// use gitops_core::plan::{Changes, Planner};
+    /// let config = Config::parse(".gitops.yml", "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      test: { run: make test }\n").unwrap();
+    /// let push = |branch: &str| GitEvent {
+    ///     payload: EventPayload::Push(PushEvent {
+    ///         git_ref: format!("refs/heads/{branch}"), branch: branch.into(),
+    ///         before: None, after: Some("abc".into()), created: false, deleted: false, forced: false,
+    ///     }),
+    ///     repo: "o/r".into(), sha: Some("abc".into()),
+    /// };
+    /// let plan = Planner::new().plan(&push("main"), &config, &Changes::Unknown).unwrap();
+    /// assert_eq!(plan.pipelines[0].order, ["test"]);
+    /// assert!(Planner::new().plan(&push("dev"), &config, &Changes::Unknown).unwrap().pipelines.is_empty());
+    /// ```
+    pub fn plan(
+        &self,
+        event: &GitEvent,
+        config: &Config,
+        changes: &Changes,
+    ) -> Result<Plan, PlanError> {
+        let mut pipelines = Vec::new();
+        for (name, pipeline) in &config.pipelines {
+            if let Match::Yes { paths_checked } = matches(pipeline, event, changes) {
+                pipelines.push(plan_pipeline(name, pipeline, config, event, paths_checked)?);
+            }
+        }
+        Ok(Plan {
+            event: event.clone(),
+            pipelines,
+        })
+    }
+}
+
+fn plan_pipeline(
+    name: &str,
+    pipeline: &Pipeline,
+    config: &Config,
+    event: &GitEvent,
+    paths_checked: Option<bool>,
+) -> Result<PlannedPipeline, PlanError> {
+    let ctx = EventContext(event);
+    // A loaded config's graphs are known to be sound; a hand-built one may not be.
+    let graph = StageGraph::from_needs(pipeline.stages.iter().map(|(id, s)| (id, &s.needs)))
+        .map_err(|source| PlanError::InvalidGraph {
+            pipeline: name.to_owned(),
+            source,
+        })?;
+    let mut stages = Vec::with_capacity(pipeline.stages.len());
+    for (id, stage) in &pipeline.stages {
+        stages.push(plan_stage(name, id, stage, config, event, &ctx)?);
+    }
+    for &s in graph.order() {
+        if stages[s.index()].skip.is_some() {
+            continue;
+        }
+        let requires_success = pipeline.stages[s.index()]
+            .condition
+            .as_ref()
+            .is_none_or(|c| !c.expr.uses_status_function());
+        if requires_success {
+            if let Some(need) = graph.needs(s).find(|n| stages[n.index()].skip.is_some()) {
+                stages[s.index()].skip = Some(PlannedSkip::NeedSkipped {
+                    need: graph.id(need).to_owned(),
+                });
+            }
+        }
+    }
+    let order = graph
+        .order()
+        .iter()
+        .map(|&s| graph.id(s).to_owned())
+        .collect();
+    let concurrency = pipeline.concurrency.as_ref().map(|c| PlannedConcurrency {
+        group: c.group.template.render_partial(&ctx),
+        on_conflict: c.on_conflict,
+    });
+    Ok(PlannedPipeline {
+        name: name.to_owned(),
+        stages,
+        order,
+        concurrency,
+        paths_checked,
+        graph,
+    })
+}
+
+fn plan_stage(
+    pipeline: &str,
+    id: &str,
+    stage: &Stage,
+    config: &Config,
+    event: &GitEvent,
+    ctx: &EventContext<'_>,
+) -> Result<PlannedStage, PlanError> {
+    let env_config = stage
+        .environment()
+        .and_then(|e| config.environments.get_key_value(e));
+    let environment = match env_config {
+        Some((key, env)) => Some(instance_name(pipeline, id, key, env, event, ctx)?),
+        None => None,
+    };
+    let backend = stage
+        .backend
+        .clone()
+        .or_else(|| env_config.map(|(_, e)| e.backend.clone()))
+        .unwrap_or_else(|| "local".to_owned());
+    let skip = stage
+        .condition
+        .as_ref()
+        .and_then(|c| match c.expr.eval(ctx) {
+            Some(v) if !v.truthy() => Some(PlannedSkip::ConditionFalse {
+                expr: c.source.clone(),
+            }),
+            _ => None,
+        });
+    Ok(PlannedStage {
+        id: id.to_owned(),
+        needs: stage.needs.clone(),
+        backend,
+        action: stage.action(),
+        environment,
+        environment_config: env_config.map(|(k, _)| k.clone()),
+        run: stage.run.clone(),
+        env: stage
+            .env
+            .iter()
+            .map(|(k, t)| (k.clone(), t.template.render_partial(ctx)))
+            .collect(),
+        with: stage
+            .with
+            .iter()
+            .map(|(k, v)| (k.clone(), render_value(v, ctx)))
+            .collect(),
+        condition: stage.condition.as_ref().map(|c| c.source.clone()),
+        skip,
+        timeout: stage.timeout.map(format_duration),
+        retry: stage.retry.clone(),
+        continue_on_error: stage.continue_on_error,
+    })
+}
+
+/// The instance of an environment that an event deploys to.
+fn instance_name(
+    pipeline: &str,
+    stage: &str,
+    key: &str,
+    env: &Environment,
+    event: &GitEvent,
+    ctx: &EventContext<'_>,
+) -> Result<String, PlanError> {
+    let pr = event.pull_request();
+    if env.per_pull_request && pr.is_none() {
+        return Err(PlanError::NotAPullRequest {
+            pipeline: pipeline.to_owned(),
+            stage: stage.to_owned(),
+            environment: key.to_owned(),
+            kind: event.kind().to_string(),
+        });
+    }
+    let name = match (&env.name, pr) {
+        (Some(t), _) => t.template.render(ctx).unwrap_or_default(),
+        (None, Some(pr)) if env.per_pull_request => format!("{key}-pr-{}", pr.number),
+        _ => key.to_owned(),
+    };
+    let usable = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !usable {
+        return Err(PlanError::BadEnvironmentName {
+            pipeline: pipeline.to_owned(),
+            stage: stage.to_owned(),
+            environment: key.to_owned(),
+            rendered: name,
+        });
+    }
+    Ok(name)
+}
+
+fn render_value(v: &serde_json::Value, ctx: &dyn Context) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => match Template::parse(s) {
+            Ok(t) => J::String(t.render_partial(ctx)),
+            Err(_) => v.clone(),
+        },
+        J::Array(items) => J::Array(items.iter().map(|i| render_value(i, ctx)).collect()),
+        J::Object(map) => J::Object(
+            map.iter()
+                .map(|(k, i)| (k.clone(), render_value(i, ctx)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,264 @@
+//! Reading a Git repository with gix: resolving revisions, reading `.gitops.yml` from the
+//! event's commit (never from a working tree), and the paths an event changed.
+
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+use gix::diff::tree::{Recorder, State, recorder::Change};
+use gix::objs::TreeRefIter;
+
+use crate::config::{CONFIG_FILE, Config, ConfigError, LoadOptions};
+use crate::event::{EventPayload, GitEvent};
+use crate::plan::Changes;
+
+/// Why the repository could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    /// The path is not a Git repository.
+    #[error("cannot open git repository at {path}: {message}")]
+    Open {
+        /// The path tried.
+        path: PathBuf,
+        /// What gix said.
+        message: String,
+    },
+    /// A revision (sha, branch, tag) does not name a commit here.
+    #[error("revision \"{rev}\" not found in {path}: {message}")]
+    UnknownRevision {
+        /// The revision.
+        rev: String,
+        /// The repository.
+        path: PathBuf,
+        /// What gix said.
+        message: String,
+    },
+    /// Reading objects failed.
+    #[error("cannot read {what} in {path}: {message}")]
+    Read {
+        /// What was being read.
+        what: String,
+        /// The repository.
+        path: PathBuf,
+        /// What gix said.
+        message: String,
+    },
+    /// The commit has no `.gitops.yml`.
+    #[error("no {file} at commit {commit} in {path}")]
+    NoConfig {
+        /// The file looked for.
+        file: &'static str,
+        /// The commit.
+        commit: String,
+        /// The repository.
+        path: PathBuf,
+    },
+    /// The event names no commit and no ref to find one by.
+    #[error("the {kind} event names no commit")]
+    NoCommit {
+        /// The event's kind.
+        kind: String,
+    },
+}
+
+/// A Git repository on disk (bare or with a work tree).
+#[derive(Debug, Clone)]
+pub struct Repository {
+    repo: gix::ThreadSafeRepository,
+    path: PathBuf,
+}
+
+impl Repository {
+    /// Opens the repository at `path` (its work tree or its git dir).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, RepoError> {
+        let path = path.as_ref().to_path_buf();
+        let repo = gix::ThreadSafeRepository::open(&path).map_err(|e| RepoError::Open {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Repository { repo, path })
+    }
+
+    /// The path it was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn local(&self) -> gix::Repository {
+        self.repo.to_thread_local()
+    }
+
+    fn read_err(&self, what: impl Into<String>, e: impl std::fmt::Display) -> RepoError {
+        RepoError::Read {
+            what: what.into(),
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Resolves a revision (a sha, `main`, `refs/tags/v1.0.0`, `v1.0.0`, ...) to a commit id.
+    pub fn resolve_commit(&self, rev: &str) -> Result<String, RepoError> {
+        let repo = self.local();
+        let unknown = |message: String| RepoError::UnknownRevision {
+            rev: rev.to_owned(),
+            path: self.path.clone(),
+            message,
+        };
+        let id = repo
+            .rev_parse_single(rev)
+            .map_err(|e| unknown(e.to_string()))?;
+        let commit = id
+            .object()
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|e| unknown(format!("not a commit: {e}")))?;
+        Ok(commit.id.to_string())
+    }
+
+    fn commit_tree<'r>(
+        &self,
+        repo: &'r gix::Repository,
+        commit: &str,
+    ) -> Result<gix::Tree<'r>, RepoError> {
+        let id = ObjectId::from_hex(commit.as_bytes()).or_else(|_| {
+            let resolved = self.resolve_commit(commit)?;
+            ObjectId::from_hex(resolved.as_bytes()).map_err(|e| self.read_err(commit, e))
+        })?;
+        let commit_obj = repo
+            .find_commit(id)
+            .map_err(|e| RepoError::UnknownRevision {
+                rev: commit.to_owned(),
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        commit_obj
+            .tree()
+            .map_err(|e| self.read_err(format!("tree of {commit}"), e))
+    }
+
+    /// The content of the file at `path` (slash-separated, from the root) in `commit`, or
+    /// `None` when the commit has no such file.
+    pub fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, RepoError> {
+        let repo = self.local();
+        let tree = self.commit_tree(&repo, commit)?;
+        let entry = tree
+            .lookup_entry_by_path(path)
+            .map_err(|e| self.read_err(format!("{path} at {commit}"), e))?;
+        let Some(entry) = entry else { return Ok(None) };
+        if !entry.mode().is_blob() {
+            return Ok(None);
+        }
+        let object = entry
+            .object()
+            .map_err(|e| self.read_err(format!("{path} at {commit}"), e))?;
+        Ok(Some(object.detach().data))
+    }
+
+    /// Reads and validates `.gitops.yml` from `commit`.
+    pub fn config_at(&self, commit: &str, options: &LoadOptions) -> Result<Config, crate::Error> {
+        let bytes = self
+            .read_file(commit, CONFIG_FILE)?
+            .ok_or_else(|| RepoError::NoConfig {
+                file: CONFIG_FILE,
+                commit: commit.to_owned(),
+                path: self.path.clone(),
+            })?;
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError {
+            diagnostics: vec![crate::config::Diagnostic {
+                file: CONFIG_FILE.to_owned(),
+                position: Default::default(),
+                message: format!("not UTF-8: {e}"),
+            }],
+        })?;
+        Ok(Config::parse_with(CONFIG_FILE, &text, options)?)
+    }
+
+    /// The paths of the files that differ between two commits' trees.
+    pub fn changed_paths(&self, from: &str, to: &str) -> Result<Vec<String>, RepoError> {
+        let repo = self.local();
+        let old = self.commit_tree(&repo, from)?;
+        let new = self.commit_tree(&repo, to)?;
+        let mut recorder = Recorder::default();
+        gix::diff::tree(
+            TreeRefIter::from_bytes(&old.data, old.id.kind()),
+            TreeRefIter::from_bytes(&new.data, new.id.kind()),
+            &mut State::default(),
+            &repo.objects,
+            &mut recorder,
+        )
+        .map_err(|e| self.read_err(format!("diff {from}..{to}"), e))?;
+        let mut paths: Vec<String> = recorder
+            .records
+            .into_iter()
+            .filter_map(|c| {
+                let (mode, path) = match c {
+                    Change::Addition {
+                        entry_mode, path, ..
+                    }
+                    | Change::Deletion {
+                        entry_mode, path, ..
+                    }
+                    | Change::Modification {
+                        entry_mode, path, ..
+                    } => (entry_mode, path),
+                };
+                (!mode.is_tree()).then(|| path.to_string())
+            })
+            .collect();
+        paths.sort();
+        paths.dedup();
+        Ok(paths)
+    }
+
+    /// The best common ancestor of two commits, if they have one.
+    pub fn merge_base(&self, a: &str, b: &str) -> Result<Option<String>, RepoError> {
+        let repo = self.local();
+        let a = ObjectId::from_hex(self.resolve_commit(a)?.as_bytes())
+            .map_err(|e| self.read_err(a, e))?;
+        let b = ObjectId::from_hex(self.resolve_commit(b)?.as_bytes())
+            .map_err(|e| self.read_err(b, e))?;
+        repo.merge_base(a, b)
+            .map(|id| id.map(|id| id.to_string()))
+            .map_err(|e| self.read_err("merge base", e))
+    }
+
+    /// The commit an event builds: its `sha`, or the commit its tag or branch points to.
+    pub fn commit_for(&self, event: &GitEvent) -> Result<String, RepoError> {
+        if let Some(sha) = &event.sha {
+            return self.resolve_commit(sha);
+        }
+        match event.git_ref() {
+            Some(r) => self.resolve_commit(&r),
+            None => Err(RepoError::NoCommit {
+                kind: event.kind().to_string(),
+            }),
+        }
+    }
+
+    /// What an event changed, for `paths:` filters: a push's `before..after`; a pull request's
+    /// merge base with the base branch `..head`. Unknown when the history needed is missing.
+    pub fn changes_for(&self, event: &GitEvent) -> Changes {
+        let (from, to) = match &event.payload {
+            EventPayload::Push(p) => match (&p.before, &p.after) {
+                (Some(b), Some(a)) => (b.clone(), a.clone()),
+                _ => return Changes::Unknown,
+            },
+            EventPayload::PullRequest(pr) => {
+                let Some(head) = pr.head.sha.clone().or_else(|| event.sha.clone()) else {
+                    return Changes::Unknown;
+                };
+                let base = pr
+                    .base
+                    .sha
+                    .clone()
+                    .unwrap_or_else(|| pr.base.git_ref.clone());
+                match self.merge_base(&base, &head) {
+                    Ok(Some(mb)) => (mb, head),
+                    _ => return Changes::Unknown,
+                }
+            }
+            _ => return Changes::Unknown,
+        };
+        self.changed_paths(&from, &to)
+            .map_or(Changes::Unknown, Changes::Paths)
+    }
+}

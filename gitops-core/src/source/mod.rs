@@ -1,0 +1,5 @@
+//! Where events come from: forge webhooks (GitHub, GitLab), each turned into a [`GitEvent`].
+//!
+//! [`GitEvent`]: crate::event::GitEvent
+
+pub mod webhook;
