@@ -20,10 +20,14 @@ pub struct TemplateString {
 
 impl<'de> Deserialize<'de> for TemplateString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let source = d.deserialize_any(ScalarText)?;
-        let template = Template::parse(&source)
-            .map_err(|e| de::Error::custom(format!("{} in \"{source}\"", e.message)))?;
-        Ok(TemplateString { source, template })
+        parse_scalar(d, |source| {
+            let template =
+                Template::parse(source).map_err(|e| format!("{} in \"{source}\"", e.message))?;
+            Ok(TemplateString {
+                source: source.to_owned(),
+                template,
+            })
+        })
     }
 }
 
@@ -44,23 +48,20 @@ pub struct Condition {
 
 impl<'de> Deserialize<'de> for Condition {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = d.deserialize_any(ScalarText)?;
-        let trimmed = raw.trim();
-        let source = match trimmed
-            .strip_prefix("${{")
-            .and_then(|r| r.strip_suffix("}}"))
-        {
-            Some(inner) if !inner.contains("${{") => inner.trim(),
-            _ => trimmed,
-        }
-        .to_owned();
-        let expr = Expr::parse(&source).map_err(|e| {
-            de::Error::custom(format!(
-                "{} (at offset {}) in `if: {source}`",
-                e.message, e.offset
-            ))
-        })?;
-        Ok(Condition { source, expr })
+        parse_scalar(d, |raw| {
+            let trimmed = raw.trim();
+            let source = match trimmed
+                .strip_prefix("${{")
+                .and_then(|r| r.strip_suffix("}}"))
+            {
+                Some(inner) if !inner.contains("${{") => inner.trim(),
+                _ => trimmed,
+            }
+            .to_owned();
+            let expr = Expr::parse(&source)
+                .map_err(|e| format!("{} (at offset {}) in `if: {source}`", e.message, e.offset))?;
+            Ok(Condition { source, expr })
+        })
     }
 }
 
@@ -70,28 +71,46 @@ impl Serialize for Condition {
     }
 }
 
-struct ScalarText;
+/// Reads a scalar as text (numbers and booleans too) and parses it inside the visitor, so that
+/// serde_yaml locates a parse error at the scalar itself.
+pub(crate) fn parse_scalar<'de, D, T>(
+    d: D,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    d.deserialize_any(ScalarText(parse))
+}
 
-impl Visitor<'_> for ScalarText {
-    type Value = String;
+struct ScalarText<T>(fn(&str) -> Result<T, String>);
+
+impl<T> ScalarText<T> {
+    fn apply<E: de::Error>(&self, text: &str) -> Result<T, E> {
+        (self.0)(text).map_err(E::custom)
+    }
+}
+
+impl<T> Visitor<'_> for ScalarText<T> {
+    type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string")
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(v.to_owned())
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        self.apply(v)
     }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
-        Ok(v.to_string())
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
+        self.apply(&v.to_string())
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
-        Ok(v.to_string())
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        self.apply(&v.to_string())
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        self.apply(&v.to_string())
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
-        Ok(v.to_string())
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        self.apply(&v.to_string())
     }
 }
 
@@ -190,8 +209,7 @@ pub(crate) mod duration {
     use super::*;
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = d.deserialize_any(ScalarText)?;
-        parse_duration(&text).map_err(de::Error::custom)
+        parse_scalar(d, parse_duration)
     }
 
     pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -132,9 +132,11 @@ impl Config {
                 "the file is empty",
             ));
         }
-        let config: Config = serde_yaml::from_str(text).map_err(|e| from_yaml(file, &e))?;
+        // The indexer reads the whole document first, so syntax errors are reported as such
+        // rather than as whatever type error serde_yaml meets before them.
         let locations = Locations::index(text)
             .map_err(|(position, message)| ConfigError::single(file, position, message))?;
+        let config: Config = serde_yaml::from_str(text).map_err(|e| from_yaml(file, &e))?;
         let diagnostics = validate::validate(&config, &locations, options)
             .into_iter()
             .map(|(position, message)| Diagnostic {

@@ -158,11 +158,11 @@ pub struct SemverReq(pub String);
 
 impl<'de> Deserialize<'de> for SemverReq {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        semver::VersionReq::parse(&s).map_err(|e| {
-            serde::de::Error::custom(format!("invalid semver requirement \"{s}\": {e}"))
-        })?;
-        Ok(SemverReq(s))
+        super::de::parse_scalar(d, |s| {
+            semver::VersionReq::parse(s)
+                .map(|_| SemverReq(s.to_owned()))
+                .map_err(|e| format!("invalid semver requirement \"{s}\": {e}"))
+        })
     }
 }
 
@@ -203,15 +203,16 @@ pub const PULL_REQUEST_TYPES: &[&str] = &[
 
 impl<'de> Deserialize<'de> for PullRequestType {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if PULL_REQUEST_TYPES.contains(&s.as_str()) {
-            Ok(PullRequestType(s))
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "unknown pull request type \"{s}\" (expected one of: {})",
-                PULL_REQUEST_TYPES.join(", ")
-            )))
-        }
+        super::de::parse_scalar(d, |s| {
+            if PULL_REQUEST_TYPES.contains(&s) {
+                Ok(PullRequestType(s.to_owned()))
+            } else {
+                Err(format!(
+                    "unknown pull request type \"{s}\" (expected one of: {})",
+                    PULL_REQUEST_TYPES.join(", ")
+                ))
+            }
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use glob::{MatchOptions, Pattern};
-use serde::de::{self, Deserializer};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize, Serializer};
 
 const OPTIONS: MatchOptions = MatchOptions {
@@ -49,8 +49,7 @@ impl fmt::Display for Glob {
 
 impl<'de> Deserialize<'de> for Glob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Glob::new(&s).map_err(de::Error::custom)
+        super::de::parse_scalar(d, Glob::new)
     }
 }
 

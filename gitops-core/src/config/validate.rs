@@ -37,8 +37,13 @@ pub(super) fn validate(config: &Config, loc: &Locations, options: &LoadOptions) 
             ));
         }
         if let Some(t) = &env.name {
-            let p = loc.value(&["environments", name, "name"]);
-            check_template(&mut out, p, &t.template, &EVENT_ONLY);
+            check_template(
+                &mut out,
+                loc,
+                &["environments", name, "name"],
+                &t.template,
+                &EVENT_ONLY,
+            );
         }
         check_params(
             &mut out,
@@ -85,12 +90,51 @@ fn check_name(out: &mut Found, pos: Position, what: &str, name: &str) {
     }
 }
 
-fn check_template(out: &mut Found, pos: Position, t: &Template, scope: &Scope<'_>) {
+fn check_env_name(out: &mut Found, pos: Position, name: &str) {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        out.push((
+            pos,
+            format!("invalid environment variable name \"{name}\" (use letters, digits and '_')"),
+        ));
+    } else if name.starts_with("GITOPS_") {
+        out.push((pos, format!("environment variable \"{name}\": the GITOPS_ prefix is reserved for the variables gitops sets")));
+    }
+}
+
+/// Checks the names in a template at `path`; messages start with the path, like serde_yaml's.
+fn check_template(
+    out: &mut Found,
+    loc: &Locations,
+    path: &[&str],
+    t: &Template,
+    scope: &Scope<'_>,
+) {
     for e in t.expressions() {
         if let Err(err) = e.check(scope) {
-            out.push((pos, err.message));
+            out.push((loc.value(path), format!("{}: {}", label(path), err.message)));
         }
     }
+}
+
+/// `pipelines.ci.stages.a.with.ports[0]`, as serde_yaml writes paths.
+fn label(path: &[&str]) -> String {
+    let mut out = String::new();
+    for p in path {
+        if p.parse::<usize>().is_ok() && !out.is_empty() {
+            out.push_str(&format!("[{p}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(p);
+        }
+    }
+    out
 }
 
 fn check_params(
@@ -114,11 +158,14 @@ fn check_value(
     v: &serde_json::Value,
     scope: &Scope<'_>,
 ) {
-    let pos = || loc.value(&path.iter().map(String::as_str).collect::<Vec<_>>());
+    let refs: Vec<&str> = path.iter().map(String::as_str).collect();
     match v {
         serde_json::Value::String(s) => match Template::parse(s) {
-            Ok(t) => check_template(out, pos(), &t, scope),
-            Err(e) => out.push((pos(), format!("{} in \"{s}\"", e.message))),
+            Ok(t) => check_template(out, loc, &refs, &t, scope),
+            Err(e) => out.push((
+                loc.value(&refs),
+                format!("{}: {} in \"{s}\"", label(&refs), e.message),
+            )),
         },
         serde_json::Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
@@ -159,7 +206,8 @@ fn check_pipeline(
     if let Some(c) = &pipeline.concurrency {
         check_template(
             out,
-            loc.value(&["pipelines", name, "concurrency", "group"]),
+            loc,
+            &["pipelines", name, "concurrency", "group"],
             &c.group.template,
             &EVENT_ONLY,
         );
@@ -221,16 +269,19 @@ fn check_pipeline(
         };
         if let Some(c) = &stage.condition {
             if let Err(e) = c.expr.check(&with_status) {
+                let path = [&sp[..], &["if"]].concat();
                 out.push((
-                    loc.value(&[&sp[..], &["if"]].concat()),
-                    format!("{} in `if: {}`", e.message, c.source),
+                    loc.value(&path),
+                    format!("{}: {} in `if: {}`", label(&path), e.message, c.source),
                 ));
             }
         }
         for (k, t) in &stage.env {
+            check_env_name(out, loc.key(&[&sp[..], &["env", k.as_str()]].concat()), k);
             check_template(
                 out,
-                loc.value(&[&sp[..], &["env", k.as_str()]].concat()),
+                loc,
+                &[&sp[..], &["env", k.as_str()]].concat(),
                 &t.template,
                 &plain,
             );
@@ -290,6 +341,19 @@ fn check_stage(
             &stage.stop
         };
         if let Some(env) = target {
+            let per_pr = config
+                .environments
+                .get(env)
+                .is_some_and(|e| e.per_pull_request);
+            if per_pr && config.pipelines[sp[1]].on.pull_request.is_none() {
+                out.push((
+                    at(key),
+                    format!(
+                        "stage \"{id}\": environment \"{env}\" is per pull request, but pipeline \"{}\" is not triggered by pull requests",
+                        sp[1]
+                    ),
+                ));
+            }
             if !config.environments.contains_key(env) {
                 let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
                 let known = if known.is_empty() {

@@ -1,0 +1,454 @@
+//! Every shared fixture, and the documented variants of each supported event type, normalise to
+//! the right `GitEvent`; bad payloads give clear errors.
+
+use std::path::PathBuf;
+
+use gitops_core::event::GitEvent;
+use gitops_core::source::webhook::{Provider, WebhookError, parse};
+use serde_json::{Value, json};
+
+fn fixture(path: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/webhooks")
+        .join(path);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", p.display()))
+}
+
+fn fixture_json(path: &str) -> Value {
+    serde_json::from_slice(&fixture(path)).unwrap()
+}
+
+fn event(provider: Provider, ty: &str, body: &Value) -> Value {
+    let e =
+        parse(provider, ty, body.to_string().as_bytes()).unwrap_or_else(|e| panic!("{ty}: {e}"));
+    serde_json::to_value(e).unwrap()
+}
+
+fn set(v: &mut Value, path: &str, new: Value) {
+    let mut cur = v;
+    let parts: Vec<&str> = path.split('.').collect();
+    for p in &parts[..parts.len() - 1] {
+        cur = cur
+            .get_mut(*p)
+            .unwrap_or_else(|| panic!("no {p} in {path}"));
+    }
+    cur[parts[parts.len() - 1]] = new;
+}
+
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+#[test]
+fn github_pull_request_opened_fixture() {
+    let e = parse(
+        Provider::GitHub,
+        "pull_request",
+        &fixture("github/pull_request.opened.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::to_value(&e).unwrap(),
+        json!({
+            "kind": "pull_request", "repo": "Codertocat/Hello-World",
+            "sha": "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
+            "action": "opened", "number": 2, "title": "Update the README with new information.",
+            "draft": false, "merged": false,
+            "head": {"ref": "changes", "sha": "ec26c3e57ca3a959ca5aad62de7213c562f8c821"},
+            "base": {"ref": "master", "sha": "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"}
+        })
+    );
+    let back: GitEvent = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+    assert_eq!(back, e);
+}
+
+#[test]
+fn github_pull_request_variants() {
+    let base = fixture_json("github/pull_request.opened.json");
+    for action in [
+        "synchronize",
+        "reopened",
+        "edited",
+        "labeled",
+        "ready_for_review",
+    ] {
+        let mut p = base.clone();
+        p["action"] = json!(action);
+        assert_eq!(
+            event(Provider::GitHub, "pull_request", &p)["action"],
+            action
+        );
+    }
+    let mut merged = base.clone();
+    merged["action"] = json!("closed");
+    set(&mut merged, "pull_request.merged", json!(true));
+    set(&mut merged, "pull_request.draft", json!(true));
+    let e = event(Provider::GitHub, "pull_request", &merged);
+    assert_eq!(
+        (e["action"].clone(), e["merged"].clone(), e["draft"].clone()),
+        (json!("closed"), json!(true), json!(true))
+    );
+    // Older payloads have no `draft`, and `merged` may be null.
+    let mut old = base.clone();
+    old["pull_request"].as_object_mut().unwrap().remove("draft");
+    set(&mut old, "pull_request.merged", Value::Null);
+    let e = event(Provider::GitHub, "pull_request", &old);
+    assert_eq!(
+        (e["draft"].clone(), e["merged"].clone()),
+        (json!(false), json!(false))
+    );
+}
+
+#[test]
+fn github_push_fixture_and_variants() {
+    let base = fixture_json("github/push.with-new-branch.json");
+    assert_eq!(
+        event(Provider::GitHub, "push", &base),
+        json!({
+            "kind": "push", "repo": "Codertocat/Hello-World",
+            "sha": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+            "ref": "refs/heads/master", "branch": "master",
+            "before": null, "after": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+            "created": true, "deleted": false, "forced": false
+        })
+    );
+    let mut forced = base.clone();
+    forced["before"] = json!("1111111111111111111111111111111111111111");
+    forced["created"] = json!(false);
+    forced["forced"] = json!(true);
+    let e = event(Provider::GitHub, "push", &forced);
+    assert_eq!(
+        (
+            e["created"].clone(),
+            e["forced"].clone(),
+            e["before"].clone()
+        ),
+        (
+            json!(false),
+            json!(true),
+            json!("1111111111111111111111111111111111111111")
+        )
+    );
+
+    let mut deleted = base.clone();
+    deleted["before"] = json!("6113728f27ae82c7b1a177c8d03f9e96e0adf246");
+    deleted["after"] = json!(ZERO);
+    deleted["created"] = json!(false);
+    deleted["deleted"] = json!(true);
+    let e = event(Provider::GitHub, "push", &deleted);
+    assert_eq!(
+        (e["sha"].clone(), e["after"].clone(), e["deleted"].clone()),
+        (Value::Null, Value::Null, json!(true))
+    );
+
+    let mut tag = base.clone();
+    tag["ref"] = json!("refs/tags/v1.2.0");
+    assert_eq!(
+        event(Provider::GitHub, "push", &tag),
+        json!({"kind": "tag", "repo": "Codertocat/Hello-World", "sha": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+               "action": "created", "name": "v1.2.0", "version": "1.2.0"})
+    );
+    let mut moved = tag.clone();
+    moved["before"] = json!("1111111111111111111111111111111111111111");
+    moved["created"] = json!(false);
+    assert_eq!(event(Provider::GitHub, "push", &moved)["action"], "moved");
+    let mut tag_deleted = deleted.clone();
+    tag_deleted["ref"] = json!("refs/tags/nightly");
+    let e = event(Provider::GitHub, "push", &tag_deleted);
+    assert_eq!(
+        (e["action"].clone(), e["version"].clone(), e["sha"].clone()),
+        (json!("deleted"), Value::Null, Value::Null)
+    );
+
+    let mut notes = base.clone();
+    notes["ref"] = json!("refs/notes/commits");
+    let err = parse(Provider::GitHub, "push", notes.to_string().as_bytes()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid github push payload: ref \"refs/notes/commits\" is neither a branch nor a tag"
+    );
+}
+
+fn create_delete(ty: &str, ref_type: &str, name: &str) -> Value {
+    json!({"ref": name, "ref_type": ref_type, "master_branch": "main", "description": null,
+           "pusher_type": "user", "repository": {"full_name": "octo/app", "id": 1}, "sender": {"login": "octocat"}})
+}
+
+#[test]
+fn github_create_and_delete() {
+    assert_eq!(
+        event(
+            Provider::GitHub,
+            "create",
+            &create_delete("create", "tag", "v2.0.0-rc.1")
+        ),
+        json!({"kind": "tag", "repo": "octo/app", "sha": null, "action": "created", "name": "v2.0.0-rc.1", "version": "2.0.0-rc.1"})
+    );
+    assert_eq!(
+        event(
+            Provider::GitHub,
+            "delete",
+            &create_delete("delete", "tag", "v1")
+        ),
+        json!({"kind": "tag", "repo": "octo/app", "sha": null, "action": "deleted", "name": "v1", "version": null})
+    );
+    assert_eq!(
+        event(
+            Provider::GitHub,
+            "create",
+            &create_delete("create", "branch", "feature/x")
+        ),
+        json!({"kind": "branch", "repo": "octo/app", "sha": null, "action": "created", "name": "feature/x"})
+    );
+    assert_eq!(
+        event(
+            Provider::GitHub,
+            "delete",
+            &create_delete("delete", "branch", "old")
+        )["action"],
+        "deleted"
+    );
+    let err = parse(
+        Provider::GitHub,
+        "create",
+        create_delete("create", "repository", "x")
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("ref_type \"repository\""), "{err}");
+}
+
+#[test]
+fn github_release_fixture_and_variants() {
+    let base = fixture_json("github/release.published.json");
+    assert_eq!(
+        event(Provider::GitHub, "release", &base),
+        json!({"kind": "release", "repo": "Codertocat/Hello-World", "sha": null,
+               "action": "published", "tag": "0.0.1", "version": "0.0.1", "prerelease": false, "draft": false})
+    );
+    let mut pre = base.clone();
+    pre["action"] = json!("prereleased");
+    set(&mut pre, "release.tag_name", json!("v1.0.0-beta.2"));
+    set(&mut pre, "release.prerelease", json!(true));
+    set(
+        &mut pre,
+        "release.target_commitish",
+        json!("6113728f27ae82c7b1a177c8d03f9e96e0adf246"),
+    );
+    let e = event(Provider::GitHub, "release", &pre);
+    assert_eq!(
+        (
+            e["action"].clone(),
+            e["version"].clone(),
+            e["prerelease"].clone(),
+            e["sha"].clone()
+        ),
+        (
+            json!("prereleased"),
+            json!("1.0.0-beta.2"),
+            json!(true),
+            json!("6113728f27ae82c7b1a177c8d03f9e96e0adf246")
+        )
+    );
+    let mut draft = base.clone();
+    draft["action"] = json!("created");
+    set(&mut draft, "release.draft", json!(true));
+    set(&mut draft, "release.tag_name", json!("latest"));
+    let e = event(Provider::GitHub, "release", &draft);
+    assert_eq!(
+        (e["draft"].clone(), e["version"].clone()),
+        (json!(true), Value::Null)
+    );
+}
+
+#[test]
+fn github_ping() {
+    let ping = json!({"zen": "Keep it logically awesome.", "hook_id": 1, "hook": {"type": "Repository"},
+                      "repository": {"full_name": "octo/app"}});
+    assert_eq!(
+        event(Provider::GitHub, "ping", &ping),
+        json!({"kind": "ping", "repo": "octo/app", "sha": null})
+    );
+    let org = json!({"zen": "x", "hook_id": 1, "organization": {"login": "octo-org"}});
+    assert_eq!(event(Provider::GitHub, "ping", &org)["repo"], "octo-org");
+}
+
+#[test]
+fn gitlab_push_fixture_and_variants() {
+    let base = fixture_json("gitlab/push.json");
+    let expected = json!({
+        "kind": "push", "repo": "mike/diaspora", "sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+        "ref": "refs/heads/master", "branch": "master",
+        "before": "95790bf891e76fee5e1747ab589903a6a1f80f22", "after": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+        "created": false, "deleted": false, "forced": false
+    });
+    assert_eq!(event(Provider::GitLab, "Push Hook", &base), expected);
+    assert_eq!(event(Provider::GitLab, "push", &base), expected);
+    let mut created = base.clone();
+    created["before"] = json!(ZERO);
+    assert_eq!(
+        event(Provider::GitLab, "Push Hook", &created)["created"],
+        true
+    );
+    let mut deleted = base.clone();
+    deleted["after"] = json!(ZERO);
+    deleted["checkout_sha"] = Value::Null;
+    let e = event(Provider::GitLab, "Push Hook", &deleted);
+    assert_eq!(
+        (e["deleted"].clone(), e["sha"].clone()),
+        (json!(true), Value::Null)
+    );
+}
+
+#[test]
+fn gitlab_tag_push() {
+    let mut tag = fixture_json("gitlab/push.json");
+    tag["object_kind"] = json!("tag_push");
+    tag["event_name"] = json!("tag_push");
+    tag["ref"] = json!("refs/tags/v1.0.0");
+    tag["before"] = json!(ZERO);
+    assert_eq!(
+        event(Provider::GitLab, "Tag Push Hook", &tag),
+        json!({"kind": "tag", "repo": "mike/diaspora", "sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+               "action": "created", "name": "v1.0.0", "version": "1.0.0"})
+    );
+    let mut del = tag.clone();
+    del["before"] = json!("da1560886d4f094c3e6c9ef40349f7d38b5d27d7");
+    del["after"] = json!(ZERO);
+    del["checkout_sha"] = Value::Null;
+    let e = event(Provider::GitLab, "Tag Push Hook", &del);
+    assert_eq!(
+        (e["action"].clone(), e["sha"].clone()),
+        (json!("deleted"), Value::Null)
+    );
+}
+
+#[test]
+fn gitlab_merge_request_fixture_and_actions() {
+    let base = fixture_json("gitlab/merge_request.json");
+    assert_eq!(
+        event(Provider::GitLab, "Merge Request Hook", &base),
+        json!({"kind": "pull_request", "repo": "gitlabhq/gitlab-test",
+               "sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", "action": "opened", "number": 1,
+               "title": "MS-Viewport", "draft": false, "merged": false,
+               "head": {"ref": "ms-viewport", "sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"},
+               "base": {"ref": "master", "sha": null}})
+    );
+    let with = |action: &str, extra: &[(&str, Value)]| {
+        let mut p = base.clone();
+        p["object_attributes"]["action"] = json!(action);
+        for (k, v) in extra {
+            p["object_attributes"][*k] = v.clone();
+        }
+        event(Provider::GitLab, "Merge Request Hook", &p)
+    };
+    assert_eq!(
+        with(
+            "update",
+            &[("oldrev", json!("95790bf891e76fee5e1747ab589903a6a1f80f22"))]
+        )["action"],
+        "synchronize"
+    );
+    assert_eq!(with("update", &[])["action"], "edited");
+    assert_eq!(with("reopen", &[])["action"], "reopened");
+    let closed = with("close", &[("state", json!("closed"))]);
+    assert_eq!(
+        (closed["action"].clone(), closed["merged"].clone()),
+        (json!("closed"), json!(false))
+    );
+    let merged = with("merge", &[("state", json!("merged"))]);
+    assert_eq!(
+        (merged["action"].clone(), merged["merged"].clone()),
+        (json!("closed"), json!(true))
+    );
+    assert_eq!(with("approved", &[])["action"], "approved");
+    assert_eq!(with("open", &[("draft", json!(true))])["draft"], true);
+    assert_eq!(
+        with("open", &[("work_in_progress", json!(true))])["draft"],
+        true
+    );
+}
+
+#[test]
+fn gitlab_release() {
+    let body = json!({
+        "object_kind": "release", "id": 1, "created_at": "2020-11-02 12:55:12 UTC",
+        "description": "v1.1 has been released", "name": "v1.1", "released_at": "2020-11-02 12:55:12 UTC",
+        "tag": "v1.1.0-rc.2", "object_kind_extra": null,
+        "project": {"id": 2, "name": "release-webhook-example", "path_with_namespace": "example/release-webhook-example"},
+        "url": "https://example.com/example/release-webhook-example/-/releases/v1.1",
+        "action": "create",
+        "assets": {"count": 0, "links": [], "sources": []},
+        "commit": {"id": "ee0a3fb31ac16e11b9dbb596ad16d4af654d08f8", "message": "Release v1.1"}
+    });
+    assert_eq!(
+        event(Provider::GitLab, "Release Hook", &body),
+        json!({"kind": "release", "repo": "example/release-webhook-example", "sha": "ee0a3fb31ac16e11b9dbb596ad16d4af654d08f8",
+               "action": "published", "tag": "v1.1.0-rc.2", "version": "1.1.0-rc.2", "prerelease": true, "draft": false})
+    );
+    let mut deleted = body.clone();
+    deleted["action"] = json!("delete");
+    let e = event(Provider::GitLab, "Release Hook", &deleted);
+    assert_eq!(
+        (e["action"].clone(), e["sha"].clone()),
+        (json!("deleted"), Value::Null)
+    );
+}
+
+#[test]
+fn bad_payloads_give_clear_errors() {
+    let full = fixture("github/pull_request.opened.json");
+    let truncated = &full[..full.len() / 2];
+    let err = parse(Provider::GitHub, "pull_request", truncated).unwrap_err();
+    assert!(matches!(err, WebhookError::Malformed { .. }));
+    assert!(
+        err.to_string()
+            .starts_with("invalid github pull_request payload: EOF while parsing"),
+        "{err}"
+    );
+
+    let err = parse(Provider::GitHub, "push", b"payload=%7B%7D").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("invalid github push payload: expected value at line 1 column 1"),
+        "{err}"
+    );
+
+    let err = parse(Provider::GitHub, "issues", b"{}").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unsupported github event type \"issues\" (supported: push, pull_request, create, delete, release, ping)"
+    );
+    let err = parse(Provider::GitLab, "Note Hook", b"{}").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("unsupported gitlab event type \"Note Hook\""),
+        "{err}"
+    );
+
+    let err = parse(Provider::GitHub, "push", br#"{"ref": 5}"#).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("invalid type: integer `5`, expected a string"),
+        "{err}"
+    );
+    let err = parse(Provider::GitHub, "pull_request", br#"{"action": "opened"}"#).unwrap_err();
+    assert!(err.to_string().contains("missing field"), "{err}");
+
+    let mr = fixture("gitlab/merge_request.json");
+    let err = parse(Provider::GitLab, "Push Hook", &mr).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid gitlab push payload: event type \"Push Hook\" does not match the payload's object_kind \"merge_request\""
+    );
+    for body in [
+        &b""[..],
+        b"null",
+        b"[]",
+        b"\xff\xfe",
+        b"{\"ref\": \"refs/heads/a\"}",
+    ] {
+        assert!(parse(Provider::GitLab, "push", body).is_err());
+        assert!(parse(Provider::GitHub, "push", body).is_err());
+    }
+    assert!("bitbucket".parse::<Provider>().is_err());
+}
