@@ -1,0 +1,145 @@
+//! Reading real git repositories made by the test: config from a commit (not the work tree),
+//! revisions, changed paths, and the changes of pushes and pull requests.
+
+use std::path::Path;
+use std::process::Command;
+
+use gitops_core::config::LoadOptions;
+use gitops_core::event::*;
+use gitops_core::plan::Changes;
+use gitops_core::repo::{RepoError, Repository};
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn write(dir: &Path, path: &str, text: &str) {
+    let p = dir.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+fn commit(dir: &Path, msg: &str) -> String {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", msg]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+const CONFIG: &str = "version: 1\npipelines:\n  ci:\n    on: { push: { branches: [main], paths: [\"src/**\"] } }\n    stages: { test: { run: make test } }\n";
+
+#[test]
+fn reads_config_from_the_commit_not_the_work_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    git(d, &["init", "-q"]);
+    write(d, ".gitops.yml", CONFIG);
+    write(d, "README.md", "hi");
+    let c1 = commit(d, "one");
+    // The work tree changes, uncommitted: the commit's config is what counts.
+    write(d, ".gitops.yml", "garbage: [");
+    let repo = Repository::open(d).unwrap();
+    let config = repo.config_at(&c1, &LoadOptions::default()).unwrap();
+    assert!(config.pipelines.contains_key("ci"));
+    assert_eq!(repo.read_file(&c1, "README.md").unwrap().as_deref(), Some(&b"hi"[..]));
+    assert_eq!(repo.read_file(&c1, "missing.txt").unwrap(), None);
+    assert_eq!(repo.read_file(&c1, "src").unwrap(), None);
+    assert_eq!(repo.resolve_commit("main").unwrap(), c1);
+    assert_eq!(repo.resolve_commit(&c1[..10]).unwrap(), c1);
+
+    git(d, &["tag", "-a", "v1.0.0", "-m", "release"]);
+    assert_eq!(repo.resolve_commit("v1.0.0").unwrap(), c1, "annotated tags peel to their commit");
+    assert_eq!(repo.resolve_commit("refs/tags/v1.0.0").unwrap(), c1);
+
+    // A commit whose config is broken reports located errors.
+    write(d, ".gitops.yml", "version: 1\npipelines:\n  ci:\n    on: { push: {} }\n    stages: { a: { run: x, needs: [b] } }\n");
+    let c2 = commit(d, "broken");
+    let err = repo.config_at(&c2, &LoadOptions::default()).unwrap_err();
+    assert_eq!(err.to_string(), ".gitops.yml:5:36: pipeline \"ci\": stage \"a\" needs unknown stage \"b\"");
+    std::fs::remove_file(d.join(".gitops.yml")).unwrap();
+    let c3 = commit(d, "no config");
+    let err = repo.config_at(&c3, &LoadOptions::default()).unwrap_err();
+    assert!(err.to_string().starts_with(&format!("no .gitops.yml at commit {c3}")), "{err}");
+
+    assert!(matches!(repo.resolve_commit("no-such-branch"), Err(RepoError::UnknownRevision { .. })));
+    assert!(matches!(Repository::open(tmp.path().join("nope")), Err(RepoError::Open { .. })));
+}
+
+#[test]
+fn changed_paths_of_pushes_and_pull_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    git(d, &["init", "-q"]);
+    write(d, ".gitops.yml", CONFIG);
+    write(d, "src/lib.rs", "1");
+    write(d, "docs/a.md", "a");
+    let base = commit(d, "base");
+    write(d, "src/lib.rs", "2");
+    write(d, "src/deep/new/mod.rs", "new");
+    std::fs::remove_file(d.join("docs/a.md")).unwrap();
+    let next = commit(d, "change");
+    let repo = Repository::open(d).unwrap();
+    assert_eq!(
+        repo.changed_paths(&base, &next).unwrap(),
+        ["docs/a.md", "src/deep/new/mod.rs", "src/lib.rs"]
+    );
+
+    let push = GitEvent {
+        payload: EventPayload::Push(PushEvent {
+            git_ref: "refs/heads/main".into(),
+            branch: "main".into(),
+            before: Some(base.clone()),
+            after: Some(next.clone()),
+            created: false,
+            deleted: false,
+            forced: false,
+        }),
+        repo: "o/r".into(),
+        sha: Some(next.clone()),
+    };
+    assert_eq!(repo.changes_for(&push), Changes::Paths(vec!["docs/a.md".into(), "src/deep/new/mod.rs".into(), "src/lib.rs".into()]));
+
+    // A pull request's changes are from its merge base, not from the base branch's tip: main
+    // moves on after the branch was cut, and those changes are not the PR's.
+    git(d, &["checkout", "-qb", "feature"]);
+    write(d, "feature.txt", "f");
+    let head = commit(d, "feature work");
+    git(d, &["checkout", "-q", "main"]);
+    write(d, "main-only.txt", "m");
+    let main_tip = commit(d, "main moves on");
+    let pr = GitEvent {
+        payload: EventPayload::PullRequest(PullRequestEvent {
+            action: "opened".into(),
+            number: 1,
+            title: "t".into(),
+            draft: false,
+            merged: false,
+            head: RefTip { git_ref: "feature".into(), sha: Some(head.clone()) },
+            base: RefTip { git_ref: "main".into(), sha: Some(main_tip) },
+        }),
+        repo: "o/r".into(),
+        sha: Some(head.clone()),
+    };
+    assert_eq!(repo.merge_base("main", &head).unwrap(), Some(next.clone()));
+    assert_eq!(repo.changes_for(&pr), Changes::Paths(vec!["feature.txt".into()]));
+    // GitLab sends no base sha: the base branch is resolved by name.
+    let mut gitlab_pr = pr.clone();
+    if let EventPayload::PullRequest(p) = &mut gitlab_pr.payload {
+        p.base.sha = None;
+    }
+    assert_eq!(repo.changes_for(&gitlab_pr), Changes::Paths(vec!["feature.txt".into()]));
+    assert_eq!(repo.commit_for(&pr).unwrap(), head);
+
+    // Unknown history leaves changes unknown rather than guessing.
+    let mut unknown = push.clone();
+    if let EventPayload::Push(p) = &mut unknown.payload {
+        p.before = Some("1111111111111111111111111111111111111111".into());
+    }
+    assert_eq!(repo.changes_for(&unknown), Changes::Unknown);
+}
