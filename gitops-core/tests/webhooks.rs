@@ -167,7 +167,7 @@ fn github_push_fixture_and_variants() {
     );
 }
 
-fn create_delete(ty: &str, ref_type: &str, name: &str) -> Value {
+fn create_delete(ref_type: &str, name: &str) -> Value {
     json!({"ref": name, "ref_type": ref_type, "master_branch": "main", "description": null,
            "pusher_type": "user", "repository": {"full_name": "octo/app", "id": 1}, "sender": {"login": "octocat"}})
 }
@@ -178,7 +178,7 @@ fn github_create_and_delete() {
         event(
             Provider::GitHub,
             "create",
-            &create_delete("create", "tag", "v2.0.0-rc.1")
+            &create_delete("tag", "v2.0.0-rc.1")
         ),
         json!({"kind": "tag", "repo": "octo/app", "sha": null, "action": "created", "name": "v2.0.0-rc.1", "version": "2.0.0-rc.1"})
     );
@@ -186,7 +186,7 @@ fn github_create_and_delete() {
         event(
             Provider::GitHub,
             "delete",
-            &create_delete("delete", "tag", "v1")
+            &create_delete("tag", "v1")
         ),
         json!({"kind": "tag", "repo": "octo/app", "sha": null, "action": "deleted", "name": "v1", "version": null})
     );
@@ -194,7 +194,7 @@ fn github_create_and_delete() {
         event(
             Provider::GitHub,
             "create",
-            &create_delete("create", "branch", "feature/x")
+            &create_delete("branch", "feature/x")
         ),
         json!({"kind": "branch", "repo": "octo/app", "sha": null, "action": "created", "name": "feature/x"})
     );
@@ -202,14 +202,14 @@ fn github_create_and_delete() {
         event(
             Provider::GitHub,
             "delete",
-            &create_delete("delete", "branch", "old")
+            &create_delete("branch", "old")
         )["action"],
         "deleted"
     );
     let err = parse(
         Provider::GitHub,
         "create",
-        create_delete("create", "repository", "x")
+        create_delete("repository", "x")
             .to_string()
             .as_bytes(),
     )

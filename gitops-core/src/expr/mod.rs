@@ -6,7 +6,7 @@
 //! `== != && || !`, parentheses, and the functions `success()`, `failure()`, `always()`,
 //! `cancelled()`, `startsWith(a, b)` and `contains(a, b)`.
 //!
-//! Expressions are parsed and name-checked when the config loads ([`check`]), and evaluated
+//! Expressions are parsed and name-checked when the config loads ([`Expr::check`]), and evaluated
 //! against a [`Context`] when the values are known ([`Expr::eval`]). Evaluation is three-valued:
 //! what the context cannot tell yet (a stage's outputs, at planning time) is unknown, and `&&`/`||`
 //! still decide where one side settles the answer.

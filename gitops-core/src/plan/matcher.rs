@@ -65,7 +65,7 @@ pub(super) fn matches(pipeline: &Pipeline, event: &GitEvent, changes: &Changes) 
                 return Match::No;
             };
             let type_ok = match &t.types {
-                Some(types) => types.iter().any(|ty| *ty == rel.action),
+                Some(types) => types.contains(&rel.action),
                 None => rel.action == "published",
             };
             let pre_ok = t.prerelease || !rel.prerelease;
