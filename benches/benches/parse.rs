@@ -8,7 +8,10 @@ use std::hint::black_box;
 
 fn webhooks(c: &mut Criterion) {
     let fixtures = gitops_benches::webhook_fixtures();
-    assert!(!fixtures.is_empty(), "no webhook fixtures found in ../shared/fixtures/webhooks");
+    assert!(
+        !fixtures.is_empty(),
+        "no webhook fixtures found in ../shared/fixtures/webhooks"
+    );
     let bytes: usize = fixtures.iter().map(|(_, _, b)| b.len()).sum();
     let mut g = c.benchmark_group("webhook_parse");
     g.throughput(Throughput::Bytes(bytes as u64));
@@ -33,7 +36,9 @@ fn config(c: &mut Criterion) {
     let yaml = include_str!("../../gitops-core/tests/data/design.gitops.yml");
     let mut g = c.benchmark_group("config_parse");
     g.throughput(Throughput::Bytes(yaml.len() as u64));
-    g.bench_function("gitops", |b| b.iter(|| black_box(Config::parse("f", yaml).unwrap())));
+    g.bench_function("gitops", |b| {
+        b.iter(|| black_box(Config::parse("f", yaml).unwrap()))
+    });
     g.bench_function("serde_yaml_value", |b| {
         b.iter(|| black_box(serde_yaml::from_str::<serde_yaml::Value>(yaml).unwrap()))
     });

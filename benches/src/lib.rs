@@ -6,7 +6,11 @@
 use std::path::PathBuf;
 
 /// The real webhook payloads of `../shared/fixtures/webhooks/`, as `(provider, event type, body)`.
-pub fn webhook_fixtures() -> Vec<(gitops_core::source::webhook::Provider, &'static str, Vec<u8>)> {
+pub fn webhook_fixtures() -> Vec<(
+    gitops_core::source::webhook::Provider,
+    &'static str,
+    Vec<u8>,
+)> {
     use gitops_core::source::webhook::Provider::{GitHub, GitLab};
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/webhooks");
     [

@@ -19,7 +19,8 @@ fn gitops(args: &[&str], stdin: Option<&[u8]>) -> Output {
         use std::io::Write;
         let mut input = child.stdin.take().unwrap();
         if let Some(bytes) = stdin {
-            input.write_all(bytes).unwrap();
+            // A command that fails before reading its input closes the pipe early.
+            let _ = input.write_all(bytes);
         }
     }
     child.wait_with_output().unwrap()
@@ -30,7 +31,10 @@ fn text(b: &[u8]) -> String {
 }
 
 fn fixture(path: &str) -> String {
-    format!("{}/../../shared/fixtures/webhooks/{path}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/../../shared/fixtures/webhooks/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 #[test]
@@ -43,42 +47,107 @@ fn validate_exits_0_on_good_and_1_on_bad_configs() {
     assert!(text(&out.stdout).contains("ok (4 pipelines, 8 stages, 3 environments)"));
 
     let bad = tmp.path().join("bad.yml");
-    std::fs::write(&bad, DESIGN.replace("needs: [build], deploy: preview", "needs: [biuld], deploy: preview")).unwrap();
+    std::fs::write(
+        &bad,
+        DESIGN.replace(
+            "needs: [build], deploy: preview",
+            "needs: [biuld], deploy: preview",
+        ),
+    )
+    .unwrap();
     let out = gitops(&["validate", "--config", bad.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
-        format!("{}:21:26: pipeline \"pull-request\": stage \"preview\" needs unknown stage \"biuld\"", bad.display())
+        format!(
+            "{}:21:26: pipeline \"pull-request\": stage \"preview\" needs unknown stage \"biuld\"",
+            bad.display()
+        )
     );
-    let out = gitops(&["validate", "--config", tmp.path().join("missing.yml").to_str().unwrap()], None);
+    let out = gitops(
+        &[
+            "validate",
+            "--config",
+            tmp.path().join("missing.yml").to_str().unwrap(),
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot read file"));
 }
 
 #[test]
 fn event_normalises_fixtures_from_files_and_stdin() {
-    let out = gitops(&["event", "--provider", "github", "--type", "push", "--file", &fixture("github/push.with-new-branch.json")], None);
+    let out = gitops(
+        &[
+            "event",
+            "--provider",
+            "github",
+            "--type",
+            "push",
+            "--file",
+            &fixture("github/push.with-new-branch.json"),
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((v["kind"].clone(), v["branch"].clone(), v["created"].clone()), (json!("push"), json!("master"), json!(true)));
+    assert_eq!(
+        (v["kind"].clone(), v["branch"].clone(), v["created"].clone()),
+        (json!("push"), json!("master"), json!(true))
+    );
 
     let body = std::fs::read(fixture("gitlab/merge_request.json")).unwrap();
-    let out = gitops(&["event", "--provider", "gitlab", "--type", "Merge Request Hook"], Some(&body));
+    let out = gitops(
+        &[
+            "event",
+            "--provider",
+            "gitlab",
+            "--type",
+            "Merge Request Hook",
+        ],
+        Some(&body),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((v["kind"].clone(), v["number"].clone()), (json!("pull_request"), json!(1)));
+    assert_eq!(
+        (v["kind"].clone(), v["number"].clone()),
+        (json!("pull_request"), json!(1))
+    );
 
-    let out = gitops(&["event", "--provider", "github", "--type", "push"], Some(b"{\"ref\":"));
+    let out = gitops(
+        &["event", "--provider", "github", "--type", "push"],
+        Some(b"{\"ref\":"),
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).starts_with("error: invalid github push payload: EOF while parsing"), "{}", text(&out.stderr));
-    let out = gitops(&["event", "--provider", "bitbucket", "--type", "push"], Some(b"{}"));
+    assert!(
+        text(&out.stderr).starts_with("error: invalid github push payload: EOF while parsing"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = gitops(
+        &["event", "--provider", "bitbucket", "--type", "push"],
+        Some(b"{}"),
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr).trim(), "error: unknown webhook provider \"bitbucket\" (expected github or gitlab)");
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: unknown webhook provider \"bitbucket\" (expected github or gitlab)"
+    );
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
@@ -109,12 +178,24 @@ fn plan_reads_the_config_and_changes_from_the_repository() {
     let event_file = d.join("event.json");
     std::fs::write(&event_file, event.to_string()).unwrap();
 
-    let out = gitops(&["plan", "--event", event_file.to_str().unwrap(), "--repo", d.to_str().unwrap()], None);
+    let out = gitops(
+        &[
+            "plan",
+            "--event",
+            event_file.to_str().unwrap(),
+            "--repo",
+            d.to_str().unwrap(),
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     let p = &plan["pipelines"][0];
     assert_eq!(p["name"], "pull-request");
-    assert_eq!(p["order"], json!(["test", "build", "preview", "integration"]));
+    assert_eq!(
+        p["order"],
+        json!(["test", "build", "preview", "integration"])
+    );
     assert_eq!(p["paths_checked"], json!(true));
     assert_eq!(p["stages"][2]["environment"], "preview-pr-12");
     assert_eq!(p["stages"][2]["action"], "deploy");
@@ -131,21 +212,40 @@ fn plan_reads_the_config_and_changes_from_the_repository() {
     docs["sha"] = json!(docs_head);
     docs["head"] = json!({"ref": "docs", "sha": docs_head});
     std::fs::write(&event_file, docs.to_string()).unwrap();
-    let out = gitops(&["plan", "--event", event_file.to_str().unwrap(), "--repo", d.to_str().unwrap()], None);
+    let out = gitops(
+        &[
+            "plan",
+            "--event",
+            event_file.to_str().unwrap(),
+            "--repo",
+            d.to_str().unwrap(),
+        ],
+        None,
+    );
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["pipelines"], json!([]));
 
     // Without a repository, paths cannot be checked, and the plan says so.
     let cfg = d.join("cfg.yml");
     std::fs::write(&cfg, DESIGN).unwrap();
-    let out = gitops(&["plan", "--event", "-", "--config", cfg.to_str().unwrap()], Some(docs.to_string().as_bytes()));
+    let out = gitops(
+        &["plan", "--event", "-", "--config", cfg.to_str().unwrap()],
+        Some(docs.to_string().as_bytes()),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["pipelines"][0]["paths_checked"], json!(false));
 
-    let out = gitops(&["plan", "--event", "-", "--config", cfg.to_str().unwrap()], Some(b"{\"kind\": \"nope\"}"));
+    let out = gitops(
+        &["plan", "--event", "-", "--config", cfg.to_str().unwrap()],
+        Some(b"{\"kind\": \"nope\"}"),
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).starts_with("error: - is not a normalised event"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with("error: - is not a normalised event"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -153,16 +253,55 @@ fn graph_prints_dot_and_names_missing_pipelines() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("c.yml");
     std::fs::write(&cfg, DESIGN).unwrap();
-    let out = gitops(&["graph", "--pipeline", "main", "--config", cfg.to_str().unwrap()], None);
+    let out = gitops(
+        &[
+            "graph",
+            "--pipeline",
+            "main",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(0));
     let dot = text(&out.stdout);
     assert!(dot.starts_with("digraph \"main\" {"), "{dot}");
     assert!(dot.contains("\"test\" -> \"deploy\";"), "{dot}");
     assert!(dot.contains("label=\"deploy\\ndeploy staging\""), "{dot}");
-    let out = gitops(&["graph", "--pipeline", "nope", "--config", cfg.to_str().unwrap()], None);
+    let out = gitops(
+        &[
+            "graph",
+            "--pipeline",
+            "nope",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
-        format!("error: no pipeline \"nope\" in {} (pipelines: pull-request, pull-request-closed, main, release)", cfg.display())
+        format!(
+            "error: no pipeline \"nope\" in {} (pipelines: pull-request, pull-request-closed, main, release)",
+            cfg.display()
+        )
     );
+}
+
+#[test]
+fn demo_walks_the_flow_and_cleans_up() {
+    let out = gitops(&["demo"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "pipeline pull-request         test → build → preview [deploy preview-pr-1] → smoke",
+        "pipeline pull-request-closed  teardown [stop preview-pr-1]",
+        "pipeline main                 test → deploy [deploy staging]",
+        "pipeline release              deploy [deploy production]",
+        "nothing to run: no pipeline matches this event",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    let dir = stdout.lines().next().unwrap().rsplit(' ').next().unwrap();
+    assert!(!Path::new(dir).exists(), "the demo left {dir} behind");
 }

@@ -14,19 +14,27 @@ fn dag() -> impl Strategy<Value = Vec<(String, Vec<String>)>> {
             let needs = (0..n)
                 .map(|i| proptest::collection::vec(0..i.max(1), 0..4.min(i + 1)))
                 .collect::<Vec<_>>();
-            (Just(n), needs, Just(()).prop_perturb(move |_, mut rng| {
-                let mut order: Vec<usize> = (0..n).collect();
-                for i in (1..n).rev() {
-                    order.swap(i, rng.random_range(0..=i));
-                }
-                order
-            }))
+            (
+                Just(n),
+                needs,
+                Just(()).prop_perturb(move |_, mut rng| {
+                    let mut order: Vec<usize> = (0..n).collect();
+                    for i in (1..n).rev() {
+                        order.swap(i, rng.random_range(0..=i));
+                    }
+                    order
+                }),
+            )
         })
         .prop_map(|(n, needs, order)| {
             order
                 .into_iter()
                 .map(|i| {
-                    let ns = if i == 0 { vec![] } else { needs[i].iter().map(|j| format!("s{j}")).collect() };
+                    let ns = if i == 0 {
+                        vec![]
+                    } else {
+                        needs[i].iter().map(|j| format!("s{j}")).collect()
+                    };
                     (format!("s{i}"), ns)
                 })
                 .take(n)

@@ -20,8 +20,14 @@ fn pr(action: &str, number: u64, base: &str, merged: bool) -> GitEvent {
             title: "Add feature".into(),
             draft: false,
             merged,
-            head: RefTip { git_ref: "feature".into(), sha: Some("a1".into()) },
-            base: RefTip { git_ref: base.into(), sha: Some("b2".into()) },
+            head: RefTip {
+                git_ref: "feature".into(),
+                sha: Some("a1".into()),
+            },
+            base: RefTip {
+                git_ref: base.into(),
+                sha: Some("b2".into()),
+            },
         }),
         repo: "octo/app".into(),
         sha: Some("a1".into()),
@@ -66,7 +72,10 @@ fn names(p: &Plan) -> Vec<&str> {
 
 #[test]
 fn pull_request_opened_deploys_a_preview_of_its_own() {
-    let p = plan(&pr("opened", 7, "main", false), &Changes::Paths(vec!["src/lib.rs".into()]));
+    let p = plan(
+        &pr("opened", 7, "main", false),
+        &Changes::Paths(vec!["src/lib.rs".into()]),
+    );
     assert_eq!(names(&p), ["pull-request"]);
     let pipeline = &p.pipelines[0];
     assert_eq!(pipeline.order, ["test", "build", "preview", "integration"]);
@@ -76,8 +85,14 @@ fn pull_request_opened_deploys_a_preview_of_its_own() {
     assert_eq!(pipeline.concurrency.as_ref().unwrap().group, "pr-7");
     assert_eq!(pipeline.paths_checked, Some(true));
     // What the event resolves is filled in; stage outputs wait for the run.
-    assert_eq!(pipeline.stage("build").unwrap().with["tag"], json!("app:a1"));
-    assert_eq!(preview.with["image"], json!("${{ stages.build.outputs.image }}"));
+    assert_eq!(
+        pipeline.stage("build").unwrap().with["tag"],
+        json!("app:a1")
+    );
+    assert_eq!(
+        preview.with["image"],
+        json!("${{ stages.build.outputs.image }}")
+    );
     assert_eq!(
         serde_json::to_value(pipeline.stage("integration").unwrap()).unwrap(),
         json!({"id": "integration", "needs": ["preview"], "backend": "local", "action": "run",
@@ -86,12 +101,30 @@ fn pull_request_opened_deploys_a_preview_of_its_own() {
     );
 
     for action in ["synchronize", "reopened"] {
-        assert_eq!(names(&plan(&pr(action, 7, "main", false), &Changes::Unknown)), ["pull-request"]);
+        assert_eq!(
+            names(&plan(&pr(action, 7, "main", false), &Changes::Unknown)),
+            ["pull-request"]
+        );
     }
     // Another base branch, an ignored action, or no change under src/: nothing.
-    assert!(plan(&pr("opened", 7, "develop", false), &Changes::Unknown).pipelines.is_empty());
-    assert!(plan(&pr("edited", 7, "main", false), &Changes::Unknown).pipelines.is_empty());
-    assert!(plan(&pr("opened", 7, "main", false), &Changes::Paths(vec!["README.md".into()])).pipelines.is_empty());
+    assert!(
+        plan(&pr("opened", 7, "develop", false), &Changes::Unknown)
+            .pipelines
+            .is_empty()
+    );
+    assert!(
+        plan(&pr("edited", 7, "main", false), &Changes::Unknown)
+            .pipelines
+            .is_empty()
+    );
+    assert!(
+        plan(
+            &pr("opened", 7, "main", false),
+            &Changes::Paths(vec!["README.md".into()])
+        )
+        .pipelines
+        .is_empty()
+    );
 }
 
 #[test]
@@ -123,8 +156,15 @@ fn push_to_main_deploys_staging_and_other_branches_do_nothing() {
     assert_eq!(names(&p), ["main"]);
     assert_eq!(p.pipelines[0].order, ["test", "deploy"]);
     let deploy = p.pipelines[0].stage("deploy").unwrap();
-    assert_eq!((deploy.environment.as_deref(), deploy.backend.as_str()), (Some("staging"), "docker"));
-    assert!(plan(&push("feature/x"), &Changes::Unknown).pipelines.is_empty());
+    assert_eq!(
+        (deploy.environment.as_deref(), deploy.backend.as_str()),
+        (Some("staging"), "docker")
+    );
+    assert!(
+        plan(&push("feature/x"), &Changes::Unknown)
+            .pipelines
+            .is_empty()
+    );
     let mut deleted = push("main");
     if let EventPayload::Push(p) = &mut deleted.payload {
         p.deleted = true;
@@ -141,8 +181,16 @@ fn release_tags_deploy_production_and_prereleases_do_not() {
     assert_eq!(deploy.environment.as_deref(), Some("production"));
     assert_eq!(deploy.backend, "terraform");
     assert_eq!(deploy.with["version"], json!("1.2.0"));
-    assert!(plan(&tag("v1.3.0-rc.1"), &Changes::Unknown).pipelines.is_empty());
-    assert!(plan(&tag("nightly"), &Changes::Unknown).pipelines.is_empty());
+    assert!(
+        plan(&tag("v1.3.0-rc.1"), &Changes::Unknown)
+            .pipelines
+            .is_empty()
+    );
+    assert!(
+        plan(&tag("nightly"), &Changes::Unknown)
+            .pipelines
+            .is_empty()
+    );
     assert!(plan(&tag("v0.0.9"), &Changes::Unknown).pipelines.is_empty());
     let mut deleted = tag("v1.2.0");
     if let EventPayload::Tag(t) = &mut deleted.payload {
@@ -155,7 +203,13 @@ fn release_tags_deploy_production_and_prereleases_do_not() {
 fn prerelease_true_lets_release_candidates_match_the_range() {
     let yaml = "version: 1\npipelines:\n  rc:\n    on: { tag: { semver: \">=1.0.0\", prerelease: true } }\n    stages: { d: { run: x } }\n";
     let c = Config::parse("f", yaml).unwrap();
-    let planned = |t: &str| Planner::new().plan(&tag(t), &c, &Changes::Unknown).unwrap().pipelines.len();
+    let planned = |t: &str| {
+        Planner::new()
+            .plan(&tag(t), &c, &Changes::Unknown)
+            .unwrap()
+            .pipelines
+            .len()
+    };
     assert_eq!(planned("v2.0.0-rc.1"), 1);
     assert_eq!(planned("v2.0.0"), 1);
     assert_eq!(planned("v0.9.0-rc.1"), 0);
@@ -176,48 +230,89 @@ pipelines:
       later: { needs: test, if: "event.kind == 'push' && stages.test.outputs.ok == 'yes'", run: x }
 "#;
     let c = Config::parse("f", yaml).unwrap();
-    let p = Planner::new().plan(&push("dev"), &c, &Changes::Unknown).unwrap();
+    let p = Planner::new()
+        .plan(&push("dev"), &c, &Changes::Unknown)
+        .unwrap();
     let s = |id: &str| p.pipelines[0].stage(id).unwrap().skip.clone();
     assert_eq!(s("test"), None);
-    assert_eq!(s("publish"), Some(PlannedSkip::ConditionFalse { expr: "event.branch == 'main'".into() }));
-    assert_eq!(s("announce"), Some(PlannedSkip::NeedSkipped { need: "publish".into() }));
+    assert_eq!(
+        s("publish"),
+        Some(PlannedSkip::ConditionFalse {
+            expr: "event.branch == 'main'".into()
+        })
+    );
+    assert_eq!(
+        s("announce"),
+        Some(PlannedSkip::NeedSkipped {
+            need: "publish".into()
+        })
+    );
     assert_eq!(s("cleanup"), None);
     // Undecidable before the run: not skipped.
     assert_eq!(s("later"), None);
     let json = serde_json::to_value(p.pipelines[0].stage("publish").unwrap()).unwrap();
-    assert_eq!(json["skip"], json!({"reason": "condition_false", "expr": "event.branch == 'main'"}));
+    assert_eq!(
+        json["skip"],
+        json!({"reason": "condition_false", "expr": "event.branch == 'main'"})
+    );
 
-    let on_main = Planner::new().plan(&push("main"), &c, &Changes::Unknown).unwrap();
+    let on_main = Planner::new()
+        .plan(&push("main"), &c, &Changes::Unknown)
+        .unwrap();
     assert!(on_main.pipelines[0].stages.iter().all(|s| s.skip.is_none()));
-    let on_pr = Planner::new().plan(&pr("opened", 1, "main", false), &c, &Changes::Unknown).unwrap();
-    assert_eq!(on_pr.pipelines[0].stage("later").unwrap().skip, Some(PlannedSkip::ConditionFalse {
-        expr: "event.kind == 'push' && stages.test.outputs.ok == 'yes'".into()
-    }));
+    let on_pr = Planner::new()
+        .plan(&pr("opened", 1, "main", false), &c, &Changes::Unknown)
+        .unwrap();
+    assert_eq!(
+        on_pr.pipelines[0].stage("later").unwrap().skip,
+        Some(PlannedSkip::ConditionFalse {
+            expr: "event.kind == 'push' && stages.test.outputs.ok == 'yes'".into()
+        })
+    );
 }
 
 #[test]
 fn per_pull_request_environment_on_a_push_is_a_plan_error() {
     let yaml = "version: 1\nenvironments:\n  preview: { per_pull_request: true }\npipelines:\n  both:\n    on: { push: {}, pull_request: {} }\n    stages: { d: { deploy: preview } }\n";
     let c = Config::parse("f", yaml).unwrap();
-    let err = Planner::new().plan(&push("main"), &c, &Changes::Unknown).unwrap_err();
+    let err = Planner::new()
+        .plan(&push("main"), &c, &Changes::Unknown)
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "pipeline \"both\", stage \"d\": environment \"preview\" is per pull request, but the event is a push"
     );
-    let ok = Planner::new().plan(&pr("opened", 3, "main", false), &c, &Changes::Unknown).unwrap();
-    assert_eq!(ok.pipelines[0].stages[0].environment.as_deref(), Some("preview-pr-3"));
+    let ok = Planner::new()
+        .plan(&pr("opened", 3, "main", false), &c, &Changes::Unknown)
+        .unwrap();
+    assert_eq!(
+        ok.pipelines[0].stages[0].environment.as_deref(),
+        Some("preview-pr-3")
+    );
 }
 
 #[test]
 fn named_environments_and_events_that_plan_nothing() {
     let yaml = "version: 1\nenvironments:\n  review: { per_pull_request: true, name: \"review-${{ event.pr.head_ref }}\" }\npipelines:\n  pr:\n    on: { pull_request: {} }\n    stages: { d: { deploy: review } }\n";
     let c = Config::parse("f", yaml).unwrap();
-    let p = Planner::new().plan(&pr("opened", 3, "main", false), &c, &Changes::Unknown).unwrap();
-    assert_eq!(p.pipelines[0].stages[0].environment.as_deref(), Some("review-feature"));
-    let ping = GitEvent { payload: EventPayload::Ping, repo: "o/r".into(), sha: None };
+    let p = Planner::new()
+        .plan(&pr("opened", 3, "main", false), &c, &Changes::Unknown)
+        .unwrap();
+    assert_eq!(
+        p.pipelines[0].stages[0].environment.as_deref(),
+        Some("review-feature")
+    );
+    let ping = GitEvent {
+        payload: EventPayload::Ping,
+        repo: "o/r".into(),
+        sha: None,
+    };
     assert!(plan(&ping, &Changes::Unknown).pipelines.is_empty());
     let branch = GitEvent {
-        payload: EventPayload::Branch(BranchEvent { action: BranchAction::Created, name: "main".into() }),
+        payload: EventPayload::Branch(BranchEvent {
+            action: BranchAction::Created,
+            name: "main".into(),
+        }),
         repo: "o/r".into(),
         sha: None,
     };

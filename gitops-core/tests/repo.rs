@@ -11,12 +11,25 @@ use gitops_core::repo::{RepoError, Repository};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -47,28 +60,52 @@ fn reads_config_from_the_commit_not_the_work_tree() {
     let repo = Repository::open(d).unwrap();
     let config = repo.config_at(&c1, &LoadOptions::default()).unwrap();
     assert!(config.pipelines.contains_key("ci"));
-    assert_eq!(repo.read_file(&c1, "README.md").unwrap().as_deref(), Some(&b"hi"[..]));
+    assert_eq!(
+        repo.read_file(&c1, "README.md").unwrap().as_deref(),
+        Some(&b"hi"[..])
+    );
     assert_eq!(repo.read_file(&c1, "missing.txt").unwrap(), None);
     assert_eq!(repo.read_file(&c1, "src").unwrap(), None);
     assert_eq!(repo.resolve_commit("main").unwrap(), c1);
     assert_eq!(repo.resolve_commit(&c1[..10]).unwrap(), c1);
 
     git(d, &["tag", "-a", "v1.0.0", "-m", "release"]);
-    assert_eq!(repo.resolve_commit("v1.0.0").unwrap(), c1, "annotated tags peel to their commit");
+    assert_eq!(
+        repo.resolve_commit("v1.0.0").unwrap(),
+        c1,
+        "annotated tags peel to their commit"
+    );
     assert_eq!(repo.resolve_commit("refs/tags/v1.0.0").unwrap(), c1);
 
     // A commit whose config is broken reports located errors.
-    write(d, ".gitops.yml", "version: 1\npipelines:\n  ci:\n    on: { push: {} }\n    stages: { a: { run: x, needs: [b] } }\n");
+    write(
+        d,
+        ".gitops.yml",
+        "version: 1\npipelines:\n  ci:\n    on: { push: {} }\n    stages: { a: { run: x, needs: [b] } }\n",
+    );
     let c2 = commit(d, "broken");
     let err = repo.config_at(&c2, &LoadOptions::default()).unwrap_err();
-    assert_eq!(err.to_string(), ".gitops.yml:5:36: pipeline \"ci\": stage \"a\" needs unknown stage \"b\"");
+    assert_eq!(
+        err.to_string(),
+        ".gitops.yml:5:36: pipeline \"ci\": stage \"a\" needs unknown stage \"b\""
+    );
     std::fs::remove_file(d.join(".gitops.yml")).unwrap();
     let c3 = commit(d, "no config");
     let err = repo.config_at(&c3, &LoadOptions::default()).unwrap_err();
-    assert!(err.to_string().starts_with(&format!("no .gitops.yml at commit {c3}")), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("no .gitops.yml at commit {c3}")),
+        "{err}"
+    );
 
-    assert!(matches!(repo.resolve_commit("no-such-branch"), Err(RepoError::UnknownRevision { .. })));
-    assert!(matches!(Repository::open(tmp.path().join("nope")), Err(RepoError::Open { .. })));
+    assert!(matches!(
+        repo.resolve_commit("no-such-branch"),
+        Err(RepoError::UnknownRevision { .. })
+    ));
+    assert!(matches!(
+        Repository::open(tmp.path().join("nope")),
+        Err(RepoError::Open { .. })
+    ));
 }
 
 #[test]
@@ -103,7 +140,14 @@ fn changed_paths_of_pushes_and_pull_requests() {
         repo: "o/r".into(),
         sha: Some(next.clone()),
     };
-    assert_eq!(repo.changes_for(&push), Changes::Paths(vec!["docs/a.md".into(), "src/deep/new/mod.rs".into(), "src/lib.rs".into()]));
+    assert_eq!(
+        repo.changes_for(&push),
+        Changes::Paths(vec![
+            "docs/a.md".into(),
+            "src/deep/new/mod.rs".into(),
+            "src/lib.rs".into()
+        ])
+    );
 
     // A pull request's changes are from its merge base, not from the base branch's tip: main
     // moves on after the branch was cut, and those changes are not the PR's.
@@ -120,20 +164,32 @@ fn changed_paths_of_pushes_and_pull_requests() {
             title: "t".into(),
             draft: false,
             merged: false,
-            head: RefTip { git_ref: "feature".into(), sha: Some(head.clone()) },
-            base: RefTip { git_ref: "main".into(), sha: Some(main_tip) },
+            head: RefTip {
+                git_ref: "feature".into(),
+                sha: Some(head.clone()),
+            },
+            base: RefTip {
+                git_ref: "main".into(),
+                sha: Some(main_tip),
+            },
         }),
         repo: "o/r".into(),
         sha: Some(head.clone()),
     };
     assert_eq!(repo.merge_base("main", &head).unwrap(), Some(next.clone()));
-    assert_eq!(repo.changes_for(&pr), Changes::Paths(vec!["feature.txt".into()]));
+    assert_eq!(
+        repo.changes_for(&pr),
+        Changes::Paths(vec!["feature.txt".into()])
+    );
     // GitLab sends no base sha: the base branch is resolved by name.
     let mut gitlab_pr = pr.clone();
     if let EventPayload::PullRequest(p) = &mut gitlab_pr.payload {
         p.base.sha = None;
     }
-    assert_eq!(repo.changes_for(&gitlab_pr), Changes::Paths(vec!["feature.txt".into()]));
+    assert_eq!(
+        repo.changes_for(&gitlab_pr),
+        Changes::Paths(vec!["feature.txt".into()])
+    );
     assert_eq!(repo.commit_for(&pr).unwrap(), head);
 
     // Unknown history leaves changes unknown rather than guessing.

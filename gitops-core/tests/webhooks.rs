@@ -183,11 +183,7 @@ fn github_create_and_delete() {
         json!({"kind": "tag", "repo": "octo/app", "sha": null, "action": "created", "name": "v2.0.0-rc.1", "version": "2.0.0-rc.1"})
     );
     assert_eq!(
-        event(
-            Provider::GitHub,
-            "delete",
-            &create_delete("tag", "v1")
-        ),
+        event(Provider::GitHub, "delete", &create_delete("tag", "v1")),
         json!({"kind": "tag", "repo": "octo/app", "sha": null, "action": "deleted", "name": "v1", "version": null})
     );
     assert_eq!(
@@ -199,19 +195,13 @@ fn github_create_and_delete() {
         json!({"kind": "branch", "repo": "octo/app", "sha": null, "action": "created", "name": "feature/x"})
     );
     assert_eq!(
-        event(
-            Provider::GitHub,
-            "delete",
-            &create_delete("branch", "old")
-        )["action"],
+        event(Provider::GitHub, "delete", &create_delete("branch", "old"))["action"],
         "deleted"
     );
     let err = parse(
         Provider::GitHub,
         "create",
-        create_delete("repository", "x")
-            .to_string()
-            .as_bytes(),
+        create_delete("repository", "x").to_string().as_bytes(),
     )
     .unwrap_err();
     assert!(err.to_string().contains("ref_type \"repository\""), "{err}");

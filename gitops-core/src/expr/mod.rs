@@ -308,6 +308,7 @@ impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Expr::Literal(Value::String(s)) => write!(f, "'{}'", s.replace('\'', "''")),
+            Expr::Literal(Value::Null) => f.write_str("null"),
             Expr::Literal(v) => write!(f, "{v}"),
             Expr::Path(p) => f.write_str(&p.join(".")),
             Expr::Not(e) => write!(f, "!{e}"),

@@ -211,7 +211,6 @@ impl Parser {
             self.pos += 1;
             match self.next() {
                 Some(Token::Ident(part)) => path.push(part),
-                Some(Token::Number(n)) if n.fract() == 0.0 && n >= 0.0 => path.push(format!("{n}")),
                 _ => {
                     self.pos -= 1;
                     return Err(self.unexpected("a name after '.'"));

@@ -55,21 +55,32 @@ pub fn event(provider: &str, event_type: &str, file: Option<&Path>) -> Outcome {
 
 pub fn plan(event_file: &Path, repo: Option<&Path>, config: Option<&Path>) -> Outcome {
     let bytes = read_input(Some(event_file))?;
-    let event: GitEvent = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("error: {} is not a normalised event: {e}", event_file.display()))?;
+    let event: GitEvent = serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "error: {} is not a normalised event: {e}",
+            event_file.display()
+        )
+    })?;
     let (config, changes) = match repo {
         Some(dir) => {
             let repo = Repository::open(dir).map_err(|e| format!("error: {e}"))?;
             let commit = repo.commit_for(&event).map_err(|e| format!("error: {e}"))?;
-            let config = repo.config_at(&commit, &LoadOptions::default()).map_err(|e| e.to_string())?;
+            let config = repo
+                .config_at(&commit, &LoadOptions::default())
+                .map_err(|e| e.to_string())?;
             (config, repo.changes_for(&event))
         }
         None => {
             let path = config.unwrap_or(Path::new(".gitops.yml"));
-            (Config::load(path).map_err(|e| e.to_string())?, Changes::Unknown)
+            (
+                Config::load(path).map_err(|e| e.to_string())?,
+                Changes::Unknown,
+            )
         }
     };
-    let plan = Planner::new().plan(&event, &config, &changes).map_err(|e| format!("error: {e}"))?;
+    let plan = Planner::new()
+        .plan(&event, &config, &changes)
+        .map_err(|e| format!("error: {e}"))?;
     print_json(&plan)
 }
 
@@ -77,10 +88,15 @@ pub fn graph(pipeline: &str, path: &Path) -> Outcome {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let Some(p) = config.pipelines.get(pipeline) else {
         let known: Vec<&str> = config.pipelines.keys().map(String::as_str).collect();
-        return Err(format!("error: no pipeline \"{pipeline}\" in {} (pipelines: {})", path.display(), known.join(", ")));
+        return Err(format!(
+            "error: no pipeline \"{pipeline}\" in {} (pipelines: {})",
+            path.display(),
+            known.join(", ")
+        ));
     };
-    let graph = gitops_core::graph::StageGraph::from_needs(p.stages.iter().map(|(id, s)| (id, &s.needs)))
-        .map_err(|e| format!("error: {e}"))?;
+    let graph =
+        gitops_core::graph::StageGraph::from_needs(p.stages.iter().map(|(id, s)| (id, &s.needs)))
+            .map_err(|e| format!("error: {e}"))?;
     let stages: Vec<_> = p.stages.values().collect();
     print!(
         "{}",
@@ -90,9 +106,15 @@ pub fn graph(pipeline: &str, path: &Path) -> Outcome {
             let (what, shape) = match (stage.action(), stage.environment()) {
                 (Action::Deploy, Some(env)) => (format!("deploy {env}"), "box3d"),
                 (Action::Stop, Some(env)) => (format!("stop {env}"), "octagon"),
-                _ => (stage.backend.clone().unwrap_or_else(|| "local".into()), "box"),
+                _ => (
+                    stage.backend.clone().unwrap_or_else(|| "local".into()),
+                    "box",
+                ),
             };
-            let mut attrs = vec![("label", format!("{id}\n{what}")), ("shape", shape.to_owned())];
+            let mut attrs = vec![
+                ("label", format!("{id}\n{what}")),
+                ("shape", shape.to_owned()),
+            ];
             if let Some(c) = &stage.condition {
                 attrs.push(("tooltip", format!("if: {}", c.source)));
                 attrs.push(("style", "rounded,dashed".to_owned()));

@@ -1,6 +1,7 @@
 //! `gitops`: the command-line app over the gitops library.
 
 mod commands;
+mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Walk the whole flow in a throwaway repository: pull request, merge, release.
+    Demo,
     /// Check a config; errors as file:line:col: message, exit status 1.
     Validate {
         /// The config file.
@@ -63,13 +66,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo => demo::run(),
         Command::Validate { config } => commands::validate(&config),
-        Command::Event { provider, event_type, file } => {
-            commands::event(&provider, &event_type, file.as_deref())
-        }
-        Command::Plan { event, repo, config } => {
-            commands::plan(&event, repo.as_deref(), config.as_deref())
-        }
+        Command::Event {
+            provider,
+            event_type,
+            file,
+        } => commands::event(&provider, &event_type, file.as_deref()),
+        Command::Plan {
+            event,
+            repo,
+            config,
+        } => commands::plan(&event, repo.as_deref(), config.as_deref()),
         Command::Graph { pipeline, config } => commands::graph(&pipeline, &config),
     };
     match result {

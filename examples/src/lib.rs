@@ -1,0 +1,4 @@
+//! Shared pieces of the `gitops` app and the starter apps.
+#![warn(missing_docs)]
+
+pub mod scratch;
