@@ -13,6 +13,7 @@
 //! [`plan`] decides, purely, what an event runs.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod config;
 mod error;
 pub mod event;
@@ -21,7 +22,10 @@ pub mod graph;
 pub mod plan;
 pub mod release;
 pub mod repo;
+pub mod scheduler;
 pub mod source;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use semver;

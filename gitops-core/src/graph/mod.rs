@@ -23,6 +23,10 @@ impl StageId {
         self.0 as usize
     }
 
+    pub(crate) fn from_index(i: usize) -> StageId {
+        StageId(i as u32)
+    }
+
     fn node(self) -> NodeIndex<u32> {
         NodeIndex::new(self.index())
     }

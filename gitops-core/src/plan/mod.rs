@@ -7,6 +7,8 @@
 
 mod matcher;
 
+use std::sync::Arc;
+
 use indexmap::IndexMap;
 use serde::Serialize;
 
@@ -62,6 +64,29 @@ pub enum PlanError {
         environment: String,
         /// What the name template rendered to.
         rendered: String,
+    },
+    /// A stage names a backend that is not registered, or one that cannot do what the stage
+    /// asks (a deploy needs a deployer).
+    #[error(
+        "pipeline \"{pipeline}\", stage \"{stage}\": backend \"{backend}\" has no {needed} registered (registered backends: {known})"
+    )]
+    UnknownBackend {
+        /// The pipeline.
+        pipeline: String,
+        /// The stage.
+        stage: String,
+        /// The backend it names.
+        backend: String,
+        /// "an executor" or "a deployer".
+        needed: &'static str,
+        /// The backends registered.
+        known: String,
+    },
+    /// No pipeline has this name.
+    #[error("no pipeline \"{pipeline}\" in the config")]
+    NoSuchPipeline {
+        /// The name asked for.
+        pipeline: String,
     },
     /// The pipeline's stage graph is unsound (a config changed after it was validated).
     #[error("pipeline \"{pipeline}\": {source}")]
@@ -162,6 +187,13 @@ pub struct PlannedStage {
     /// A failure does not fail the run.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub continue_on_error: bool,
+    /// The stage as configured: the scheduler renders its templates from this, never from the
+    /// partly rendered text above (event data must not be read as template syntax).
+    #[serde(skip)]
+    pub(crate) source: Arc<Stage>,
+    /// The `with` of the environment it deploys to or stops.
+    #[serde(skip)]
+    pub(crate) environment_with: Option<Arc<IndexMap<String, serde_json::Value>>>,
 }
 
 /// Why a planned stage will be skipped.
@@ -345,6 +377,10 @@ fn plan_stage(
         timeout: stage.timeout.map(format_duration),
         retry: stage.retry.clone(),
         continue_on_error: stage.continue_on_error,
+        source: Arc::new(stage.clone()),
+        environment_with: env_config
+            .filter(|(_, e)| !e.with.is_empty())
+            .map(|(_, e)| Arc::new(e.with.clone())),
     })
 }
 

@@ -1,0 +1,181 @@
+//! What a backend is told about the stage it runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::LogSink;
+use crate::event::GitEvent;
+
+/// What all stages of one run share.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RunInfo {
+    /// The run's id.
+    pub id: String,
+    /// The pipeline being run.
+    pub pipeline: String,
+    /// The event that caused the run.
+    pub event: GitEvent,
+    /// The checkout of the event's commit the stages run in.
+    pub workdir: PathBuf,
+}
+
+impl RunInfo {
+    /// Run information for `pipeline` in `workdir`.
+    pub fn new(
+        id: impl Into<String>,
+        pipeline: impl Into<String>,
+        event: GitEvent,
+        workdir: impl Into<PathBuf>,
+    ) -> Self {
+        RunInfo {
+            id: id.into(),
+            pipeline: pipeline.into(),
+            event,
+            workdir: workdir.into(),
+        }
+    }
+}
+
+/// The environment a deploy or stop stage acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnvironmentTarget {
+    /// The instance (`preview-pr-7`, `staging`).
+    pub name: String,
+    /// The environment as named in config (`preview`).
+    pub config_name: String,
+    /// The version being deployed (the tag's semver), when there is one.
+    pub version: Option<String>,
+}
+
+impl EnvironmentTarget {
+    /// A target.
+    pub fn new(
+        name: impl Into<String>,
+        config_name: impl Into<String>,
+        version: Option<String>,
+    ) -> Self {
+        EnvironmentTarget {
+            name: name.into(),
+            config_name: config_name.into(),
+            version,
+        }
+    }
+}
+
+/// One call to a backend: one attempt of one stage.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StageContext {
+    /// The run this stage belongs to.
+    pub run: Arc<RunInfo>,
+    /// The stage id.
+    pub stage: String,
+    /// 1 for the first attempt, 2 for the first retry, ...
+    pub attempt: u32,
+    /// The stage's `run` command, exactly as written (never template-expanded).
+    pub command: Option<String>,
+    /// The stage's `env`, rendered.
+    pub env: BTreeMap<String, String>,
+    /// The stage's (and, for deployments, its environment's) `with` parameters, rendered.
+    pub with: serde_json::Map<String, serde_json::Value>,
+    /// For `deploy` and `stop` stages: the environment.
+    pub environment: Option<EnvironmentTarget>,
+    /// Cancelled when the stage must stop (timeout, run cancelled).
+    pub cancel: CancellationToken,
+    /// Where log lines go.
+    pub log: LogSink,
+}
+
+impl StageContext {
+    /// A context for `stage` of `run`, first attempt, with nothing else set.
+    pub fn new(run: Arc<RunInfo>, stage: impl Into<String>) -> Self {
+        StageContext {
+            run,
+            stage: stage.into(),
+            attempt: 1,
+            command: None,
+            env: BTreeMap::new(),
+            with: serde_json::Map::new(),
+            environment: None,
+            cancel: CancellationToken::new(),
+            log: LogSink::discard(),
+        }
+    }
+
+    /// Sets the command.
+    pub fn with_command(mut self, command: impl Into<String>) -> Self {
+        self.command = Some(command.into());
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets a `with` parameter.
+    pub fn with_param(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        self.with.insert(key.into(), value);
+        self
+    }
+
+    /// Sets the cancellation token.
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Sets the log sink.
+    pub fn with_log(mut self, log: LogSink) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Sets the environment target.
+    pub fn with_environment(mut self, target: EnvironmentTarget) -> Self {
+        self.environment = Some(target);
+        self
+    }
+
+    /// The `GITOPS_*` variables every backend passes to what it runs: the event's data, which
+    /// must reach commands only this way (never spliced into a command line).
+    pub fn gitops_env(&self) -> Vec<(&'static str, String)> {
+        let e = &self.run.event;
+        let mut vars = vec![
+            ("GITOPS_RUN_ID", self.run.id.clone()),
+            ("GITOPS_PIPELINE", self.run.pipeline.clone()),
+            ("GITOPS_STAGE", self.stage.clone()),
+            ("GITOPS_ATTEMPT", self.attempt.to_string()),
+            ("GITOPS_EVENT_KIND", e.kind().as_str().to_owned()),
+            ("GITOPS_REPO", e.repo.clone()),
+        ];
+        let mut opt = |k: &'static str, v: Option<String>| {
+            if let Some(v) = v {
+                vars.push((k, v));
+            }
+        };
+        opt("GITOPS_SHA", e.sha.clone());
+        opt("GITOPS_REF", e.git_ref());
+        opt("GITOPS_BRANCH", e.branch().map(str::to_owned));
+        opt("GITOPS_ACTION", e.action().map(str::to_owned));
+        opt("GITOPS_TAG", e.tag().map(str::to_owned));
+        opt("GITOPS_VERSION", e.version().map(|v| v.to_string()));
+        if let Some(pr) = e.pull_request() {
+            opt("GITOPS_PR_NUMBER", Some(pr.number.to_string()));
+            opt("GITOPS_PR_TITLE", Some(pr.title.clone()));
+            opt("GITOPS_PR_HEAD_REF", Some(pr.head.git_ref.clone()));
+            opt("GITOPS_PR_BASE_REF", Some(pr.base.git_ref.clone()));
+        }
+        if let Some(t) = &self.environment {
+            opt("GITOPS_ENVIRONMENT", Some(t.name.clone()));
+            opt("GITOPS_DEPLOY_VERSION", t.version.clone());
+        }
+        vars
+    }
+}

@@ -1,0 +1,108 @@
+//! [`LocalBackend`]: the embedded default. A stage's `run` is `sh -c` in the run's checkout, a
+//! process group of its own on this machine; nothing to install.
+
+mod outputs;
+mod process;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{BackendError, Completion, Executor, StageContext};
+
+/// Runs stages as local processes.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    shell: PathBuf,
+    kill_grace: Duration,
+}
+
+/// Builds a [`LocalBackend`].
+#[derive(Debug, Clone)]
+pub struct LocalBackendBuilder {
+    backend: LocalBackend,
+}
+
+impl Default for LocalBackend {
+    fn default() -> Self {
+        LocalBackend {
+            shell: PathBuf::from("sh"),
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl LocalBackend {
+    /// A backend with the defaults: `sh`, 5 seconds between SIGTERM and SIGKILL.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder.
+    pub fn builder() -> LocalBackendBuilder {
+        LocalBackendBuilder {
+            backend: Self::default(),
+        }
+    }
+}
+
+impl LocalBackendBuilder {
+    /// The shell that runs `run` commands with `-c` (default `sh`).
+    pub fn with_shell(mut self, shell: impl Into<PathBuf>) -> Self {
+        self.backend.shell = shell.into();
+        self
+    }
+
+    /// How long a cancelled stage's processes get between SIGTERM and SIGKILL (default 5s).
+    pub fn with_kill_grace(mut self, grace: Duration) -> Self {
+        self.backend.kill_grace = grace;
+        self
+    }
+
+    /// The backend.
+    pub fn build(self) -> LocalBackend {
+        self.backend
+    }
+}
+
+#[async_trait]
+impl Executor for LocalBackend {
+    /// Runs `ctx.command` with `sh -c` in the checkout, with the `GITOPS_*` variables and the
+    /// stage's `env`; `$GITOPS_OUTPUT` names a file whose `key=value` lines become outputs.
+    /// On cancellation the whole process group gets SIGTERM, then SIGKILL after the grace
+    /// period; when the command ends, whatever it left running in its group is killed.
+    async fn execute(&self, ctx: StageContext) -> Result<Completion, BackendError> {
+        let Some(command) = ctx.command.clone() else {
+            return Err(BackendError::InvalidParameters(format!(
+                "stage \"{}\" has no `run` command, which the local backend needs",
+                ctx.stage
+            )));
+        };
+        if !ctx.run.workdir.is_dir() {
+            return Err(BackendError::InvalidParameters(format!(
+                "working directory {} does not exist",
+                ctx.run.workdir.display()
+            )));
+        }
+        let output_file = tempfile::Builder::new()
+            .prefix("gitops-output-")
+            .tempfile()
+            .map_err(|e| BackendError::Failed(format!("cannot create the output file: {e}")))?;
+        let status = process::run(self, &ctx, &command, output_file.path()).await?;
+        let outputs = outputs::read(output_file.path())
+            .map_err(|e| BackendError::Failed(format!("cannot read $GITOPS_OUTPUT: {e}")))?;
+        let mut completion = match status {
+            process::Exit::Code(0) => Completion::success(),
+            process::Exit::Code(code) => {
+                Completion::failure(Some(code), format!("exit code {code}"))
+            }
+            process::Exit::Signal(sig) => {
+                Completion::failure(None, format!("killed by signal {sig}"))
+            }
+            process::Exit::Cancelled => return Err(BackendError::Cancelled),
+        };
+        completion.outputs = outputs;
+        Ok(completion)
+    }
+}

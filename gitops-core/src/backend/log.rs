@@ -1,0 +1,149 @@
+//! Log lines from stages, with secrets masked before anyone sees them.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// A message of the backend itself (pulling an image, waiting for health).
+    Backend,
+}
+
+/// One line of a stage's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    /// The stage.
+    pub stage: String,
+    /// The attempt (1-based).
+    pub attempt: u32,
+    /// The stream.
+    pub stream: LogStream,
+    /// The text, without its line ending, secrets masked.
+    pub line: String,
+}
+
+type Callback = dyn Fn(LogLine) + Send + Sync;
+
+/// Where a backend writes a stage's log lines. Cheap to clone.
+#[derive(Clone)]
+pub struct LogSink {
+    target: Option<Arc<Callback>>,
+    secrets: Arc<[String]>,
+    stage: Arc<str>,
+    attempt: u32,
+}
+
+impl fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogSink")
+            .field("stage", &self.stage)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+/// Masks occurrences of secret values.
+const MASK: &str = "***";
+
+impl LogSink {
+    /// A sink that drops every line.
+    pub fn discard() -> Self {
+        LogSink {
+            target: None,
+            secrets: Arc::from(Vec::new()),
+            stage: Arc::from(""),
+            attempt: 1,
+        }
+    }
+
+    /// A sink that hands every line, secrets masked, to `f`.
+    pub fn new(
+        stage: &str,
+        attempt: u32,
+        secrets: Arc<[String]>,
+        f: impl Fn(LogLine) + Send + Sync + 'static,
+    ) -> Self {
+        LogSink {
+            target: Some(Arc::new(f)),
+            secrets,
+            stage: Arc::from(stage),
+            attempt,
+        }
+    }
+
+    pub(crate) fn from_shared(
+        stage: &str,
+        attempt: u32,
+        secrets: Arc<[String]>,
+        target: Arc<Callback>,
+    ) -> Self {
+        LogSink {
+            target: Some(target),
+            secrets,
+            stage: Arc::from(stage),
+            attempt,
+        }
+    }
+
+    /// Writes one line (a trailing line ending is dropped).
+    pub fn line(&self, stream: LogStream, text: &str) {
+        let Some(target) = &self.target else { return };
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        target(LogLine {
+            stage: self.stage.to_string(),
+            attempt: self.attempt,
+            stream,
+            line: mask(text, &self.secrets),
+        })
+    }
+}
+
+/// Replaces every occurrence of a secret with `***`, longest secrets first so that one secret
+/// containing another is masked whole.
+pub(crate) fn mask(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    let mut sorted: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for s in sorted {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), MASK);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn masks_secrets_in_every_line() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let secrets: Arc<[String]> = Arc::from(vec![
+            "hunter2".to_owned(),
+            "hunter2-long".to_owned(),
+            String::new(),
+        ]);
+        let sink = LogSink::new("build", 1, secrets, move |l| {
+            s2.lock().unwrap().push(l.line)
+        });
+        sink.line(LogStream::Stdout, "token=hunter2-long and hunter2\n");
+        sink.line(LogStream::Stderr, "nothing secret");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["token=*** and ***", "nothing secret"]
+        );
+        LogSink::discard().line(LogStream::Stdout, "dropped");
+    }
+}

@@ -1,0 +1,119 @@
+//! The backend contract: [`Executor`] runs a stage, [`Deployer`] deploys to and stops
+//! environments. A backend crate implements one or both; [`BackendRegistry`] maps the names used
+//! in config (`local`, `docker`, ...) to implementations.
+//!
+//! Every call gets a [`StageContext`]: the resolved `env` and `with` of the stage, the checkout
+//! directory, a cancellation token, a sink for log lines. Outputs are returned in the
+//! [`Completion`].
+//!
+//! # Cancellation
+//!
+//! When `ctx.cancel` is cancelled (the stage timed out, or its run was cancelled), an
+//! implementation must stop everything it started for the stage (processes, containers, jobs)
+//! and return promptly; what it returns then is recorded as cancelled or timed out, whatever it
+//! is. Nothing may be left running after the call returns.
+
+mod context;
+pub mod local;
+mod log;
+pub mod memory;
+mod registry;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+pub use context::{EnvironmentTarget, RunInfo, StageContext};
+pub use log::{LogLine, LogSink, LogStream};
+pub use registry::BackendRegistry;
+
+/// How a stage ended, from the backend's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did what it was asked.
+    Success,
+    /// It failed: a non-zero exit, a failed build, an unhealthy deployment.
+    Failure {
+        /// The exit code, where there is one.
+        exit_code: Option<i32>,
+        /// What failed, for people.
+        message: String,
+    },
+}
+
+/// The result of an [`Executor`] or [`Deployer`] call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// Success or failure.
+    pub outcome: Outcome,
+    /// Outputs for dependent stages (`${{ stages.<id>.outputs.<key> }}`).
+    pub outputs: BTreeMap<String, String>,
+}
+
+impl Completion {
+    /// A success with no outputs.
+    pub fn success() -> Self {
+        Completion {
+            outcome: Outcome::Success,
+            outputs: BTreeMap::new(),
+        }
+    }
+
+    /// A failure with a message.
+    pub fn failure(exit_code: Option<i32>, message: impl Into<String>) -> Self {
+        Completion {
+            outcome: Outcome::Failure {
+                exit_code,
+                message: message.into(),
+            },
+            outputs: BTreeMap::new(),
+        }
+    }
+
+    /// Adds an output.
+    pub fn with_output(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.outputs.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// Why a backend could not carry out a call at all (as opposed to a stage that ran and failed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The infrastructure it needs does not answer (no Docker daemon, no cluster).
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The stage's parameters make no sense for this backend.
+    #[error("invalid parameters: {0}")]
+    InvalidParameters(String),
+    /// The call was cancelled and stopped what it had started.
+    #[error("cancelled")]
+    Cancelled,
+    /// Anything else.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Runs one stage.
+///
+/// Implementations are shared between runs and stages (`Send + Sync`), and must honour the
+/// cancellation contract of this module.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Runs the stage described by `ctx` to its end.
+    async fn execute(&self, ctx: StageContext) -> Result<Completion, BackendError>;
+}
+
+/// Deploys releases to environments and stops (tears down) environments.
+///
+/// `ctx.environment` is always set. Deploying to an environment that already runs a release
+/// replaces it; stopping one that does not exist succeeds.
+#[async_trait]
+pub trait Deployer: Send + Sync + 'static {
+    /// Deploys the release described by `ctx` to `ctx.environment`.
+    async fn deploy(&self, ctx: StageContext) -> Result<Completion, BackendError>;
+
+    /// Removes everything `ctx.environment` runs.
+    async fn stop(&self, ctx: StageContext) -> Result<Completion, BackendError>;
+}

@@ -1,0 +1,84 @@
+//! The expression context of a stage at run time: the event, `env`, and the outputs and
+//! results of the stages it needs.
+
+use std::collections::BTreeMap;
+
+use super::driver::StageState;
+use crate::config::Stage;
+use crate::event::GitEvent;
+use crate::expr::{Context, StageStatus, Template, Value, event_value};
+use crate::graph::StageGraph;
+
+pub(super) struct RuntimeContext<'a> {
+    pub event: &'a GitEvent,
+    pub env: &'a BTreeMap<String, String>,
+    pub stage: &'a Stage,
+    pub graph: &'a StageGraph,
+    pub states: &'a [StageState],
+    pub status: StageStatus,
+}
+
+impl Context for RuntimeContext<'_> {
+    fn lookup(&self, path: &[String]) -> Option<Value> {
+        match path[0].as_str() {
+            "event" => Some(event_value(self.event, &path[1..])),
+            "env" => {
+                let name = path.get(1)?;
+                let literal = self.stage.env.get(name).filter(|t| t.template.is_literal());
+                let value = literal
+                    .map(|t| t.source.clone())
+                    .or_else(|| self.env.get(name).cloned());
+                Some(value.map_or(Value::Null, Value::String))
+            }
+            "stages" => {
+                let id = self.graph.get(path.get(1)?)?;
+                let state = &self.states[id.index()];
+                match (path.get(2).map(String::as_str), path.get(3)) {
+                    (Some("outputs"), Some(key)) => Some(
+                        state
+                            .outputs
+                            .get(key)
+                            .map_or(Value::Null, |v| Value::String(v.clone())),
+                    ),
+                    (Some("result"), None) => Some(
+                        state
+                            .result
+                            .as_ref()
+                            .map_or(Value::Null, |r| Value::String(r.name().to_owned())),
+                    ),
+                    _ => Some(Value::Null),
+                }
+            }
+            _ => Some(Value::Null),
+        }
+    }
+
+    fn status(&self) -> Option<StageStatus> {
+        Some(self.status)
+    }
+}
+
+impl RuntimeContext<'_> {
+    /// Renders a template; what is unknown renders empty (cannot happen for a validated config,
+    /// whose stage references are all to finished needs).
+    pub fn render(&self, t: &Template) -> String {
+        t.render(self).unwrap_or_else(|| t.render_partial(self))
+    }
+
+    pub fn render_json(&self, v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value as J;
+        match v {
+            J::String(s) => match Template::parse(s) {
+                Ok(t) if !t.is_literal() => J::String(self.render(&t)),
+                _ => v.clone(),
+            },
+            J::Array(items) => J::Array(items.iter().map(|i| self.render_json(i)).collect()),
+            J::Object(map) => J::Object(
+                map.iter()
+                    .map(|(k, i)| (k.clone(), self.render_json(i)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}

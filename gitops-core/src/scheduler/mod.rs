@@ -1,0 +1,211 @@
+//! The scheduler: runs a planned pipeline's stage graph on the registered backends.
+//!
+//! A stage starts the moment its needs have finished (in-degree counts and a ready queue, no
+//! polling), within a global parallelism bound and optional bounds per backend. `if:` is
+//! evaluated when a stage becomes ready (default `success()`); retries, timeouts and
+//! cancellation are enforced here, so every backend gets them the same way. Everything that
+//! happens is published as [`RunEvent`]s to any number of subscribers, and the run ends with a
+//! [`RunReport`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::sync::Arc;
+//! use gitops_core::backend::{BackendRegistry, RunInfo, memory::MemoryBackend};
+//! use gitops_core::config::Config;
+//! use gitops_core::event::{EventPayload, GitEvent};
+//! use gitops_core::plan::{Changes, Planner};
+//! use gitops_core::scheduler::{RunResult, RunSpec, Scheduler};
+//!
+//! let config = Config::parse("f", "version: 1\npipelines:\n  ci:\n    on: { push: {} }\n    stages:\n      a: { run: x }\n      b: { run: y, needs: a }\n").unwrap();
+//! let event: GitEvent = serde_json::from_str(r#"{"kind":"push","repo":"o/r","sha":"abc","ref":"refs/heads/main",
+//!     "branch":"main","before":null,"after":"abc","created":true,"deleted":false,"forced":false}"#).unwrap();
+//! let plan = Planner::new().plan(&event, &config, &Changes::Unknown).unwrap();
+//! let pipeline = Arc::new(plan.pipelines[0].clone());
+//! let registry = BackendRegistry::new().with_executor("local", Arc::new(MemoryBackend::new()));
+//! let run = Scheduler::new(registry).run(pipeline, RunSpec::new(RunInfo::new("run-1", "ci", event, ".")));
+//! let report = run.execute().await;
+//! assert_eq!(report.result, RunResult::Success);
+//! # }
+//! ```
+
+mod attempt;
+mod context;
+mod driver;
+mod events;
+mod report;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{BackendRegistry, RunInfo};
+use crate::plan::PlannedPipeline;
+
+pub use events::RunEvent;
+pub use report::{RunReport, RunResult, SkipReason, StageReport, StageResult};
+
+/// Limits on how much runs at once.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SchedulerOptions {
+    /// Stages running at once in one run (default: the number of CPUs, at least 2).
+    pub max_parallel: usize,
+    /// Stages running at once on one backend, by backend name (default: no bound but the
+    /// global one).
+    pub per_backend: BTreeMap<String, usize>,
+    /// Run events buffered for each subscriber; a subscriber further behind loses the oldest
+    /// (default 4096).
+    pub event_buffer: usize,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        SchedulerOptions {
+            max_parallel: cpus.max(2),
+            per_backend: BTreeMap::new(),
+            event_buffer: 4096,
+        }
+    }
+}
+
+impl SchedulerOptions {
+    /// Sets the global bound.
+    pub fn with_max_parallel(mut self, n: usize) -> Self {
+        self.max_parallel = n.max(1);
+        self
+    }
+
+    /// Bounds one backend.
+    pub fn with_backend_limit(mut self, backend: impl Into<String>, n: usize) -> Self {
+        self.per_backend.insert(backend.into(), n.max(1));
+        self
+    }
+}
+
+/// Records stage results as they happen (the ledger implements it), so that a crashed run can
+/// be resumed.
+#[async_trait]
+pub trait RunRecorder: Send + Sync + 'static {
+    /// Called when a stage has ended, before any stage that needs it starts.
+    async fn stage_finished(&self, run_id: &str, stage: &StageReport) -> Result<(), String>;
+}
+
+/// What one run needs besides the plan.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RunSpec {
+    /// The run's id, pipeline, event and checkout.
+    pub info: Arc<RunInfo>,
+    /// Values masked in every log line.
+    pub secrets: Vec<String>,
+    /// Values of `env.*` in expressions (a stage's literal `env` values take precedence).
+    pub env: BTreeMap<String, String>,
+    /// Results of an earlier run to reuse instead of running those stages (rerun, resume).
+    pub reuse: BTreeMap<String, StageReport>,
+    /// Where stage results are recorded as they end.
+    pub recorder: Option<Arc<dyn RunRecorder>>,
+}
+
+impl RunSpec {
+    /// A run of `info`, with nothing else set.
+    pub fn new(info: RunInfo) -> Self {
+        RunSpec {
+            info: Arc::new(info),
+            secrets: Vec::new(),
+            env: BTreeMap::new(),
+            reuse: BTreeMap::new(),
+            recorder: None,
+        }
+    }
+
+    /// Masks `value` in logs.
+    pub fn with_secret(mut self, value: impl Into<String>) -> Self {
+        self.secrets.push(value.into());
+        self
+    }
+
+    /// Reuses these results.
+    pub fn with_reuse(mut self, reuse: BTreeMap<String, StageReport>) -> Self {
+        self.reuse = reuse;
+        self
+    }
+
+    /// Records results with `recorder`.
+    pub fn with_recorder(mut self, recorder: Arc<dyn RunRecorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+}
+
+/// Runs pipelines on a [`BackendRegistry`].
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    registry: Arc<BackendRegistry>,
+    options: SchedulerOptions,
+}
+
+/// A run that is ready to execute: subscribe to its events and take its cancellation token
+/// first, then [`execute`](Run::execute) it.
+pub struct Run {
+    registry: Arc<BackendRegistry>,
+    options: SchedulerOptions,
+    pipeline: Arc<PlannedPipeline>,
+    spec: RunSpec,
+    events: broadcast::Sender<RunEvent>,
+    cancel: CancellationToken,
+}
+
+impl Scheduler {
+    /// A scheduler with default options.
+    pub fn new(registry: BackendRegistry) -> Self {
+        Self::with_options(registry, SchedulerOptions::default())
+    }
+
+    /// A scheduler with `options`.
+    pub fn with_options(registry: BackendRegistry, options: SchedulerOptions) -> Self {
+        Scheduler {
+            registry: Arc::new(registry),
+            options,
+        }
+    }
+
+    /// The backends it runs stages on.
+    pub fn registry(&self) -> &BackendRegistry {
+        &self.registry
+    }
+
+    /// Prepares a run of `pipeline`.
+    pub fn run(&self, pipeline: Arc<PlannedPipeline>, spec: RunSpec) -> Run {
+        let (events, _) = broadcast::channel(self.options.event_buffer.max(16));
+        Run {
+            registry: self.registry.clone(),
+            options: self.options.clone(),
+            pipeline,
+            spec,
+            events,
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+impl Run {
+    /// A new subscriber to the run's events (only events sent after this call reach it).
+    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.events.subscribe()
+    }
+
+    /// Cancelling this token cancels the run: running stages are stopped, the rest skipped.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Runs every stage to its end and reports. Stages whose backend is not registered fail
+    /// (check the plan with [`BackendRegistry::check`] first to refuse such a run up front).
+    pub async fn execute(self) -> RunReport {
+        driver::drive(self).await
+    }
+}

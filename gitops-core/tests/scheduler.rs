@@ -1,0 +1,429 @@
+//! The scheduler on the in-memory test double: ordering, parallelism bounds, skip reasons,
+//! retries, timeouts, cancellation and outputs, proven with the run's own timestamps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gitops_core::backend::memory::{MemoryBackend, Script};
+use gitops_core::backend::{BackendRegistry, RunInfo};
+use gitops_core::config::Config;
+use gitops_core::event::GitEvent;
+use gitops_core::plan::{Changes, PlannedPipeline, Planner};
+use gitops_core::scheduler::{
+    RunEvent, RunReport, RunResult, RunSpec, Scheduler, SchedulerOptions, SkipReason, StageResult,
+};
+
+fn event() -> GitEvent {
+    serde_json::from_value(serde_json::json!({"kind": "push", "repo": "o/r", "sha": "abc", "ref": "refs/heads/main",
+        "branch": "main", "before": null, "after": "abc", "created": true, "deleted": false, "forced": false}))
+    .unwrap()
+}
+
+fn pipeline(stages: &str) -> Arc<PlannedPipeline> {
+    let yaml =
+        format!("version: 1\npipelines:\n  p:\n    on: {{ push: {{}} }}\n    stages:\n{stages}");
+    let config = Config::parse_with(
+        "t.yml",
+        &yaml,
+        &gitops_core::config::LoadOptions::default().with_backend("slow"),
+    )
+    .unwrap();
+    let plan = Planner::new()
+        .plan(&event(), &config, &Changes::Unknown)
+        .unwrap();
+    Arc::new(plan.pipelines[0].clone())
+}
+
+async fn run(
+    p: Arc<PlannedPipeline>,
+    backend: MemoryBackend,
+    options: SchedulerOptions,
+) -> (RunReport, Vec<RunEvent>) {
+    let backend = Arc::new(backend);
+    let registry = BackendRegistry::new()
+        .with_executor("local", backend.clone())
+        .with_executor("slow", backend);
+    let run = Scheduler::with_options(registry, options)
+        .run(p, RunSpec::new(RunInfo::new("r1", "p", event(), ".")));
+    let mut rx = run.subscribe();
+    let collector = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Ok(e) = rx.recv().await {
+            let end = matches!(e, RunEvent::RunFinished { .. });
+            events.push(e);
+            if end {
+                break;
+            }
+        }
+        events
+    });
+    let report = run.execute().await;
+    (report, collector.await.unwrap())
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// The largest number of stages running at one instant, from the report's timestamps.
+fn max_overlap(report: &RunReport, filter: impl Fn(&str) -> bool) -> usize {
+    let mut points: Vec<(f64, i32)> = Vec::new();
+    for s in report.stages.iter().filter(|s| filter(&s.id)) {
+        if let (Some(a), Some(b)) = (s.started_secs, s.finished_secs) {
+            points.push((a, 1));
+            points.push((b, -1));
+        }
+    }
+    // Ends sort before starts at the same instant.
+    points.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+    let (mut cur, mut max) = (0, 0);
+    for (_, d) in points {
+        cur += d;
+        max = max.max(cur);
+    }
+    max as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_stages_run_in_parallel_up_to_the_bound_and_never_beyond() {
+    let stages: String = (0..6)
+        .map(|i| format!("      s{i}: {{ run: x }}\n"))
+        .collect();
+    let mut backend = MemoryBackend::new();
+    for i in 0..6 {
+        backend = backend.with_script(&format!("s{i}"), Script::ok().delay(ms(300)));
+    }
+    let (report, _) = run(
+        pipeline(&stages),
+        backend,
+        SchedulerOptions::default().with_max_parallel(2),
+    )
+    .await;
+    assert_eq!(report.result, RunResult::Success);
+    assert_eq!(max_overlap(&report, |_| true), 2, "{report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_bound_holds_while_others_run_freely() {
+    let mut stages = String::new();
+    let mut backend = MemoryBackend::new();
+    for i in 0..4 {
+        stages.push_str(&format!(
+            "      slow{i}: {{ backend: slow, run: x }}\n      fast{i}: {{ run: x }}\n"
+        ));
+        backend = backend
+            .with_script(&format!("slow{i}"), Script::ok().delay(ms(200)))
+            .with_script(&format!("fast{i}"), Script::ok().delay(ms(200)));
+    }
+    let options = SchedulerOptions::default()
+        .with_max_parallel(8)
+        .with_backend_limit("slow", 1);
+    let (report, _) = run(pipeline(&stages), backend, options).await;
+    assert_eq!(max_overlap(&report, |id| id.starts_with("slow")), 1);
+    assert_eq!(max_overlap(&report, |id| id.starts_with("fast")), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_never_starts_before_its_needs_end() {
+    let stages = "      a: { run: x }\n      b: { run: x, needs: a }\n      c: { run: x, needs: a }\n      d: { run: x, needs: [b, c] }\n      e: { run: x }\n";
+    let backend = ["a", "b", "c", "d", "e"]
+        .iter()
+        .fold(MemoryBackend::new(), |b, s| {
+            b.with_script(s, Script::ok().delay(ms(100)))
+        });
+    let (report, events) = run(
+        pipeline(stages),
+        backend,
+        SchedulerOptions::default().with_max_parallel(4),
+    )
+    .await;
+    let p = pipeline(stages);
+    for s in &p.stages {
+        let me = report.stage(&s.id).unwrap();
+        for need in &s.needs {
+            let n = report.stage(need).unwrap();
+            assert!(
+                me.started_secs.unwrap() >= n.finished_secs.unwrap(),
+                "{} started before its need {} ended",
+                s.id,
+                need
+            );
+        }
+    }
+    // b and c (and e) overlap: ready stages start at once.
+    assert!(max_overlap(&report, |id| id == "b" || id == "c") == 2);
+    // The event stream agrees: every StageStarted of d comes after StageFinished of b and c.
+    let pos = |pred: &dyn Fn(&RunEvent) -> bool| events.iter().position(pred).unwrap();
+    let d_started = pos(&|e| matches!(e, RunEvent::StageStarted { stage, .. } if stage == "d"));
+    for need in ["b", "c"] {
+        let finished =
+            pos(&|e| matches!(e, RunEvent::StageFinished { stage, .. } if stage == need));
+        assert!(finished < d_started);
+    }
+}
+
+#[tokio::test]
+async fn failures_skip_dependents_with_reasons_and_always_stages_still_run() {
+    let stages = r#"      build: { run: x }
+      test: { run: x, needs: build }
+      package: { run: x, needs: test }
+      publish: { run: x, needs: package }
+      cleanup: { run: x, needs: package, if: "always()" }
+      notify: { run: x, needs: test, if: "failure()" }
+      lint: { run: x, needs: build, if: "event.branch == 'dev'" }
+      docs: { run: x, needs: lint }
+"#;
+    let backend = MemoryBackend::new().with_script("test", Script::ok().fail().exit_code(2));
+    let (report, events) = run(pipeline(stages), backend, SchedulerOptions::default()).await;
+    let r = |id: &str| report.stage(id).unwrap().result.clone();
+    assert_eq!(r("build"), StageResult::Success);
+    assert_eq!(
+        r("test"),
+        StageResult::Failure {
+            message: "exit code 2".into(),
+            exit_code: Some(2)
+        }
+    );
+    assert_eq!(
+        r("package"),
+        StageResult::Skipped {
+            reason: SkipReason::NeedFailed {
+                need: "test".into()
+            }
+        }
+    );
+    assert_eq!(
+        r("publish"),
+        StageResult::Skipped {
+            reason: SkipReason::NeedSkipped {
+                need: "package".into()
+            }
+        }
+    );
+    assert_eq!(r("cleanup"), StageResult::Success);
+    assert_eq!(r("notify"), StageResult::Success);
+    assert_eq!(
+        r("lint"),
+        StageResult::Skipped {
+            reason: SkipReason::ConditionFalse {
+                expr: "event.branch == 'dev'".into()
+            }
+        }
+    );
+    assert_eq!(
+        r("docs"),
+        StageResult::Skipped {
+            reason: SkipReason::NeedSkipped {
+                need: "lint".into()
+            }
+        }
+    );
+    assert_eq!(report.result, RunResult::Failure);
+    // The reasons are in the run events too, and in the JSON report.
+    assert!(events.iter().any(|e| matches!(e, RunEvent::StageFinished { stage, result: StageResult::Skipped { reason: SkipReason::NeedFailed { need } }, .. } if stage == "package" && need == "test")));
+    let json = serde_json::to_value(report.stage("package").unwrap()).unwrap();
+    assert_eq!(json["result"], "skipped");
+    assert_eq!(
+        json["reason"],
+        serde_json::json!({"kind": "need_failed", "need": "test"})
+    );
+}
+
+#[tokio::test]
+async fn continue_on_error_keeps_the_run_and_dependents_going() {
+    let stages = "      flaky-lint: { run: x, continue_on_error: true }\n      build: { run: x, needs: flaky-lint }\n";
+    let backend = MemoryBackend::new().with_script("flaky-lint", Script::ok().fail());
+    let (report, _) = run(pipeline(stages), backend, SchedulerOptions::default()).await;
+    assert!(report.stage("flaky-lint").unwrap().result.is_failure());
+    assert_eq!(report.stage("build").unwrap().result, StageResult::Success);
+    assert_eq!(report.result, RunResult::Success);
+}
+
+#[tokio::test]
+async fn retries_count_attempts_and_report_flaky_stages() {
+    let stages = r#"      eventually: { run: x, retry: { max: 2, backoff: 10ms } }
+      never: { run: x, retry: { max: 2 } }
+      wrong-code: { run: x, retry: { max: 3, on_exit_codes: [75] } }
+      right-code: { run: x, retry: { max: 3, on_exit_codes: [75] } }
+"#;
+    let backend = MemoryBackend::new()
+        .with_script("eventually", Script::ok().fail_first(2))
+        .with_script("never", Script::ok().fail())
+        .with_script("wrong-code", Script::ok().fail_first(1).exit_code(1))
+        .with_script("right-code", Script::ok().fail_first(1).exit_code(75));
+    let (report, events) = run(pipeline(stages), backend, SchedulerOptions::default()).await;
+    let s = |id: &str| report.stage(id).unwrap().clone();
+    assert_eq!(
+        (
+            s("eventually").attempts,
+            s("eventually").flaky,
+            s("eventually").result
+        ),
+        (3, true, StageResult::Success)
+    );
+    assert_eq!((s("never").attempts, s("never").flaky), (3, false));
+    assert!(s("never").result.is_failure());
+    assert_eq!(s("wrong-code").attempts, 1);
+    assert_eq!((s("right-code").attempts, s("right-code").flaky), (2, true));
+    let retries = events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::StageRetrying { stage, .. } if stage == "eventually"))
+        .count();
+    assert_eq!(retries, 2);
+    // Exponential backoff: 10ms, then 20ms.
+    let delays: Vec<f64> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::StageRetrying {
+                stage, delay_secs, ..
+            } if stage == "eventually" => Some(*delay_secs),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays, [0.01, 0.02]);
+}
+
+#[tokio::test]
+async fn a_timeout_stops_the_stage() {
+    let stages = "      slow: { run: x, timeout: 200ms }\n      after: { run: x, needs: slow, if: always() }\n";
+    let backend =
+        MemoryBackend::new().with_script("slow", Script::ok().delay(Duration::from_secs(3600)));
+    let (report, _) = run(pipeline(stages), backend, SchedulerOptions::default()).await;
+    let slow = report.stage("slow").unwrap();
+    assert_eq!(slow.result, StageResult::TimedOut { after_secs: 0.2 });
+    assert!(slow.duration().unwrap() < Duration::from_secs(5));
+    assert_eq!(report.stage("after").unwrap().result, StageResult::Success);
+    assert_eq!(report.result, RunResult::Failure);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_run_stops_running_stages_and_skips_the_rest() {
+    let stages = "      a: { run: x }\n      b: { run: x }\n      c: { run: x, needs: a }\n      d: { run: x }\n";
+    let backend = MemoryBackend::new()
+        .with_script("a", Script::ok().delay(Duration::from_secs(3600)))
+        .with_script("b", Script::ok().delay(Duration::from_secs(3600)))
+        .with_script("d", Script::ok().delay(Duration::from_secs(3600)));
+    let backend = Arc::new(backend);
+    let registry = BackendRegistry::new().with_executor("local", backend);
+    let options = SchedulerOptions::default().with_max_parallel(2);
+    let run = Scheduler::with_options(registry, options).run(
+        pipeline(stages),
+        RunSpec::new(RunInfo::new("r", "p", event(), ".")),
+    );
+    let cancel = run.cancel_token();
+    tokio::spawn(async move {
+        tokio::time::sleep(ms(200)).await;
+        cancel.cancel();
+    });
+    let report = tokio::time::timeout(Duration::from_secs(10), run.execute())
+        .await
+        .expect("cancelled run ends");
+    let r = |id: &str| report.stage(id).unwrap().result.clone();
+    assert_eq!(r("a"), StageResult::Cancelled);
+    assert_eq!(r("b"), StageResult::Cancelled);
+    assert_eq!(
+        r("c"),
+        StageResult::Skipped {
+            reason: SkipReason::RunCancelled
+        }
+    );
+    assert_eq!(
+        r("d"),
+        StageResult::Skipped {
+            reason: SkipReason::RunCancelled
+        }
+    );
+    assert_eq!(report.result, RunResult::Cancelled);
+}
+
+#[tokio::test]
+async fn outputs_feed_the_env_and_conditions_of_dependents() {
+    let stages = r#"      build: { run: x }
+      deploy:
+        needs: build
+        run: x
+        if: "stages.build.outputs.image == 'app:1'"
+        env: { IMAGE: "${{ stages.build.outputs.image }}", MISSING: "[${{ stages.build.outputs.nope }}]", SHA: "${{ event.sha }}" }
+"#;
+    let backend = MemoryBackend::new()
+        .with_script("build", Script::ok().output("image", "app:1"))
+        .recording();
+    let backend = Arc::new(backend);
+    let registry = BackendRegistry::new().with_executor("local", backend.clone());
+    let report = Scheduler::new(registry)
+        .run(
+            pipeline(stages),
+            RunSpec::new(RunInfo::new("r", "p", event(), ".")),
+        )
+        .execute()
+        .await;
+    assert_eq!(report.stage("deploy").unwrap().result, StageResult::Success);
+    assert_eq!(report.stage("build").unwrap().outputs["image"], "app:1");
+    let deploy = backend
+        .calls()
+        .into_iter()
+        .find(|c| c.stage == "deploy")
+        .unwrap();
+    assert_eq!(deploy.env["IMAGE"], "app:1");
+    assert_eq!(deploy.env["MISSING"], "[]");
+    assert_eq!(deploy.env["SHA"], "abc");
+}
+
+#[tokio::test]
+async fn event_data_that_looks_like_a_template_is_not_evaluated() {
+    let stages = "      a: { run: x, env: { TITLE: \"${{ event.branch }}\" } }\n";
+    let mut e = event();
+    if let gitops_core::event::EventPayload::Push(p) = &mut e.payload {
+        p.branch = "${{ env.SECRET }}".into();
+    }
+    let config = Config::parse(
+        "t.yml",
+        &format!("version: 1\npipelines:\n  p:\n    on: {{ push: {{}} }}\n    stages:\n{stages}"),
+    )
+    .unwrap();
+    let plan = Planner::new().plan(&e, &config, &Changes::Unknown).unwrap();
+    let backend = Arc::new(MemoryBackend::new().recording());
+    let registry = BackendRegistry::new().with_executor("local", backend.clone());
+    let mut spec = RunSpec::new(RunInfo::new("r", "p", e, "."));
+    spec.env.insert("SECRET".into(), "leaked".into());
+    Scheduler::new(registry)
+        .run(Arc::new(plan.pipelines[0].clone()), spec)
+        .execute()
+        .await;
+    assert_eq!(backend.calls()[0].env["TITLE"], "${{ env.SECRET }}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_no_op_stages_run_to_completion() {
+    // Layers of 100 stages, each needing two stages of the layer before.
+    let mut stages = String::with_capacity(1 << 20);
+    for layer in 0..100 {
+        for i in 0..100 {
+            if layer == 0 {
+                stages.push_str(&format!("      s{layer}x{i}: {{ run: x }}\n"));
+            } else {
+                let (a, b) = (i, (i * 7 + 3) % 100);
+                stages.push_str(&format!(
+                    "      s{layer}x{i}: {{ run: x, needs: [s{}x{a}, s{}x{b}] }}\n",
+                    layer - 1,
+                    layer - 1
+                ));
+            }
+        }
+    }
+    let p = pipeline(&stages);
+    assert_eq!(p.stages.len(), 10_000);
+    let registry = BackendRegistry::new().with_executor("local", Arc::new(MemoryBackend::new()));
+    let options = SchedulerOptions::default().with_max_parallel(10_000);
+    let report = Scheduler::with_options(registry, options)
+        .run(p, RunSpec::new(RunInfo::new("r", "p", event(), ".")))
+        .execute()
+        .await;
+    assert_eq!(report.result, RunResult::Success);
+    assert!(
+        report
+            .stages
+            .iter()
+            .all(|s| s.result == StageResult::Success && s.attempts == 1)
+    );
+}
