@@ -1,6 +1,7 @@
 //! The crate's error type: one variant per thing a caller may want to tell apart.
 
 use crate::config::ConfigError;
+use crate::ledger::LedgerError;
 use crate::plan::PlanError;
 use crate::repo::RepoError;
 use crate::source::webhook::{SignatureError, WebhookError};
@@ -21,6 +22,17 @@ pub enum Error {
     /// The repository could not be read.
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// The ledger could not be read or written.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The run cannot be resumed: it is not one a crash interrupted.
+    #[error("run \"{run}\" cannot be resumed: it is {status}")]
+    NotResumable {
+        /// The run.
+        run: String,
+        /// Its status.
+        status: String,
+    },
     /// The event cannot be planned with this config.
     #[error(transparent)]
     Plan(#[from] PlanError),

@@ -15,10 +15,12 @@
 
 pub mod backend;
 pub mod config;
+pub mod engine;
 mod error;
 pub mod event;
 pub mod expr;
 pub mod graph;
+pub mod ledger;
 pub mod plan;
 pub mod release;
 pub mod repo;

@@ -155,6 +155,12 @@ impl Repository {
 
     /// Reads and validates `.gitops.yml` from `commit`.
     pub fn config_at(&self, commit: &str, options: &LoadOptions) -> Result<Config, crate::Error> {
+        let text = self.config_text_at(commit)?;
+        Ok(Config::parse_with(CONFIG_FILE, &text, options)?)
+    }
+
+    /// The text of `.gitops.yml` at `commit`.
+    pub fn config_text_at(&self, commit: &str) -> Result<String, crate::Error> {
         let bytes = self
             .read_file(commit, CONFIG_FILE)?
             .ok_or_else(|| RepoError::NoConfig {
@@ -162,14 +168,13 @@ impl Repository {
                 commit: commit.to_owned(),
                 path: self.path.clone(),
             })?;
-        let text = String::from_utf8(bytes).map_err(|e| ConfigError {
+        Ok(String::from_utf8(bytes).map_err(|e| ConfigError {
             diagnostics: vec![crate::config::Diagnostic {
                 file: CONFIG_FILE.to_owned(),
-                position: Default::default(),
+                position: crate::config::Position { line: 1, column: 1 },
                 message: format!("not UTF-8: {e}"),
             }],
-        })?;
-        Ok(Config::parse_with(CONFIG_FILE, &text, options)?)
+        })?)
     }
 
     /// The paths of the files that differ between two commits' trees.
@@ -207,6 +212,64 @@ impl Repository {
         paths.sort();
         paths.dedup();
         Ok(paths)
+    }
+
+    /// Writes the files of `commit` into `dest` (created if missing; it should be empty): a
+    /// checkout without an index, for stages to run in. Executable bits and symlinks are kept;
+    /// submodules become empty directories.
+    pub fn checkout(&self, commit: &str, dest: &Path) -> Result<(), RepoError> {
+        use gix::objs::tree::EntryKind;
+        let repo = self.local();
+        let tree = self.commit_tree(&repo, commit)?;
+        let mut recorder = gix::traverse::tree::Recorder::default();
+        tree.traverse()
+            .breadthfirst(&mut recorder)
+            .map_err(|e| self.read_err(format!("tree of {commit}"), e))?;
+        let write_err = |what: &Path, e: std::io::Error| {
+            self.read_err(format!("checkout into {}", what.display()), e)
+        };
+        std::fs::create_dir_all(dest).map_err(|e| write_err(dest, e))?;
+        for entry in recorder.records {
+            let rel = entry.filepath.to_string();
+            // Tree entries never hold `..` or absolute paths in a valid repository; refuse them
+            // anyway rather than write outside `dest`.
+            if rel
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == ".." || c == ".git")
+            {
+                return Err(self.read_err(
+                    format!("tree of {commit}"),
+                    format!("refusing to check out path \"{rel}\""),
+                ));
+            }
+            let path = dest.join(&rel);
+            match entry.mode.kind() {
+                EntryKind::Tree | EntryKind::Commit => {
+                    std::fs::create_dir_all(&path).map_err(|e| write_err(&path, e))?
+                }
+                kind => {
+                    let blob = repo
+                        .find_object(entry.oid)
+                        .map_err(|e| self.read_err(&rel, e))?;
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| write_err(parent, e))?;
+                    }
+                    if kind == EntryKind::Link {
+                        let target = String::from_utf8_lossy(&blob.data).into_owned();
+                        std::os::unix::fs::symlink(target, &path)
+                            .map_err(|e| write_err(&path, e))?;
+                    } else {
+                        std::fs::write(&path, &blob.data).map_err(|e| write_err(&path, e))?;
+                        if kind == EntryKind::BlobExecutable {
+                            use std::os::unix::fs::PermissionsExt;
+                            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                                .map_err(|e| write_err(&path, e))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The best common ancestor of two commits, if they have one.

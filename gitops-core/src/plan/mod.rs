@@ -88,6 +88,14 @@ pub enum PlanError {
         /// The name asked for.
         pipeline: String,
     },
+    /// A stage id that the pipeline does not have.
+    #[error("pipeline \"{pipeline}\" has no stage \"{stage}\"")]
+    UnknownStage {
+        /// The pipeline.
+        pipeline: String,
+        /// The stage asked for.
+        stage: String,
+    },
     /// The pipeline's stage graph is unsound (a config changed after it was validated).
     #[error("pipeline \"{pipeline}\": {source}")]
     InvalidGraph {
@@ -269,6 +277,23 @@ impl Planner {
             event: event.clone(),
             pipelines,
         })
+    }
+
+    /// Plans the pipeline `name` for `event` whether or not its triggers match: for re-running
+    /// and resuming a recorded run.
+    pub fn plan_named(
+        &self,
+        event: &GitEvent,
+        config: &Config,
+        name: &str,
+    ) -> Result<PlannedPipeline, PlanError> {
+        let pipeline = config
+            .pipelines
+            .get(name)
+            .ok_or_else(|| PlanError::NoSuchPipeline {
+                pipeline: name.to_owned(),
+            })?;
+        plan_pipeline(name, pipeline, config, event, None)
     }
 }
 

@@ -304,11 +304,13 @@ impl Driver {
                 ..Default::default()
             },
         );
-        let env = source
-            .env
-            .iter()
-            .map(|(k, t)| (k.clone(), ctx.render(&t.template)))
-            .collect();
+        let mut env = self.run.spec.env.clone();
+        env.extend(
+            source
+                .env
+                .iter()
+                .map(|(k, t)| (k.clone(), ctx.render(&t.template))),
+        );
         let mut with = serde_json::Map::new();
         if let Some(env_with) = &planned.environment_with {
             for (k, v) in env_with.iter() {

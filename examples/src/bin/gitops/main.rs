@@ -2,6 +2,8 @@
 
 mod commands;
 mod demo;
+mod progress;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +54,37 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Plan an event in a repository and run what it triggers, with live progress.
+    Run {
+        /// A normalised event, as `gitops event` prints it.
+        #[arg(long)]
+        event: PathBuf,
+        /// The repository (its `.gitops.yml` is read from the event's commit).
+        #[arg(long)]
+        repo: PathBuf,
+        /// Run in the repository's directory instead of a fresh checkout of the commit.
+        #[arg(long)]
+        in_place: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Run a finished run's failed, cancelled and skipped stages again (as a new run).
+    Rerun {
+        /// The run to re-run.
+        run: String,
+        /// Re-run this stage and every stage after it; reuse the rest.
+        #[arg(long)]
+        from: Option<String>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Resume runs that a crash interrupted (all of them, or RUN), keeping finished stages.
+    Resume {
+        /// The run to resume.
+        run: Option<String>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Print a pipeline's stage graph in Graphviz DOT.
     Graph {
         /// The pipeline.
@@ -63,9 +96,59 @@ enum Command {
     },
 }
 
+/// Options of the commands that run stages.
+#[derive(clap::Args)]
+struct CommonArgs {
+    /// State directory (ledger, checkouts); default $GITOPS_STATE, else ~/.local/state/gitops.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Write the run report (JSON) to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Pass this environment variable to every stage and mask its value in logs (repeatable).
+    #[arg(long = "secret-env", value_name = "NAME")]
+    secret_env: Vec<String>,
+    /// Stages running at once (default: the number of CPUs).
+    #[arg(long)]
+    max_parallel: Option<usize>,
+}
+
+impl CommonArgs {
+    fn resolve(self) -> Result<run::Common, String> {
+        Ok(run::Common {
+            state: run::state_dir(self.state)?,
+            report: self.report,
+            secret_env: self.secret_env,
+            max_parallel: self.max_parallel,
+        })
+    }
+}
+
+fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("error: cannot start the runtime: {e}"))?
+        .block_on(f)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run {
+            event,
+            repo,
+            in_place,
+            common,
+        } => common
+            .resolve()
+            .and_then(|c| block_on(run::run(&event, &repo, in_place, c))),
+        Command::Rerun { run, from, common } => common
+            .resolve()
+            .and_then(|c| block_on(run::rerun(&run, from.as_deref(), c))),
+        Command::Resume { run, common } => common
+            .resolve()
+            .and_then(|c| block_on(run::resume(run.as_deref(), c))),
         Command::Demo => demo::run(),
         Command::Validate { config } => commands::validate(&config),
         Command::Event {
@@ -83,7 +166,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("{message}");
+            if !message.is_empty() {
+                eprintln!("{message}");
+            }
             ExitCode::FAILURE
         }
     }

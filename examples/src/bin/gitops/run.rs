@@ -1,0 +1,183 @@
+//! `gitops run`, `gitops rerun` and `gitops resume`: execute runs with live progress.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gitops_core::backend::BackendRegistry;
+use gitops_core::backend::local::LocalBackend;
+use gitops_core::engine::{Engine, RunOptions, StartedRun};
+use gitops_core::event::GitEvent;
+use gitops_core::repo::Repository;
+use gitops_core::scheduler::{RunReport, RunResult};
+
+use crate::progress;
+
+/// Options shared by the commands that run stages.
+pub struct Common {
+    pub state: PathBuf,
+    pub report: Option<PathBuf>,
+    pub secret_env: Vec<String>,
+    pub max_parallel: Option<usize>,
+}
+
+/// The state dir: `--state`, else `$GITOPS_STATE`, else the user's state directory.
+pub fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(dir) = flag {
+        return Ok(dir);
+    }
+    if let Some(dir) = std::env::var_os("GITOPS_STATE").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir).join("gitops"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/state/gitops")),
+        None => Err("error: no state directory: pass --state DIR or set GITOPS_STATE".to_owned()),
+    }
+}
+
+fn engine(common: &Common) -> Result<Engine, String> {
+    let registry = BackendRegistry::new().with_executor("local", Arc::new(LocalBackend::new()));
+    let mut options = gitops_core::scheduler::SchedulerOptions::default();
+    if let Some(n) = common.max_parallel {
+        options = options.with_max_parallel(n);
+    }
+    Engine::with_options(&common.state, registry, options).map_err(|e| format!("error: {e}"))
+}
+
+fn run_options(common: &Common) -> Result<RunOptions, String> {
+    let mut options = RunOptions::default();
+    for name in &common.secret_env {
+        let value = std::env::var(name)
+            .map_err(|_| format!("error: --secret-env {name}: no such environment variable"))?;
+        options = options.with_secret_env(name.clone(), value);
+    }
+    Ok(options)
+}
+
+pub async fn run(
+    event_file: &Path,
+    repo: &Path,
+    in_place: bool,
+    common: Common,
+) -> Result<(), String> {
+    let bytes = std::fs::read(event_file)
+        .map_err(|e| format!("error: cannot read {}: {e}", event_file.display()))?;
+    let event: GitEvent = serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "error: {} is not a normalised event: {e}",
+            event_file.display()
+        )
+    })?;
+    let repo = Repository::open(repo).map_err(|e| format!("error: {e}"))?;
+    let engine = engine(&common)?;
+    let mut options = run_options(&common)?;
+    options.in_place = in_place;
+    let runs = engine
+        .start(&event, &repo, &options)
+        .map_err(|e| e.to_string())?;
+    if runs.is_empty() {
+        println!(
+            "No pipeline matches this {} event: nothing to run.",
+            event.kind()
+        );
+        return Ok(());
+    }
+    execute(runs, &common).await
+}
+
+pub async fn rerun(run_id: &str, from: Option<&str>, common: Common) -> Result<(), String> {
+    let engine = engine(&common)?;
+    let run = engine
+        .rerun(run_id, from, &run_options(&common)?)
+        .map_err(|e| format!("error: {e}"))?;
+    println!("Re-running run {run_id} as {}", run.id);
+    execute(vec![run], &common).await
+}
+
+pub async fn resume(run_id: Option<&str>, common: Common) -> Result<(), String> {
+    let engine = engine(&common)?;
+    let ids: Vec<String> = match run_id {
+        Some(id) => vec![id.to_owned()],
+        None => engine
+            .interrupted()
+            .map_err(|e| format!("error: {e}"))?
+            .into_iter()
+            .map(|r| r.id)
+            .collect(),
+    };
+    if ids.is_empty() {
+        println!(
+            "No interrupted run in {}: nothing to resume.",
+            common.state.display()
+        );
+        return Ok(());
+    }
+    let options = run_options(&common)?;
+    let mut runs = Vec::new();
+    for id in &ids {
+        let run = engine
+            .resume(id, &options)
+            .map_err(|e| format!("error: {e}"))?;
+        let kept = run.pipeline.stages.len();
+        println!("Resuming run {id} ({kept} stages; finished ones are kept)");
+        runs.push(run);
+    }
+    execute(runs, &common).await
+}
+
+/// Runs every prepared run at once, following their progress; Ctrl-C cancels them all.
+async fn execute(runs: Vec<StartedRun>, common: &Common) -> Result<(), String> {
+    let multi = progress::multi();
+    let mut tasks = Vec::new();
+    let mut cancels = Vec::new();
+    for run in runs {
+        println!(
+            "▶ pipeline {} (run {}, {} stages)",
+            run.pipeline.name,
+            run.id,
+            run.pipeline.stages.len()
+        );
+        let follower = tokio::spawn(progress::follow(run.subscribe(), multi.clone()));
+        cancels.push(run.cancel_token());
+        tasks.push((tokio::spawn(run.execute()), follower));
+    }
+    let interrupt = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: cancelling (running stages are being stopped)");
+            cancels.iter().for_each(|c| c.cancel());
+        }
+    });
+    let mut reports: Vec<RunReport> = Vec::new();
+    let mut errors = Vec::new();
+    for (task, follower) in tasks {
+        match task.await {
+            Ok(Ok(report)) => reports.push(report),
+            Ok(Err(e)) => errors.push(format!("error: {e}")),
+            Err(e) => errors.push(format!("error: a run crashed: {e}")),
+        }
+        let _ = follower.await;
+    }
+    interrupt.abort();
+    for report in &reports {
+        println!("{}", progress::summary(report));
+    }
+    if let Some(path) = &common.report {
+        let json = if reports.len() == 1 {
+            serde_json::to_string_pretty(&reports[0])
+        } else {
+            serde_json::to_string_pretty(&reports)
+        };
+        let json = json.map_err(|e| format!("error: {e}"))?;
+        std::fs::write(path, json + "\n")
+            .map_err(|e| format!("error: cannot write {}: {e}", path.display()))?;
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
+    if reports.iter().any(|r| r.result != RunResult::Success) {
+        return Err(String::new());
+    }
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! The engine: the facade an embedding application uses. Feed it an event and a repository; it
+//! reads the config from the event's commit, plans, checks out, runs on the registered backends
+//! and records everything in the ledger of its state dir. Runs can be re-run and, after a crash,
+//! resumed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{BackendRegistry, RunInfo};
+use crate::config::{CONFIG_FILE, Config, LoadOptions};
+use crate::event::GitEvent;
+use crate::graph::StageId;
+use crate::ledger::{Ledger, RunRecord, new_run_id};
+use crate::plan::{Plan, PlannedPipeline, Planner};
+use crate::repo::Repository;
+use crate::scheduler::{
+    Run, RunEvent, RunReport, RunSpec, Scheduler, SchedulerOptions, StageResult,
+};
+use crate::{Error, Result};
+
+/// How runs are started.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// Run stages in the repository's own directory instead of a fresh checkout of the commit.
+    pub in_place: bool,
+    /// Variables every stage gets, also readable as `env.*` in expressions.
+    pub env: BTreeMap<String, String>,
+    /// Values masked in every log line.
+    pub secrets: Vec<String>,
+}
+
+impl RunOptions {
+    /// Passes `name=value` to every stage and masks the value in logs.
+    pub fn with_secret_env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let value = value.into();
+        self.secrets.push(value.clone());
+        self.env.insert(name.into(), value);
+        self
+    }
+}
+
+/// Plans, runs and records pipelines for events.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    state_dir: PathBuf,
+    ledger: Ledger,
+    scheduler: Scheduler,
+    load: LoadOptions,
+}
+
+/// A run that is ready: subscribe to its events, then [`execute`](StartedRun::execute) it.
+pub struct StartedRun {
+    /// The run's id.
+    pub id: String,
+    /// What it runs.
+    pub pipeline: Arc<PlannedPipeline>,
+    run: Run,
+    ledger: Ledger,
+    checkout: Option<PathBuf>,
+}
+
+impl Engine {
+    /// An engine keeping its state (ledger, checkouts) in `state_dir`, running stages on
+    /// `registry`.
+    pub fn open(state_dir: impl Into<PathBuf>, registry: BackendRegistry) -> Result<Engine> {
+        Self::with_options(state_dir, registry, SchedulerOptions::default())
+    }
+
+    /// Like [`open`](Self::open), with scheduler options.
+    pub fn with_options(
+        state_dir: impl Into<PathBuf>,
+        registry: BackendRegistry,
+        options: SchedulerOptions,
+    ) -> Result<Engine> {
+        let state_dir = state_dir.into();
+        let ledger = Ledger::open(&state_dir)?;
+        let load = LoadOptions { backends: registry.names() };
+        Ok(Engine {
+            state_dir,
+            ledger,
+            scheduler: Scheduler::with_options(registry, options),
+            load,
+        })
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The state dir.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// What `event` would run in `repo`, with the config of the event's commit.
+    pub fn plan(&self, event: &GitEvent, repo: &Repository) -> Result<Plan> {
+        let commit = repo.commit_for(event)?;
+        let config = repo.config_at(&commit, &self.load)?;
+        Ok(Planner::new().plan(event, &config, &repo.changes_for(event))?)
+    }
+
+    /// Plans `event` and prepares a run of each pipeline it triggers (none when it triggers
+    /// nothing). Nothing is started before every pipeline's backends are known to exist.
+    pub fn start(
+        &self,
+        event: &GitEvent,
+        repo: &Repository,
+        options: &RunOptions,
+    ) -> Result<Vec<StartedRun>> {
+        let commit = repo.commit_for(event)?;
+        let text = repo.config_text_at(&commit)?;
+        let config = Config::parse_with(CONFIG_FILE, &text, &self.load)?;
+        let plan = Planner::new().plan(event, &config, &repo.changes_for(event))?;
+        for p in &plan.pipelines {
+            self.scheduler.registry().check(p)?;
+        }
+        let mut runs = Vec::new();
+        for pipeline in plan.pipelines {
+            let id = new_run_id();
+            let (workdir, checkout) = self.workdir(repo, &commit, &id, options)?;
+            let mut record = RunRecord::new(&id, &pipeline.name, event.clone(), &text, &workdir);
+            record.repo = Some(repo.path().to_path_buf());
+            record.commit = Some(commit.clone());
+            self.ledger.begin_run(&record)?;
+            runs.push(self.prepare(
+                record,
+                Arc::new(pipeline),
+                BTreeMap::new(),
+                options,
+                checkout,
+            ));
+        }
+        Ok(runs)
+    }
+
+    /// Re-runs a finished run as a new run linked to it: its failed, cancelled and skipped
+    /// stages run again, its successful ones are reused with their outputs. With `from`, that
+    /// stage and every stage after it run again and everything else is reused.
+    pub fn rerun(
+        &self,
+        run_id: &str,
+        from: Option<&str>,
+        options: &RunOptions,
+    ) -> Result<StartedRun> {
+        let old = self.ledger.run(run_id)?;
+        let pipeline = Arc::new(self.replan(&old)?);
+        let results = self.ledger.stage_results(run_id)?;
+        let again: HashSet<StageId> = match from {
+            Some(stage) => {
+                let graph = pipeline.graph();
+                let start =
+                    graph
+                        .get(stage)
+                        .ok_or_else(|| crate::plan::PlanError::UnknownStage {
+                            pipeline: pipeline.name.clone(),
+                            stage: stage.to_owned(),
+                        })?;
+                graph
+                    .stages()
+                    .filter(|&s| s == start || graph.is_transitive_need(s, start))
+                    .collect()
+            }
+            None => HashSet::new(),
+        };
+        let reuse: BTreeMap<String, _> = results
+            .into_iter()
+            .filter(|r| match from {
+                Some(_) => pipeline
+                    .graph()
+                    .get(&r.id)
+                    .is_some_and(|s| !again.contains(&s)),
+                None => r.result == StageResult::Success,
+            })
+            .map(|mut r| {
+                r.reused = true;
+                (r.id.clone(), r)
+            })
+            .collect();
+        let id = new_run_id();
+        let repo = old.repo.as_ref().map(Repository::open).transpose()?;
+        let (workdir, checkout) = match (&repo, &old.commit) {
+            (Some(repo), Some(commit)) => self.workdir(repo, commit, &id, options)?,
+            _ => (old.workdir.clone(), None),
+        };
+        let mut record =
+            RunRecord::new(&id, &old.pipeline, old.event.clone(), &old.config, &workdir);
+        record.repo = old.repo.clone();
+        record.commit = old.commit.clone();
+        record.rerun_of = Some(old.id.clone());
+        self.ledger.begin_run(&record)?;
+        for r in reuse.values() {
+            self.ledger.record_stage(&id, r)?;
+        }
+        Ok(self.prepare(record, pipeline, reuse, options, checkout))
+    }
+
+    /// Resumes a run that a crash interrupted: the stages it recorded are kept, the others run.
+    pub fn resume(&self, run_id: &str, options: &RunOptions) -> Result<StartedRun> {
+        let record = self.ledger.run(run_id)?;
+        if !record.is_interrupted() {
+            return Err(Error::NotResumable {
+                run: run_id.to_owned(),
+                status: format!("{:?}", record.status).to_lowercase(),
+            });
+        }
+        let pipeline = Arc::new(self.replan(&record)?);
+        let reuse: BTreeMap<String, _> = self
+            .ledger
+            .stage_results(run_id)?
+            .into_iter()
+            .map(|mut r| {
+                r.reused = true;
+                (r.id.clone(), r)
+            })
+            .collect();
+        let mut checkout = None;
+        if !record.workdir.is_dir() {
+            if let (Some(repo), Some(commit)) = (&record.repo, &record.commit) {
+                Repository::open(repo)?.checkout(commit, &record.workdir)?;
+                checkout = Some(record.workdir.clone());
+            }
+        } else if record.workdir.starts_with(self.state_dir.join("checkouts")) {
+            checkout = Some(record.workdir.clone());
+        }
+        self.ledger.claim_run(run_id)?;
+        Ok(self.prepare(record, pipeline, reuse, options, checkout))
+    }
+
+    /// Runs a crash interrupted (started, and their process is gone).
+    pub fn interrupted(&self) -> Result<Vec<RunRecord>> {
+        Ok(self.ledger.interrupted_runs()?)
+    }
+
+    fn replan(&self, record: &RunRecord) -> Result<PlannedPipeline> {
+        let config = Config::parse_with(CONFIG_FILE, &record.config, &self.load)?;
+        let pipeline = Planner::new().plan_named(&record.event, &config, &record.pipeline)?;
+        self.scheduler.registry().check(&pipeline)?;
+        Ok(pipeline)
+    }
+
+    fn workdir(
+        &self,
+        repo: &Repository,
+        commit: &str,
+        id: &str,
+        options: &RunOptions,
+    ) -> Result<(PathBuf, Option<PathBuf>)> {
+        if options.in_place {
+            return Ok((repo.path().to_path_buf(), None));
+        }
+        let dir = self.state_dir.join("checkouts").join(id);
+        repo.checkout(commit, &dir)?;
+        Ok((dir.clone(), Some(dir)))
+    }
+
+    fn prepare(
+        &self,
+        record: RunRecord,
+        pipeline: Arc<PlannedPipeline>,
+        reuse: BTreeMap<String, crate::scheduler::StageReport>,
+        options: &RunOptions,
+        checkout: Option<PathBuf>,
+    ) -> StartedRun {
+        let info = RunInfo::new(
+            record.id.clone(),
+            record.pipeline.clone(),
+            record.event,
+            record.workdir,
+        );
+        let mut spec = RunSpec::new(info)
+            .with_reuse(reuse)
+            .with_recorder(Arc::new(self.ledger.clone()));
+        spec.env = options.env.clone();
+        spec.secrets = options.secrets.clone();
+        StartedRun {
+            id: record.id,
+            pipeline: pipeline.clone(),
+            run: self.scheduler.run(pipeline, spec),
+            ledger: self.ledger.clone(),
+            checkout,
+        }
+    }
+}
+
+impl StartedRun {
+    /// A subscriber to the run's events.
+    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.run.subscribe()
+    }
+
+    /// Cancelling it cancels the run.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.run.cancel_token()
+    }
+
+    /// Runs it to its end, records how it ended, and removes its checkout.
+    pub async fn execute(self) -> Result<RunReport> {
+        let report = self.run.execute().await;
+        self.ledger.finish_run(&self.id, report.result)?;
+        if let Some(dir) = self.checkout {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,409 @@
+//! The ledger: a durable record of runs and their stage results, in SQLite in the state dir.
+//!
+//! Each stage's result is committed when the stage ends, before anything that needs it starts,
+//! so that a run killed halfway can be resumed without re-running what had finished.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::event::GitEvent;
+use crate::scheduler::{RunRecorder, RunResult, StageReport};
+
+/// Why the ledger could not be read or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// SQLite failed.
+    #[error("ledger {path}: {message}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        message: String,
+    },
+    /// A run id that the ledger does not know.
+    #[error("no run \"{0}\" in the ledger")]
+    UnknownRun(String),
+    /// A record that cannot be decoded.
+    #[error("ledger record of run \"{run}\" is unreadable: {message}")]
+    Corrupt {
+        /// The run.
+        run: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Status of a run in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Started and not finished: running now, or interrupted by a crash.
+    Running,
+    /// Finished with this result.
+    Finished(RunResult),
+}
+
+impl RunStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished(r) => r.name(),
+        }
+    }
+
+    fn parse(s: &str) -> Option<RunStatus> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "success" => RunStatus::Finished(RunResult::Success),
+            "failure" => RunStatus::Finished(RunResult::Failure),
+            "cancelled" => RunStatus::Finished(RunResult::Cancelled),
+            _ => return None,
+        })
+    }
+}
+
+/// A run as recorded.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RunRecord {
+    /// The run's id.
+    pub id: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The event that caused it.
+    pub event: GitEvent,
+    /// The text of the `.gitops.yml` it ran with.
+    pub config: String,
+    /// The repository it came from.
+    pub repo: Option<PathBuf>,
+    /// The commit it ran.
+    pub commit: Option<String>,
+    /// Where its stages ran.
+    pub workdir: PathBuf,
+    /// The run this one re-runs.
+    pub rerun_of: Option<String>,
+    /// Running, or how it ended.
+    pub status: RunStatus,
+    /// The process that ran it.
+    pub pid: u32,
+    /// Unix time it started.
+    pub started_at: f64,
+    /// Unix time it ended.
+    pub finished_at: Option<f64>,
+}
+
+impl RunRecord {
+    /// A new run record, started now by this process.
+    pub fn new(id: &str, pipeline: &str, event: GitEvent, config: &str, workdir: &Path) -> Self {
+        RunRecord {
+            id: id.to_owned(),
+            pipeline: pipeline.to_owned(),
+            event,
+            config: config.to_owned(),
+            repo: None,
+            commit: None,
+            workdir: workdir.to_path_buf(),
+            rerun_of: None,
+            status: RunStatus::Running,
+            pid: std::process::id(),
+            started_at: now(),
+            finished_at: None,
+        }
+    }
+
+    /// Whether the run was started and its process is gone: a crash interrupted it.
+    pub fn is_interrupted(&self) -> bool {
+        self.status == RunStatus::Running && !process_alive(self.pid)
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    use nix::errno::Errno;
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    match kill(Pid::from_raw(raw), None) {
+        Ok(()) => true,
+        Err(Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+/// Unix time now, in seconds.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A new run id: time-ordered, unique across processes sharing a state dir.
+pub fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(millis);
+    h.write_u32(std::process::id());
+    format!("r{}-{:04x}", base36(millis), h.finish() & 0xffff)
+}
+
+fn base36(mut n: u128) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The ledger of one state dir. Cheap to clone; safe to share between tasks and processes.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+/// The ledger's file inside the state dir.
+pub const LEDGER_FILE: &str = "ledger.sqlite3";
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger of `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Ledger, LedgerError> {
+        let path = state_dir.join(LEDGER_FILE);
+        let err = |e: &dyn std::fmt::Display| LedgerError::Database {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(state_dir).map_err(|e| err(&e))?;
+        let mut conn = Connection::open(&path).map_err(|e| err(&e))?;
+        schema::prepare(&mut conn).map_err(|e| err(&e))?;
+        Ok(Ledger {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, LedgerError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut conn).map_err(|e| LedgerError::Database {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Records that a run started.
+    pub fn begin_run(&self, run: &RunRecord) -> Result<(), LedgerError> {
+        let event = serde_json::to_string(&run.event).map_err(|e| LedgerError::Corrupt {
+            run: run.id.clone(),
+            message: e.to_string(),
+        })?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?10)",
+                params![
+                    run.id,
+                    run.pipeline,
+                    event,
+                    run.config,
+                    run.repo.as_ref().map(|p| p.display().to_string()),
+                    run.commit,
+                    run.workdir.display().to_string(),
+                    run.rerun_of,
+                    run.pid,
+                    run.started_at
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Marks a run as taken over by this process (when resuming it).
+    pub fn claim_run(&self, id: &str) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET pid = ?2, status = 'running', finished_at = NULL WHERE id = ?1",
+                params![id, std::process::id()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records how a run ended.
+    pub fn finish_run(&self, id: &str, result: RunResult) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1",
+                params![id, RunStatus::Finished(result).as_str(), now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records a stage's result; each stage of a run is recorded once.
+    pub fn record_stage(&self, run_id: &str, stage: &StageReport) -> Result<(), LedgerError> {
+        let detail = serde_json::to_string(stage).map_err(|e| LedgerError::Corrupt {
+            run: run_id.to_owned(),
+            message: e.to_string(),
+        })?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO stage_results (run_id, stage, result, attempts, detail, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run_id, stage.id, stage.result.name(), stage.attempts, detail, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// A run by id.
+    pub fn run(&self, id: &str) -> Result<RunRecord, LedgerError> {
+        let row = self.with(|c| {
+            c.query_row(&format!("{SELECT_RUN} WHERE id = ?1"), [id], raw_run)
+                .optional()
+        })?;
+        row.ok_or_else(|| LedgerError::UnknownRun(id.to_owned()))?
+            .decode()
+    }
+
+    /// The most recent runs, newest first.
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, LedgerError> {
+        let rows = self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "{SELECT_RUN} ORDER BY started_at DESC, id DESC LIMIT ?1"
+            ))?;
+            stmt.query_map([limit as i64], raw_run)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter().map(RawRun::decode).collect()
+    }
+
+    /// Runs that were started and whose process is gone, oldest first.
+    pub fn interrupted_runs(&self) -> Result<Vec<RunRecord>, LedgerError> {
+        let rows = self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "{SELECT_RUN} WHERE status = 'running' ORDER BY started_at"
+            ))?;
+            stmt.query_map([], raw_run)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let runs: Vec<RunRecord> = rows
+            .into_iter()
+            .map(RawRun::decode)
+            .collect::<Result<_, _>>()?;
+        Ok(runs.into_iter().filter(RunRecord::is_interrupted).collect())
+    }
+
+    /// The recorded stage results of a run, in the order they were recorded.
+    pub fn stage_results(&self, run_id: &str) -> Result<Vec<StageReport>, LedgerError> {
+        let rows = self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT detail FROM stage_results WHERE run_id = ?1 ORDER BY rowid")?;
+            stmt.query_map([run_id], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.iter()
+            .map(|d| {
+                serde_json::from_str(d).map_err(|e| LedgerError::Corrupt {
+                    run: run_id.to_owned(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+const SELECT_RUN: &str = "SELECT id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, finished_at FROM runs";
+
+struct RawRun {
+    id: String,
+    pipeline: String,
+    event: String,
+    config: String,
+    repo: Option<String>,
+    commit: Option<String>,
+    workdir: String,
+    rerun_of: Option<String>,
+    status: String,
+    pid: u32,
+    started_at: f64,
+    finished_at: Option<f64>,
+}
+
+fn raw_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
+    Ok(RawRun {
+        id: r.get(0)?,
+        pipeline: r.get(1)?,
+        event: r.get(2)?,
+        config: r.get(3)?,
+        repo: r.get(4)?,
+        commit: r.get(5)?,
+        workdir: r.get(6)?,
+        rerun_of: r.get(7)?,
+        status: r.get(8)?,
+        pid: r.get(9)?,
+        started_at: r.get(10)?,
+        finished_at: r.get(11)?,
+    })
+}
+
+impl RawRun {
+    fn decode(self) -> Result<RunRecord, LedgerError> {
+        let corrupt = |message: String| LedgerError::Corrupt {
+            run: self.id.clone(),
+            message,
+        };
+        let event =
+            serde_json::from_str(&self.event).map_err(|e| corrupt(format!("event: {e}")))?;
+        let status = RunStatus::parse(&self.status)
+            .ok_or_else(|| corrupt(format!("status \"{}\"", self.status)))?;
+        Ok(RunRecord {
+            id: self.id,
+            pipeline: self.pipeline,
+            event,
+            config: self.config,
+            repo: self.repo.map(PathBuf::from),
+            commit: self.commit,
+            workdir: PathBuf::from(self.workdir),
+            rerun_of: self.rerun_of,
+            status,
+            pid: self.pid,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        })
+    }
+}
+
+#[async_trait]
+impl RunRecorder for Ledger {
+    async fn stage_finished(&self, run_id: &str, stage: &StageReport) -> Result<(), String> {
+        let ledger = self.clone();
+        let run_id = run_id.to_owned();
+        let stage = stage.clone();
+        tokio::task::spawn_blocking(move || ledger.record_stage(&run_id, &stage))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+}

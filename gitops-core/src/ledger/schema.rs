@@ -1,0 +1,46 @@
+//! The ledger's tables. Every change to them is a new migration appended to `MIGRATIONS`.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        pipeline TEXT NOT NULL,
+        event TEXT NOT NULL,
+        config TEXT NOT NULL,
+        repo TEXT,
+        commit_sha TEXT,
+        workdir TEXT NOT NULL,
+        rerun_of TEXT REFERENCES runs(id),
+        status TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX runs_by_status ON runs(status);
+    CREATE TABLE stage_results (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        stage TEXT NOT NULL,
+        result TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        detail TEXT NOT NULL,
+        recorded_at REAL NOT NULL,
+        PRIMARY KEY (run_id, stage)
+    );"];
+
+pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL: readers do not block the writer; NORMAL: a committed result survives the process
+    // being killed (not a power cut, which the ledger does not promise).
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The version is read inside the write transaction, so that two processes opening a new
+    // state dir at once do not both migrate it.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version = tx.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    for migration in MIGRATIONS.iter().skip(version) {
+        tx.execute_batch(migration)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()
+}
