@@ -14,7 +14,7 @@ use crate::backend::{BackendRegistry, RunInfo};
 use crate::config::{CONFIG_FILE, Config, LoadOptions};
 use crate::event::GitEvent;
 use crate::graph::StageId;
-use crate::ledger::{Ledger, RunRecord, new_run_id};
+use crate::ledger::{Ledger, RunRecord, RunStatus, new_run_id};
 use crate::plan::{Plan, PlannedPipeline, Planner};
 use crate::repo::Repository;
 use crate::scheduler::{
@@ -79,7 +79,9 @@ impl Engine {
     ) -> Result<Engine> {
         let state_dir = state_dir.into();
         let ledger = Ledger::open(&state_dir)?;
-        let load = LoadOptions { backends: registry.names() };
+        let load = LoadOptions {
+            backends: registry.names(),
+        };
         Ok(Engine {
             state_dir,
             ledger,
@@ -204,9 +206,13 @@ impl Engine {
     pub fn resume(&self, run_id: &str, options: &RunOptions) -> Result<StartedRun> {
         let record = self.ledger.run(run_id)?;
         if !record.is_interrupted() {
+            let status = match record.status {
+                RunStatus::Running => format!("still running in process {}", record.pid),
+                RunStatus::Finished(r) => format!("finished ({})", r.name()),
+            };
             return Err(Error::NotResumable {
                 run: run_id.to_owned(),
-                status: format!("{:?}", record.status).to_lowercase(),
+                status,
             });
         }
         let pipeline = Arc::new(self.replan(&record)?);

@@ -1,0 +1,363 @@
+//! `gitops run`, `rerun` and `resume` end to end: real repositories, real processes, the ledger
+//! in a state dir, and a run killed with SIGKILL halfway.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gitops_core::ledger::Ledger;
+use serde_json::{Value, json};
+
+fn gitops(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gitops"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
+/// A repository whose `.gitops.yml` is `config`; returns the push event file for its commit.
+fn repo(dir: &Path, config: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q"]);
+    std::fs::write(dir.join(".gitops.yml"), config).unwrap();
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "init"]);
+    let sha = git(dir, &["rev-parse", "HEAD"]);
+    let event = json!({"kind": "push", "repo": "o/r", "sha": sha, "ref": "refs/heads/main", "branch": "main",
+        "before": null, "after": sha, "created": true, "deleted": false, "forced": false});
+    let file = dir.parent().unwrap().join("event.json");
+    std::fs::write(&file, event.to_string()).unwrap();
+    file
+}
+
+fn count(file: &Path, word: &str) -> usize {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == word)
+        .count()
+}
+
+#[test]
+fn run_reports_and_rerun_reuses_what_succeeded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marks = tmp.path().join("marks");
+    let flag = tmp.path().join("fixed");
+    let config = format!(
+        r#"version: 1
+pipelines:
+  main:
+    on: {{ push: {{ branches: [main] }} }}
+    stages:
+      build: {{ run: "echo build >> {m}; echo artifact=app-$GITOPS_SHA >> $GITOPS_OUTPUT" }}
+      test: {{ needs: build, run: "echo test >> {m}; test -f {f}" }}
+      deploy: {{ needs: test, run: "echo deploy >> {m}; test -n \"$A\"", env: {{ A: "${{{{ stages.build.outputs.artifact }}}}" }} }}
+"#,
+        m = marks.display(),
+        f = flag.display()
+    );
+    let event = repo(&tmp.path().join("repo"), &config);
+    let state = tmp.path().join("state");
+    let report = tmp.path().join("report.json");
+    let out = gitops(&[
+        "run",
+        "--event",
+        event.to_str().unwrap(),
+        "--repo",
+        tmp.path().join("repo").to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failing run exits 1: {}",
+        text(&out.stdout)
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("✗ test failed after"), "{stdout}");
+    assert!(
+        stdout.contains("– deploy skipped: needs test, which failed"),
+        "{stdout}"
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["result"], "failure");
+    let first = r["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        r["stages"][2]["reason"],
+        json!({"kind": "need_failed", "need": "test"})
+    );
+    assert_eq!(
+        (
+            count(&marks, "build"),
+            count(&marks, "test"),
+            count(&marks, "deploy")
+        ),
+        (1, 1, 0)
+    );
+    assert!(
+        !state.join("checkouts").join(&first).exists(),
+        "the checkout is removed after the run"
+    );
+
+    // Fix the cause and re-run: build is reused (with its output), test and deploy run again.
+    std::fs::write(&flag, "").unwrap();
+    let out = gitops(&[
+        "rerun",
+        &first,
+        "--state",
+        state.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("1 reused from the earlier run"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        (
+            count(&marks, "build"),
+            count(&marks, "test"),
+            count(&marks, "deploy")
+        ),
+        (1, 2, 1)
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["stages"][0]["reused"], true);
+    let second = r["run_id"].as_str().unwrap().to_owned();
+    let ledger = Ledger::open(&state).unwrap();
+    assert_eq!(
+        ledger.run(&second).unwrap().rerun_of.as_deref(),
+        Some(first.as_str())
+    );
+
+    // --from re-runs that stage and everything after it.
+    let out = gitops(&[
+        "rerun",
+        &second,
+        "--from",
+        "test",
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        (
+            count(&marks, "build"),
+            count(&marks, "test"),
+            count(&marks, "deploy")
+        ),
+        (1, 3, 2)
+    );
+    let out = gitops(&[
+        "rerun",
+        &second,
+        "--from",
+        "nope",
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: pipeline \"main\" has no stage \"nope\""
+    );
+    let out = gitops(&["rerun", "r-none", "--state", state.to_str().unwrap()]);
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: no run \"r-none\" in the ledger"
+    );
+}
+
+#[test]
+fn a_run_killed_halfway_resumes_without_rerunning_finished_stages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marks = tmp.path().join("marks");
+    let started = tmp.path().join("slow.pid");
+    let resumed = tmp.path().join("resumed");
+    let config = format!(
+        r#"version: 1
+pipelines:
+  main:
+    on: {{ push: {{}} }}
+    stages:
+      first: {{ run: "echo first >> {m}" }}
+      second: {{ needs: first, run: "echo second >> {m}" }}
+      slow: {{ needs: second, run: "if [ -f {r} ]; then echo slow >> {m}; else echo $$ > {p}; sleep 1000; fi" }}
+      last: {{ needs: slow, run: "echo last >> {m}" }}
+"#,
+        m = marks.display(),
+        r = resumed.display(),
+        p = started.display()
+    );
+    let event = repo(&tmp.path().join("repo"), &config);
+    let state = tmp.path().join("state");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gitops"))
+        .args([
+            "run",
+            "--event",
+            event.to_str().unwrap(),
+            "--repo",
+            tmp.path().join("repo").to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&started)
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the slow stage never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // The killed process could not stop its stage's process group: clean it up as an operator would.
+    let pgid = std::fs::read_to_string(&started).unwrap().trim().to_owned();
+    let _ = Command::new("kill")
+        .args(["-KILL", &format!("-{pgid}")])
+        .status();
+
+    let ledger = Ledger::open(&state).unwrap();
+    let interrupted = ledger.interrupted_runs().unwrap();
+    assert_eq!(interrupted.len(), 1);
+    let run_id = interrupted[0].id.clone();
+    let recorded: Vec<String> = ledger
+        .stage_results(&run_id)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(recorded, ["first", "second"]);
+
+    std::fs::write(&resumed, "").unwrap();
+    let out = gitops(&["resume", "--state", state.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains(&format!("Resuming run {run_id}")),
+        "{}",
+        text(&out.stdout)
+    );
+    for (stage, n) in [("first", 1), ("second", 1), ("slow", 1), ("last", 1)] {
+        assert_eq!(
+            count(&marks, stage),
+            n,
+            "{stage} ran {} times",
+            count(&marks, stage)
+        );
+    }
+    let mut recorded: Vec<String> = ledger
+        .stage_results(&run_id)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    recorded.sort();
+    assert_eq!(
+        recorded,
+        ["first", "last", "second", "slow"],
+        "every stage result recorded exactly once"
+    );
+    assert!(ledger.interrupted_runs().unwrap().is_empty());
+    let out = gitops(&["resume", "--state", state.to_str().unwrap()]);
+    assert!(
+        text(&out.stdout).contains("nothing to resume"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = gitops(&["resume", &run_id, "--state", state.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        format!("error: run \"{run_id}\" cannot be resumed: it is finished (success)")
+    );
+}
+
+#[test]
+fn an_event_that_triggers_nothing_runs_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let event = repo(
+        &tmp.path().join("repo"),
+        "version: 1\npipelines:\n  tags:\n    on: { tag: {} }\n    stages: { a: { run: \"true\" } }\n",
+    );
+    let out = gitops(&[
+        "run",
+        "--event",
+        event.to_str().unwrap(),
+        "--repo",
+        tmp.path().join("repo").to_str().unwrap(),
+        "--state",
+        tmp.path().join("s").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "No pipeline matches this push event: nothing to run."
+    );
+    // A backend that is not registered is refused before anything runs.
+    let tmp = tempfile::tempdir().unwrap();
+    let event = repo(
+        &tmp.path().join("repo"),
+        "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages: { a: { backend: docker, run: \"true\" } }\n",
+    );
+    let out = gitops(&[
+        "run",
+        "--event",
+        event.to_str().unwrap(),
+        "--repo",
+        tmp.path().join("repo").to_str().unwrap(),
+        "--state",
+        tmp.path().join("s").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        ".gitops.yml:5:29: stage \"a\": unknown backend \"docker\" (known: local)"
+    );
+}
