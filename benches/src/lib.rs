@@ -1,7 +1,12 @@
-//! Benchmarks of gitops, each measured against a baseline in the same run (see `benches/`).
+//! Benchmarks of gitops, each measured against a baseline in the same run.
 //!
-//! This library holds what the benchmarks share: the fixture payloads.
+//! `compare` (a binary) runs every comparison once and prints a table; the criterion benches in
+//! `benches/` measure the same things with criterion's statistics.
 #![warn(missing_docs)]
+
+pub mod impls;
+pub mod planner_bench;
+pub mod shapes;
 
 use std::path::PathBuf;
 
@@ -23,4 +28,21 @@ pub fn webhook_fixtures() -> Vec<(
     .into_iter()
     .filter_map(|(p, t, f)| Some((p, t, std::fs::read(dir.join(f)).ok()?)))
     .collect()
+}
+
+/// This process's peak resident set size (`VmHWM`), in MiB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The 2-worker multi-thread runtime every scheduler runs on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot build the runtime: {e}"))
 }

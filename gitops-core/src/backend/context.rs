@@ -74,11 +74,11 @@ pub struct StageContext {
     /// The run this stage belongs to.
     pub run: Arc<RunInfo>,
     /// The stage id.
-    pub stage: String,
+    pub stage: Arc<str>,
     /// 1 for the first attempt, 2 for the first retry, ...
     pub attempt: u32,
     /// The stage's `run` command, exactly as written (never template-expanded).
-    pub command: Option<String>,
+    pub command: Option<Arc<str>>,
     /// The stage's `env`, rendered.
     pub env: BTreeMap<String, String>,
     /// The stage's (and, for deployments, its environment's) `with` parameters, rendered.
@@ -93,10 +93,10 @@ pub struct StageContext {
 
 impl StageContext {
     /// A context for `stage` of `run`, first attempt, with nothing else set.
-    pub fn new(run: Arc<RunInfo>, stage: impl Into<String>) -> Self {
+    pub fn new(run: Arc<RunInfo>, stage: impl AsRef<str>) -> Self {
         StageContext {
             run,
-            stage: stage.into(),
+            stage: Arc::from(stage.as_ref()),
             attempt: 1,
             command: None,
             env: BTreeMap::new(),
@@ -108,8 +108,8 @@ impl StageContext {
     }
 
     /// Sets the command.
-    pub fn with_command(mut self, command: impl Into<String>) -> Self {
-        self.command = Some(command.into());
+    pub fn with_command(mut self, command: impl AsRef<str>) -> Self {
+        self.command = Some(Arc::from(command.as_ref()));
         self
     }
 
@@ -150,7 +150,7 @@ impl StageContext {
         let mut vars = vec![
             ("GITOPS_RUN_ID", self.run.id.clone()),
             ("GITOPS_PIPELINE", self.run.pipeline.clone()),
-            ("GITOPS_STAGE", self.stage.clone()),
+            ("GITOPS_STAGE", self.stage.to_string()),
             ("GITOPS_ATTEMPT", self.attempt.to_string()),
             ("GITOPS_EVENT_KIND", e.kind().as_str().to_owned()),
             ("GITOPS_REPO", e.repo.clone()),

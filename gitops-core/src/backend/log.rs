@@ -32,11 +32,28 @@ pub struct LogLine {
 
 type Callback = dyn Fn(LogLine) + Send + Sync;
 
+/// What the sinks of one run share: where lines go and what to mask.
+pub(crate) struct LogTarget {
+    callback: Box<Callback>,
+    secrets: Vec<String>,
+}
+
+impl LogTarget {
+    pub(crate) fn new(
+        secrets: Vec<String>,
+        callback: impl Fn(LogLine) + Send + Sync + 'static,
+    ) -> Arc<LogTarget> {
+        Arc::new(LogTarget {
+            callback: Box::new(callback),
+            secrets,
+        })
+    }
+}
+
 /// Where a backend writes a stage's log lines. Cheap to clone.
 #[derive(Clone)]
 pub struct LogSink {
-    target: Option<Arc<Callback>>,
-    secrets: Arc<[String]>,
+    target: Option<Arc<LogTarget>>,
     stage: Arc<str>,
     attempt: u32,
 }
@@ -58,37 +75,29 @@ impl LogSink {
     pub fn discard() -> Self {
         LogSink {
             target: None,
-            secrets: Arc::from(Vec::new()),
             stage: Arc::from(""),
             attempt: 1,
         }
     }
 
-    /// A sink that hands every line, secrets masked, to `f`.
+    /// A sink that hands every line of `stage`, secrets masked, to `f`.
     pub fn new(
         stage: &str,
         attempt: u32,
-        secrets: Arc<[String]>,
+        secrets: Vec<String>,
         f: impl Fn(LogLine) + Send + Sync + 'static,
     ) -> Self {
         LogSink {
-            target: Some(Arc::new(f)),
-            secrets,
+            target: Some(LogTarget::new(secrets, f)),
             stage: Arc::from(stage),
             attempt,
         }
     }
 
-    pub(crate) fn from_shared(
-        stage: &str,
-        attempt: u32,
-        secrets: Arc<[String]>,
-        target: Arc<Callback>,
-    ) -> Self {
+    pub(crate) fn shared(target: &Arc<LogTarget>, stage: &Arc<str>, attempt: u32) -> Self {
         LogSink {
-            target: Some(target),
-            secrets,
-            stage: Arc::from(stage),
+            target: Some(target.clone()),
+            stage: stage.clone(),
             attempt,
         }
     }
@@ -98,11 +107,11 @@ impl LogSink {
         let Some(target) = &self.target else { return };
         let text = text.strip_suffix('\n').unwrap_or(text);
         let text = text.strip_suffix('\r').unwrap_or(text);
-        target(LogLine {
+        (target.callback)(LogLine {
             stage: self.stage.to_string(),
             attempt: self.attempt,
             stream,
-            line: mask(text, &self.secrets),
+            line: mask(text, &target.secrets),
         })
     }
 }
@@ -130,11 +139,11 @@ mod tests {
     fn masks_secrets_in_every_line() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
-        let secrets: Arc<[String]> = Arc::from(vec![
+        let secrets = vec![
             "hunter2".to_owned(),
             "hunter2-long".to_owned(),
             String::new(),
-        ]);
+        ];
         let sink = LogSink::new("build", 1, secrets, move |l| {
             s2.lock().unwrap().push(l.line)
         });

@@ -121,14 +121,14 @@ impl MemoryBackend {
             if let Ok(mut calls) = self.calls.lock() {
                 calls.push(Call {
                     kind,
-                    stage: ctx.stage.clone(),
+                    stage: ctx.stage.to_string(),
                     attempt: ctx.attempt,
                     environment: ctx.environment.as_ref().map(|e| e.name.clone()),
                     env: ctx.env.clone(),
                 });
             }
         }
-        let Some(script) = self.scripts.get(&ctx.stage) else {
+        let Some(script) = self.scripts.get(&*ctx.stage) else {
             return Ok(Completion::success());
         };
         for line in &script.log {

@@ -11,6 +11,7 @@
 //! assert!(err.to_string().starts_with(".gitops.yml:6:15: "), "{err}");
 //! ```
 
+mod build;
 mod de;
 mod locate;
 mod model;
@@ -150,6 +151,24 @@ impl Config {
         } else {
             let mut diagnostics = diagnostics;
             diagnostics.sort_by_key(|d| (d.position.line, d.position.column));
+            Err(ConfigError { diagnostics })
+        }
+    }
+
+    /// Validates a config built in code; `file` names it in the diagnostics, which point at
+    /// line 1 since there is no text to locate them in.
+    pub fn validate(&self, file: &str, options: &LoadOptions) -> Result<(), ConfigError> {
+        let diagnostics: Vec<Diagnostic> = validate::validate(self, &Locations::default(), options)
+            .into_iter()
+            .map(|(position, message)| Diagnostic {
+                file: file.to_owned(),
+                position,
+                message,
+            })
+            .collect();
+        if diagnostics.is_empty() {
+            Ok(())
+        } else {
             Err(ConfigError { diagnostics })
         }
     }

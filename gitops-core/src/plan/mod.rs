@@ -199,6 +199,11 @@ pub struct PlannedStage {
     /// partly rendered text above (event data must not be read as template syntax).
     #[serde(skip)]
     pub(crate) source: Arc<Stage>,
+    /// The id and command, shared with every context of the stage without copying.
+    #[serde(skip)]
+    pub(crate) shared_id: Arc<str>,
+    #[serde(skip)]
+    pub(crate) shared_command: Option<Arc<str>>,
     /// The `with` of the environment it deploys to or stops.
     #[serde(skip)]
     pub(crate) environment_with: Option<Arc<IndexMap<String, serde_json::Value>>>,
@@ -402,6 +407,8 @@ fn plan_stage(
         timeout: stage.timeout.map(format_duration),
         retry: stage.retry.clone(),
         continue_on_error: stage.continue_on_error,
+        shared_id: Arc::from(id),
+        shared_command: stage.run.as_deref().map(Arc::from),
         source: Arc::new(stage.clone()),
         environment_with: env_config
             .filter(|(_, e)| !e.with.is_empty())

@@ -1,20 +1,22 @@
 //! One stage, from its first attempt to its last: timeouts, retries with backoff, and
 //! cancellation, the same for every backend.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::events::RunEvent;
 use super::report::StageResult;
 use crate::backend::{
-    BackendError, Completion, Deployer, Executor, LogSink, Outcome, StageContext,
+    BackendError, BackendRegistry, Completion, Deployer, Executor, LogSink, LogTarget, Outcome,
+    StageContext,
 };
 use crate::config::{Action, Retry};
 
-/// What runs the stage.
+/// What runs a stage.
 pub(super) enum Target {
     Execute(Arc<dyn Executor>),
     Deploy(Arc<dyn Deployer>),
@@ -24,11 +26,7 @@ pub(super) enum Target {
 }
 
 impl Target {
-    pub fn new(
-        action: Action,
-        backend: &str,
-        registry: &crate::backend::BackendRegistry,
-    ) -> Target {
+    pub fn new(action: Action, backend: &str, registry: &BackendRegistry) -> Target {
         let missing =
             |what: &str| Target::Missing(format!("no {what} registered for backend \"{backend}\""));
         match action {
@@ -45,27 +43,57 @@ impl Target {
     }
 }
 
+/// What every stage task of a run shares: one allocation per run, not per stage.
+pub(super) struct Shared {
+    pub events: broadcast::Sender<RunEvent>,
+    pub run_cancel: CancellationToken,
+    pub start: Instant,
+    /// Indexed by (action, backend) slot; see `Driver::target_slot`.
+    pub targets: Vec<Target>,
+    pub backend_names: Vec<Arc<str>>,
+    pub log: Arc<LogTarget>,
+    pub done: mpsc::UnboundedSender<Finished>,
+}
+
 pub(super) struct Job {
     pub index: usize,
-    pub target: Target,
-    pub backend: String,
+    pub backend: usize,
+    pub target: usize,
     pub ctx: StageContext,
     pub retry: Option<Retry>,
     pub timeout: Option<Duration>,
-    pub run_cancel: CancellationToken,
-    pub events: broadcast::Sender<RunEvent>,
-    pub log_target: Option<Arc<dyn Fn(crate::backend::LogLine) + Send + Sync>>,
-    pub secrets: Arc<[String]>,
-    pub start: Instant,
+    pub shared: Arc<Shared>,
+}
+
+/// What a stage task sends back to the driver.
+pub(super) enum Finished {
+    Done(Done),
+    /// The task panicked (a bug in a backend); the index of its stage.
+    Panicked(usize),
 }
 
 pub(super) struct Done {
     pub index: usize,
     pub result: StageResult,
     pub attempts: u32,
-    pub outputs: std::collections::BTreeMap<String, String>,
+    pub outputs: BTreeMap<String, String>,
     pub started: Duration,
     pub finished: Duration,
+}
+
+/// Reports the stage as panicked if its task unwinds before it reported a result.
+struct PanicGuard {
+    index: usize,
+    shared: Arc<Shared>,
+    reported: bool,
+}
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if !self.reported {
+            let _ = self.shared.done.send(Finished::Panicked(self.index));
+        }
+    }
 }
 
 enum Attempt {
@@ -75,21 +103,33 @@ enum Attempt {
     Cancelled,
 }
 
-pub(super) async fn run(job: Job) -> Done {
-    let started = job.start.elapsed();
+/// Runs the stage to its last attempt and sends the result to the driver.
+pub(super) async fn run(job: Job) {
+    let mut guard = PanicGuard {
+        index: job.index,
+        shared: job.shared.clone(),
+        reported: false,
+    };
+    let done = attempts(job).await;
+    guard.reported = true;
+    let _ = guard.shared.done.send(Finished::Done(done));
+}
+
+async fn attempts(mut job: Job) -> Done {
+    let shared = job.shared.clone();
+    let started = shared.start.elapsed();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        if job.events.receiver_count() > 0 {
-            let _ = job.events.send(RunEvent::StageStarted {
-                stage: job.ctx.stage.clone(),
+        if shared.events.receiver_count() > 0 {
+            let _ = shared.events.send(RunEvent::StageStarted {
+                stage: job.ctx.stage.to_string(),
                 attempt,
-                backend: job.backend.clone(),
-                at: job.start.elapsed().as_secs_f64(),
+                backend: shared.backend_names[job.backend].to_string(),
+                at: shared.start.elapsed().as_secs_f64(),
             });
         }
-        let outcome = one_attempt(&job, attempt).await;
-        let (result, outputs) = match outcome {
+        let (result, outputs) = match one_attempt(&mut job, attempt).await {
             Attempt::Finished(Completion {
                 outcome: Outcome::Success,
                 outputs,
@@ -103,60 +143,49 @@ pub(super) async fn run(job: Job) -> Done {
                     message,
                     exit_code: None,
                 },
-                Default::default(),
+                BTreeMap::new(),
             ),
             Attempt::TimedOut => {
                 let after_secs = job.timeout.map_or(0.0, |t| t.as_secs_f64());
-                (StageResult::TimedOut { after_secs }, Default::default())
+                (StageResult::TimedOut { after_secs }, BTreeMap::new())
             }
-            Attempt::Cancelled => (StageResult::Cancelled, Default::default()),
+            Attempt::Cancelled => (StageResult::Cancelled, BTreeMap::new()),
         };
-        if let Some(delay) = retry_delay(&job, attempt, &result) {
-            if job.events.receiver_count() > 0 {
-                let reason = match &result {
-                    StageResult::Failure { message, .. } => message.clone(),
-                    other => other.name().to_owned(),
-                };
-                let _ = job.events.send(RunEvent::StageRetrying {
-                    stage: job.ctx.stage.clone(),
-                    attempt,
-                    reason,
-                    delay_secs: delay.as_secs_f64(),
-                    at: job.start.elapsed().as_secs_f64(),
-                });
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => continue,
-                _ = job.run_cancel.cancelled() => {
-                    return done(&job, StageResult::Cancelled, attempt, outputs, started);
-                }
-            }
+        let done = |result, outputs| Done {
+            index: job.index,
+            result,
+            attempts: attempt,
+            outputs,
+            started,
+            finished: shared.start.elapsed(),
+        };
+        let Some(delay) = retry_delay(&job, attempt, &result) else {
+            return done(result, outputs);
+        };
+        if shared.events.receiver_count() > 0 {
+            let reason = match &result {
+                StageResult::Failure { message, .. } => message.clone(),
+                other => other.name().to_owned(),
+            };
+            let _ = shared.events.send(RunEvent::StageRetrying {
+                stage: job.ctx.stage.to_string(),
+                attempt,
+                reason,
+                delay_secs: delay.as_secs_f64(),
+                at: shared.start.elapsed().as_secs_f64(),
+            });
         }
-        return done(&job, result, attempt, outputs, started);
-    }
-}
-
-fn done(
-    job: &Job,
-    result: StageResult,
-    attempts: u32,
-    outputs: std::collections::BTreeMap<String, String>,
-    started: Duration,
-) -> Done {
-    Done {
-        index: job.index,
-        result,
-        attempts,
-        outputs,
-        started,
-        finished: job.start.elapsed(),
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shared.run_cancel.cancelled() => return done(StageResult::Cancelled, outputs),
+        }
     }
 }
 
 /// The wait before the next attempt, when the stage gets one: exponential from `backoff`.
 fn retry_delay(job: &Job, attempt: u32, result: &StageResult) -> Option<Duration> {
     let retry = job.retry.as_ref()?;
-    if attempt > retry.max || job.run_cancel.is_cancelled() {
+    if attempt > retry.max || job.shared.run_cancel.is_cancelled() {
         return None;
     }
     let exit_code = match result {
@@ -177,20 +206,28 @@ fn retry_delay(job: &Job, attempt: u32, result: &StageResult) -> Option<Duration
     )
 }
 
-async fn one_attempt(job: &Job, attempt: u32) -> Attempt {
-    if let Target::Missing(message) = &job.target {
+async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
+    let shared = job.shared.clone();
+    let target = &shared.targets[job.target];
+    if let Target::Missing(message) = target {
         return Attempt::Error(message.clone());
     }
-    let token = job.run_cancel.child_token();
-    let mut ctx = job.ctx.clone();
+    // Without a timeout the stage stops only when the run does: its token is the run's.
+    let token = match job.timeout {
+        Some(_) => shared.run_cancel.child_token(),
+        None => shared.run_cancel.clone(),
+    };
+    let mut ctx = if job.retry.is_some() {
+        job.ctx.clone()
+    } else {
+        let rest = placeholder(&job.ctx);
+        std::mem::replace(&mut job.ctx, rest)
+    };
     ctx.attempt = attempt;
     ctx.cancel = token.clone();
-    ctx.log = match &job.log_target {
-        Some(t) => LogSink::from_shared(&job.ctx.stage, attempt, job.secrets.clone(), t.clone()),
-        None => LogSink::discard(),
-    };
+    ctx.log = LogSink::shared(&shared.log, &ctx.stage, attempt);
     let call = async {
-        match &job.target {
+        match target {
             Target::Execute(e) => e.execute(ctx).await,
             Target::Deploy(d) => d.deploy(ctx).await,
             Target::Stop(d) => d.stop(ctx).await,
@@ -216,7 +253,7 @@ async fn one_attempt(job: &Job, attempt: u32) -> Attempt {
     if timed_out {
         return Attempt::TimedOut;
     }
-    if job.run_cancel.is_cancelled() {
+    if shared.run_cancel.is_cancelled() {
         return Attempt::Cancelled;
     }
     match result {
@@ -225,5 +262,20 @@ async fn one_attempt(job: &Job, attempt: u32) -> Attempt {
             Attempt::Error("the backend cancelled the stage".to_owned())
         }
         Err(e) => Attempt::Error(e.to_string()),
+    }
+}
+
+/// What is left in a job whose context was handed to its only attempt.
+fn placeholder(ctx: &StageContext) -> StageContext {
+    StageContext {
+        run: ctx.run.clone(),
+        stage: ctx.stage.clone(),
+        attempt: ctx.attempt,
+        command: None,
+        env: BTreeMap::new(),
+        with: serde_json::Map::new(),
+        environment: None,
+        cancel: ctx.cancel.clone(),
+        log: ctx.log.clone(),
     }
 }

@@ -1,19 +1,19 @@
 //! The run loop: in-degree counts, a ready worklist, per-backend queues within the parallelism
-//! bounds, and a `JoinSet` of running stages. O(stages + edges) bookkeeping, no polling.
+//! bounds; stage tasks report over a channel. O(stages + edges) bookkeeping, no polling, and no
+//! allocation per stage beyond the task and what the stage's own templates need.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::broadcast;
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 
-use super::attempt::{self, Done, Job, Target};
+use super::attempt::{self, Done, Finished, Job, Shared, Target};
 use super::context::RuntimeContext;
 use super::events::RunEvent;
 use super::report::{RunReport, RunResult, SkipReason, StageReport, StageResult};
 use super::{Run, RunRecorder};
-use crate::backend::{EnvironmentTarget, LogLine, StageContext};
+use crate::backend::{EnvironmentTarget, LogLine, LogSink, LogTarget, StageContext};
 use crate::expr::StageStatus;
 use crate::graph::StageId;
 
@@ -38,18 +38,19 @@ enum Decision {
 
 struct Driver {
     run: Run,
-    start: Instant,
+    shared: Arc<Shared>,
+    done: mpsc::UnboundedReceiver<Finished>,
     states: Vec<StageState>,
     remaining: Vec<u32>,
     ready: VecDeque<usize>,
+    /// Per stage: its backend's index, and the slot of its (action, backend) target.
     backend_of: Vec<usize>,
+    target_of: Vec<usize>,
     queues: Vec<VecDeque<usize>>,
     limits: Vec<usize>,
     busy: Vec<usize>,
     running: usize,
     cancelled: bool,
-    log_target: Arc<dyn Fn(LogLine) + Send + Sync>,
-    secrets: Arc<[String]>,
 }
 
 pub(super) async fn drive(run: Run) -> RunReport {
@@ -60,8 +61,6 @@ pub(super) async fn drive(run: Run) -> RunReport {
         stages: d.states.len(),
         at,
     });
-    let mut set: JoinSet<Done> = JoinSet::new();
-    let mut tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
     loop {
         while let Some(i) = d.ready.pop_front() {
             match d.decide(i) {
@@ -77,8 +76,7 @@ pub(super) async fn drive(run: Run) -> RunReport {
                     .await;
                 }
                 Decision::Run => {
-                    let b = d.backend_of[i];
-                    d.queues[b].push_back(i);
+                    d.queues[d.backend_of[i]].push_back(i);
                     let stage = &d.run.pipeline.stages[i].id;
                     d.emit(|at| RunEvent::StageQueued {
                         stage: stage.clone(),
@@ -89,8 +87,7 @@ pub(super) async fn drive(run: Run) -> RunReport {
         }
         while d.running < d.run.options.max_parallel.max(1) {
             let Some(i) = d.next_launchable() else { break };
-            let handle = set.spawn(attempt::run(d.job(i)));
-            tasks.insert(handle.id(), i);
+            tokio::spawn(attempt::run(d.job(i)));
             d.running += 1;
             d.busy[d.backend_of[i]] += 1;
         }
@@ -100,25 +97,23 @@ pub(super) async fn drive(run: Run) -> RunReport {
         tokio::select! {
             biased;
             _ = d.run.cancel.cancelled(), if !d.cancelled => d.cancel_queued().await,
-            joined = set.join_next_with_id() => {
-                let Some(joined) = joined else { break };
-                let (index, done) = match joined {
-                    Ok((id, done)) => (tasks.remove(&id).unwrap_or(done.index), Some(done)),
-                    Err(e) => (tasks.remove(&e.id()).unwrap_or(usize::MAX), None),
+            finished = d.done.recv() => {
+                // The driver holds a sender itself, so the channel never closes under it.
+                let Some(finished) = finished else { break };
+                let (index, done) = match finished {
+                    Finished::Done(done) => (done.index, Some(done)),
+                    Finished::Panicked(index) => (index, None),
                 };
-                if index == usize::MAX {
-                    continue;
-                }
                 d.running -= 1;
                 d.busy[d.backend_of[index]] -= 1;
                 match done {
-                    Some(done) => {
-                        let (s, f) = (done.started.as_secs_f64(), done.finished.as_secs_f64());
-                        d.finish(index, done.result, done.attempts, done.outputs, Some(s), Some(f)).await;
+                    Some(Done { result, attempts, outputs, started, finished, .. }) => {
+                        let (s, f) = (started.as_secs_f64(), finished.as_secs_f64());
+                        d.finish(index, result, attempts, outputs, Some(s), Some(f)).await;
                     }
                     None => {
                         let message = "the stage's task panicked (a bug in its backend)".to_owned();
-                        let at = d.start.elapsed().as_secs_f64();
+                        let at = d.shared.start.elapsed().as_secs_f64();
                         d.finish(index, StageResult::Failure { message, exit_code: None }, 1, BTreeMap::new(), None, Some(at)).await;
                     }
                 }
@@ -131,8 +126,7 @@ pub(super) async fn drive(run: Run) -> RunReport {
 impl Driver {
     fn new(run: Run) -> Driver {
         let graph = run.pipeline.graph();
-        let n = graph.len();
-        let mut states: Vec<StageState> = (0..n).map(|_| StageState::default()).collect();
+        let mut states: Vec<StageState> = (0..graph.len()).map(|_| StageState::default()).collect();
         for (i, stage) in run.pipeline.stages.iter().enumerate() {
             if let Some(r) = run.spec.reuse.get(&stage.id) {
                 let failed = r.result.is_failure();
@@ -170,34 +164,48 @@ impl Driver {
             .filter(|s| states[s.index()].result.is_none() && remaining[s.index()] == 0)
             .map(|s| s.index())
             .collect();
-        let mut names: Vec<&str> = Vec::new();
-        let backend_of = run
-            .pipeline
-            .stages
-            .iter()
-            .map(|s| match names.iter().position(|n| *n == s.backend) {
+
+        // Backends and their targets, resolved once per run.
+        let mut backend_names: Vec<Arc<str>> = Vec::new();
+        let mut slots: Vec<(usize, crate::config::Action)> = Vec::new();
+        let mut targets = Vec::new();
+        let mut backend_of = Vec::with_capacity(run.pipeline.stages.len());
+        let mut target_of = Vec::with_capacity(run.pipeline.stages.len());
+        for s in &run.pipeline.stages {
+            let b = match backend_names.iter().position(|n| **n == *s.backend) {
                 Some(b) => b,
                 None => {
-                    names.push(&s.backend);
-                    names.len() - 1
+                    backend_names.push(Arc::from(s.backend.as_str()));
+                    backend_names.len() - 1
                 }
-            })
-            .collect();
-        let limits = names
+            };
+            let t = match slots.iter().position(|&(sb, a)| sb == b && a == s.action) {
+                Some(t) => t,
+                None => {
+                    slots.push((b, s.action));
+                    targets.push(Target::new(s.action, &s.backend, &run.registry));
+                    slots.len() - 1
+                }
+            };
+            backend_of.push(b);
+            target_of.push(t);
+        }
+        let limits = backend_names
             .iter()
             .map(|n| {
                 run.options
                     .per_backend
-                    .get(*n)
+                    .get(&**n)
                     .copied()
                     .unwrap_or(usize::MAX)
             })
             .collect();
-        let queues = names.iter().map(|_| VecDeque::new()).collect();
-        let busy = vec![0; names.len()];
-        let events = run.events.clone();
+        let queues = backend_names.iter().map(|_| VecDeque::new()).collect();
+        let busy = vec![0; backend_names.len()];
+
         let start = Instant::now();
-        let log_target: Arc<dyn Fn(LogLine) + Send + Sync> = Arc::new(move |l: LogLine| {
+        let events = run.events.clone();
+        let log = LogTarget::new(run.spec.secrets.clone(), move |l: LogLine| {
             if events.receiver_count() > 0 {
                 let at = start.elapsed().as_secs_f64();
                 let _ = events.send(RunEvent::Log {
@@ -209,21 +217,30 @@ impl Driver {
                 });
             }
         });
-        let secrets: Arc<[String]> = Arc::from(run.spec.secrets.clone());
+        let (tx, done) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            events: run.events.clone(),
+            run_cancel: run.cancel.clone(),
+            start,
+            targets,
+            backend_names,
+            log,
+            done: tx,
+        });
         Driver {
             run,
-            start,
+            shared,
+            done,
             states,
             remaining,
             ready,
             backend_of,
+            target_of,
             queues,
             limits,
             busy,
             running: 0,
             cancelled: false,
-            log_target,
-            secrets,
         }
     }
 
@@ -232,7 +249,7 @@ impl Driver {
             let _ = self
                 .run
                 .events
-                .send(event(self.start.elapsed().as_secs_f64()));
+                .send(event(self.shared.start.elapsed().as_secs_f64()));
         }
     }
 
@@ -243,11 +260,11 @@ impl Driver {
         let graph = self.run.pipeline.graph();
         let s = StageId::from_index(i);
         let source = &self.run.pipeline.stages[i].source;
-        let mut needs: Vec<StageId> = graph.needs(s).collect();
-        needs.sort();
         let status = StageStatus {
-            needs_succeeded: needs.iter().all(|n| self.states[n.index()].ok),
-            need_failed: needs.iter().any(|n| self.states[n.index()].failed_ancestry),
+            needs_succeeded: graph.needs(s).all(|n| self.states[n.index()].ok),
+            need_failed: graph
+                .needs(s)
+                .any(|n| self.states[n.index()].failed_ancestry),
             cancelled: false,
         };
         let implicit_success = source
@@ -255,10 +272,11 @@ impl Driver {
             .as_ref()
             .is_none_or(|c| !c.expr.uses_status_function());
         if implicit_success && !status.needs_succeeded {
-            let need = needs
-                .iter()
-                .find(|n| !self.states[n.index()].ok)
-                .copied()
+            // The first need, in config order, that did not succeed.
+            let need = graph
+                .needs(s)
+                .filter(|n| !self.states[n.index()].ok)
+                .min()
                 .unwrap_or(s);
             let name = graph.id(need).to_owned();
             return Decision::Skip(match self.states[need.index()].result {
@@ -297,28 +315,30 @@ impl Driver {
     fn job(&self, i: usize) -> Job {
         let planned = &self.run.pipeline.stages[i];
         let source = &planned.source;
-        let ctx = self.context(
-            i,
-            StageStatus {
-                needs_succeeded: true,
-                ..Default::default()
-            },
-        );
         let mut env = self.run.spec.env.clone();
-        env.extend(
-            source
-                .env
-                .iter()
-                .map(|(k, t)| (k.clone(), ctx.render(&t.template))),
-        );
         let mut with = serde_json::Map::new();
-        if let Some(env_with) = &planned.environment_with {
-            for (k, v) in env_with.iter() {
+        if !source.env.is_empty() || !source.with.is_empty() || planned.environment_with.is_some() {
+            let ctx = self.context(
+                i,
+                StageStatus {
+                    needs_succeeded: true,
+                    ..Default::default()
+                },
+            );
+            env.extend(
+                source
+                    .env
+                    .iter()
+                    .map(|(k, t)| (k.clone(), ctx.render(&t.template))),
+            );
+            if let Some(env_with) = &planned.environment_with {
+                for (k, v) in env_with.iter() {
+                    with.insert(k.clone(), ctx.render_json(v));
+                }
+            }
+            for (k, v) in &source.with {
                 with.insert(k.clone(), ctx.render_json(v));
             }
-        }
-        for (k, v) in &source.with {
-            with.insert(k.clone(), ctx.render_json(v));
         }
         let environment = match (&planned.environment, &planned.environment_config) {
             (Some(name), Some(config)) => Some(EnvironmentTarget::new(
@@ -328,23 +348,25 @@ impl Driver {
             )),
             _ => None,
         };
-        let mut stage_ctx = StageContext::new(self.run.spec.info.clone(), planned.id.clone());
-        stage_ctx.command = source.run.clone();
-        stage_ctx.env = env;
-        stage_ctx.with = with;
-        stage_ctx.environment = environment;
+        let ctx = StageContext {
+            run: self.run.spec.info.clone(),
+            stage: planned.shared_id.clone(),
+            attempt: 1,
+            command: planned.shared_command.clone(),
+            env,
+            with,
+            environment,
+            cancel: self.shared.run_cancel.clone(),
+            log: LogSink::shared(&self.shared.log, &planned.shared_id, 1),
+        };
         Job {
             index: i,
-            target: Target::new(planned.action, &planned.backend, &self.run.registry),
-            backend: planned.backend.clone(),
-            ctx: stage_ctx,
+            backend: self.backend_of[i],
+            target: self.target_of[i],
+            ctx,
             retry: source.retry.clone(),
             timeout: source.timeout,
-            run_cancel: self.run.cancel.clone(),
-            events: self.run.events.clone(),
-            log_target: Some(self.log_target.clone()),
-            secrets: self.secrets.clone(),
-            start: self.start,
+            shared: self.shared.clone(),
         }
     }
 
@@ -382,13 +404,14 @@ impl Driver {
         let ancestry = graph
             .needs(s)
             .any(|n| self.states[n.index()].failed_ancestry);
+        let now = self.shared.start.elapsed().as_secs_f64();
         let state = &mut self.states[i];
         state.ok = matches!(result, StageResult::Success) || (failed && continue_on_error);
         state.failed_ancestry = (failed && !continue_on_error) || ancestry;
         state.outputs = outputs;
         state.attempts = attempts;
         state.started = started;
-        state.finished = finished.or(Some(self.start.elapsed().as_secs_f64()));
+        state.finished = finished.or(Some(now));
         state.result = Some(result);
         if self.run.events.receiver_count() > 0 || self.run.spec.recorder.is_some() {
             let report = self.stage_report(i);
@@ -402,14 +425,7 @@ impl Driver {
                 at,
             });
             if let Some(recorder) = &self.run.spec.recorder {
-                record(
-                    recorder.as_ref(),
-                    &self.run.spec.info.id,
-                    &report,
-                    &self.run.events,
-                    self.start,
-                )
-                .await;
+                self.record(recorder.as_ref(), &report).await;
             }
         }
         for d in graph.dependents(s) {
@@ -418,6 +434,18 @@ impl Driver {
             if *r == 0 && self.states[d.index()].result.is_none() {
                 self.ready.push_back(d.index());
             }
+        }
+    }
+
+    async fn record(&self, recorder: &dyn RunRecorder, report: &StageReport) {
+        if let Err(message) = recorder
+            .stage_finished(&self.run.spec.info.id, report)
+            .await
+        {
+            self.emit(|at| RunEvent::Warning {
+                message: format!("cannot record stage \"{}\": {message}", report.id),
+                at,
+            });
         }
     }
 
@@ -438,28 +466,49 @@ impl Driver {
         }
     }
 
-    fn report(&self) -> RunReport {
-        let stages: Vec<StageReport> = (0..self.states.len())
-            .map(|i| self.stage_report(i))
-            .collect();
-        let failed = stages
-            .iter()
-            .zip(&self.run.pipeline.stages)
-            .any(|(r, p)| r.result.is_failure() && !p.continue_on_error);
+    fn report(self) -> RunReport {
         let result = if self.cancelled {
             RunResult::Cancelled
-        } else if failed {
+        } else if self
+            .states
+            .iter()
+            .zip(&self.run.pipeline.stages)
+            .any(|(st, p)| {
+                st.result.as_ref().is_some_and(StageResult::is_failure) && !p.continue_on_error
+            })
+        {
             RunResult::Failure
         } else {
             RunResult::Success
         };
-        let duration_secs = self.start.elapsed().as_secs_f64();
+        let duration_secs = self.shared.start.elapsed().as_secs_f64();
         self.emit(|at| RunEvent::RunFinished {
             run_id: self.run.spec.info.id.clone(),
             result,
             duration_secs,
             at,
         });
+        // The states are consumed into the report rather than copied.
+        let stages = self
+            .states
+            .into_iter()
+            .zip(self.run.pipeline.stages.iter())
+            .map(|(st, p)| {
+                let result = st.result.unwrap_or(StageResult::Skipped {
+                    reason: SkipReason::RunCancelled,
+                });
+                StageReport {
+                    id: p.id.clone(),
+                    flaky: matches!(result, StageResult::Success) && st.attempts > 1,
+                    result,
+                    attempts: st.attempts,
+                    started_secs: st.started,
+                    finished_secs: st.finished,
+                    outputs: st.outputs,
+                    reused: st.reused,
+                }
+            })
+            .collect();
         RunReport {
             run_id: self.run.spec.info.id.clone(),
             pipeline: self.run.pipeline.name.clone(),
@@ -467,20 +516,5 @@ impl Driver {
             duration_secs,
             stages,
         }
-    }
-}
-
-async fn record(
-    recorder: &dyn RunRecorder,
-    run_id: &str,
-    report: &StageReport,
-    events: &broadcast::Sender<RunEvent>,
-    start: Instant,
-) {
-    if let Err(message) = recorder.stage_finished(run_id, report).await {
-        let _ = events.send(RunEvent::Warning {
-            message: format!("cannot record stage \"{}\": {message}", report.id),
-            at: start.elapsed().as_secs_f64(),
-        });
     }
 }

@@ -72,7 +72,7 @@ fn context(setup: &Setup, stage: &str, command: &str) -> StageContext {
 }
 
 async fn execute(exec: &dyn Executor, ctx: StageContext) -> Completion {
-    let stage = ctx.stage.clone();
+    let stage = ctx.stage.to_string();
     exec.execute(ctx)
         .await
         .unwrap_or_else(|e| panic!("stage \"{stage}\": the executor returned an error: {e}"))
@@ -124,7 +124,7 @@ pub async fn collects_outputs(exec: &dyn Executor, setup: &Setup) {
 pub async fn streams_logs(exec: &dyn Executor, setup: &Setup) {
     let lines: Arc<Mutex<Vec<LogLine>>> = Arc::default();
     let seen = lines.clone();
-    let sink = LogSink::new("logs", 1, Arc::from(Vec::new()), move |l| {
+    let sink = LogSink::new("logs", 1, Vec::new(), move |l| {
         seen.lock().unwrap_or_else(|e| e.into_inner()).push(l)
     });
     let ctx = context(

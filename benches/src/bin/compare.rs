@@ -1,0 +1,331 @@
+//! `compare`: every comparison of the benchmarks, once, each cell in a process of its own so
+//! that its peak RSS is its own. Prints a table, or with `--json` one JSON object per line.
+//!
+//! ```text
+//! cargo run --release -p gitops-benches --bin compare -- [--quick] [--json] [--only BENCH]
+//! ```
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use gitops_benches::impls::{IMPLS, gitops_pipeline, prepare};
+use gitops_benches::shapes::Shape;
+use gitops_benches::{peak_rss_mb, planner_bench, runtime, webhook_fixtures};
+use gitops_core::graph::StageGraph;
+use gitops_core::plan::Planner;
+use serde_json::{Value, json};
+
+const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(pos) = args.iter().position(|a| a == "--cell") {
+        let cell: Vec<&str> = args[pos + 1..].iter().map(String::as_str).collect();
+        let quick = args.iter().any(|a| a == "--quick");
+        return match run_cell(&cell, quick) {
+            Some(v) => {
+                println!("{v}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("compare: unknown cell {cell:?}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let json_out = args.iter().any(|a| a == "--json");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let mut cells: Vec<Vec<String>> = Vec::new();
+    for shape in Shape::ALL {
+        for n in SIZES {
+            for imp in IMPLS {
+                cells.push(vec![
+                    "scheduler".into(),
+                    imp.into(),
+                    shape.name().into(),
+                    n.to_string(),
+                ]);
+            }
+            for imp in ["gitops_plan", "stage_graph"] {
+                cells.push(vec![
+                    "graph".into(),
+                    imp.into(),
+                    shape.name().into(),
+                    n.to_string(),
+                ]);
+            }
+        }
+    }
+    for n in [10, 100, 1000] {
+        cells.push(vec![
+            "planner".into(),
+            "gitops".into(),
+            "mixed".into(),
+            n.to_string(),
+        ]);
+    }
+    for imp in ["gitops", "serde_json_value"] {
+        cells.push(vec![
+            "webhook".into(),
+            imp.into(),
+            "fixtures".into(),
+            "0".into(),
+        ]);
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("compare: {e}"));
+    let mut rows: Vec<Value> = Vec::new();
+    let mut failed = false;
+    for cell in cells
+        .iter()
+        .filter(|c| only.as_ref().is_none_or(|o| *o == c[0]))
+    {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--cell").args(cell);
+        if quick {
+            cmd.arg("--quick");
+        }
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("compare: cannot run a cell: {e}"));
+        let line = String::from_utf8_lossy(&out.stdout);
+        match serde_json::from_str::<Value>(line.trim()) {
+            Ok(v) if out.status.success() => {
+                if json_out {
+                    println!("{v}");
+                } else {
+                    eprint!(".");
+                }
+                rows.push(v);
+            }
+            _ => {
+                failed = true;
+                eprintln!(
+                    "\ncompare: cell {cell:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+    }
+    if !json_out {
+        eprintln!();
+        print_table(&rows);
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn reps(n: usize, quick: bool) -> usize {
+    match (quick, n) {
+        (true, n) if n >= 100_000 => 1,
+        (true, _) => 3,
+        (false, n) if n >= 100_000 => 3,
+        (false, _) => 7,
+    }
+}
+
+fn run_cell(cell: &[&str], quick: bool) -> Option<Value> {
+    let [bench, imp, shape, n] = cell else {
+        return None;
+    };
+    let n: usize = n.parse().ok()?;
+    let times: Vec<f64> = match *bench {
+        "scheduler" => {
+            let needs = Shape::from_name(shape)?.needs(n);
+            let rt = runtime();
+            let mut times = Vec::new();
+            for _ in 0..reps(n, quick) {
+                let run = rt.block_on(prepare(imp, &needs))?;
+                let start = Instant::now();
+                rt.block_on(async move { tokio::spawn(run()).await })
+                    .unwrap_or_else(|e| panic!("{imp}: {e}"));
+                times.push(start.elapsed().as_secs_f64() * 1e6);
+            }
+            times
+        }
+        "graph" => {
+            let needs = Shape::from_name(shape)?.needs(n);
+            let names: Vec<(String, Vec<String>)> = needs
+                .iter()
+                .enumerate()
+                .map(|(i, ns)| {
+                    (
+                        format!("s{i}"),
+                        ns.iter().map(|d| format!("s{d}")).collect(),
+                    )
+                })
+                .collect();
+            (0..reps(n, quick))
+                .map(|_| {
+                    let start = Instant::now();
+                    match *imp {
+                        "gitops_plan" => drop(std::hint::black_box(gitops_pipeline(&needs))),
+                        "stage_graph" => drop(std::hint::black_box(StageGraph::from_needs(
+                            names.iter().map(|(s, n)| (s, n)),
+                        ))),
+                        _ => return None,
+                    }
+                    Some(start.elapsed().as_secs_f64() * 1e6)
+                })
+                .collect::<Option<Vec<_>>>()?
+        }
+        "planner" => {
+            let config = planner_bench::config(n);
+            let events = planner_bench::events();
+            let rounds = if quick { 200 } else { 2000 };
+            (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    for _ in 0..rounds {
+                        for (e, c) in &events {
+                            std::hint::black_box(Planner::new().plan(e, &config, c).ok());
+                        }
+                    }
+                    start.elapsed().as_secs_f64() * 1e6 / (rounds * events.len()) as f64
+                })
+                .collect()
+        }
+        "webhook" => {
+            let fixtures = webhook_fixtures();
+            let bytes: usize = fixtures.iter().map(|f| f.2.len()).sum();
+            let rounds = if quick { 200 } else { 2000 };
+            let times: Vec<f64> = (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    for _ in 0..rounds {
+                        for (p, t, body) in &fixtures {
+                            match *imp {
+                                "gitops" => drop(std::hint::black_box(
+                                    gitops_core::source::webhook::parse(*p, t, body).ok(),
+                                )),
+                                _ => drop(std::hint::black_box(
+                                    serde_json::from_slice::<Value>(body).ok(),
+                                )),
+                            }
+                        }
+                    }
+                    start.elapsed().as_secs_f64() * 1e6 / rounds as f64
+                })
+                .collect();
+            let med = median(times);
+            return Some(
+                json!({"bench": bench, "shape": shape, "n": bytes, "impl": imp, "median_us": med,
+                "per_stage_us": null, "mb_per_s": bytes as f64 / med, "peak_rss_mb": peak_rss_mb()}),
+            );
+        }
+        _ => return None,
+    };
+    let med = median(times);
+    let per = match *bench {
+        "planner" => med,
+        _ => med / n as f64,
+    };
+    let mut v = json!({"bench": bench, "shape": shape, "n": n, "impl": imp, "median_us": med, "per_stage_us": per, "peak_rss_mb": peak_rss_mb()});
+    if *bench == "planner" {
+        v["events_per_s"] = json!(1e6 / med);
+    }
+    Some(v)
+}
+
+fn print_table(rows: &[Value]) {
+    let get = |b: &str, s: &str, n: u64, i: &str| {
+        rows.iter()
+            .find(|r| r["bench"] == b && r["shape"] == s && r["n"] == n && r["impl"] == i)
+            .cloned()
+    };
+    println!("Scheduler: µs per stage (peak RSS MiB), no-op stages, 2 worker threads");
+    println!(
+        "{:<8} {:>7}  {:>16} {:>16} {:>16} {:>16} {:>16}  {:>9} {:>8} {:>8}",
+        "shape",
+        "n",
+        "gitops",
+        "spawn_join",
+        "minimal",
+        "dagx",
+        "dagrs",
+        "÷minimal",
+        "dagrs÷",
+        "dagx÷"
+    );
+    for shape in Shape::ALL {
+        for n in SIZES {
+            let cell = |i: &str| get("scheduler", shape.name(), n as u64, i);
+            if cell("gitops").is_none() {
+                continue;
+            }
+            let fmt = |i: &str| {
+                cell(i).map_or("-".to_owned(), |r| {
+                    format!(
+                        "{:.2} ({:.0})",
+                        r["per_stage_us"].as_f64().unwrap_or(0.0),
+                        r["peak_rss_mb"].as_f64().unwrap_or(0.0)
+                    )
+                })
+            };
+            let per = |i: &str| cell(i).and_then(|r| r["per_stage_us"].as_f64());
+            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                _ => "-".to_owned(),
+            };
+            println!(
+                "{:<8} {:>7}  {:>16} {:>16} {:>16} {:>16} {:>16}  {:>9} {:>8} {:>8}",
+                shape.name(),
+                n,
+                fmt("gitops"),
+                fmt("spawn_join"),
+                fmt("minimal"),
+                fmt("dagx"),
+                fmt("dagrs"),
+                ratio(per("gitops"), per("minimal")),
+                ratio(per("dagrs"), per("gitops")),
+                ratio(per("dagx"), per("gitops"))
+            );
+        }
+    }
+    println!(
+        "\nGraph construction: µs per stage (config built in code → plan with its petgraph DAG; the DAG alone)"
+    );
+    for shape in Shape::ALL {
+        for n in SIZES {
+            let per = |i: &str| {
+                get("graph", shape.name(), n as u64, i).and_then(|r| r["per_stage_us"].as_f64())
+            };
+            if let (Some(a), Some(b)) = (per("gitops_plan"), per("stage_graph")) {
+                println!(
+                    "{:<8} {:>7}  plan {a:>8.2}  graph {b:>8.2}",
+                    shape.name(),
+                    n
+                );
+            }
+        }
+    }
+    println!("\nPlanner: events planned per second");
+    for r in rows.iter().filter(|r| r["bench"] == "planner") {
+        println!(
+            "{:>5} pipelines  {:>12.0} events/s  ({:.2} µs an event)",
+            r["n"],
+            r["events_per_s"].as_f64().unwrap_or(0.0),
+            r["median_us"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!("\nWebhook parsing: MB/s of the fixture payloads");
+    for r in rows.iter().filter(|r| r["bench"] == "webhook") {
+        println!(
+            "{:<18} {:>8.1} MB/s",
+            r["impl"].as_str().unwrap_or(""),
+            r["mb_per_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! The schedulers compared: ours, the floor (`spawn_join`), a hand-written ready-queue scheduler
+//! (`minimal`), and two crates from crates.io (`dagx`, `dagrs`). Each is prepared (untimed) and
+//! then run (timed) on the same needs lists.
+
+mod dagrs_impl;
+mod dagx_impl;
+mod gitops_impl;
+mod minimal;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use gitops_impl::gitops_pipeline;
+
+/// The implementations, by name.
+pub const IMPLS: [&str; 5] = ["gitops", "spawn_join", "minimal", "dagx", "dagrs"];
+
+/// A prepared run: calling it runs every stage once.
+pub type Prepared = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// Prepares a run of `needs` with the implementation `name` (construction happens here, on the
+/// current runtime, outside the timed part).
+pub async fn prepare(name: &str, needs: &[Vec<u32>]) -> Option<Prepared> {
+    Some(match name {
+        "gitops" => gitops_impl::prepare(needs),
+        "spawn_join" => {
+            let n = needs.len();
+            Box::new(move || Box::pin(spawn_join(n)))
+        }
+        "minimal" => minimal::prepare(needs),
+        "dagx" => dagx_impl::prepare(needs),
+        "dagrs" => dagrs_impl::prepare(needs).await,
+        _ => return None,
+    })
+}
+
+/// The floor: `n` independent tasks spawned and joined, no dependencies at all.
+pub async fn spawn_join(n: usize) {
+    let handles: Vec<_> = (0..n).map(|_| tokio::spawn(async {})).collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}
