@@ -20,7 +20,7 @@ macro_rules! join_task {
         struct $name;
         #[task]
         impl $name {
-            #[allow(unused_variables)]
+            #[allow(unused_variables, clippy::too_many_arguments)]
             async fn run($($arg: &u8),+) -> u8 {
                 0
             }
@@ -49,7 +49,7 @@ fn join(dag: &DagRunner, h: &[&TaskHandle<u8>]) -> TaskHandle<u8> {
         [a, b, c, d, e, f, g] => dag.add_task(J7).depends_on((*a, *b, *c, *d, *e, *f, *g)),
         more => {
             // More than 8 inputs: join them in groups of 8 first.
-            let mut level: Vec<TaskHandle<u8>> = more.iter().map(|h| (*h).clone()).collect();
+            let mut level: Vec<TaskHandle<u8>> = more.iter().map(|h| **h).collect();
             while level.len() > 8 {
                 level = level
                     .chunks(8)
