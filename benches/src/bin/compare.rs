@@ -20,7 +20,7 @@ const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(pos) = args.iter().position(|a| a == "--cell") {
-        let cell: Vec<&str> = args[pos + 1..].iter().map(String::as_str).collect();
+        let cell: Vec<&str> = args[pos + 1..].iter().map(String::as_str).filter(|a| !a.starts_with("--")).collect();
         let quick = args.iter().any(|a| a == "--quick");
         return match run_cell(&cell, quick) {
             Some(v) => {

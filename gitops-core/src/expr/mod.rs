@@ -304,6 +304,24 @@ fn check_path(path: &[String], scope: &Scope<'_>) -> Result<(), ExprError> {
     }
 }
 
+impl Expr {
+    /// Binding strength, for printing with no more parentheses than needed.
+    fn precedence(&self) -> u8 {
+        match self {
+            Expr::Binary(BinaryOp::Or, ..) => 1,
+            Expr::Binary(BinaryOp::And, ..) => 2,
+            Expr::Binary(..) => 3,
+            _ => 4,
+        }
+    }
+
+    fn fmt_operand(&self, f: &mut fmt::Formatter<'_>, parens: bool) -> fmt::Result {
+        if parens { write!(f, "({self})") } else { write!(f, "{self}") }
+    }
+}
+
+/// Prints the expression in the syntax it is parsed from, with parentheses only where the
+/// structure needs them.
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -311,15 +329,24 @@ impl fmt::Display for Expr {
             Expr::Literal(Value::Null) => f.write_str("null"),
             Expr::Literal(v) => write!(f, "{v}"),
             Expr::Path(p) => f.write_str(&p.join(".")),
-            Expr::Not(e) => write!(f, "!{e}"),
+            Expr::Not(e) => {
+                f.write_str("!")?;
+                e.fmt_operand(f, e.precedence() < 4)
+            }
             Expr::Binary(op, a, b) => {
-                let op = match op {
+                let me = self.precedence();
+                let symbol = match op {
                     BinaryOp::Eq => "==",
                     BinaryOp::Ne => "!=",
                     BinaryOp::And => "&&",
                     BinaryOp::Or => "||",
                 };
-                write!(f, "({a} {op} {b})")
+                // Left-associative; comparisons do not chain, so both sides of one need
+                // parentheses when they are comparisons themselves.
+                let left_parens = if me == 3 { a.precedence() <= me } else { a.precedence() < me };
+                a.fmt_operand(f, left_parens)?;
+                write!(f, " {symbol} ")?;
+                b.fmt_operand(f, b.precedence() <= me)
             }
             Expr::Call(func, args) => {
                 write!(f, "{}(", func.name())?;

@@ -230,9 +230,14 @@ mod tests {
         let e = parse("a.b == 'x' || !c.d && contains(e.f, 'y')").unwrap();
         assert_eq!(
             e.to_string(),
-            "((a.b == 'x') || (!c.d && contains(e.f, 'y')))"
+            "a.b == 'x' || !c.d && contains(e.f, 'y')"
         );
         assert_eq!(parse("(true)").unwrap(), Expr::Literal(Value::Bool(true)));
+        for text in ["(a || b) && c", "a || b && c", "!(a == b)", "(a == b) == c", "a == (b == c)", "a && (b && c)", "!!a"] {
+            let e = parse(text).unwrap();
+            assert_eq!(e.to_string(), text, "printing {text}");
+            assert_eq!(parse(&e.to_string()).unwrap(), e);
+        }
         assert_eq!(
             parse("'it''s'").unwrap(),
             Expr::Literal(Value::String("it's".into()))

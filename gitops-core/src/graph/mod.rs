@@ -10,7 +10,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 
 use petgraph::Direction;
-use petgraph::algo::{DfsSpace, has_path_connecting, tarjan_scc};
+use petgraph::algo::{DfsSpace, has_path_connecting, kosaraju_scc};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 /// A stage's index in its [`StageGraph`]: the position of the stage in the config.
@@ -157,15 +157,15 @@ impl StageGraph {
             by_id,
             order: Vec::new(),
         };
-        problems.extend(
-            g.cycles()
-                .into_iter()
-                .map(|path| GraphProblem::Cycle { path }),
-        );
+        g.order = g.kahn_order();
+        // Kahn's order misses exactly the stages on or behind a cycle; only then are cycles
+        // looked for (iteratively: a 100,000-stage chain must not exhaust the stack).
+        if g.order.len() < g.len() {
+            problems.extend(g.cycles().into_iter().map(|path| GraphProblem::Cycle { path }));
+        }
         if !problems.is_empty() {
             return Err(GraphError { problems });
         }
-        g.order = g.kahn_order();
         Ok(g)
     }
 
@@ -254,7 +254,7 @@ impl StageGraph {
     /// One cycle per strongly connected component that has one, as a path of needs.
     fn cycles(&self) -> Vec<Vec<String>> {
         let mut cycles = Vec::new();
-        let mut comps = tarjan_scc(&self.graph);
+        let mut comps = kosaraju_scc(&self.graph);
         comps.iter_mut().for_each(|c| c.sort());
         comps.sort();
         for comp in comps {
