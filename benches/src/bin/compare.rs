@@ -149,9 +149,9 @@ fn run_cell(cell: &[&str], quick: bool) -> Option<Value> {
             for _ in 0..reps(n, quick) {
                 let run = rt.block_on(prepare(imp, &needs))?;
                 let start = Instant::now();
-                rt.block_on(async move { tokio::spawn(run()).await })
-                    .unwrap_or_else(|e| panic!("{imp}: {e}"));
+                let leftover = rt.block_on(async move { tokio::spawn(run()).await }).unwrap_or_else(|e| panic!("{imp}: {e}"));
                 times.push(start.elapsed().as_secs_f64() * 1e6);
+                drop(leftover);
             }
             times
         }

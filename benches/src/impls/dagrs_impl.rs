@@ -7,7 +7,7 @@ use dagrs::{
     Action, Content, DefaultNode, EnvVar, Graph, InChannels, Node, NodeTable, OutChannels, Output,
 };
 
-use super::Prepared;
+use super::{Leftover, Prepared};
 
 struct Noop;
 
@@ -56,6 +56,7 @@ pub(super) async fn prepare(needs: &[Vec<u32>]) -> Prepared {
                 .async_start()
                 .await
                 .unwrap_or_else(|e| panic!("dagrs: {e:?}"));
+            Box::new(graph) as Leftover
         })
     })
 }

@@ -4,7 +4,7 @@
 
 use dagx::{DagRunner, Task, TaskHandle, task};
 
-use super::Prepared;
+use super::{Leftover, Prepared};
 
 struct Src;
 
@@ -90,6 +90,7 @@ pub(super) fn prepare(needs: &[Vec<u32>]) -> Prepared {
             })
             .await
             .unwrap_or_else(|e| panic!("dagx: {e}"));
+            Box::new((dag, handles)) as Leftover
         })
     })
 }

@@ -11,7 +11,7 @@ use gitops_core::event::GitEvent;
 use gitops_core::plan::{PlannedPipeline, Planner};
 use gitops_core::scheduler::{RunResult, RunSpec, Scheduler, SchedulerOptions};
 
-use super::Prepared;
+use super::{Leftover, Prepared};
 
 /// A stage's work that returns at once.
 struct Noop;
@@ -64,12 +64,19 @@ pub(super) fn prepare(needs: &[Vec<u32>]) -> Prepared {
     let spec = RunSpec::new(RunInfo::new("bench", "bench", event(), "."));
     Box::new(move || {
         Box::pin(async move {
+            let keep = pipeline.clone();
             let report = scheduler.run(pipeline, spec).execute().await;
-            assert_eq!(
-                report.result,
-                RunResult::Success,
-                "gitops: the bench run failed"
-            );
+            assert_eq!(report.result, RunResult::Success, "gitops: the bench run failed");
+            Box::new((keep, report)) as Leftover
         })
     })
+}
+
+/// Runs `pipeline` once on the no-op executor (for profiling).
+pub async fn run_gitops_once(pipeline: Arc<PlannedPipeline>) {
+    let registry = BackendRegistry::new().with_executor("local", Arc::new(Noop));
+    let scheduler = Scheduler::with_options(registry, SchedulerOptions::default().with_max_parallel(usize::MAX));
+    let spec = RunSpec::new(RunInfo::new("bench", "bench", event(), "."));
+    let report = scheduler.run(pipeline, spec).execute().await;
+    assert_eq!(report.result, RunResult::Success);
 }

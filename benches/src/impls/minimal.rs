@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::Prepared;
+use super::{Leftover, Prepared};
 
 pub(super) fn prepare(needs: &[Vec<u32>]) -> Prepared {
     let n = needs.len();
@@ -18,7 +18,13 @@ pub(super) fn prepare(needs: &[Vec<u32>]) -> Prepared {
         }
     }
     let dependents = Arc::new(dependents);
-    Box::new(move || Box::pin(run(dependents, indegree)))
+    Box::new(move || {
+        Box::pin(async move {
+            let keep = dependents.clone();
+            run(dependents, indegree).await;
+            Box::new(keep) as Leftover
+        })
+    })
 }
 
 async fn run(dependents: Arc<Vec<Vec<u32>>>, mut indegree: Vec<u32>) {

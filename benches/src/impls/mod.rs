@@ -8,15 +8,20 @@ mod gitops_impl;
 mod minimal;
 
 use std::future::Future;
+
 use std::pin::Pin;
 
-pub use gitops_impl::gitops_pipeline;
+pub use gitops_impl::{gitops_pipeline, run_gitops_once};
 
 /// The implementations, by name.
 pub const IMPLS: [&str; 5] = ["gitops", "spawn_join", "minimal", "dagx", "dagrs"];
 
+/// What a run leaves to drop: dropped after the clock stops, so that tearing down a graph is
+/// not timed as running it.
+pub type Leftover = Box<dyn std::any::Any + Send>;
+
 /// A prepared run: calling it runs every stage once.
-pub type Prepared = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+pub type Prepared = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Leftover> + Send>> + Send>;
 
 /// Prepares a run of `needs` with the implementation `name` (construction happens here, on the
 /// current runtime, outside the timed part).
@@ -25,7 +30,12 @@ pub async fn prepare(name: &str, needs: &[Vec<u32>]) -> Option<Prepared> {
         "gitops" => gitops_impl::prepare(needs),
         "spawn_join" => {
             let n = needs.len();
-            Box::new(move || Box::pin(spawn_join(n)))
+            Box::new(move || {
+                Box::pin(async move {
+                    spawn_join(n).await;
+                    Box::new(()) as Leftover
+                })
+            })
         }
         "minimal" => minimal::prepare(needs),
         "dagx" => dagx_impl::prepare(needs),

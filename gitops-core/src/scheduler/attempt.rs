@@ -47,6 +47,12 @@ impl Target {
 pub(super) struct Shared {
     pub events: broadcast::Sender<RunEvent>,
     pub run_cancel: CancellationToken,
+    /// Children of `run_cancel` that stage contexts clone: cloning a token locks its node, so
+    /// thousands of stages cloning one token would all queue on one lock.
+    pub cancel_shards: Vec<CancellationToken>,
+    /// Whether anyone follows the run's events (fixed when it starts: `Run` is consumed by
+    /// `execute`, so no one can subscribe later), so that nothing is built for no one.
+    pub observed: bool,
     pub start: Instant,
     /// Indexed by (action, backend) slot; see `Driver::target_slot`.
     pub targets: Vec<Target>,
@@ -63,6 +69,12 @@ pub(super) struct Job {
     pub retry: Option<Retry>,
     pub timeout: Option<Duration>,
     pub shared: Arc<Shared>,
+}
+
+impl Shared {
+    pub fn cancel_shard(&self, index: usize) -> &CancellationToken {
+        &self.cancel_shards[index % self.cancel_shards.len()]
+    }
 }
 
 /// What a stage task sends back to the driver.
@@ -104,15 +116,69 @@ enum Attempt {
 }
 
 /// Runs the stage to its last attempt and sends the result to the driver.
-pub(super) async fn run(job: Job) {
-    let mut guard = PanicGuard {
-        index: job.index,
-        shared: job.shared.clone(),
-        reported: false,
+impl PanicGuard {
+    fn new(job: &Job) -> PanicGuard {
+        PanicGuard { index: job.index, shared: job.shared.clone(), reported: false }
+    }
+
+    fn report(mut self, done: Done) {
+        self.reported = true;
+        let _ = self.shared.done.send(Finished::Done(done));
+    }
+}
+
+/// Starts the stage's task, which sends its result to the driver when it ends.
+///
+/// Most stages have neither retries nor a timeout: they get a task of their own type whose
+/// future is a fraction of the size (every task is allocated, and moved, at its full size).
+pub(super) fn spawn(job: Job) {
+    if job.retry.is_none() && job.timeout.is_none() {
+        tokio::spawn(async move {
+            let guard = PanicGuard::new(&job);
+            guard.report(once(job).await);
+        });
+    } else {
+        tokio::spawn(async move {
+            let guard = PanicGuard::new(&job);
+            guard.report(attempts(job).await);
+        });
+    }
+}
+
+/// A stage with one attempt and no timeout.
+async fn once(job: Job) -> Done {
+    let shared = job.shared;
+    let started = shared.start.elapsed();
+    if shared.observed {
+        let _ = shared.events.send(RunEvent::StageStarted {
+            stage: job.ctx.stage.to_string(),
+            attempt: 1,
+            backend: shared.backend_names[job.backend].to_string(),
+            at: shared.start.elapsed().as_secs_f64(),
+        });
+    }
+    let result = match &shared.targets[job.target] {
+        Target::Execute(e) => e.execute(job.ctx).await,
+        Target::Deploy(d) => d.deploy(job.ctx).await,
+        Target::Stop(d) => d.stop(job.ctx).await,
+        Target::Missing(m) => Err(BackendError::Failed(m.clone())),
     };
-    let done = attempts(job).await;
-    guard.reported = true;
-    let _ = guard.shared.done.send(Finished::Done(done));
+    let (result, outputs) = if shared.run_cancel.is_cancelled() {
+        (StageResult::Cancelled, BTreeMap::new())
+    } else {
+        match result {
+            Ok(Completion { outcome: Outcome::Success, outputs }) => (StageResult::Success, outputs),
+            Ok(Completion { outcome: Outcome::Failure { exit_code, message }, outputs }) => {
+                (StageResult::Failure { message, exit_code }, outputs)
+            }
+            Err(BackendError::Cancelled) => {
+                let message = "the backend cancelled the stage".to_owned();
+                (StageResult::Failure { message, exit_code: None }, BTreeMap::new())
+            }
+            Err(e) => (StageResult::Failure { message: e.to_string(), exit_code: None }, BTreeMap::new()),
+        }
+    };
+    Done { index: job.index, result, attempts: 1, outputs, started, finished: shared.start.elapsed() }
 }
 
 async fn attempts(mut job: Job) -> Done {
@@ -121,7 +187,7 @@ async fn attempts(mut job: Job) -> Done {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        if shared.events.receiver_count() > 0 {
+        if shared.observed {
             let _ = shared.events.send(RunEvent::StageStarted {
                 stage: job.ctx.stage.to_string(),
                 attempt,
@@ -162,7 +228,7 @@ async fn attempts(mut job: Job) -> Done {
         let Some(delay) = retry_delay(&job, attempt, &result) else {
             return done(result, outputs);
         };
-        if shared.events.receiver_count() > 0 {
+        if shared.observed {
             let reason = match &result {
                 StageResult::Failure { message, .. } => message.clone(),
                 other => other.name().to_owned(),
@@ -214,8 +280,8 @@ async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
     }
     // Without a timeout the stage stops only when the run does: its token is the run's.
     let token = match job.timeout {
-        Some(_) => shared.run_cancel.child_token(),
-        None => shared.run_cancel.clone(),
+        Some(_) => shared.cancel_shard(job.index).child_token(),
+        None => shared.cancel_shard(job.index).clone(),
     };
     let mut ctx = if job.retry.is_some() {
         job.ctx.clone()

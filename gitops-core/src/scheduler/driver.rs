@@ -87,7 +87,7 @@ pub(super) async fn drive(run: Run) -> RunReport {
         }
         while d.running < d.run.options.max_parallel.max(1) {
             let Some(i) = d.next_launchable() else { break };
-            tokio::spawn(attempt::run(d.job(i)));
+            attempt::spawn(d.job(i));
             d.running += 1;
             d.busy[d.backend_of[i]] += 1;
         }
@@ -204,9 +204,10 @@ impl Driver {
         let busy = vec![0; backend_names.len()];
 
         let start = Instant::now();
+        let observed = run.events.receiver_count() > 0;
         let events = run.events.clone();
         let log = LogTarget::new(run.spec.secrets.clone(), move |l: LogLine| {
-            if events.receiver_count() > 0 {
+            if observed {
                 let at = start.elapsed().as_secs_f64();
                 let _ = events.send(RunEvent::Log {
                     stage: l.stage,
@@ -221,6 +222,8 @@ impl Driver {
         let shared = Arc::new(Shared {
             events: run.events.clone(),
             run_cancel: run.cancel.clone(),
+            cancel_shards: (0..64).map(|_| run.cancel.child_token()).collect(),
+            observed,
             start,
             targets,
             backend_names,
@@ -245,7 +248,7 @@ impl Driver {
     }
 
     fn emit(&self, event: impl FnOnce(f64) -> RunEvent) {
-        if self.run.events.receiver_count() > 0 {
+        if self.shared.observed {
             let _ = self
                 .run
                 .events
@@ -356,7 +359,7 @@ impl Driver {
             env,
             with,
             environment,
-            cancel: self.shared.run_cancel.clone(),
+            cancel: self.shared.cancel_shard(i).clone(),
             log: LogSink::shared(&self.shared.log, &planned.shared_id, 1),
         };
         Job {
@@ -413,7 +416,7 @@ impl Driver {
         state.started = started;
         state.finished = finished.or(Some(now));
         state.result = Some(result);
-        if self.run.events.receiver_count() > 0 || self.run.spec.recorder.is_some() {
+        if self.shared.observed || self.run.spec.recorder.is_some() {
             let report = self.stage_report(i);
             let duration_secs = report.duration().map_or(0.0, |d| d.as_secs_f64());
             self.emit(|at| RunEvent::StageFinished {
