@@ -1,6 +1,9 @@
-use std::sync::Arc;
+//! Runs one planned pipeline many times on our scheduler, for profilers:
+//! `perf record target/release/examples/profile_run layered 100000 10`.
+
 use gitops_benches::impls::gitops_pipeline;
 use gitops_benches::shapes::Shape;
+use std::sync::Arc;
 fn main() {
     let shape = Shape::from_name(&std::env::args().nth(1).unwrap()).unwrap();
     let n: usize = std::env::args().nth(2).unwrap().parse().unwrap();
@@ -10,7 +13,14 @@ fn main() {
     let t = std::time::Instant::now();
     for _ in 0..loops {
         let p = pipeline.clone();
-        rt.block_on(async move { tokio::spawn(gitops_benches::impls::run_gitops_once(p)).await.unwrap() });
+        rt.block_on(async move {
+            tokio::spawn(gitops_benches::impls::run_gitops_once(p))
+                .await
+                .unwrap()
+        });
     }
-    eprintln!("{:.2} us/stage", t.elapsed().as_secs_f64() * 1e6 / (n * loops) as f64);
+    eprintln!(
+        "{:.2} us/stage",
+        t.elapsed().as_secs_f64() * 1e6 / (n * loops) as f64
+    );
 }

@@ -20,7 +20,11 @@ const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(pos) = args.iter().position(|a| a == "--cell") {
-        let cell: Vec<&str> = args[pos + 1..].iter().map(String::as_str).filter(|a| !a.starts_with("--")).collect();
+        let cell: Vec<&str> = args[pos + 1..]
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !a.starts_with("--"))
+            .collect();
         let quick = args.iter().any(|a| a == "--quick");
         return match run_cell(&cell, quick) {
             Some(v) => {
@@ -149,7 +153,9 @@ fn run_cell(cell: &[&str], quick: bool) -> Option<Value> {
             for _ in 0..reps(n, quick) {
                 let run = rt.block_on(prepare(imp, &needs))?;
                 let start = Instant::now();
-                let leftover = rt.block_on(async move { tokio::spawn(run()).await }).unwrap_or_else(|e| panic!("{imp}: {e}"));
+                let leftover = rt
+                    .block_on(async move { tokio::spawn(run()).await })
+                    .unwrap_or_else(|e| panic!("{imp}: {e}"));
                 times.push(start.elapsed().as_secs_f64() * 1e6);
                 drop(leftover);
             }

@@ -85,8 +85,9 @@ pub struct StageContext {
     pub with: serde_json::Map<String, serde_json::Value>,
     /// For `deploy` and `stop` stages: the environment.
     pub environment: Option<EnvironmentTarget>,
-    /// Cancelled when the stage must stop (timeout, run cancelled).
-    pub cancel: CancellationToken,
+    /// Cancelled when the stage must stop (timeout, run cancelled). Shared: stages without a
+    /// timeout share their run's tokens, since cloning a token takes a lock.
+    pub cancel: Arc<CancellationToken>,
     /// Where log lines go.
     pub log: LogSink,
 }
@@ -102,7 +103,7 @@ impl StageContext {
             env: BTreeMap::new(),
             with: serde_json::Map::new(),
             environment: None,
-            cancel: CancellationToken::new(),
+            cancel: Arc::new(CancellationToken::new()),
             log: LogSink::discard(),
         }
     }
@@ -127,7 +128,7 @@ impl StageContext {
 
     /// Sets the cancellation token.
     pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
-        self.cancel = cancel;
+        self.cancel = Arc::new(cancel);
         self
     }
 

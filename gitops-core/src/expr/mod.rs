@@ -316,7 +316,11 @@ impl Expr {
     }
 
     fn fmt_operand(&self, f: &mut fmt::Formatter<'_>, parens: bool) -> fmt::Result {
-        if parens { write!(f, "({self})") } else { write!(f, "{self}") }
+        if parens {
+            write!(f, "({self})")
+        } else {
+            write!(f, "{self}")
+        }
     }
 }
 
@@ -343,7 +347,11 @@ impl fmt::Display for Expr {
                 };
                 // Left-associative; comparisons do not chain, so both sides of one need
                 // parentheses when they are comparisons themselves.
-                let left_parens = if me == 3 { a.precedence() <= me } else { a.precedence() < me };
+                let left_parens = if me == 3 {
+                    a.precedence() <= me
+                } else {
+                    a.precedence() < me
+                };
                 a.fmt_operand(f, left_parens)?;
                 write!(f, " {symbol} ")?;
                 b.fmt_operand(f, b.precedence() <= me)

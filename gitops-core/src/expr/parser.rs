@@ -228,12 +228,17 @@ mod tests {
     #[test]
     fn precedence_and_display() {
         let e = parse("a.b == 'x' || !c.d && contains(e.f, 'y')").unwrap();
-        assert_eq!(
-            e.to_string(),
-            "a.b == 'x' || !c.d && contains(e.f, 'y')"
-        );
+        assert_eq!(e.to_string(), "a.b == 'x' || !c.d && contains(e.f, 'y')");
         assert_eq!(parse("(true)").unwrap(), Expr::Literal(Value::Bool(true)));
-        for text in ["(a || b) && c", "a || b && c", "!(a == b)", "(a == b) == c", "a == (b == c)", "a && (b && c)", "!!a"] {
+        for text in [
+            "(a || b) && c",
+            "a || b && c",
+            "!(a == b)",
+            "(a == b) == c",
+            "a == (b == c)",
+            "a && (b && c)",
+            "!!a",
+        ] {
             let e = parse(text).unwrap();
             assert_eq!(e.to_string(), text, "printing {text}");
             assert_eq!(parse(&e.to_string()).unwrap(), e);

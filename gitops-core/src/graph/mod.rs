@@ -23,10 +23,6 @@ impl StageId {
         self.0 as usize
     }
 
-    pub(crate) fn from_index(i: usize) -> StageId {
-        StageId(i as u32)
-    }
-
     fn node(self) -> NodeIndex<u32> {
         NodeIndex::new(self.index())
     }
@@ -161,7 +157,11 @@ impl StageGraph {
         // Kahn's order misses exactly the stages on or behind a cycle; only then are cycles
         // looked for (iteratively: a 100,000-stage chain must not exhaust the stack).
         if g.order.len() < g.len() {
-            problems.extend(g.cycles().into_iter().map(|path| GraphProblem::Cycle { path }));
+            problems.extend(
+                g.cycles()
+                    .into_iter()
+                    .map(|path| GraphProblem::Cycle { path }),
+            );
         }
         if !problems.is_empty() {
             return Err(GraphError { problems });

@@ -5,6 +5,7 @@
 //! resolves, and the stages whose `if:` the event already decides. Serialised to JSON it is a dry
 //! run of what the event would do.
 
+pub(crate) mod layout;
 mod matcher;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::event::GitEvent;
 use crate::expr::{Context, StageStatus, Template, Value, event_value};
 use crate::graph::StageGraph;
 
+pub(crate) use layout::Layout;
 use matcher::{Match, matches};
 
 /// What changed in the event's commits, for `paths:` filters.
@@ -132,6 +134,8 @@ pub struct PlannedPipeline {
     pub paths_checked: Option<bool>,
     #[serde(skip)]
     graph: StageGraph,
+    #[serde(skip)]
+    pub(crate) layout: Layout,
 }
 
 impl PlannedPipeline {
@@ -199,11 +203,6 @@ pub struct PlannedStage {
     /// partly rendered text above (event data must not be read as template syntax).
     #[serde(skip)]
     pub(crate) source: Arc<Stage>,
-    /// The id and command, shared with every context of the stage without copying.
-    #[serde(skip)]
-    pub(crate) shared_id: Arc<str>,
-    #[serde(skip)]
-    pub(crate) shared_command: Option<Arc<str>>,
     /// The `with` of the environment it deploys to or stops.
     #[serde(skip)]
     pub(crate) environment_with: Option<Arc<IndexMap<String, serde_json::Value>>>,
@@ -345,6 +344,7 @@ fn plan_pipeline(
         group: c.group.template.render_partial(&ctx),
         on_conflict: c.on_conflict,
     });
+    let layout = Layout::new(&graph, &stages);
     Ok(PlannedPipeline {
         name: name.to_owned(),
         stages,
@@ -352,6 +352,7 @@ fn plan_pipeline(
         concurrency,
         paths_checked,
         graph,
+        layout,
     })
 }
 
@@ -407,8 +408,6 @@ fn plan_stage(
         timeout: stage.timeout.map(format_duration),
         retry: stage.retry.clone(),
         continue_on_error: stage.continue_on_error,
-        shared_id: Arc::from(id),
-        shared_command: stage.run.as_deref().map(Arc::from),
         source: Arc::new(stage.clone()),
         environment_with: env_config
             .filter(|(_, e)| !e.with.is_empty())

@@ -49,7 +49,7 @@ pub(super) struct Shared {
     pub run_cancel: CancellationToken,
     /// Children of `run_cancel` that stage contexts clone: cloning a token locks its node, so
     /// thousands of stages cloning one token would all queue on one lock.
-    pub cancel_shards: Vec<CancellationToken>,
+    pub cancel_shards: Vec<Arc<CancellationToken>>,
     /// Whether anyone follows the run's events (fixed when it starts: `Run` is consumed by
     /// `execute`, so no one can subscribe later), so that nothing is built for no one.
     pub observed: bool,
@@ -72,7 +72,7 @@ pub(super) struct Job {
 }
 
 impl Shared {
-    pub fn cancel_shard(&self, index: usize) -> &CancellationToken {
+    pub fn cancel_shard(&self, index: usize) -> &Arc<CancellationToken> {
         &self.cancel_shards[index % self.cancel_shards.len()]
     }
 }
@@ -115,10 +115,13 @@ enum Attempt {
     Cancelled,
 }
 
-/// Runs the stage to its last attempt and sends the result to the driver.
 impl PanicGuard {
     fn new(job: &Job) -> PanicGuard {
-        PanicGuard { index: job.index, shared: job.shared.clone(), reported: false }
+        PanicGuard {
+            index: job.index,
+            shared: job.shared.clone(),
+            reported: false,
+        }
     }
 
     fn report(mut self, done: Done) {
@@ -134,8 +137,21 @@ impl PanicGuard {
 pub(super) fn spawn(job: Job) {
     if job.retry.is_none() && job.timeout.is_none() {
         tokio::spawn(async move {
-            let guard = PanicGuard::new(&job);
-            guard.report(once(job).await);
+            let Job {
+                index,
+                backend,
+                target,
+                ctx,
+                shared,
+                ..
+            } = job;
+            let guard = PanicGuard {
+                index,
+                shared,
+                reported: false,
+            };
+            let done = once(&guard.shared, index, backend, target, ctx).await;
+            guard.report(done);
         });
     } else {
         tokio::spawn(async move {
@@ -146,39 +162,67 @@ pub(super) fn spawn(job: Job) {
 }
 
 /// A stage with one attempt and no timeout.
-async fn once(job: Job) -> Done {
-    let shared = job.shared;
+async fn once(
+    shared: &Shared,
+    index: usize,
+    backend: usize,
+    target: usize,
+    ctx: StageContext,
+) -> Done {
     let started = shared.start.elapsed();
     if shared.observed {
         let _ = shared.events.send(RunEvent::StageStarted {
-            stage: job.ctx.stage.to_string(),
+            stage: ctx.stage.to_string(),
             attempt: 1,
-            backend: shared.backend_names[job.backend].to_string(),
+            backend: shared.backend_names[backend].to_string(),
             at: shared.start.elapsed().as_secs_f64(),
         });
     }
-    let result = match &shared.targets[job.target] {
-        Target::Execute(e) => e.execute(job.ctx).await,
-        Target::Deploy(d) => d.deploy(job.ctx).await,
-        Target::Stop(d) => d.stop(job.ctx).await,
+    let result = match &shared.targets[target] {
+        Target::Execute(e) => e.execute(ctx).await,
+        Target::Deploy(d) => d.deploy(ctx).await,
+        Target::Stop(d) => d.stop(ctx).await,
         Target::Missing(m) => Err(BackendError::Failed(m.clone())),
     };
     let (result, outputs) = if shared.run_cancel.is_cancelled() {
         (StageResult::Cancelled, BTreeMap::new())
     } else {
         match result {
-            Ok(Completion { outcome: Outcome::Success, outputs }) => (StageResult::Success, outputs),
-            Ok(Completion { outcome: Outcome::Failure { exit_code, message }, outputs }) => {
-                (StageResult::Failure { message, exit_code }, outputs)
-            }
+            Ok(Completion {
+                outcome: Outcome::Success,
+                outputs,
+            }) => (StageResult::Success, outputs),
+            Ok(Completion {
+                outcome: Outcome::Failure { exit_code, message },
+                outputs,
+            }) => (StageResult::Failure { message, exit_code }, outputs),
             Err(BackendError::Cancelled) => {
                 let message = "the backend cancelled the stage".to_owned();
-                (StageResult::Failure { message, exit_code: None }, BTreeMap::new())
+                (
+                    StageResult::Failure {
+                        message,
+                        exit_code: None,
+                    },
+                    BTreeMap::new(),
+                )
             }
-            Err(e) => (StageResult::Failure { message: e.to_string(), exit_code: None }, BTreeMap::new()),
+            Err(e) => (
+                StageResult::Failure {
+                    message: e.to_string(),
+                    exit_code: None,
+                },
+                BTreeMap::new(),
+            ),
         }
     };
-    Done { index: job.index, result, attempts: 1, outputs, started, finished: shared.start.elapsed() }
+    Done {
+        index,
+        result,
+        attempts: 1,
+        outputs,
+        started,
+        finished: shared.start.elapsed(),
+    }
 }
 
 async fn attempts(mut job: Job) -> Done {
@@ -280,7 +324,7 @@ async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
     }
     // Without a timeout the stage stops only when the run does: its token is the run's.
     let token = match job.timeout {
-        Some(_) => shared.cancel_shard(job.index).child_token(),
+        Some(_) => Arc::new(shared.cancel_shard(job.index).child_token()),
         None => shared.cancel_shard(job.index).clone(),
     };
     let mut ctx = if job.retry.is_some() {

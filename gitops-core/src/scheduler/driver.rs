@@ -15,7 +15,9 @@ use super::report::{RunReport, RunResult, SkipReason, StageReport, StageResult};
 use super::{Run, RunRecorder};
 use crate::backend::{EnvironmentTarget, LogLine, LogSink, LogTarget, StageContext};
 use crate::expr::StageStatus;
-use crate::graph::StageId;
+use crate::plan::layout::{
+    CONTINUE_ON_ERROR, ENVIRONMENT, HAS_CONDITION, IMPLICIT_SUCCESS, POLICY, RENDERS,
+};
 
 #[derive(Debug, Default)]
 pub(super) struct StageState {
@@ -222,7 +224,9 @@ impl Driver {
         let shared = Arc::new(Shared {
             events: run.events.clone(),
             run_cancel: run.cancel.clone(),
-            cancel_shards: (0..64).map(|_| run.cancel.child_token()).collect(),
+            cancel_shards: (0..64)
+                .map(|_| Arc::new(run.cancel.child_token()))
+                .collect(),
             observed,
             start,
             targets,
@@ -260,39 +264,37 @@ impl Driver {
         if self.cancelled {
             return Decision::Skip(SkipReason::RunCancelled);
         }
-        let graph = self.run.pipeline.graph();
-        let s = StageId::from_index(i);
-        let source = &self.run.pipeline.stages[i].source;
-        let status = StageStatus {
-            needs_succeeded: graph.needs(s).all(|n| self.states[n.index()].ok),
-            need_failed: graph
-                .needs(s)
-                .any(|n| self.states[n.index()].failed_ancestry),
-            cancelled: false,
-        };
-        let implicit_success = source
-            .condition
-            .as_ref()
-            .is_none_or(|c| !c.expr.uses_status_function());
-        if implicit_success && !status.needs_succeeded {
+        let layout = &self.run.pipeline.layout;
+        let needs = layout.needs(i);
+        let needs_succeeded = needs.iter().all(|&n| self.states[n as usize].ok);
+        if layout.has(i, IMPLICIT_SUCCESS) && !needs_succeeded {
             // The first need, in config order, that did not succeed.
-            let need = graph
-                .needs(s)
-                .filter(|n| !self.states[n.index()].ok)
-                .min()
-                .unwrap_or(s);
-            let name = graph.id(need).to_owned();
-            return Decision::Skip(match self.states[need.index()].result {
+            let need = needs
+                .iter()
+                .map(|&n| n as usize)
+                .find(|&n| !self.states[n].ok)
+                .unwrap_or(i);
+            let name = self.run.pipeline.stages[need].id.clone();
+            return Decision::Skip(match self.states[need].result {
                 Some(StageResult::Skipped { .. }) => SkipReason::NeedSkipped { need: name },
                 _ => SkipReason::NeedFailed { need: name },
             });
         }
-        if let Some(c) = &source.condition {
-            let ctx = self.context(i, status);
-            if !c.expr.eval(&ctx).is_some_and(|v| v.truthy()) {
-                return Decision::Skip(SkipReason::ConditionFalse {
-                    expr: c.source.clone(),
-                });
+        if layout.has(i, HAS_CONDITION) {
+            let status = StageStatus {
+                needs_succeeded,
+                need_failed: needs
+                    .iter()
+                    .any(|&n| self.states[n as usize].failed_ancestry),
+                cancelled: false,
+            };
+            if let Some(c) = &self.run.pipeline.stages[i].source.condition {
+                let ctx = self.context(i, status);
+                if !c.expr.eval(&ctx).is_some_and(|v| v.truthy()) {
+                    return Decision::Skip(SkipReason::ConditionFalse {
+                        expr: c.source.clone(),
+                    });
+                }
             }
         }
         Decision::Run
@@ -316,11 +318,12 @@ impl Driver {
     }
 
     fn job(&self, i: usize) -> Job {
+        let layout = &self.run.pipeline.layout;
         let planned = &self.run.pipeline.stages[i];
-        let source = &planned.source;
         let mut env = self.run.spec.env.clone();
         let mut with = serde_json::Map::new();
-        if !source.env.is_empty() || !source.with.is_empty() || planned.environment_with.is_some() {
+        if layout.has(i, RENDERS) {
+            let source = &planned.source;
             let ctx = self.context(
                 i,
                 StageStatus {
@@ -343,32 +346,44 @@ impl Driver {
                 with.insert(k.clone(), ctx.render_json(v));
             }
         }
-        let environment = match (&planned.environment, &planned.environment_config) {
-            (Some(name), Some(config)) => Some(EnvironmentTarget::new(
-                name.clone(),
-                config.clone(),
-                self.run.spec.info.event.version().map(|v| v.to_string()),
-            )),
-            _ => None,
+        let environment = if layout.has(i, ENVIRONMENT) {
+            match (&planned.environment, &planned.environment_config) {
+                (Some(name), Some(config)) => Some(EnvironmentTarget::new(
+                    name.clone(),
+                    config.clone(),
+                    self.run.spec.info.event.version().map(|v| v.to_string()),
+                )),
+                _ => None,
+            }
+        } else {
+            None
         };
         let ctx = StageContext {
             run: self.run.spec.info.clone(),
-            stage: planned.shared_id.clone(),
+            stage: layout.ids[i].clone(),
             attempt: 1,
-            command: planned.shared_command.clone(),
+            command: layout.commands[i].clone(),
             env,
             with,
             environment,
             cancel: self.shared.cancel_shard(i).clone(),
-            log: LogSink::shared(&self.shared.log, &planned.shared_id, 1),
+            log: LogSink::shared(&self.shared.log, &layout.ids[i], 1),
         };
         Job {
             index: i,
             backend: self.backend_of[i],
             target: self.target_of[i],
             ctx,
-            retry: source.retry.clone(),
-            timeout: source.timeout,
+            retry: if layout.has(i, POLICY) {
+                planned.source.retry.clone()
+            } else {
+                None
+            },
+            timeout: if layout.has(i, POLICY) {
+                planned.source.timeout
+            } else {
+                None
+            },
             shared: self.shared.clone(),
         }
     }
@@ -400,21 +415,21 @@ impl Driver {
         started: Option<f64>,
         finished: Option<f64>,
     ) {
-        let graph = self.run.pipeline.graph();
-        let s = StageId::from_index(i);
-        let continue_on_error = self.run.pipeline.stages[i].continue_on_error;
+        let pipeline = self.run.pipeline.clone();
+        let layout = &pipeline.layout;
+        let continue_on_error = layout.has(i, CONTINUE_ON_ERROR);
         let failed = result.is_failure();
-        let ancestry = graph
-            .needs(s)
-            .any(|n| self.states[n.index()].failed_ancestry);
-        let now = self.shared.start.elapsed().as_secs_f64();
+        let ancestry = layout
+            .needs(i)
+            .iter()
+            .any(|&n| self.states[n as usize].failed_ancestry);
         let state = &mut self.states[i];
         state.ok = matches!(result, StageResult::Success) || (failed && continue_on_error);
         state.failed_ancestry = (failed && !continue_on_error) || ancestry;
         state.outputs = outputs;
         state.attempts = attempts;
         state.started = started;
-        state.finished = finished.or(Some(now));
+        state.finished = finished.or_else(|| Some(self.shared.start.elapsed().as_secs_f64()));
         state.result = Some(result);
         if self.shared.observed || self.run.spec.recorder.is_some() {
             let report = self.stage_report(i);
@@ -431,11 +446,12 @@ impl Driver {
                 self.record(recorder.as_ref(), &report).await;
             }
         }
-        for d in graph.dependents(s) {
-            let r = &mut self.remaining[d.index()];
+        for &d in layout.dependents(i) {
+            let d = d as usize;
+            let r = &mut self.remaining[d];
             *r -= 1;
-            if *r == 0 && self.states[d.index()].result.is_none() {
-                self.ready.push_back(d.index());
+            if *r == 0 && self.states[d].result.is_none() {
+                self.ready.push_back(d);
             }
         }
     }

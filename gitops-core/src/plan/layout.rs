@@ -1,0 +1,100 @@
+//! A pipeline's graph and per-stage facts in flat arrays, for the scheduler's hot loop: a run of
+//! 100,000 stages touches these instead of the stages' config.
+
+use std::sync::Arc;
+
+use super::PlannedStage;
+use crate::graph::StageGraph;
+
+/// The stage has an `if:`.
+pub(crate) const HAS_CONDITION: u8 = 1;
+/// Its `if:` (or the lack of one) requires its needs to have succeeded.
+pub(crate) const IMPLICIT_SUCCESS: u8 = 2;
+/// It has `env` or `with` (its own or its environment's) to render.
+pub(crate) const RENDERS: u8 = 4;
+/// It has a retry policy or a timeout.
+pub(crate) const POLICY: u8 = 8;
+/// A failure does not fail the run.
+pub(crate) const CONTINUE_ON_ERROR: u8 = 16;
+/// It deploys to or stops an environment.
+pub(crate) const ENVIRONMENT: u8 = 32;
+
+/// Needs and dependents in compressed rows (stage `i`'s are `list[at[i]..at[i + 1]]`, ascending),
+/// and a flag byte per stage.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Layout {
+    needs_at: Vec<u32>,
+    needs: Vec<u32>,
+    dependents_at: Vec<u32>,
+    dependents: Vec<u32>,
+    pub(crate) flags: Vec<u8>,
+    /// Ids and commands, shared with every context of the stage without copying.
+    pub(crate) ids: Vec<Arc<str>>,
+    pub(crate) commands: Vec<Option<Arc<str>>>,
+}
+
+impl Layout {
+    pub(crate) fn new(graph: &StageGraph, stages: &[PlannedStage]) -> Layout {
+        let mut layout = Layout::default();
+        layout.needs_at.push(0);
+        layout.dependents_at.push(0);
+        for s in graph.stages() {
+            let mut needs: Vec<u32> = graph.needs(s).map(|n| n.index() as u32).collect();
+            needs.sort_unstable();
+            layout.needs.extend(needs);
+            layout.needs_at.push(layout.needs.len() as u32);
+            let mut deps: Vec<u32> = graph.dependents(s).map(|n| n.index() as u32).collect();
+            deps.sort_unstable();
+            layout.dependents.extend(deps);
+            layout.dependents_at.push(layout.dependents.len() as u32);
+        }
+        layout.flags = stages
+            .iter()
+            .map(|p| {
+                let src = &p.source;
+                let mut f = 0;
+                if let Some(c) = &src.condition {
+                    f |= HAS_CONDITION;
+                    if !c.expr.uses_status_function() {
+                        f |= IMPLICIT_SUCCESS;
+                    }
+                } else {
+                    f |= IMPLICIT_SUCCESS;
+                }
+                if !src.env.is_empty() || !src.with.is_empty() || p.environment_with.is_some() {
+                    f |= RENDERS;
+                }
+                if src.retry.is_some() || src.timeout.is_some() {
+                    f |= POLICY;
+                }
+                if src.continue_on_error {
+                    f |= CONTINUE_ON_ERROR;
+                }
+                if p.environment.is_some() {
+                    f |= ENVIRONMENT;
+                }
+                f
+            })
+            .collect();
+        layout.ids = stages.iter().map(|p| Arc::from(p.id.as_str())).collect();
+        layout.commands = stages
+            .iter()
+            .map(|p| p.source.run.as_deref().map(Arc::from))
+            .collect();
+        layout
+    }
+
+    /// The stages stage `i` needs, ascending.
+    pub(crate) fn needs(&self, i: usize) -> &[u32] {
+        &self.needs[self.needs_at[i] as usize..self.needs_at[i + 1] as usize]
+    }
+
+    /// The stages that need stage `i`, ascending.
+    pub(crate) fn dependents(&self, i: usize) -> &[u32] {
+        &self.dependents[self.dependents_at[i] as usize..self.dependents_at[i + 1] as usize]
+    }
+
+    pub(crate) fn has(&self, i: usize, flag: u8) -> bool {
+        self.flags[i] & flag != 0
+    }
+}
