@@ -30,6 +30,20 @@ pub fn sort_tags<'a>(tags: impl IntoIterator<Item = &'a str>) -> Vec<(&'a str, V
     versions
 }
 
+/// Whether `version` meets `req`; pre-releases only with `prerelease`, and then as the release
+/// they precede would (see [`VersionFilter::new`]).
+pub fn matches_requirement(req: &VersionReq, prerelease: bool, version: &Version) -> bool {
+    if version.pre.is_empty() {
+        return req.matches(version);
+    }
+    if !prerelease {
+        return false;
+    }
+    let mut release = version.clone();
+    release.pre = Prerelease::EMPTY;
+    req.matches(&release) || req.matches(version)
+}
+
 /// Which versions a tag trigger accepts: a requirement and whether pre-releases count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionFilter {
@@ -49,6 +63,11 @@ impl VersionFilter {
         })
     }
 
+    /// A filter from a parsed requirement.
+    pub fn from_requirement(req: VersionReq, prerelease: bool) -> Self {
+        Self { req, prerelease }
+    }
+
     /// A filter that accepts every release (and, with `prerelease`, every pre-release).
     pub fn any(prerelease: bool) -> Self {
         Self {
@@ -59,15 +78,7 @@ impl VersionFilter {
 
     /// Whether `version` passes the filter.
     pub fn matches(&self, version: &Version) -> bool {
-        if version.pre.is_empty() {
-            return self.req.matches(version);
-        }
-        if !self.prerelease {
-            return false;
-        }
-        let mut release = version.clone();
-        release.pre = Prerelease::EMPTY;
-        self.req.matches(&release) || self.req.matches(version)
+        matches_requirement(&self.req, self.prerelease, version)
     }
 
     /// The requirement, as written.

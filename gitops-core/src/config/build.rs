@@ -1,6 +1,8 @@
 //! Building configs in code, for applications that generate their pipelines rather than read
 //! them from `.gitops.yml`. A built config is checked with [`Config::validate`].
 
+use std::sync::Arc;
+
 use indexmap::IndexMap;
 
 use super::model::{
@@ -92,7 +94,7 @@ impl Pipeline {
 
     /// Adds (or replaces) a stage.
     pub fn with_stage(mut self, id: impl Into<String>, stage: Stage) -> Pipeline {
-        self.stages.insert(id.into(), stage);
+        self.stages.insert(id.into(), Arc::new(stage));
         self
     }
 }

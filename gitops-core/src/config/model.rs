@@ -1,5 +1,6 @@
 //! The shape of `.gitops.yml`, as serde reads it (unknown keys rejected everywhere).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -56,8 +57,8 @@ pub struct Pipeline {
     /// Runs sharing a group do not overlap.
     #[serde(default)]
     pub concurrency: Option<Concurrency>,
-    /// Stages by id, in file order.
-    pub stages: IndexMap<String, Stage>,
+    /// Stages by id, in file order (shared with the plans made from them).
+    pub stages: IndexMap<String, Arc<Stage>>,
 }
 
 /// The events a pipeline runs on; several kinds may be listed.
@@ -151,16 +152,39 @@ where
     one_or_many(d).map(Some)
 }
 
-/// A semver requirement, checked when the config loads.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(transparent)]
-pub struct SemverReq(pub String);
+/// A semver requirement, parsed when the config loads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemverReq {
+    source: String,
+    req: semver::VersionReq,
+}
+
+impl SemverReq {
+    /// The requirement as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The parsed requirement.
+    pub fn requirement(&self) -> &semver::VersionReq {
+        &self.req
+    }
+}
+
+impl Serialize for SemverReq {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source)
+    }
+}
 
 impl<'de> Deserialize<'de> for SemverReq {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         super::de::parse_scalar(d, |s| {
             semver::VersionReq::parse(s)
-                .map(|_| SemverReq(s.to_owned()))
+                .map(|req| SemverReq {
+                    source: s.to_owned(),
+                    req,
+                })
                 .map_err(|e| format!("invalid semver requirement \"{s}\": {e}"))
         })
     }

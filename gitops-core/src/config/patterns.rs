@@ -19,6 +19,9 @@ pub struct Glob {
     source: String,
     negated: bool,
     pattern: Pattern,
+    /// Literal text every match starts and ends with: a cheap test before the full match.
+    prefix: String,
+    suffix: String,
 }
 
 impl Glob {
@@ -33,11 +36,24 @@ impl Glob {
         }
         let pattern =
             Pattern::new(body).map_err(|e| format!("invalid pattern \"{source}\": {}", e.msg))?;
+        let meta = |c: char| matches!(c, '*' | '?' | '[' | ']');
+        let prefix = body.find(meta).map_or(body, |i| &body[..i]).to_owned();
+        let suffix = body.rfind(meta).map_or(body, |i| &body[i + 1..]).to_owned();
         Ok(Glob {
             source: source.to_owned(),
             negated,
             pattern,
+            prefix,
+            suffix,
         })
+    }
+}
+
+impl Glob {
+    fn matches(&self, name: &str) -> bool {
+        name.starts_with(&self.prefix)
+            && name.ends_with(&self.suffix)
+            && self.pattern.matches_with(name, OPTIONS)
     }
 }
 
@@ -84,7 +100,7 @@ impl Globs {
         self.0
             .iter()
             .rev()
-            .find(|g| g.pattern.matches_with(name, OPTIONS))
+            .find(|g| g.matches(name))
             .is_some_and(|g| !g.negated)
     }
 
@@ -116,6 +132,12 @@ mod tests {
         assert!(!ex.matches("docs/guide.md"));
         assert!(ex.matches("docs/api/x.md"));
         assert!(Glob::new("!").is_err());
+        let lit = globs(&["main"]);
+        assert!(lit.matches("main") && !lit.matches("mainline") && !lit.matches("xmain"));
+        let mid = globs(&["a*b*c"]);
+        assert!(mid.matches("abc") && mid.matches("aXbYc") && !mid.matches("ab"));
+        let class = globs(&["v[0-9].x"]);
+        assert!(class.matches("v1.x") && !class.matches("va.x"));
         assert!(Glob::new("a/[").is_err());
     }
 }

@@ -3,7 +3,7 @@
 use super::Changes;
 use crate::config::{Globs, Pipeline};
 use crate::event::{EventPayload, GitEvent, TagAction};
-use crate::release::VersionFilter;
+use crate::release::matches_requirement;
 
 /// The outcome of matching one pipeline.
 pub(super) enum Match {
@@ -47,7 +47,7 @@ pub(super) fn matches(pipeline: &Pipeline, event: &GitEvent, changes: &Changes) 
                 None => tag.action == TagAction::Created,
             };
             let version_ok = match (&t.semver, &tag.version) {
-                (Some(req), Some(v)) => filter(&req.0, t.prerelease).is_some_and(|f| f.matches(v)),
+                (Some(req), Some(v)) => matches_requirement(req.requirement(), t.prerelease, v),
                 (Some(_), None) => false,
                 (None, Some(v)) => t.prerelease || v.pre.is_empty(),
                 (None, None) => true,
@@ -70,7 +70,7 @@ pub(super) fn matches(pipeline: &Pipeline, event: &GitEvent, changes: &Changes) 
             };
             let pre_ok = t.prerelease || !rel.prerelease;
             let version_ok = match (&t.semver, &rel.version) {
-                (Some(req), Some(v)) => filter(&req.0, t.prerelease).is_some_and(|f| f.matches(v)),
+                (Some(req), Some(v)) => matches_requirement(req.requirement(), t.prerelease, v),
                 (Some(_), None) => false,
                 (None, _) => true,
             };
@@ -85,11 +85,6 @@ pub(super) fn matches(pipeline: &Pipeline, event: &GitEvent, changes: &Changes) 
         // GitHub sends a push alongside every branch creation; matching both would run twice.
         EventPayload::Branch(_) | EventPayload::Ping => Match::No,
     }
-}
-
-fn filter(req: &str, prerelease: bool) -> Option<VersionFilter> {
-    // Checked when the config loaded.
-    VersionFilter::new(req, prerelease).ok()
 }
 
 fn globs_ok(globs: &Option<Globs>, name: &str) -> bool {

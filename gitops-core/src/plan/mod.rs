@@ -359,7 +359,7 @@ fn plan_pipeline(
 fn plan_stage(
     pipeline: &str,
     id: &str,
-    stage: &Stage,
+    stage: &Arc<Stage>,
     config: &Config,
     event: &GitEvent,
     ctx: &EventContext<'_>,
@@ -408,7 +408,7 @@ fn plan_stage(
         timeout: stage.timeout.map(format_duration),
         retry: stage.retry.clone(),
         continue_on_error: stage.continue_on_error,
-        source: Arc::new(stage.clone()),
+        source: stage.clone(),
         environment_with: env_config
             .filter(|(_, e)| !e.with.is_empty())
             .map(|(_, e)| Arc::new(e.with.clone())),
