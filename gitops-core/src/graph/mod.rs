@@ -8,6 +8,7 @@ mod dot;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 use petgraph::Direction;
 use petgraph::algo::{DfsSpace, has_path_connecting, kosaraju_scc};
@@ -88,8 +89,8 @@ impl fmt::Display for GraphError {
 pub struct StageGraph {
     /// Edges run from a need to the stage that needs it.
     graph: DiGraph<(), (), u32>,
-    ids: Vec<String>,
-    by_id: HashMap<String, StageId>,
+    ids: Vec<Arc<str>>,
+    by_id: HashMap<Arc<str>, StageId>,
     order: Vec<StageId>,
 }
 
@@ -112,28 +113,29 @@ impl StageGraph {
         N: IntoIterator,
         N::Item: AsRef<str>,
     {
-        let stages: Vec<(String, Vec<String>)> = stages
+        // Needs stay borrowed; each id is stored once and shared by the index and the list.
+        let stages: Vec<(S, Vec<N::Item>)> = stages
             .into_iter()
-            .map(|(s, n)| {
-                (
-                    s.as_ref().to_owned(),
-                    n.into_iter().map(|x| x.as_ref().to_owned()).collect(),
-                )
-            })
+            .map(|(s, n)| (s, n.into_iter().collect()))
             .collect();
         let mut problems = Vec::new();
-        let mut by_id = HashMap::with_capacity(stages.len());
+        let mut by_id: HashMap<Arc<str>, StageId> = HashMap::with_capacity(stages.len());
+        let mut ids: Vec<Arc<str>> = Vec::with_capacity(stages.len());
         let mut graph = DiGraph::with_capacity(stages.len(), stages.len());
         for (i, (id, _)) in stages.iter().enumerate() {
             graph.add_node(());
+            let id: Arc<str> = Arc::from(id.as_ref());
             if by_id.insert(id.clone(), StageId(i as u32)).is_some() {
-                problems.push(GraphProblem::DuplicateStage { stage: id.clone() });
+                problems.push(GraphProblem::DuplicateStage {
+                    stage: id.to_string(),
+                });
             }
+            ids.push(id);
         }
         let mut mark = vec![u32::MAX; stages.len()];
         for (i, (id, needs)) in stages.iter().enumerate() {
             for need in needs {
-                match by_id.get(need) {
+                match by_id.get(need.as_ref()) {
                     // `mark` remembers, per need, the last stage that listed it: a stage that
                     // lists a need twice gets one edge, in O(1) per need.
                     Some(&n) if mark[n.index()] != i as u32 => {
@@ -142,13 +144,12 @@ impl StageGraph {
                     }
                     Some(_) => {}
                     None => problems.push(GraphProblem::UnknownNeed {
-                        stage: id.clone(),
-                        need: need.clone(),
+                        stage: id.as_ref().to_owned(),
+                        need: need.as_ref().to_owned(),
                     }),
                 }
             }
         }
-        let ids: Vec<String> = stages.into_iter().map(|(id, _)| id).collect();
         let mut g = StageGraph {
             graph,
             ids,
@@ -183,6 +184,11 @@ impl StageGraph {
 
     /// The id (name) of a stage.
     pub fn id(&self, stage: StageId) -> &str {
+        &self.ids[stage.index()]
+    }
+
+    /// The id of a stage, shared.
+    pub(crate) fn shared_id(&self, stage: StageId) -> &Arc<str> {
         &self.ids[stage.index()]
     }
 
@@ -266,7 +272,7 @@ impl StageGraph {
                 continue;
             }
             if self_loop {
-                let id = self.ids[start.index()].clone();
+                let id = self.ids[start.index()].to_string();
                 cycles.push(vec![id.clone(), id]);
                 continue;
             }
@@ -304,7 +310,7 @@ impl StageGraph {
         path.reverse();
         path.push(start);
         path.into_iter()
-            .map(|n| self.ids[n.index()].clone())
+            .map(|n| self.ids[n.index()].to_string())
             .collect()
     }
 }

@@ -76,7 +76,7 @@ impl Layout {
                 f
             })
             .collect();
-        layout.ids = stages.iter().map(|p| Arc::from(p.id.as_str())).collect();
+        layout.ids = graph.stages().map(|s| graph.shared_id(s).clone()).collect();
         layout.commands = stages
             .iter()
             .map(|p| p.source.run.as_deref().map(Arc::from))
