@@ -326,3 +326,44 @@ fn planning_is_deterministic() {
     let b = serde_json::to_string(&plan(&e, &Changes::Unknown)).unwrap();
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_pipeline_changed_after_planning_is_planned_from_its_new_stages() {
+    let mut c = Config::parse("f", "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages:\n      a: { run: x }\n      b: { run: y, needs: a }\n").unwrap();
+    let first = Planner::new()
+        .plan(&push("main"), &c, &Changes::Unknown)
+        .unwrap();
+    assert_eq!(first.pipelines[0].order, ["a", "b"]);
+    // Reverse the dependency: b first, then a.
+    let p = c.pipelines.get_mut("p").unwrap();
+    std::sync::Arc::make_mut(p.stages.get_mut("b").unwrap())
+        .needs
+        .clear();
+    std::sync::Arc::make_mut(p.stages.get_mut("a").unwrap()).needs = vec!["b".into()];
+    let second = Planner::new()
+        .plan(&push("main"), &c, &Changes::Unknown)
+        .unwrap();
+    assert_eq!(second.pipelines[0].order, ["b", "a"]);
+    assert_eq!(
+        first.pipelines[0].order,
+        ["a", "b"],
+        "an earlier plan keeps its own graph"
+    );
+    // A change that makes the graph unsound is an error, not a panic.
+    std::sync::Arc::make_mut(
+        c.pipelines
+            .get_mut("p")
+            .unwrap()
+            .stages
+            .get_mut("b")
+            .unwrap(),
+    )
+    .needs = vec!["a".into()];
+    let err = Planner::new()
+        .plan(&push("main"), &c, &Changes::Unknown)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "pipeline \"p\": cycle in needs: a -> b -> a"
+    );
+}

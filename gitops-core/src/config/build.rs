@@ -89,6 +89,7 @@ impl Pipeline {
             on,
             concurrency: None,
             stages: IndexMap::new(),
+            graph_cache: Default::default(),
         }
     }
 

@@ -59,6 +59,45 @@ pub struct Pipeline {
     pub concurrency: Option<Concurrency>,
     /// Stages by id, in file order (shared with the plans made from them).
     pub stages: IndexMap<String, Arc<Stage>>,
+    /// The stage graph, built on the first plan and reused while the stages stay the same.
+    #[serde(skip)]
+    pub(crate) graph_cache: GraphCache,
+}
+
+/// A pipeline's stage graph with the stages it was built from, to tell when it is stale (the
+/// stages are public and may be replaced after it was built).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GraphCache(
+    std::sync::OnceLock<Arc<(Vec<(String, Arc<Stage>)>, crate::graph::StageGraph)>>,
+);
+
+impl GraphCache {
+    /// The graph of `stages`: the cached one when it was built from exactly these stages.
+    pub(crate) fn get(
+        &self,
+        stages: &IndexMap<String, Arc<Stage>>,
+    ) -> Result<Arc<(Vec<(String, Arc<Stage>)>, crate::graph::StageGraph)>, crate::graph::GraphError>
+    {
+        if let Some(cached) = self.0.get() {
+            let same = cached.0.len() == stages.len()
+                && cached
+                    .0
+                    .iter()
+                    .zip(stages)
+                    .all(|((k, a), (key, b))| k == key && Arc::ptr_eq(a, b));
+            if same {
+                return Ok(cached.clone());
+            }
+        }
+        let graph =
+            crate::graph::StageGraph::from_needs(stages.iter().map(|(id, s)| (id, &s.needs)))?;
+        let built = Arc::new((
+            stages.iter().map(|(k, s)| (k.clone(), s.clone())).collect(),
+            graph,
+        ));
+        let _ = self.0.set(built.clone());
+        Ok(built)
+    }
 }
 
 /// The events a pipeline runs on; several kinds may be listed.

@@ -5,7 +5,7 @@ use super::LoadOptions;
 use super::locate::{Locations, Position};
 use super::model::{Config, Pipeline, Stage};
 use crate::expr::{Scope, StageRef, Template};
-use crate::graph::{GraphProblem, StageGraph};
+use crate::graph::GraphProblem;
 
 type Found = Vec<(Position, String)>;
 
@@ -219,9 +219,10 @@ fn check_pipeline(
         ));
         return;
     }
-    let graph = StageGraph::from_needs(pipeline.stages.iter().map(|(id, s)| (id, &s.needs)));
-    let graph = match graph {
-        Ok(g) => Some(g),
+    // Built through the pipeline's cache, so that the first plan reuses it.
+    let cached = pipeline.graph_cache.get(&pipeline.stages);
+    let graph = match &cached {
+        Ok(c) => Some(&c.1),
         Err(err) => {
             for problem in &err.problems {
                 let pos = match problem {

@@ -133,7 +133,7 @@ pub struct PlannedPipeline {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paths_checked: Option<bool>,
     #[serde(skip)]
-    graph: StageGraph,
+    graph: GraphRef,
     #[serde(skip)]
     pub(crate) layout: Layout,
 }
@@ -141,12 +141,23 @@ pub struct PlannedPipeline {
 impl PlannedPipeline {
     /// The stage graph.
     pub fn graph(&self) -> &StageGraph {
-        &self.graph
+        &self.graph.0.1
     }
 
     /// A stage by id.
     pub fn stage(&self, id: &str) -> Option<&PlannedStage> {
         self.graph.get(id).map(|s| &self.stages[s.index()])
+    }
+}
+
+/// The stage graph a plan shares with its pipeline's cache.
+#[derive(Debug, Clone)]
+struct GraphRef(Arc<(Vec<(String, Arc<Stage>)>, StageGraph)>);
+
+impl std::ops::Deref for GraphRef {
+    type Target = StageGraph;
+    fn deref(&self) -> &StageGraph {
+        &self.0.1
     }
 }
 
@@ -310,11 +321,14 @@ fn plan_pipeline(
 ) -> Result<PlannedPipeline, PlanError> {
     let ctx = EventContext(event);
     // A loaded config's graphs are known to be sound; a hand-built one may not be.
-    let graph = StageGraph::from_needs(pipeline.stages.iter().map(|(id, s)| (id, &s.needs)))
+    let cached = pipeline
+        .graph_cache
+        .get(&pipeline.stages)
         .map_err(|source| PlanError::InvalidGraph {
             pipeline: name.to_owned(),
             source,
         })?;
+    let graph = GraphRef(cached);
     let mut stages = Vec::with_capacity(pipeline.stages.len());
     for (id, stage) in &pipeline.stages {
         stages.push(plan_stage(name, id, stage, config, event, &ctx)?);
