@@ -31,6 +31,7 @@ pub use model::{
 pub use patterns::{Glob, Globs};
 
 use locate::Locations;
+pub(crate) use model::BuiltGraph;
 
 /// The file name gitops reads at the root of a repository.
 pub const CONFIG_FILE: &str = ".gitops.yml";

@@ -64,20 +64,20 @@ pub struct Pipeline {
     pub(crate) graph_cache: GraphCache,
 }
 
+/// A stage graph with the stages it was built from.
+pub(crate) type BuiltGraph = Arc<(Vec<(String, Arc<Stage>)>, crate::graph::StageGraph)>;
+
 /// A pipeline's stage graph with the stages it was built from, to tell when it is stale (the
 /// stages are public and may be replaced after it was built).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct GraphCache(
-    std::sync::OnceLock<Arc<(Vec<(String, Arc<Stage>)>, crate::graph::StageGraph)>>,
-);
+pub(crate) struct GraphCache(std::sync::OnceLock<BuiltGraph>);
 
 impl GraphCache {
     /// The graph of `stages`: the cached one when it was built from exactly these stages.
     pub(crate) fn get(
         &self,
         stages: &IndexMap<String, Arc<Stage>>,
-    ) -> Result<Arc<(Vec<(String, Arc<Stage>)>, crate::graph::StageGraph)>, crate::graph::GraphError>
-    {
+    ) -> Result<BuiltGraph, crate::graph::GraphError> {
         if let Some(cached) = self.0.get() {
             let same = cached.0.len() == stages.len()
                 && cached

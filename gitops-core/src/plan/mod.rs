@@ -152,7 +152,7 @@ impl PlannedPipeline {
 
 /// The stage graph a plan shares with its pipeline's cache.
 #[derive(Debug, Clone)]
-struct GraphRef(Arc<(Vec<(String, Arc<Stage>)>, StageGraph)>);
+struct GraphRef(crate::config::BuiltGraph);
 
 impl std::ops::Deref for GraphRef {
     type Target = StageGraph;
