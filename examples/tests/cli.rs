@@ -1,34 +1,14 @@
 //! The `gitops` binary end to end: exit codes, output shapes, and planning from a real repository.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+
+use common::{git, gitops, text};
 
 use serde_json::{Value, json};
 
 const DESIGN: &str = include_str!("../../gitops-core/tests/data/design.gitops.yml");
-
-fn gitops(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gitops"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut input = child.stdin.take().unwrap();
-        if let Some(bytes) = stdin {
-            // A command that fails before reading its input closes the pipe early.
-            let _ = input.write_all(bytes);
-        }
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn fixture(path: &str) -> String {
     format!(
@@ -134,26 +114,6 @@ fn event_normalises_fixtures_from_files_and_stdin() {
         text(&out.stderr).trim(),
         "error: unknown webhook provider \"bitbucket\" (expected github or gitlab)"
     );
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    text(&out.stdout).trim().to_owned()
 }
 
 #[test]

@@ -1,43 +1,18 @@
 //! `gitops run`, `rerun` and `resume` end to end: real repositories, real processes, the ledger
 //! in a state dir, and a run killed with SIGKILL halfway.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{git, text};
 use gitops_core::ledger::Ledger;
 use serde_json::{Value, json};
 
-fn gitops(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gitops"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    text(&out.stdout).trim().to_owned()
+fn gitops(args: &[&str]) -> std::process::Output {
+    common::gitops(args, None)
 }
 
 /// A repository whose `.gitops.yml` is `config`; returns the push event file for its commit.
@@ -319,42 +294,37 @@ pipelines:
     );
 }
 
-#[test]
-fn an_event_that_triggers_nothing_runs_nothing() {
+/// Runs `gitops run` for the push event of a new repository whose config is `config`.
+fn run_in_new_repo(config: &str) -> std::process::Output {
     let tmp = tempfile::tempdir().unwrap();
-    let event = repo(
-        &tmp.path().join("repo"),
-        "version: 1\npipelines:\n  tags:\n    on: { tag: {} }\n    stages: { a: { run: \"true\" } }\n",
-    );
-    let out = gitops(&[
+    let event = repo(&tmp.path().join("repo"), config);
+    let repo_dir = tmp.path().join("repo");
+    let state = tmp.path().join("state");
+    gitops(&[
         "run",
         "--event",
         event.to_str().unwrap(),
         "--repo",
-        tmp.path().join("repo").to_str().unwrap(),
+        repo_dir.to_str().unwrap(),
         "--state",
-        tmp.path().join("s").to_str().unwrap(),
-    ]);
+        state.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn an_event_that_triggers_nothing_runs_nothing() {
+    let out = run_in_new_repo(
+        "version: 1\npipelines:\n  tags:\n    on: { tag: {} }\n    stages: { a: { run: \"true\" } }\n",
+    );
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         text(&out.stdout).trim(),
         "No pipeline matches this push event: nothing to run."
     );
     // A backend that is not registered is refused before anything runs.
-    let tmp = tempfile::tempdir().unwrap();
-    let event = repo(
-        &tmp.path().join("repo"),
+    let out = run_in_new_repo(
         "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages: { a: { backend: docker, run: \"true\" } }\n",
     );
-    let out = gitops(&[
-        "run",
-        "--event",
-        event.to_str().unwrap(),
-        "--repo",
-        tmp.path().join("repo").to_str().unwrap(),
-        "--state",
-        tmp.path().join("s").to_str().unwrap(),
-    ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
