@@ -130,7 +130,10 @@ fn demo() -> Result<(), Error> {
         };
         step(&repo, &format!("tag {name}"), &tag)?;
     }
-    println!("This build plans each event; running the stages comes with the scheduler.");
+    println!("The demo plans each event. Deploying to environments is not wired up yet;");
+    println!(
+        "`gitops run --event FILE --repo DIR` already runs pipelines whose stages run commands."
+    );
     Ok(())
 }
 
