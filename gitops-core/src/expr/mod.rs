@@ -19,7 +19,7 @@ mod template;
 use std::fmt;
 
 pub use eval::{Context, StageStatus, Value, event_value};
-pub use template::{Segment, Template};
+pub use template::{Segment, Template, render_json};
 
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]

@@ -104,6 +104,28 @@ impl Template {
     }
 }
 
+/// Renders every string of a JSON value (`with` parameters) as a template with `render`; strings
+/// without expressions, or that do not parse, stay as they are. Object keys are never rendered.
+pub fn render_json(
+    v: &serde_json::Value,
+    render: &dyn Fn(&Template) -> String,
+) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => match Template::parse(s) {
+            Ok(t) if !t.is_literal() => J::String(render(&t)),
+            _ => v.clone(),
+        },
+        J::Array(items) => J::Array(items.iter().map(|i| render_json(i, render)).collect()),
+        J::Object(map) => J::Object(
+            map.iter()
+                .map(|(k, i)| (k.clone(), render_json(i, render)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{StageStatus, Value};

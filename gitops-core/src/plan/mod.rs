@@ -17,7 +17,7 @@ use crate::config::{
     Action, Config, Environment, OnConflict, Pipeline, Retry, Stage, format_duration,
 };
 use crate::event::GitEvent;
-use crate::expr::{Context, StageStatus, Template, Value, event_value};
+use crate::expr::{Context, StageStatus, Value, event_value, render_json};
 use crate::graph::StageGraph;
 
 pub(crate) use layout::Layout;
@@ -415,7 +415,7 @@ fn plan_stage(
         with: stage
             .with
             .iter()
-            .map(|(k, v)| (k.clone(), render_value(v, ctx)))
+            .map(|(k, v)| (k.clone(), render_json(v, &|t| t.render_partial(ctx))))
             .collect(),
         condition: stage.condition.as_ref().map(|c| c.source.clone()),
         skip,
@@ -466,21 +466,4 @@ fn instance_name(
         });
     }
     Ok(name)
-}
-
-fn render_value(v: &serde_json::Value, ctx: &dyn Context) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        J::String(s) => match Template::parse(s) {
-            Ok(t) => J::String(t.render_partial(ctx)),
-            Err(_) => v.clone(),
-        },
-        J::Array(items) => J::Array(items.iter().map(|i| render_value(i, ctx)).collect()),
-        J::Object(map) => J::Object(
-            map.iter()
-                .map(|(k, i)| (k.clone(), render_value(i, ctx)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
 }

@@ -109,10 +109,37 @@ impl Drop for PanicGuard {
 }
 
 enum Attempt {
-    Finished(Completion),
-    Error(String),
+    /// The backend returned.
+    Returned(Result<Completion, BackendError>),
     TimedOut,
     Cancelled,
+}
+
+/// A stage's result from what its backend returned.
+fn classify(returned: Result<Completion, BackendError>) -> (StageResult, BTreeMap<String, String>) {
+    match returned {
+        Ok(Completion {
+            outcome: Outcome::Success,
+            outputs,
+        }) => (StageResult::Success, outputs),
+        Ok(Completion {
+            outcome: Outcome::Failure { exit_code, message },
+            outputs,
+        }) => (StageResult::Failure { message, exit_code }, outputs),
+        Err(e) => {
+            let message = match e {
+                BackendError::Cancelled => "the backend cancelled the stage".to_owned(),
+                e => e.to_string(),
+            };
+            (
+                StageResult::Failure {
+                    message,
+                    exit_code: None,
+                },
+                BTreeMap::new(),
+            )
+        }
+    }
 }
 
 impl PanicGuard {
@@ -187,33 +214,7 @@ async fn once(
     let (result, outputs) = if shared.run_cancel.is_cancelled() {
         (StageResult::Cancelled, BTreeMap::new())
     } else {
-        match result {
-            Ok(Completion {
-                outcome: Outcome::Success,
-                outputs,
-            }) => (StageResult::Success, outputs),
-            Ok(Completion {
-                outcome: Outcome::Failure { exit_code, message },
-                outputs,
-            }) => (StageResult::Failure { message, exit_code }, outputs),
-            Err(BackendError::Cancelled) => {
-                let message = "the backend cancelled the stage".to_owned();
-                (
-                    StageResult::Failure {
-                        message,
-                        exit_code: None,
-                    },
-                    BTreeMap::new(),
-                )
-            }
-            Err(e) => (
-                StageResult::Failure {
-                    message: e.to_string(),
-                    exit_code: None,
-                },
-                BTreeMap::new(),
-            ),
-        }
+        classify(result)
     };
     Done {
         index,
@@ -240,21 +241,7 @@ async fn attempts(mut job: Job) -> Done {
             });
         }
         let (result, outputs) = match one_attempt(&mut job, attempt).await {
-            Attempt::Finished(Completion {
-                outcome: Outcome::Success,
-                outputs,
-            }) => (StageResult::Success, outputs),
-            Attempt::Finished(Completion {
-                outcome: Outcome::Failure { exit_code, message },
-                outputs,
-            }) => (StageResult::Failure { message, exit_code }, outputs),
-            Attempt::Error(message) => (
-                StageResult::Failure {
-                    message,
-                    exit_code: None,
-                },
-                BTreeMap::new(),
-            ),
+            Attempt::Returned(returned) => classify(returned),
             Attempt::TimedOut => {
                 let after_secs = job.timeout.map_or(0.0, |t| t.as_secs_f64());
                 (StageResult::TimedOut { after_secs }, BTreeMap::new())
@@ -320,7 +307,7 @@ async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
     let shared = job.shared.clone();
     let target = &shared.targets[job.target];
     if let Target::Missing(message) = target {
-        return Attempt::Error(message.clone());
+        return Attempt::Returned(Err(BackendError::Failed(message.clone())));
     }
     // Without a timeout the stage stops only when the run does: its token is the run's.
     let token = match job.timeout {
@@ -366,13 +353,7 @@ async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
     if shared.run_cancel.is_cancelled() {
         return Attempt::Cancelled;
     }
-    match result {
-        Ok(c) => Attempt::Finished(c),
-        Err(BackendError::Cancelled) => {
-            Attempt::Error("the backend cancelled the stage".to_owned())
-        }
-        Err(e) => Attempt::Error(e.to_string()),
-    }
+    Attempt::Returned(result)
 }
 
 /// What is left in a job whose context was handed to its only attempt.

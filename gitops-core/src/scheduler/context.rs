@@ -66,19 +66,6 @@ impl RuntimeContext<'_> {
     }
 
     pub fn render_json(&self, v: &serde_json::Value) -> serde_json::Value {
-        use serde_json::Value as J;
-        match v {
-            J::String(s) => match Template::parse(s) {
-                Ok(t) if !t.is_literal() => J::String(self.render(&t)),
-                _ => v.clone(),
-            },
-            J::Array(items) => J::Array(items.iter().map(|i| self.render_json(i)).collect()),
-            J::Object(map) => J::Object(
-                map.iter()
-                    .map(|(k, i)| (k.clone(), self.render_json(i)))
-                    .collect(),
-            ),
-            other => other.clone(),
-        }
+        crate::expr::render_json(v, &|t| self.render(t))
     }
 }
