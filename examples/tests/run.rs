@@ -229,9 +229,18 @@ pipelines:
     child.wait().unwrap();
     // The killed process could not stop its stage's process group: clean it up as an operator would.
     let pgid = std::fs::read_to_string(&started).unwrap().trim().to_owned();
-    let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{pgid}")])
-        .status();
+    // (Through killpg: `kill -KILL -PGID` from procps reads `-PGID` as a signal number and
+    // ends up killing every process, -1.)
+    if let Ok(pgid) = pgid
+        .parse::<i32>()
+        .map_err(drop)
+        .and_then(|p| if p > 1 { Ok(p) } else { Err(()) })
+    {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 
     let ledger = Ledger::open(&state).unwrap();
     let interrupted = ledger.interrupted_runs().unwrap();

@@ -92,7 +92,8 @@ pub(super) async fn run(
 }
 
 fn kill_group(pgid: Option<Pid>, signal: Signal) {
-    if let Some(pgid) = pgid {
+    // Group 0 is our own and -1 every process: only ever signal a real child's group.
+    if let Some(pgid) = pgid.filter(|p| p.as_raw() > 1) {
         // ESRCH: the group is already gone, which is what we want.
         let _ = killpg(pgid, signal);
     }
