@@ -232,6 +232,10 @@ impl Engine {
                 checkout = Some(record.workdir.clone());
             }
         } else if record.workdir.starts_with(self.state_dir.join("checkouts")) {
+            // The crashed process could not stop its stages; what they left running still
+            // works in the run's own checkout. (Never done for in-place runs: the repository is
+            // where people work.)
+            stop_leftovers(&record.workdir);
             checkout = Some(record.workdir.clone());
         }
         self.ledger.claim_run(run_id)?;
@@ -292,6 +296,43 @@ impl Engine {
             checkout,
         }
     }
+}
+
+/// Kills the process groups that have a process working inside `dir`; returns how many.
+fn stop_leftovers(dir: &Path) -> usize {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::{Pid, getpgid};
+    let Ok(dir) = dir.canonicalize() else {
+        return 0;
+    };
+    let ours = getpgid(None).ok();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut groups = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let inside =
+            std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dir));
+        if !inside {
+            continue;
+        }
+        if let Ok(pgid) = getpgid(Some(Pid::from_raw(pid))) {
+            if pgid.as_raw() > 1 && Some(pgid) != ours && !groups.contains(&pgid) {
+                groups.push(pgid);
+            }
+        }
+    }
+    for pgid in &groups {
+        let _ = killpg(*pgid, Signal::SIGKILL);
+    }
+    groups.len()
 }
 
 impl StartedRun {
