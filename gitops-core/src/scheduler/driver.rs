@@ -19,7 +19,7 @@ use crate::plan::layout::{
     CONTINUE_ON_ERROR, ENVIRONMENT, HAS_CONDITION, IMPLICIT_SUCCESS, POLICY, RENDERS,
 };
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct StageState {
     pub result: Option<StageResult>,
     /// Counts as a success for `success()` of dependents.
@@ -31,6 +31,25 @@ pub(super) struct StageState {
     pub started: Option<f64>,
     pub finished: Option<f64>,
     pub reused: bool,
+}
+
+impl StageState {
+    /// The stage's report; a stage that never got a result was skipped by the cancellation.
+    fn into_report(self, id: String) -> StageReport {
+        let result = self.result.unwrap_or(StageResult::Skipped {
+            reason: SkipReason::RunCancelled,
+        });
+        StageReport {
+            id,
+            flaky: matches!(result, StageResult::Success) && self.attempts > 1,
+            result,
+            attempts: self.attempts,
+            started_secs: self.started,
+            finished_secs: self.finished,
+            outputs: self.outputs,
+            reused: self.reused,
+        }
+    }
 }
 
 enum Decision {
@@ -415,8 +434,7 @@ impl Driver {
         started: Option<f64>,
         finished: Option<f64>,
     ) {
-        let pipeline = self.run.pipeline.clone();
-        let layout = &pipeline.layout;
+        let layout = &self.run.pipeline.layout;
         let continue_on_error = layout.has(i, CONTINUE_ON_ERROR);
         let failed = result.is_failure();
         let ancestry = layout
@@ -446,12 +464,18 @@ impl Driver {
                 self.record(recorder.as_ref(), &report).await;
             }
         }
-        for &d in layout.dependents(i) {
+        let Driver {
+            run,
+            remaining,
+            states,
+            ready,
+            ..
+        } = self;
+        for &d in run.pipeline.layout.dependents(i) {
             let d = d as usize;
-            let r = &mut self.remaining[d];
-            *r -= 1;
-            if *r == 0 && self.states[d].result.is_none() {
-                self.ready.push_back(d);
+            remaining[d] -= 1;
+            if remaining[d] == 0 && states[d].result.is_none() {
+                ready.push_back(d);
             }
         }
     }
@@ -469,20 +493,9 @@ impl Driver {
     }
 
     fn stage_report(&self, i: usize) -> StageReport {
-        let st = &self.states[i];
-        let result = st.result.clone().unwrap_or(StageResult::Skipped {
-            reason: SkipReason::RunCancelled,
-        });
-        StageReport {
-            id: self.run.pipeline.stages[i].id.clone(),
-            flaky: matches!(result, StageResult::Success) && st.attempts > 1,
-            result,
-            attempts: st.attempts,
-            started_secs: st.started,
-            finished_secs: st.finished,
-            outputs: st.outputs.clone(),
-            reused: st.reused,
-        }
+        self.states[i]
+            .clone()
+            .into_report(self.run.pipeline.stages[i].id.clone())
     }
 
     fn report(self) -> RunReport {
@@ -512,21 +525,7 @@ impl Driver {
             .states
             .into_iter()
             .zip(self.run.pipeline.stages.iter())
-            .map(|(st, p)| {
-                let result = st.result.unwrap_or(StageResult::Skipped {
-                    reason: SkipReason::RunCancelled,
-                });
-                StageReport {
-                    id: p.id.clone(),
-                    flaky: matches!(result, StageResult::Success) && st.attempts > 1,
-                    result,
-                    attempts: st.attempts,
-                    started_secs: st.started,
-                    finished_secs: st.finished,
-                    outputs: st.outputs,
-                    reused: st.reused,
-                }
-            })
+            .map(|(st, p)| st.into_report(p.id.clone()))
             .collect();
         RunReport {
             run_id: self.run.spec.info.id.clone(),
