@@ -253,15 +253,50 @@ fn demo_walks_the_flow_and_cleans_up() {
     let out = gitops(&["demo"], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
+    let mut rest = stdout.as_str();
+    // The story, in order.
     for line in [
-        "pipeline pull-request         test → build → preview [deploy preview-pr-1] → smoke",
-        "pipeline pull-request-closed  teardown [stop preview-pr-1]",
-        "pipeline main                 test → deploy [deploy staging]",
-        "pipeline release              deploy [deploy production]",
-        "nothing to run: no pipeline matches this event",
+        "pipeline pull-request: test ✓  build ✓  preview ✓  smoke ✓",
+        "● preview-pr-1 now runs",
+        "pipeline pull-request: test ✓  build ✓  preview ✓  smoke ✓",
+        "● preview-pr-1 now runs",
+        "pipeline pull-request-closed: teardown ✓",
+        "■ preview-pr-1 stopped",
+        "pipeline main: test ✓  deploy ✓",
+        "● staging now runs",
+        "● production now runs v1.0.0",
+        "● production now runs v1.1.0",
+        "production rolled back: v1.0.0 is live again",
+        "production serves: hello, world!\n",
     ] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+        let at = rest
+            .find(line)
+            .unwrap_or_else(|| panic!("missing {line:?} (in this order) in:\n{stdout}"));
+        rest = &rest[at + line.len()..];
     }
+    let table: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let row = |name: &str| {
+        table
+            .iter()
+            .find(|r| r.first() == Some(&name) && r.len() >= 6 && r[1] != "is")
+            .unwrap_or_else(|| panic!("no {name} row in:\n{stdout}"))
+            .clone()
+    };
+    assert_eq!(row("preview-pr-1")[1], "stopped");
+    assert_eq!(&row("production")[1..3], ["active", "1.0.0"]);
+    assert_eq!(
+        row("production")[4],
+        "yes",
+        "production is pinned after the rollback"
+    );
+    assert_eq!(row("#8")[2], "rollback");
+    assert!(
+        row("#8").contains(&"#5)"),
+        "the rollback redeploys v1.0.0's deployment"
+    );
     let dir = stdout.lines().next().unwrap().rsplit(' ').next().unwrap();
     assert!(!Path::new(dir).exists(), "the demo left {dir} behind");
 }

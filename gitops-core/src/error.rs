@@ -33,6 +33,22 @@ pub enum Error {
         /// Its status.
         status: String,
     },
+    /// An environment operation (rollback, stop, unpin) cannot be done.
+    #[error("environment \"{environment}\": {message}")]
+    Environment {
+        /// The environment.
+        environment: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// There is no pending approval request for this stage of this run.
+    #[error("run \"{run}\" has no deployment waiting for approval at stage \"{stage}\"")]
+    NoPendingApproval {
+        /// The run.
+        run: String,
+        /// The stage.
+        stage: String,
+    },
     /// The event cannot be planned with this config.
     #[error(transparent)]
     Plan(#[from] PlanError),

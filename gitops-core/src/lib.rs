@@ -16,6 +16,7 @@
 pub mod backend;
 pub mod config;
 pub mod engine;
+pub mod environment;
 mod error;
 pub mod event;
 pub mod expr;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::LogSink;
+use crate::config::{Approval, Environment, OnBusy};
 use crate::event::GitEvent;
 
 /// What all stages of one run share.
@@ -21,6 +22,8 @@ pub struct RunInfo {
     pub event: GitEvent,
     /// The checkout of the event's commit the stages run in.
     pub workdir: PathBuf,
+    /// Who or what caused the run (a user name, `webhook`, `watch`), as the ledger shows it.
+    pub actor: Option<String>,
 }
 
 impl RunInfo {
@@ -36,7 +39,14 @@ impl RunInfo {
             pipeline: pipeline.into(),
             event,
             workdir: workdir.into(),
+            actor: None,
         }
+    }
+
+    /// Sets who caused the run.
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
     }
 }
 
@@ -50,6 +60,36 @@ pub struct EnvironmentTarget {
     pub config_name: String,
     /// The version being deployed (the tag's semver), when there is one.
     pub version: Option<String>,
+    /// The pull request that owns it (per-pull-request environments).
+    pub pull_request: Option<u64>,
+    /// How deployments to it wait (approval, lock, pin), from its config.
+    pub policy: EnvironmentPolicy,
+}
+
+/// How deployments to an environment wait, from its config.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnvironmentPolicy {
+    /// Each deployment waits for someone's approval.
+    pub approval: Approval,
+    /// What a deployment does while another one holds the environment.
+    pub on_locked: OnBusy,
+    /// What a pipeline's deployment does while a rollback pins the environment.
+    pub on_pinned: OnBusy,
+    /// Stop the environment after this long without a deployment.
+    pub auto_stop_after: Option<std::time::Duration>,
+}
+
+impl EnvironmentPolicy {
+    /// The policy an environment's config sets.
+    pub fn of(env: &Environment) -> Self {
+        EnvironmentPolicy {
+            approval: env.approval,
+            on_locked: env.on_locked,
+            on_pinned: env.on_pinned,
+            auto_stop_after: env.auto_stop_after,
+        }
+    }
 }
 
 impl EnvironmentTarget {
@@ -63,7 +103,21 @@ impl EnvironmentTarget {
             name: name.into(),
             config_name: config_name.into(),
             version,
+            pull_request: None,
+            policy: EnvironmentPolicy::default(),
         }
+    }
+
+    /// Sets the owning pull request.
+    pub fn with_pull_request(mut self, number: Option<u64>) -> Self {
+        self.pull_request = number;
+        self
+    }
+
+    /// Sets the policy.
+    pub fn with_policy(mut self, policy: EnvironmentPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 }
 

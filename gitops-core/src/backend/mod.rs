@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-pub use context::{EnvironmentTarget, RunInfo, StageContext};
+pub use context::{EnvironmentPolicy, EnvironmentTarget, RunInfo, StageContext};
 pub(crate) use log::LogTarget;
 pub use log::{LogLine, LogSink, LogStream};
 pub use registry::BackendRegistry;

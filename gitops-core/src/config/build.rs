@@ -6,7 +6,8 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::model::{
-    Config, Environment, Pipeline, PullRequestTrigger, PushTrigger, Stage, TagTrigger, Triggers,
+    Approval, Config, Environment, OnBusy, Pipeline, PullRequestTrigger, PushTrigger, Stage,
+    TagTrigger, Triggers,
 };
 
 impl Config {
@@ -46,7 +47,29 @@ impl Environment {
             backend: backend.into(),
             name: None,
             with: IndexMap::new(),
+            approval: Approval::None,
+            on_locked: OnBusy::Wait,
+            on_pinned: OnBusy::Wait,
+            auto_stop_after: None,
         }
+    }
+
+    /// Deployments wait for an approval.
+    pub fn with_approval(mut self) -> Environment {
+        self.approval = Approval::Required;
+        self
+    }
+
+    /// What a deployment does while another one holds the environment.
+    pub fn with_on_locked(mut self, on_locked: OnBusy) -> Environment {
+        self.on_locked = on_locked;
+        self
+    }
+
+    /// A backend parameter for every deployment.
+    pub fn with_param(mut self, key: impl Into<String>, value: serde_json::Value) -> Environment {
+        self.with.insert(key.into(), value);
+        self
     }
 
     /// One instance per pull request.

@@ -24,9 +24,9 @@ use std::path::Path;
 pub use de::{Condition, TemplateString, format_duration, parse_duration};
 pub use locate::Position;
 pub use model::{
-    Action, Concurrency, Config, Environment, OnConflict, PULL_REQUEST_TYPES, Pipeline,
-    PullRequestTrigger, PullRequestType, PushTrigger, ReleaseTrigger, Retry, SemverReq, Stage,
-    TagTrigger, Triggers,
+    Action, Approval, Concurrency, Config, Environment, OnBusy, OnConflict, PULL_REQUEST_TYPES,
+    Pipeline, PullRequestTrigger, PullRequestType, PushTrigger, ReleaseTrigger, Retry, SemverReq,
+    Stage, TagTrigger, Triggers,
 };
 pub use patterns::{Glob, Globs};
 

@@ -41,6 +41,42 @@ pub struct Environment {
     /// Backend parameters for every deployment to this environment.
     #[serde(default)]
     pub with: IndexMap<String, serde_json::Value>,
+    /// `required`: a deploy waits until someone approves it (`gitops approve RUN STAGE`).
+    #[serde(default)]
+    pub approval: Approval,
+    /// What a deploy does while another deployment holds the environment (default `wait`).
+    #[serde(default)]
+    pub on_locked: OnBusy,
+    /// What a pipeline's deploy does while the environment is pinned by a rollback (default
+    /// `wait`, until `gitops unpin`).
+    #[serde(default)]
+    pub on_pinned: OnBusy,
+    /// Stop the environment when nothing was deployed to it for this long (`2h`); checked by
+    /// `Engine::reconcile`.
+    #[serde(default, deserialize_with = "duration::option::deserialize")]
+    pub auto_stop_after: Option<Duration>,
+}
+
+/// Whether deployments to an environment need someone's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    /// They go ahead.
+    #[default]
+    None,
+    /// Each waits for an approval.
+    Required,
+}
+
+/// What a deployment does when it cannot go ahead yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBusy {
+    /// It waits (the run shows why).
+    #[default]
+    Wait,
+    /// It fails at once, saying why.
+    Fail,
 }
 
 fn local() -> String {

@@ -10,8 +10,13 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+mod environments;
+
+pub use environments::{EnvironmentState, StopReason, Stopped};
+
 use crate::backend::{BackendRegistry, RunInfo};
 use crate::config::{CONFIG_FILE, Config, LoadOptions};
+use crate::environment::Environments;
 use crate::event::GitEvent;
 use crate::graph::StageId;
 use crate::ledger::{Ledger, RunRecord, RunStatus, new_run_id};
@@ -32,6 +37,8 @@ pub struct RunOptions {
     pub env: BTreeMap<String, String>,
     /// Values masked in every log line.
     pub secrets: Vec<String>,
+    /// Who starts the runs, as the ledger records it (a user name, `webhook`, `watch`).
+    pub actor: Option<String>,
 }
 
 impl RunOptions {
@@ -49,6 +56,7 @@ impl RunOptions {
 pub struct Engine {
     state_dir: PathBuf,
     ledger: Ledger,
+    environments: Environments,
     scheduler: Scheduler,
     load: LoadOptions,
 }
@@ -84,6 +92,7 @@ impl Engine {
         };
         Ok(Engine {
             state_dir,
+            environments: Environments::new(ledger.clone()),
             ledger,
             scheduler: Scheduler::with_options(registry, options),
             load,
@@ -277,15 +286,17 @@ impl Engine {
         options: &RunOptions,
         checkout: Option<PathBuf>,
     ) -> StartedRun {
-        let info = RunInfo::new(
+        let mut info = RunInfo::new(
             record.id.clone(),
             record.pipeline.clone(),
             record.event,
             record.workdir,
         );
+        info.actor = options.actor.clone();
         let mut spec = RunSpec::new(info)
             .with_reuse(reuse)
-            .with_recorder(Arc::new(self.ledger.clone()));
+            .with_recorder(Arc::new(self.ledger.clone()))
+            .with_gate(Arc::new(self.environments.clone()));
         spec.env = options.env.clone();
         spec.secrets = options.secrets.clone();
         StartedRun {

@@ -3,7 +3,13 @@
 //! Each stage's result is committed when the stage ends, before anything that needs it starts,
 //! so that a run killed halfway can be resumed without re-running what had finished.
 
+mod deployments;
 mod schema;
+
+pub use deployments::{
+    ApprovalRecord, ApprovalStatus, DeploymentInputs, DeploymentRecord, DeploymentResult,
+    EnvironmentRecord, EnvironmentStatus, LockHolder, NewDeployment,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

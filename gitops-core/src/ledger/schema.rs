@@ -2,7 +2,8 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE runs (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE runs (
         id TEXT PRIMARY KEY,
         pipeline TEXT NOT NULL,
         event TEXT NOT NULL,
@@ -25,7 +26,59 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE runs (
         detail TEXT NOT NULL,
         recorded_at REAL NOT NULL,
         PRIMARY KEY (run_id, stage)
-    );"];
+    );",
+    "CREATE TABLE environments (
+        name TEXT PRIMARY KEY,
+        config_name TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        pull_request INTEGER,
+        status TEXT NOT NULL,
+        pinned_by TEXT,
+        pinned_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX environments_by_pr ON environments(repo, pull_request);
+    CREATE TABLE deployments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        environment TEXT NOT NULL REFERENCES environments(name),
+        action TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        version TEXT,
+        sha TEXT,
+        run_id TEXT,
+        stage TEXT,
+        event TEXT,
+        triggered_by TEXT,
+        inputs TEXT NOT NULL,
+        outputs TEXT NOT NULL,
+        result TEXT NOT NULL,
+        message TEXT,
+        rollback_of INTEGER REFERENCES deployments(id),
+        pid INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX deployments_by_environment ON deployments(environment, id);
+    CREATE TABLE locks (
+        environment TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        acquired_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE approvals (
+        run_id TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        status TEXT NOT NULL,
+        requested_at REAL NOT NULL,
+        decided_by TEXT,
+        decided_at REAL,
+        PRIMARY KEY (run_id, stage)
+    );",
+];
 
 pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;

@@ -61,7 +61,12 @@ impl Layout {
                 } else {
                     f |= IMPLICIT_SUCCESS;
                 }
-                if !src.env.is_empty() || !src.with.is_empty() || p.environment_with.is_some() {
+                if !src.env.is_empty()
+                    || !src.with.is_empty()
+                    || p.environment_settings
+                        .as_ref()
+                        .is_some_and(|e| !e.with.is_empty())
+                {
                     f |= RENDERS;
                 }
                 if src.retry.is_some() || src.timeout.is_some() {

@@ -214,9 +214,9 @@ pub struct PlannedStage {
     /// partly rendered text above (event data must not be read as template syntax).
     #[serde(skip)]
     pub(crate) source: Arc<Stage>,
-    /// The `with` of the environment it deploys to or stops.
+    /// The environment it deploys to or stops, as configured.
     #[serde(skip)]
-    pub(crate) environment_with: Option<Arc<IndexMap<String, serde_json::Value>>>,
+    pub(crate) environment_settings: Option<Arc<Environment>>,
 }
 
 /// Why a planned stage will be skipped.
@@ -423,9 +423,7 @@ fn plan_stage(
         retry: stage.retry.clone(),
         continue_on_error: stage.continue_on_error,
         source: stage.clone(),
-        environment_with: env_config
-            .filter(|(_, e)| !e.with.is_empty())
-            .map(|(_, e)| Arc::new(e.with.clone())),
+        environment_settings: env_config.map(|(_, e)| Arc::new(e.clone())),
     })
 }
 

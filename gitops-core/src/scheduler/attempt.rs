@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::RunEvent;
 use super::report::StageResult;
+use super::{DeploymentGate, GateRefusal, WaitReason};
 use crate::backend::{
     BackendError, BackendRegistry, Completion, Deployer, Executor, LogSink, LogTarget, Outcome,
     StageContext,
@@ -59,6 +60,7 @@ pub(super) struct Shared {
     pub backend_names: Vec<Arc<str>>,
     pub log: Arc<LogTarget>,
     pub done: mpsc::UnboundedSender<Finished>,
+    pub gate: Option<Arc<dyn DeploymentGate>>,
 }
 
 pub(super) struct Job {
@@ -205,12 +207,7 @@ async fn once(
             at: shared.start.elapsed().as_secs_f64(),
         });
     }
-    let result = match &shared.targets[target] {
-        Target::Execute(e) => e.execute(ctx).await,
-        Target::Deploy(d) => d.deploy(ctx).await,
-        Target::Stop(d) => d.stop(ctx).await,
-        Target::Missing(m) => Err(BackendError::Failed(m.clone())),
-    };
+    let result = call(shared, &shared.targets[target], backend, ctx).await;
     let (result, outputs) = if shared.run_cancel.is_cancelled() {
         (StageResult::Cancelled, BTreeMap::new())
     } else {
@@ -323,14 +320,7 @@ async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
     ctx.attempt = attempt;
     ctx.cancel = token.clone();
     ctx.log = LogSink::shared(&shared.log, &ctx.stage, attempt);
-    let call = async {
-        match target {
-            Target::Execute(e) => e.execute(ctx).await,
-            Target::Deploy(d) => d.deploy(ctx).await,
-            Target::Stop(d) => d.stop(ctx).await,
-            Target::Missing(m) => Err(BackendError::Failed(m.clone())),
-        }
-    };
+    let call = call(&shared, target, job.backend, ctx);
     tokio::pin!(call);
     let mut timed_out = false;
     let result = match job.timeout {
@@ -354,6 +344,49 @@ async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
         return Attempt::Cancelled;
     }
     Attempt::Returned(result)
+}
+
+/// Calls the stage's backend; deploy and stop stages pass through the run's gate first.
+async fn call(
+    shared: &Shared,
+    target: &Target,
+    backend: usize,
+    ctx: StageContext,
+) -> Result<Completion, BackendError> {
+    let (deployer, action) = match target {
+        Target::Execute(e) => return e.execute(ctx).await,
+        Target::Missing(m) => return Err(BackendError::Failed(m.clone())),
+        Target::Deploy(d) => (d, Action::Deploy),
+        Target::Stop(d) => (d, Action::Stop),
+    };
+    let invoke = |ctx| async move {
+        match action {
+            Action::Stop => deployer.stop(ctx).await,
+            _ => deployer.deploy(ctx).await,
+        }
+    };
+    let Some(gate) = &shared.gate else {
+        return invoke(ctx).await;
+    };
+    let waiting = |waiting: WaitReason| {
+        let _ = shared.events.send(RunEvent::StageWaiting {
+            stage: ctx.stage.to_string(),
+            waiting,
+            at: shared.start.elapsed().as_secs_f64(),
+        });
+    };
+    let entered = gate
+        .enter(&ctx, action, &shared.backend_names[backend], &waiting)
+        .await;
+    let ticket = match entered {
+        Ok(ticket) => ticket,
+        Err(GateRefusal::Cancelled) => return Err(BackendError::Cancelled),
+        Err(GateRefusal::Refused(message)) => return Err(BackendError::Failed(message)),
+    };
+    let cancel = ctx.cancel.clone();
+    let returned = invoke(ctx).await;
+    gate.leave(ticket, &returned, cancel.is_cancelled()).await;
+    returned
 }
 
 /// What is left in a job whose context was handed to its only attempt.

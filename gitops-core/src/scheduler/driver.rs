@@ -13,7 +13,9 @@ use super::context::RuntimeContext;
 use super::events::RunEvent;
 use super::report::{RunReport, RunResult, SkipReason, StageReport, StageResult};
 use super::{Run, RunRecorder};
-use crate::backend::{EnvironmentTarget, LogLine, LogSink, LogTarget, StageContext};
+use crate::backend::{
+    EnvironmentPolicy, EnvironmentTarget, LogLine, LogSink, LogTarget, StageContext,
+};
 use crate::expr::StageStatus;
 use crate::plan::layout::{
     CONTINUE_ON_ERROR, ENVIRONMENT, HAS_CONDITION, IMPLICIT_SUCCESS, POLICY, RENDERS,
@@ -252,6 +254,7 @@ impl Driver {
             backend_names,
             log,
             done: tx,
+            gate: run.spec.gate.clone(),
         });
         Driver {
             run,
@@ -356,8 +359,8 @@ impl Driver {
                     .iter()
                     .map(|(k, t)| (k.clone(), ctx.render(&t.template))),
             );
-            if let Some(env_with) = &planned.environment_with {
-                for (k, v) in env_with.iter() {
+            if let Some(settings) = &planned.environment_settings {
+                for (k, v) in settings.with.iter() {
                     with.insert(k.clone(), ctx.render_json(v));
                 }
             }
@@ -367,11 +370,24 @@ impl Driver {
         }
         let environment = if layout.has(i, ENVIRONMENT) {
             match (&planned.environment, &planned.environment_config) {
-                (Some(name), Some(config)) => Some(EnvironmentTarget::new(
-                    name.clone(),
-                    config.clone(),
-                    self.run.spec.info.event.version().map(|v| v.to_string()),
-                )),
+                (Some(name), Some(config)) => {
+                    let event = &self.run.spec.info.event;
+                    let settings = planned.environment_settings.as_deref();
+                    Some(
+                        EnvironmentTarget::new(
+                            name.clone(),
+                            config.clone(),
+                            event.version().map(|v| v.to_string()),
+                        )
+                        .with_pull_request(
+                            event
+                                .pull_request()
+                                .filter(|_| settings.is_some_and(|s| s.per_pull_request))
+                                .map(|pr| pr.number),
+                        )
+                        .with_policy(settings.map(EnvironmentPolicy::of).unwrap_or_default()),
+                    )
+                }
                 _ => None,
             }
         } else {

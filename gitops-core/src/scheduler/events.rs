@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::WaitReason;
 use super::report::{RunResult, StageResult};
 use crate::backend::LogStream;
 
@@ -36,6 +37,15 @@ pub enum RunEvent {
         attempt: u32,
         /// The backend running it.
         backend: String,
+        /// Seconds since the start.
+        at: f64,
+    },
+    /// A deploy or stop stage waits before its backend is called.
+    StageWaiting {
+        /// The stage.
+        stage: String,
+        /// What it waits for.
+        waiting: WaitReason,
         /// Seconds since the start.
         at: f64,
     },

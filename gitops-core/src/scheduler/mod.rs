@@ -41,7 +41,10 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BackendRegistry, RunInfo};
+use serde::Serialize;
+
+use crate::backend::{BackendError, BackendRegistry, Completion, RunInfo, StageContext};
+use crate::config::Action;
 use crate::plan::PlannedPipeline;
 
 pub use events::RunEvent;
@@ -94,6 +97,79 @@ pub trait RunRecorder: Send + Sync + 'static {
     async fn stage_finished(&self, run_id: &str, stage: &StageReport) -> Result<(), String>;
 }
 
+/// Why a deploy or stop stage waits before its backend is called.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "for", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WaitReason {
+    /// Someone has to approve the deployment (`gitops approve RUN STAGE`).
+    Approval {
+        /// The environment.
+        environment: String,
+    },
+    /// Another deployment holds the environment's lock.
+    Lock {
+        /// The environment.
+        environment: String,
+        /// Who holds it (`run <id> stage <stage>`).
+        holder: String,
+    },
+    /// A rollback pinned the environment (`gitops unpin ENV` releases it).
+    Pin {
+        /// The environment.
+        environment: String,
+    },
+}
+
+/// Why a deploy or stop stage may not go ahead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GateRefusal {
+    /// The stage was cancelled while it waited.
+    Cancelled,
+    /// It must not go ahead (rejected, locked or pinned with `fail`, the ledger failed).
+    Refused(String),
+}
+
+/// An entered gate, handed back when the backend returns.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct GateTicket {
+    /// The deployment's id in the gate's records.
+    pub deployment: i64,
+}
+
+impl GateTicket {
+    /// A ticket for `deployment`.
+    pub fn new(deployment: i64) -> Self {
+        GateTicket { deployment }
+    }
+}
+
+/// Guards deploy and stop stages (the engine's [`Environments`](crate::environment::Environments)
+/// implement it): one deployment per environment at a time, approvals, pins, and the record of
+/// every deployment.
+#[async_trait]
+pub trait DeploymentGate: Send + Sync + 'static {
+    /// Called before the backend is: returns when the stage may go ahead, telling `waiting` why
+    /// it waits meanwhile; gives up when `ctx.cancel` is cancelled.
+    async fn enter(
+        &self,
+        ctx: &StageContext,
+        action: Action,
+        backend: &str,
+        waiting: &(dyn Fn(WaitReason) + Send + Sync),
+    ) -> Result<GateTicket, GateRefusal>;
+
+    /// Called when the backend returned; `cancelled` when the stage was stopped.
+    async fn leave(
+        &self,
+        ticket: GateTicket,
+        returned: &Result<Completion, BackendError>,
+        cancelled: bool,
+    );
+}
+
 /// What one run needs besides the plan.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -108,6 +184,8 @@ pub struct RunSpec {
     pub reuse: BTreeMap<String, StageReport>,
     /// Where stage results are recorded as they end.
     pub recorder: Option<Arc<dyn RunRecorder>>,
+    /// What deploy and stop stages pass through (none: they call their backend at once).
+    pub gate: Option<Arc<dyn DeploymentGate>>,
 }
 
 impl RunSpec {
@@ -119,7 +197,14 @@ impl RunSpec {
             env: BTreeMap::new(),
             reuse: BTreeMap::new(),
             recorder: None,
+            gate: None,
         }
+    }
+
+    /// Passes deploy and stop stages through `gate`.
+    pub fn with_gate(mut self, gate: Arc<dyn DeploymentGate>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Masks `value` in logs.

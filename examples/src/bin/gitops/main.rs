@@ -2,6 +2,7 @@
 
 mod commands;
 mod demo;
+mod envs;
 mod progress;
 mod run;
 
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// GitOps pipelines from Git events: validate configs, normalise webhooks, plan and graph pipelines.
+/// GitOps pipelines from Git events: plan and run pipelines, deploy environments, roll back.
 #[derive(Parser)]
 #[command(name = "gitops", version, about, propagate_version = true)]
 struct Cli {
@@ -85,6 +86,60 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// List environments: status, version, commit, URL, whether pinned.
+    Envs {
+        /// JSON for scripts: a list of {name, status, version, sha, url, pinned}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// The deployments and stops of an environment, newest first.
+    History {
+        /// The environment (`staging`, `preview-pr-7`).
+        env: String,
+        /// JSON for scripts: a list of {id, environment, version, sha, result, rollback_of,
+        /// started_at, finished_at}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Redeploy the previous release of an environment (or VERSION) and pin it there.
+    Rollback {
+        /// The environment.
+        env: String,
+        /// The version (`1.0.0` or `v1.0.0`) or commit to roll back to.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Let pipeline deploys reach an environment pinned by a rollback again.
+    Unpin {
+        /// The environment.
+        env: String,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Approve the deployment a run's stage waits to make.
+    Approve {
+        /// The run.
+        run: String,
+        /// The deploy stage.
+        stage: String,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Reject the deployment a run's stage waits to make (the stage fails).
+    Reject {
+        /// The run.
+        run: String,
+        /// The deploy stage.
+        stage: String,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// Print a pipeline's stage graph in Graphviz DOT.
     Graph {
         /// The pipeline.
@@ -111,6 +166,26 @@ struct CommonArgs {
     /// Stages running at once (default: the number of CPUs).
     #[arg(long)]
     max_parallel: Option<usize>,
+}
+
+/// The state dir option of the ledger commands.
+#[derive(clap::Args)]
+struct StateArg {
+    /// State directory (ledger, environments); default $GITOPS_STATE, else ~/.local/state/gitops.
+    #[arg(long)]
+    state: Option<PathBuf>,
+}
+
+impl StateArg {
+    fn resolve(self) -> Result<run::Common, String> {
+        CommonArgs {
+            state: self.state,
+            report: None,
+            secret_env: Vec::new(),
+            max_parallel: None,
+        }
+        .resolve()
+    }
 }
 
 impl CommonArgs {
@@ -149,7 +224,21 @@ fn main() -> ExitCode {
         Command::Resume { run, common } => common
             .resolve()
             .and_then(|c| block_on(run::resume(run.as_deref(), c))),
-        Command::Demo => demo::run(),
+        Command::Envs { json, state } => state.resolve().and_then(|c| envs::envs(c, json)),
+        Command::History { env, json, state } => {
+            state.resolve().and_then(|c| envs::history(&env, c, json))
+        }
+        Command::Rollback { env, to, state } => state
+            .resolve()
+            .and_then(|c| block_on(envs::rollback(&env, to.as_deref(), c))),
+        Command::Unpin { env, state } => state.resolve().and_then(|c| envs::unpin(&env, c)),
+        Command::Approve { run, stage, state } => state
+            .resolve()
+            .and_then(|c| envs::decide(&run, &stage, true, c)),
+        Command::Reject { run, stage, state } => state
+            .resolve()
+            .and_then(|c| envs::decide(&run, &stage, false, c)),
+        Command::Demo => block_on(demo::run()),
         Command::Validate { config } => commands::validate(&config),
         Command::Event {
             provider,

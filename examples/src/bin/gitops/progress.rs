@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use gitops_core::scheduler::{RunEvent, RunReport, RunResult, SkipReason, StageResult};
+use gitops_core::scheduler::{RunEvent, RunReport, RunResult, SkipReason, StageResult, WaitReason};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 
 /// Follows one run's events until it finishes, printing as it goes.
-pub async fn follow(mut events: Receiver<RunEvent>, multi: MultiProgress) {
+pub async fn follow(mut events: Receiver<RunEvent>, run_id: String, multi: MultiProgress) {
     let fancy = std::io::stdout().is_terminal();
     let style = ProgressStyle::with_template("  {spinner} {msg} {elapsed:>4}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
@@ -88,6 +88,10 @@ pub async fn follow(mut events: Receiver<RunEvent>, multi: MultiProgress) {
                     describe(&stage, &result, attempts, flaky, duration_secs)
                 ));
             }
+            RunEvent::StageWaiting { stage, waiting, .. } => say(format!(
+                "  ⏸ {stage} {}",
+                waiting_for(&waiting, &run_id, &stage)
+            )),
             RunEvent::Warning { message, .. } => say(format!("  ! {message}")),
             RunEvent::RunFinished { .. } => break,
             _ => {}
@@ -95,6 +99,23 @@ pub async fn follow(mut events: Receiver<RunEvent>, multi: MultiProgress) {
     }
     for bar in bars.into_values() {
         bar.finish_and_clear();
+    }
+}
+
+/// What a waiting stage waits for, and how to end the wait.
+pub fn waiting_for(waiting: &WaitReason, run_id: &str, stage: &str) -> String {
+    match waiting {
+        WaitReason::Approval { environment } => format!(
+            "waits for approval to deploy to {environment}: `gitops approve {run_id} {stage}` (or `gitops reject ...`)"
+        ),
+        WaitReason::Lock {
+            environment,
+            holder,
+        } => format!("waits for {environment}, which {holder} is deploying"),
+        WaitReason::Pin { environment } => format!(
+            "waits: {environment} is pinned by a rollback (`gitops unpin {environment}` lets it through)"
+        ),
+        _ => "waits".to_owned(),
     }
 }
 

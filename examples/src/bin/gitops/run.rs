@@ -37,8 +37,17 @@ pub fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf, String> {
     }
 }
 
-fn engine(common: &Common) -> Result<Engine, String> {
-    let registry = BackendRegistry::new().with_executor("local", Arc::new(LocalBackend::new()));
+/// The engine of the state dir, with the local backend running stages and deploying
+/// environments under `<state>/environments`.
+pub fn engine(common: &Common) -> Result<Engine, String> {
+    let local = Arc::new(
+        LocalBackend::builder()
+            .with_environments_dir(common.state.join("environments"))
+            .build(),
+    );
+    let registry = BackendRegistry::new()
+        .with_executor("local", local.clone())
+        .with_deployer("local", local);
     let mut options = gitops_core::scheduler::SchedulerOptions::default();
     if let Some(n) = common.max_parallel {
         options = options.with_max_parallel(n);
@@ -48,6 +57,7 @@ fn engine(common: &Common) -> Result<Engine, String> {
 
 fn run_options(common: &Common) -> Result<RunOptions, String> {
     let mut options = RunOptions::default();
+    options.actor = Some(crate::envs::actor());
     for name in &common.secret_env {
         let value = std::env::var(name)
             .map_err(|_| format!("error: --secret-env {name}: no such environment variable"))?;
@@ -77,14 +87,34 @@ pub async fn run(
     let runs = engine
         .start(&event, &repo, &options)
         .map_err(|e| e.to_string())?;
-    if runs.is_empty() {
+    let result = if runs.is_empty() {
         println!(
             "No pipeline matches this {} event: nothing to run.",
             event.kind()
         );
-        return Ok(());
+        Ok(())
+    } else {
+        execute(runs, &common).await
+    };
+    settle(&engine, &event).await?;
+    result
+}
+
+/// Stops what the event ends (a closed pull request's environments), saying so.
+pub async fn settle(engine: &Engine, event: &GitEvent) -> Result<(), String> {
+    for stopped in engine
+        .settle(event)
+        .await
+        .map_err(|e| format!("error: {e}"))?
+    {
+        println!(
+            "■ {} stopped: its pull request was closed (deployment #{}, {})",
+            stopped.environment,
+            stopped.deployment.id,
+            stopped.deployment.result.name()
+        );
     }
-    execute(runs, &common).await
+    Ok(())
 }
 
 pub async fn rerun(run_id: &str, from: Option<&str>, common: Common) -> Result<(), String> {
@@ -139,7 +169,11 @@ async fn execute(runs: Vec<StartedRun>, common: &Common) -> Result<(), String> {
             run.id,
             run.pipeline.stages.len()
         );
-        let follower = tokio::spawn(progress::follow(run.subscribe(), multi.clone()));
+        let follower = tokio::spawn(progress::follow(
+            run.subscribe(),
+            run.id.clone(),
+            multi.clone(),
+        ));
         cancels.push(run.cancel_token());
         tasks.push((tokio::spawn(run.execute()), follower));
     }

@@ -1,6 +1,10 @@
 //! [`LocalBackend`]: the embedded default. A stage's `run` is `sh -c` in the run's checkout, a
-//! process group of its own on this machine; nothing to install.
+//! process group of its own on this machine; an environment is a directory (see [`Deployer`]
+//! for deploys); nothing to install.
+//!
+//! [`Deployer`]: super::Deployer
 
+mod deploy;
 mod outputs;
 mod process;
 
@@ -16,6 +20,7 @@ use super::{BackendError, Completion, Executor, StageContext};
 pub struct LocalBackend {
     shell: PathBuf,
     kill_grace: Duration,
+    environments: Option<PathBuf>,
 }
 
 /// Builds a [`LocalBackend`].
@@ -29,6 +34,7 @@ impl Default for LocalBackend {
         LocalBackend {
             shell: PathBuf::from("sh"),
             kill_grace: Duration::from_secs(5),
+            environments: None,
         }
     }
 }
@@ -57,6 +63,13 @@ impl LocalBackendBuilder {
     /// How long a cancelled stage's processes get between SIGTERM and SIGKILL (default 5s).
     pub fn with_kill_grace(mut self, grace: Duration) -> Self {
         self.backend.kill_grace = grace;
+        self
+    }
+
+    /// Where environments live, one directory each (needed to deploy; the engine uses
+    /// `<state>/environments`).
+    pub fn with_environments_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.backend.environments = Some(dir.into());
         self
     }
 
@@ -89,7 +102,8 @@ impl Executor for LocalBackend {
             .prefix("gitops-output-")
             .tempfile()
             .map_err(|e| BackendError::Failed(format!("cannot create the output file: {e}")))?;
-        let status = process::run(self, &ctx, &command, output_file.path()).await?;
+        let status =
+            process::run(self, &ctx, &command, &ctx.run.workdir, output_file.path()).await?;
         let outputs = outputs::read(output_file.path())
             .map_err(|e| BackendError::Failed(format!("cannot read $GITOPS_OUTPUT: {e}")))?;
         let mut completion = match status {

@@ -22,12 +22,13 @@ pub(super) async fn run(
     backend: &LocalBackend,
     ctx: &StageContext,
     command: &str,
+    dir: &Path,
     output: &Path,
 ) -> Result<Exit, BackendError> {
     let mut cmd = Command::new(&backend.shell);
     cmd.arg("-c")
         .arg(command)
-        .current_dir(&ctx.run.workdir)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -91,7 +92,7 @@ pub(super) async fn run(
     Ok(exit)
 }
 
-fn kill_group(pgid: Option<Pid>, signal: Signal) {
+pub(super) fn kill_group(pgid: Option<Pid>, signal: Signal) {
     // Group 0 is our own and -1 every process: only ever signal a real child's group.
     if let Some(pgid) = pgid.filter(|p| p.as_raw() > 1) {
         // ESRCH: the group is already gone, which is what we want.

@@ -1,0 +1,215 @@
+//! `gitops envs`, `history`, `rollback`, `unpin`, `approve`, `reject`: the environments in the
+//! ledger of a state dir, and what people do to them.
+
+use gitops_core::engine::{Engine, EnvironmentState};
+use gitops_core::ledger::{DeploymentRecord, DeploymentResult, EnvironmentStatus};
+
+use crate::run::{Common, engine};
+
+/// Who is acting, as the ledger records it: `$USER`, else `cli`.
+pub fn actor() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "cli".to_owned())
+}
+
+fn open(common: &Common) -> Result<Engine, String> {
+    engine(common)
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("error: {e}")
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM:SS` UTC.
+pub fn time(secs: f64) -> String {
+    jiff::Timestamp::from_second(secs as i64)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| "-".to_owned())
+}
+
+fn short(sha: Option<&str>) -> String {
+    sha.map_or_else(|| "-".to_owned(), |s| s.chars().take(7).collect())
+}
+
+pub fn env_json(e: &EnvironmentState) -> serde_json::Value {
+    serde_json::json!({
+        "name": e.record.name,
+        "status": match e.record.status {
+            EnvironmentStatus::Active => "active",
+            EnvironmentStatus::Stopped => "stopped",
+        },
+        "version": e.current.as_ref().and_then(|d| d.version.clone()),
+        "sha": e.current.as_ref().and_then(|d| d.sha.clone()),
+        "url": e.url(),
+        "pinned": e.record.pinned_by.is_some(),
+        "pull_request": e.record.pull_request,
+        "backend": e.record.backend,
+    })
+}
+
+fn deployment_json(d: &DeploymentRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": d.id,
+        "environment": d.environment,
+        "action": d.action,
+        "version": d.version,
+        "sha": d.sha,
+        "result": d.result.name(),
+        "rollback_of": d.rollback_of,
+        "run_id": d.run_id,
+        "triggered_by": d.triggered_by,
+        "url": d.outputs.get("url"),
+        "message": d.message,
+        "started_at": d.started_at,
+        "finished_at": d.finished_at,
+    })
+}
+
+/// The table of environments `gitops envs` prints.
+pub fn env_table(envs: &[EnvironmentState]) -> String {
+    if envs.is_empty() {
+        return "No environments yet: nothing was deployed with this state dir.".to_owned();
+    }
+    let mut out = format!(
+        "{:<22} {:<8} {:<10} {:<8} {:<7} {}\n",
+        "ENVIRONMENT", "STATUS", "VERSION", "COMMIT", "PINNED", "URL"
+    );
+    for e in envs {
+        let status = match e.record.status {
+            EnvironmentStatus::Active => "active",
+            EnvironmentStatus::Stopped => "stopped",
+        };
+        let current = e.current.as_ref();
+        out += &format!(
+            "{:<22} {:<8} {:<10} {:<8} {:<7} {}\n",
+            e.record.name,
+            status,
+            current.and_then(|d| d.version.as_deref()).unwrap_or("-"),
+            short(current.and_then(|d| d.sha.as_deref())),
+            if e.record.pinned_by.is_some() {
+                "yes"
+            } else {
+                "no"
+            },
+            e.url().unwrap_or("-"),
+        );
+    }
+    out.trim_end().to_owned()
+}
+
+/// The table of deployments `gitops history` prints.
+pub fn history_table(history: &[DeploymentRecord]) -> String {
+    let mut out = format!(
+        "{:<5} {:<20} {:<8} {:<10} {:<8} {:<12} {:<20} {}\n",
+        "ID", "ENVIRONMENT", "ACTION", "VERSION", "COMMIT", "RESULT", "STARTED (UTC)", "BY"
+    );
+    for d in history {
+        let action = match d.action {
+            gitops_core::config::Action::Stop => "stop".to_owned(),
+            _ if d.rollback_of.is_some() => "rollback".to_owned(),
+            _ => "deploy".to_owned(),
+        };
+        let mut by = d.triggered_by.clone().unwrap_or_else(|| "-".to_owned());
+        if let Some(of) = d.rollback_of {
+            by += &format!(" (redeploys #{of})");
+        }
+        out += &format!(
+            "{:<5} {:<20} {:<8} {:<10} {:<8} {:<12} {:<20} {}\n",
+            format!("#{}", d.id),
+            d.environment,
+            action,
+            d.version.as_deref().unwrap_or("-"),
+            short(d.sha.as_deref()),
+            d.result.name(),
+            time(d.started_at),
+            by,
+        );
+    }
+    out.trim_end().to_owned()
+}
+
+fn print_json(value: &serde_json::Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(err)?;
+    println!("{text}");
+    Ok(())
+}
+
+pub fn envs(common: Common, json: bool) -> Result<(), String> {
+    let envs = open(&common)?.environments().map_err(err)?;
+    if json {
+        return print_json(&serde_json::Value::Array(
+            envs.iter().map(env_json).collect(),
+        ));
+    }
+    println!("{}", env_table(&envs));
+    Ok(())
+}
+
+pub fn history(env: &str, common: Common, json: bool) -> Result<(), String> {
+    let history = open(&common)?.history(env).map_err(err)?;
+    if json {
+        return print_json(&serde_json::Value::Array(
+            history.iter().map(deployment_json).collect(),
+        ));
+    }
+    println!("{}", history_table(&history));
+    Ok(())
+}
+
+pub async fn rollback(env: &str, to: Option<&str>, common: Common) -> Result<(), String> {
+    let engine = open(&common)?;
+    let record = engine.rollback(env, to, &actor()).await.map_err(err)?;
+    println!("{}", describe_rollback(&record));
+    Ok(())
+}
+
+/// What a finished rollback did, for people.
+pub fn describe_rollback(record: &DeploymentRecord) -> String {
+    let what = record
+        .version
+        .as_deref()
+        .map(|v| format!("v{v}"))
+        .unwrap_or_else(|| short(record.sha.as_deref()));
+    let status = if record.result == DeploymentResult::Success {
+        "is live again"
+    } else {
+        "failed"
+    };
+    format!(
+        "↩ {} rolled back: {what} {status} (deployment #{}, redeploying #{}{}).\n  {} is pinned: pipeline deploys to it wait until `gitops unpin {}`.",
+        record.environment,
+        record.id,
+        record.rollback_of.unwrap_or_default(),
+        record
+            .outputs
+            .get("url")
+            .map(|u| format!(", {u}"))
+            .unwrap_or_default(),
+        record.environment,
+        record.environment,
+    )
+}
+
+pub fn unpin(env: &str, common: Common) -> Result<(), String> {
+    if open(&common)?.unpin(env).map_err(err)? {
+        println!("{env} is unpinned: pipeline deploys reach it again.");
+    } else {
+        println!("{env} was not pinned.");
+    }
+    Ok(())
+}
+
+pub fn decide(run: &str, stage: &str, approve: bool, common: Common) -> Result<(), String> {
+    let engine = open(&common)?;
+    let by = actor();
+    if approve {
+        engine.approve(run, stage, &by).map_err(err)?;
+        println!("Approved: stage {stage} of run {run} deploys now (approved by {by}).");
+    } else {
+        engine.reject(run, stage, &by).map_err(err)?;
+        println!("Rejected: stage {stage} of run {run} fails (rejected by {by}).");
+    }
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! The local backend as a [`Deployer`]: an environment is a directory under the environments
+//! dir, holding the release; a deployment may also start a process that serves it on a
+//! loopback port.
+//!
+//! `with` parameters of a deploy:
+//! - `files`: a path or a list of paths in the checkout to put into the release (default: the
+//!   whole checkout, without `.git`);
+//! - `build`: a shell command run in the new release directory before it goes live;
+//! - `serve`: a shell command started in the release directory that serves it, with `$PORT` set
+//!   to a free loopback port (or `port`); the deploy succeeds once the port accepts connections
+//!   (within `ready_timeout` seconds, default 10), and `url` is `http://127.0.0.1:PORT/`.
+//!
+//! Outputs: `url` (the server's, else a `file://` URL of the release), `path`, and `version`
+//! when the deployment has one. Redeploying swaps the release and restarts the server; stopping
+//! stops the server and removes the directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::{LocalBackend, process};
+use crate::backend::{BackendError, Completion, Deployer, StageContext};
+
+const SERVER_PID: &str = "server.pid";
+const SERVER_LOG: &str = "server.log";
+
+fn invalid(message: String) -> BackendError {
+    BackendError::InvalidParameters(message)
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> BackendError {
+    BackendError::Failed(format!("{what} {}: {e}", path.display()))
+}
+
+impl LocalBackend {
+    fn environment_dir(&self, ctx: &StageContext) -> Result<PathBuf, BackendError> {
+        let env = ctx.environment.as_ref().ok_or_else(|| {
+            invalid(format!(
+                "stage \"{}\" names no environment to deploy to",
+                ctx.stage
+            ))
+        })?;
+        let root = self.environments.as_ref().ok_or_else(|| {
+            invalid(
+                "the local backend has no environments directory (LocalBackendBuilder::with_environments_dir)"
+                    .to_owned(),
+            )
+        })?;
+        Ok(root.join(&env.name))
+    }
+}
+
+/// Stops the server a deployment of `dir` started, if it still runs.
+fn stop_server(dir: &Path) {
+    let pid_file = dir.join(SERVER_PID);
+    if let Ok(text) = std::fs::read_to_string(&pid_file) {
+        if let Ok(pgid) = text.trim().parse::<i32>() {
+            process::kill_group(Some(Pid::from_raw(pgid)), Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_file(pid_file);
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), BackendError> {
+    let meta = std::fs::symlink_metadata(from).map_err(|e| io("cannot read", from, e))?;
+    if meta.is_dir() {
+        std::fs::create_dir_all(to).map_err(|e| io("cannot create", to, e))?;
+        for entry in std::fs::read_dir(from).map_err(|e| io("cannot list", from, e))? {
+            let entry = entry.map_err(|e| io("cannot list", from, e))?;
+            if entry.file_name() == ".git" {
+                continue;
+            }
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    } else if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(from).map_err(|e| io("cannot read", from, e))?;
+        std::os::unix::fs::symlink(target, to).map_err(|e| io("cannot create", to, e))?;
+    } else {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
+        }
+        std::fs::copy(from, to).map_err(|e| io("cannot copy", from, e))?;
+    }
+    Ok(())
+}
+
+/// The paths named by `files`, checked to stay inside the checkout.
+fn files(ctx: &StageContext) -> Result<Vec<PathBuf>, BackendError> {
+    let names: Vec<String> = match ctx.with.get("files") {
+        None => return Ok(vec![PathBuf::new()]),
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| invalid(format!("`with.files` must list paths, found {v}")))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(invalid(format!(
+                "`with.files` must be a path or a list of paths, found {other}"
+            )));
+        }
+    };
+    names
+        .into_iter()
+        .map(|name| {
+            let path = PathBuf::from(&name);
+            let inside = path.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            });
+            if inside {
+                Ok(path)
+            } else {
+                Err(invalid(format!(
+                    "`with.files`: \"{name}\" is not a path inside the checkout"
+                )))
+            }
+        })
+        .collect()
+}
+
+fn string_param<'a>(ctx: &'a StageContext, key: &str) -> Result<Option<&'a str>, BackendError> {
+    match ctx.with.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(invalid(format!(
+            "`with.{key}` must be a string, found {other}"
+        ))),
+    }
+}
+
+fn number_param(ctx: &StageContext, key: &str) -> Result<Option<u64>, BackendError> {
+    match ctx.with.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(serde_json::Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
+        Some(other) => Err(invalid(format!(
+            "`with.{key}` must be a whole number, found {other}"
+        ))),
+    }
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> Result<u16, BackendError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| BackendError::Failed(format!("cannot find a free loopback port: {e}")))
+}
+
+impl LocalBackend {
+    /// Starts `command` serving `release` on `port`; returns once the port accepts connections.
+    async fn serve(
+        &self,
+        ctx: &StageContext,
+        root: &Path,
+        release: &Path,
+        command: &str,
+        port: u16,
+    ) -> Result<(), BackendError> {
+        let log_path = root.join(SERVER_LOG);
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| io("cannot create", &log_path, e))?;
+        let err_log = log
+            .try_clone()
+            .map_err(|e| io("cannot open", &log_path, e))?;
+        let mut cmd = tokio::process::Command::new(&self.shell);
+        cmd.arg("-c")
+            .arg(command)
+            .current_dir(release)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .process_group(0);
+        for (k, v) in ctx.gitops_env() {
+            cmd.env(k, v);
+        }
+        cmd.envs(&ctx.env).env("PORT", port.to_string());
+        let mut child = cmd.spawn().map_err(|e| {
+            BackendError::Unavailable(format!("cannot start {}: {e}", self.shell.display()))
+        })?;
+        let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+        if let Some(pid) = child.id() {
+            let pid_file = root.join(SERVER_PID);
+            if let Err(e) = std::fs::write(&pid_file, pid.to_string()) {
+                process::kill_group(pgid, Signal::SIGKILL);
+                return Err(io("cannot write", &pid_file, e));
+            }
+        }
+        let timeout = Duration::from_secs(number_param(ctx, "ready_timeout")?.unwrap_or(10));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let failed = |message: String| {
+            process::kill_group(pgid, Signal::SIGKILL);
+            let _ = std::fs::remove_file(root.join(SERVER_PID));
+            message
+        };
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                // The server outlives this call: it is the environment. Reap it in the
+                // background so that it never lingers as a zombie of ours.
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(BackendError::Failed(failed(format!(
+                    "the `serve` command exited ({status}) before port {port} accepted connections{}",
+                    if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", tail.join(" | "))
+                    }
+                ))));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BackendError::Failed(failed(format!(
+                    "port {port} did not accept connections within {}s of starting `serve`",
+                    timeout.as_secs()
+                ))));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = ctx.cancel.cancelled() => {
+                    failed(String::new());
+                    let _ = child.wait().await;
+                    return Err(BackendError::Cancelled);
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Deployer for LocalBackend {
+    /// Puts the release into the environment's directory (see the module docs) and, with
+    /// `serve`, starts the process that serves it.
+    async fn deploy(&self, ctx: StageContext) -> Result<Completion, BackendError> {
+        let root = self.environment_dir(&ctx)?;
+        let files = files(&ctx)?;
+        let build = string_param(&ctx, "build")?;
+        let serve = string_param(&ctx, "serve")?;
+        let port = match number_param(&ctx, "port")? {
+            Some(p) => Some(
+                u16::try_from(p).map_err(|_| invalid(format!("`with.port`: {p} is not a port")))?,
+            ),
+            None => None,
+        };
+        let next = root.join("release.next");
+        let release = root.join("release");
+        let old = root.join("release.old");
+        for dir in [&next, &old] {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir).map_err(|e| io("cannot remove", dir, e))?;
+            }
+        }
+        std::fs::create_dir_all(&next).map_err(|e| io("cannot create", &next, e))?;
+        for path in &files {
+            let from = ctx.run.workdir.join(path);
+            if !from.exists() {
+                return Err(invalid(format!(
+                    "`with.files`: {} is not in the checkout",
+                    path.display()
+                )));
+            }
+            copy_tree(&from, &next.join(path))?;
+        }
+        if let Some(build) = build {
+            let output = root.join("build.output");
+            let exit = process::run(self, &ctx, build, &next, &output).await?;
+            let _ = std::fs::remove_file(&output);
+            match exit {
+                process::Exit::Code(0) => {}
+                process::Exit::Code(code) => {
+                    return Ok(Completion::failure(
+                        Some(code),
+                        format!("`build` failed with exit code {code}"),
+                    ));
+                }
+                process::Exit::Signal(sig) => {
+                    return Ok(Completion::failure(
+                        None,
+                        format!("`build` was killed by signal {sig}"),
+                    ));
+                }
+                process::Exit::Cancelled => return Err(BackendError::Cancelled),
+            }
+        }
+        // The new release goes live: the old server stops, the directories swap.
+        stop_server(&root);
+        if release.exists() {
+            std::fs::rename(&release, &old).map_err(|e| io("cannot move", &release, e))?;
+        }
+        std::fs::rename(&next, &release).map_err(|e| io("cannot move", &next, e))?;
+        if old.exists() {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        let mut completion =
+            Completion::success().with_output("path", release.display().to_string());
+        if let Some(version) = ctx.environment.as_ref().and_then(|e| e.version.clone()) {
+            completion = completion.with_output("version", version);
+        }
+        let url = match serve {
+            Some(command) => {
+                let port = match port {
+                    Some(p) => p,
+                    None => free_port()?,
+                };
+                self.serve(&ctx, &root, &release, command, port).await?;
+                format!("http://127.0.0.1:{port}/")
+            }
+            None => format!("file://{}/", release.display()),
+        };
+        Ok(completion.with_output("url", url))
+    }
+
+    /// Stops the environment's server and removes its directory.
+    async fn stop(&self, ctx: StageContext) -> Result<Completion, BackendError> {
+        let root = self.environment_dir(&ctx)?;
+        stop_server(&root);
+        if root.exists() {
+            std::fs::remove_dir_all(&root).map_err(|e| io("cannot remove", &root, e))?;
+        }
+        Ok(Completion::success())
+    }
+}

@@ -1,0 +1,612 @@
+//! Environments and their deployments in the ledger: the record of every deploy and stop, the
+//! environment locks, approvals and pins.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::{Ledger, LedgerError, now, process_alive};
+use crate::config::Action;
+use crate::event::GitEvent;
+
+/// What a deployment was given: enough to make it again (a rollback redeploys these inputs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DeploymentInputs {
+    /// The environment as named in config (`preview`).
+    pub config_name: String,
+    /// The stage's command, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The rendered `env`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The rendered `with` (the environment's and the stage's).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub with: serde_json::Map<String, serde_json::Value>,
+    /// The environment's `auto_stop_after`, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_stop_after_secs: Option<f64>,
+}
+
+/// A deployment to record as started.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NewDeployment {
+    /// The environment instance (`preview-pr-7`).
+    pub environment: String,
+    /// Deploy or stop.
+    pub action: Action,
+    /// The backend that carries it out.
+    pub backend: String,
+    /// The version deployed (a tag's semver), if any.
+    pub version: Option<String>,
+    /// The commit deployed.
+    pub sha: Option<String>,
+    /// The run and stage that made it (none for rollbacks and lifecycle stops).
+    pub run_id: Option<String>,
+    /// The stage.
+    pub stage: Option<String>,
+    /// The event that caused it.
+    pub event: Option<GitEvent>,
+    /// Who or what triggered it.
+    pub triggered_by: Option<String>,
+    /// What the backend was given.
+    pub inputs: DeploymentInputs,
+    /// The deployment this one rolls back to (its inputs are redeployed).
+    pub rollback_of: Option<i64>,
+    /// The repository the environment belongs to (`owner/name`).
+    pub repo: String,
+    /// The pull request that owns the environment.
+    pub pull_request: Option<u64>,
+}
+
+/// How a deployment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentResult {
+    /// Still going on.
+    Running,
+    /// It succeeded.
+    Success,
+    /// It failed.
+    Failure,
+    /// It was stopped.
+    Cancelled,
+    /// The process carrying it out died before it ended.
+    Interrupted,
+}
+
+impl DeploymentResult {
+    /// The result's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => Self::Running,
+            "success" => Self::Success,
+            "failure" => Self::Failure,
+            "cancelled" => Self::Cancelled,
+            "interrupted" => Self::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+/// A deployment (or stop) as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct DeploymentRecord {
+    /// Its id (increasing).
+    pub id: i64,
+    /// The environment instance.
+    pub environment: String,
+    /// Deploy or stop.
+    pub action: Action,
+    /// The backend.
+    pub backend: String,
+    /// The version, if any.
+    pub version: Option<String>,
+    /// The commit.
+    pub sha: Option<String>,
+    /// The run that made it.
+    pub run_id: Option<String>,
+    /// The stage that made it.
+    pub stage: Option<String>,
+    /// The event that caused it.
+    pub event: Option<GitEvent>,
+    /// Who or what triggered it.
+    pub triggered_by: Option<String>,
+    /// What the backend was given.
+    pub inputs: DeploymentInputs,
+    /// What the backend returned (a URL, ...).
+    pub outputs: BTreeMap<String, String>,
+    /// How it ended.
+    pub result: DeploymentResult,
+    /// Why it failed.
+    pub message: Option<String>,
+    /// The deployment whose inputs this rollback redeployed.
+    pub rollback_of: Option<i64>,
+    /// Unix time it started.
+    pub started_at: f64,
+    /// Unix time it ended.
+    pub finished_at: Option<f64>,
+}
+
+/// Whether an environment runs something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvironmentStatus {
+    /// Something was deployed to it (or was being deployed) and it was not stopped since.
+    Active,
+    /// It was stopped; its record stays.
+    Stopped,
+}
+
+/// An environment instance as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct EnvironmentRecord {
+    /// The instance (`preview-pr-7`).
+    pub name: String,
+    /// The environment as named in config.
+    pub config_name: String,
+    /// The backend that deploys it.
+    pub backend: String,
+    /// The repository (`owner/name`).
+    pub repo: String,
+    /// The pull request that owns it.
+    pub pull_request: Option<u64>,
+    /// Active or stopped.
+    pub status: EnvironmentStatus,
+    /// Who pinned it (a rollback), while it is pinned.
+    pub pinned_by: Option<String>,
+    /// Unix time of the last deploy or stop.
+    pub updated_at: f64,
+}
+
+/// A decision on a deployment waiting for approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// No one decided yet.
+    Pending,
+    /// Approved.
+    Approved,
+    /// Rejected.
+    Rejected,
+}
+
+/// An approval request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ApprovalRecord {
+    /// The run.
+    pub run_id: String,
+    /// The deploy stage.
+    pub stage: String,
+    /// The environment.
+    pub environment: String,
+    /// The decision so far.
+    pub status: ApprovalStatus,
+    /// Who decided.
+    pub decided_by: Option<String>,
+    /// Unix time it was requested.
+    pub requested_at: f64,
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(
+    row: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(i)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn bad_value(i: usize, what: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        i,
+        rusqlite::types::Type::Text,
+        format!("unknown {what} \"{value}\"").into(),
+    )
+}
+
+const SELECT_DEPLOYMENT: &str = "SELECT id, environment, action, backend, version, sha, run_id, stage, event, triggered_by, inputs, outputs, result, message, rollback_of, started_at, finished_at, pid FROM deployments";
+
+fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRecord> {
+    let action: String = r.get(2)?;
+    let action = match action.as_str() {
+        "deploy" => Action::Deploy,
+        "stop" => Action::Stop,
+        other => return Err(bad_value(2, "action", other)),
+    };
+    let event: Option<String> = r.get(8)?;
+    let event = match event {
+        Some(_) => Some(json_col(r, 8)?),
+        None => None,
+    };
+    let result: String = r.get(12)?;
+    let mut result =
+        DeploymentResult::parse(&result).ok_or_else(|| bad_value(12, "result", &result))?;
+    let pid: u32 = r.get(17)?;
+    if result == DeploymentResult::Running && !process_alive(pid) {
+        result = DeploymentResult::Interrupted;
+    }
+    Ok(DeploymentRecord {
+        id: r.get(0)?,
+        environment: r.get(1)?,
+        action,
+        backend: r.get(3)?,
+        version: r.get(4)?,
+        sha: r.get(5)?,
+        run_id: r.get(6)?,
+        stage: r.get(7)?,
+        event,
+        triggered_by: r.get(9)?,
+        inputs: json_col(r, 10)?,
+        outputs: json_col(r, 11)?,
+        result,
+        message: r.get(13)?,
+        rollback_of: r.get(14)?,
+        started_at: r.get(15)?,
+        finished_at: r.get(16)?,
+    })
+}
+
+const SELECT_ENVIRONMENT: &str = "SELECT name, config_name, backend, repo, pull_request, status, pinned_by, updated_at FROM environments";
+
+fn environment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvironmentRecord> {
+    let status: String = r.get(5)?;
+    let status = match status.as_str() {
+        "active" => EnvironmentStatus::Active,
+        "stopped" => EnvironmentStatus::Stopped,
+        other => return Err(bad_value(5, "status", other)),
+    };
+    Ok(EnvironmentRecord {
+        name: r.get(0)?,
+        config_name: r.get(1)?,
+        backend: r.get(2)?,
+        repo: r.get(3)?,
+        pull_request: r.get(4)?,
+        status,
+        pinned_by: r.get(6)?,
+        updated_at: r.get(7)?,
+    })
+}
+
+/// Who holds an environment's lock, when it is not free.
+pub type LockHolder = String;
+
+impl Ledger {
+    /// Records that a deployment started; returns its id. The environment is created if new, and
+    /// is active from now on (whatever the deployment leaves must be stopped some day).
+    pub fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, LedgerError> {
+        let event = d
+            .event
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| self.corrupt(e))?;
+        let inputs = serde_json::to_string(&d.inputs).map_err(|e| self.corrupt(e))?;
+        let action = match d.action {
+            Action::Stop => "stop",
+            _ => "deploy",
+        };
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let at = now();
+            tx.execute(
+                "INSERT INTO environments (name, config_name, backend, repo, pull_request, status, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                 ON CONFLICT(name) DO UPDATE SET backend = ?3, updated_at = ?7,
+                   status = CASE WHEN ?6 = 'active' THEN 'active' ELSE status END",
+                params![
+                    d.environment,
+                    d.inputs.config_name,
+                    d.backend,
+                    d.repo,
+                    d.pull_request,
+                    if d.action == Action::Stop { "stopped" } else { "active" },
+                    at
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO deployments (environment, action, backend, version, sha, run_id, stage, event, triggered_by, inputs, outputs, result, rollback_of, pid, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, '{}', 'running', ?11, ?12, ?13)",
+                params![
+                    d.environment,
+                    action,
+                    d.backend,
+                    d.version,
+                    d.sha,
+                    d.run_id,
+                    d.stage,
+                    event,
+                    d.triggered_by,
+                    inputs,
+                    d.rollback_of,
+                    std::process::id(),
+                    at
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok(id)
+        })
+    }
+
+    /// Records how a deployment ended; a successful stop marks its environment stopped.
+    pub fn finish_deployment(
+        &self,
+        id: i64,
+        result: DeploymentResult,
+        message: Option<&str>,
+        outputs: &BTreeMap<String, String>,
+    ) -> Result<(), LedgerError> {
+        let outputs = serde_json::to_string(outputs).map_err(|e| self.corrupt(e))?;
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let at = now();
+            tx.execute(
+                "UPDATE deployments SET result = ?2, message = ?3, outputs = ?4, finished_at = ?5 WHERE id = ?1",
+                params![id, result.name(), message, outputs, at],
+            )?;
+            if result == DeploymentResult::Success {
+                tx.execute(
+                    "UPDATE environments SET status = 'stopped', updated_at = ?2
+                     WHERE name = (SELECT environment FROM deployments WHERE id = ?1 AND action = 'stop')",
+                    params![id, at],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// A deployment by id.
+    pub fn deployment(&self, id: i64) -> Result<Option<DeploymentRecord>, LedgerError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("{SELECT_DEPLOYMENT} WHERE id = ?1"),
+                [id],
+                deployment_row,
+            )
+            .optional()
+        })
+    }
+
+    /// The deployments and stops of `environment` (every environment when `None`), newest first.
+    pub fn history(
+        &self,
+        environment: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeploymentRecord>, LedgerError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "{SELECT_DEPLOYMENT} WHERE ?1 IS NULL OR environment = ?1 ORDER BY id DESC LIMIT ?2"
+            ))?;
+            stmt.query_map(params![environment, limit as i64], deployment_row)?
+                .collect()
+        })
+    }
+
+    /// The deployment running in `environment` now: its last successful deploy, unless it was
+    /// stopped since.
+    pub fn current_deployment(
+        &self,
+        environment: &str,
+    ) -> Result<Option<DeploymentRecord>, LedgerError> {
+        let last = self.with(|c| {
+            c.query_row(
+                &format!(
+                    "{SELECT_DEPLOYMENT} WHERE environment = ?1 AND result = 'success' ORDER BY id DESC LIMIT 1"
+                ),
+                [environment],
+                deployment_row,
+            )
+            .optional()
+        })?;
+        Ok(last.filter(|d| d.action == Action::Deploy))
+    }
+
+    /// Every environment, by name.
+    pub fn environments(&self) -> Result<Vec<EnvironmentRecord>, LedgerError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!("{SELECT_ENVIRONMENT} ORDER BY name"))?;
+            stmt.query_map([], environment_row)?.collect()
+        })
+    }
+
+    /// One environment.
+    pub fn environment(&self, name: &str) -> Result<Option<EnvironmentRecord>, LedgerError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("{SELECT_ENVIRONMENT} WHERE name = ?1"),
+                [name],
+                environment_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Takes `environment`'s lock for `holder` until `ttl_secs` from now, in one transaction:
+    /// free, expired, or held by a process that is gone counts as free. Returns who holds it
+    /// when it is taken.
+    pub fn try_lock(
+        &self,
+        environment: &str,
+        holder: &str,
+        ttl_secs: f64,
+    ) -> Result<Option<LockHolder>, LedgerError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let at = now();
+            let current: Option<(String, u32, f64)> = tx
+                .query_row(
+                    "SELECT holder, pid, expires_at FROM locks WHERE environment = ?1",
+                    [environment],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            if let Some((who, pid, expires)) = current {
+                let stale = expires < at || (pid != std::process::id() && !process_alive(pid));
+                if who != holder && !stale {
+                    return Ok(Some(who));
+                }
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO locks (environment, holder, pid, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![environment, holder, std::process::id(), at, at + ttl_secs],
+            )?;
+            tx.commit()?;
+            Ok(None)
+        })
+    }
+
+    /// Extends a held lock; false when `holder` no longer holds it.
+    pub fn renew_lock(
+        &self,
+        environment: &str,
+        holder: &str,
+        ttl_secs: f64,
+    ) -> Result<bool, LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE locks SET expires_at = ?3 WHERE environment = ?1 AND holder = ?2",
+                params![environment, holder, now() + ttl_secs],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    /// Releases a lock `holder` holds.
+    pub fn release_lock(&self, environment: &str, holder: &str) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM locks WHERE environment = ?1 AND holder = ?2",
+                params![environment, holder],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Pins an environment (after a rollback): pipeline deploys to it wait until it is unpinned.
+    pub fn pin(&self, environment: &str, by: &str) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE environments SET pinned_by = ?2, pinned_at = ?3 WHERE name = ?1",
+                params![environment, by, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Unpins an environment; false when it was not pinned.
+    pub fn unpin(&self, environment: &str) -> Result<bool, LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE environments SET pinned_by = NULL, pinned_at = NULL WHERE name = ?1 AND pinned_by IS NOT NULL",
+                [environment],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    /// Asks for an approval of `stage` of `run_id` (kept if already asked); returns the
+    /// decision so far.
+    pub fn request_approval(
+        &self,
+        run_id: &str,
+        stage: &str,
+        environment: &str,
+    ) -> Result<ApprovalStatus, LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO approvals (run_id, stage, environment, status, requested_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
+                params![run_id, stage, environment, now()],
+            )?;
+            Ok(())
+        })?;
+        Ok(self
+            .approval(run_id, stage)?
+            .map_or(ApprovalStatus::Pending, |a| a.status))
+    }
+
+    /// The approval request of `stage` of `run_id`.
+    pub fn approval(
+        &self,
+        run_id: &str,
+        stage: &str,
+    ) -> Result<Option<ApprovalRecord>, LedgerError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT run_id, stage, environment, status, decided_by, requested_at FROM approvals WHERE run_id = ?1 AND stage = ?2",
+                [run_id, stage],
+                approval_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Requests still waiting for a decision, oldest first.
+    pub fn pending_approvals(&self) -> Result<Vec<ApprovalRecord>, LedgerError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT run_id, stage, environment, status, decided_by, requested_at FROM approvals WHERE status = 'pending' ORDER BY requested_at",
+            )?;
+            stmt.query_map([], approval_row)?.collect()
+        })
+    }
+
+    /// Approves or rejects a pending request; false when there is no pending request.
+    pub fn decide_approval(
+        &self,
+        run_id: &str,
+        stage: &str,
+        approved: bool,
+        by: &str,
+    ) -> Result<bool, LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE approvals SET status = ?3, decided_by = ?4, decided_at = ?5 WHERE run_id = ?1 AND stage = ?2 AND status = 'pending'",
+                params![run_id, stage, if approved { "approved" } else { "rejected" }, by, now()],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    fn corrupt(&self, e: impl std::fmt::Display) -> LedgerError {
+        LedgerError::Database {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRecord> {
+    let status: String = r.get(3)?;
+    let status = match status.as_str() {
+        "pending" => ApprovalStatus::Pending,
+        "approved" => ApprovalStatus::Approved,
+        "rejected" => ApprovalStatus::Rejected,
+        other => return Err(bad_value(3, "approval status", other)),
+    };
+    Ok(ApprovalRecord {
+        run_id: r.get(0)?,
+        stage: r.get(1)?,
+        environment: r.get(2)?,
+        status,
+        decided_by: r.get(4)?,
+        requested_at: r.get(5)?,
+    })
+}
