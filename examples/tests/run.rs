@@ -333,3 +333,122 @@ fn an_event_that_triggers_nothing_runs_nothing() {
         ".gitops.yml:5:29: stage \"a\": unknown backend \"docker\" (known: local)"
     );
 }
+
+#[test]
+fn an_approval_waits_across_a_restart_and_the_ledger_commands_show_the_deployment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = r#"version: 1
+environments:
+  staging: { approval: required }
+pipelines:
+  main:
+    on: { push: { branches: [main] } }
+    stages:
+      test: { run: "true" }
+      deploy: { needs: test, deploy: staging, with: { files: .gitops.yml } }
+"#;
+    let event = repo(&tmp.path().join("repo"), config);
+    let state = tmp.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gitops"))
+        .args(["run", "--event", event.to_str().unwrap(), "--repo"])
+        .arg(tmp.path().join("repo"))
+        .args(["--state", state_arg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read the progress until the deploy says it waits, and how to approve it.
+    let mut approve_hint = String::new();
+    {
+        use std::io::BufRead;
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if line.contains("waits for approval") {
+                approve_hint = line;
+                break;
+            }
+        }
+    }
+    assert!(
+        approve_hint.contains("⏸ deploy waits for approval to deploy to staging: `gitops approve "),
+        "{approve_hint}"
+    );
+    child.kill().unwrap(); // SIGKILL: the process that waited is gone
+    child.wait().unwrap();
+
+    let ledger = Ledger::open(&state).unwrap();
+    let run_id = ledger.interrupted_runs().unwrap()[0].id.clone();
+    assert!(approve_hint.contains(&format!("gitops approve {run_id} deploy")));
+    assert!(
+        ledger.history(None, 10).unwrap().is_empty(),
+        "nothing deployed yet"
+    );
+
+    let out = gitops(&["approve", &run_id, "deploy", "--state", state_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = gitops(&["approve", &run_id, "deploy", "--state", state_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        format!(
+            "error: run \"{run_id}\" has no deployment waiting for approval at stage \"deploy\""
+        )
+    );
+
+    // The restarted engine finds the approval and deploys.
+    let out = gitops(&["resume", &run_id, "--state", state_arg]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("✓ deploy succeeded"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = gitops(&["envs", "--json", "--state", state_arg]);
+    let envs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sha = git(&tmp.path().join("repo"), &["rev-parse", "HEAD"]);
+    assert_eq!(envs[0]["name"], "staging");
+    assert_eq!(envs[0]["status"], "active");
+    assert_eq!(envs[0]["sha"], sha.as_str());
+    assert_eq!(envs[0]["pinned"], false);
+    assert!(envs[0]["url"].as_str().unwrap().starts_with("file://"));
+    let out = gitops(&["history", "staging", "--json", "--state", state_arg]);
+    let history: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 1);
+    for key in [
+        "id",
+        "environment",
+        "version",
+        "sha",
+        "result",
+        "rollback_of",
+        "started_at",
+        "finished_at",
+    ] {
+        assert!(
+            history[0].get(key).is_some(),
+            "history has no {key}: {history}"
+        );
+    }
+    assert_eq!(history[0]["result"], "success");
+    assert_eq!(history[0]["run_id"], run_id.as_str());
+
+    // Nothing earlier to roll back to: a clear error, exit 1.
+    let out = gitops(&["rollback", "staging", "--state", state_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: environment \"staging\": no earlier successful release to roll back to"
+    );
+    let out = gitops(&["history", "nowhere", "--state", state_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("environment \"nowhere\": no such environment"));
+}

@@ -202,6 +202,74 @@ impl std::fmt::Display for EventKind {
 }
 
 impl GitEvent {
+    /// A push of `branch` from `before` (none: a new branch) to `after`.
+    pub fn push(repo: &str, branch: &str, before: Option<&str>, after: &str) -> GitEvent {
+        GitEvent {
+            payload: EventPayload::Push(PushEvent {
+                git_ref: format!("refs/heads/{branch}"),
+                branch: branch.to_owned(),
+                before: before.map(str::to_owned),
+                after: Some(after.to_owned()),
+                created: before.is_none(),
+                deleted: false,
+                forced: false,
+            }),
+            repo: repo.to_owned(),
+            sha: Some(after.to_owned()),
+        }
+    }
+
+    /// Tag `name` created at `sha` (its version parsed from the name).
+    pub fn tag_created(repo: &str, name: &str, sha: &str) -> GitEvent {
+        GitEvent {
+            payload: EventPayload::Tag(TagEvent {
+                action: TagAction::Created,
+                name: name.to_owned(),
+                version: crate::release::parse_tag(name),
+            }),
+            repo: repo.to_owned(),
+            sha: Some(sha.to_owned()),
+        }
+    }
+
+    /// Pull request `number` from `head` (branch, commit) into `base` (branch, commit) with
+    /// `action` (`opened`, `synchronize`, `closed`, ...).
+    pub fn pull_request_event(
+        repo: &str,
+        action: &str,
+        number: u64,
+        head: (&str, &str),
+        base: (&str, &str),
+    ) -> GitEvent {
+        GitEvent {
+            payload: EventPayload::PullRequest(PullRequestEvent {
+                action: action.to_owned(),
+                number,
+                title: format!("Pull request #{number}"),
+                draft: false,
+                merged: false,
+                head: RefTip {
+                    git_ref: head.0.to_owned(),
+                    sha: Some(head.1.to_owned()),
+                },
+                base: RefTip {
+                    git_ref: base.0.to_owned(),
+                    sha: Some(base.1.to_owned()),
+                },
+            }),
+            repo: repo.to_owned(),
+            sha: Some(head.1.to_owned()),
+        }
+    }
+
+    /// The same pull request event, merged (for `closed`).
+    pub fn merged(mut self) -> GitEvent {
+        if let EventPayload::PullRequest(pr) = &mut self.payload {
+            pr.merged = true;
+        }
+        self
+    }
+
     /// The kind of this event.
     pub fn kind(&self) -> EventKind {
         match self.payload {

@@ -4,7 +4,7 @@
 
 use gitops_core::config::Action;
 use gitops_core::engine::{Engine, RunOptions};
-use gitops_core::event::*;
+use gitops_core::event::GitEvent;
 use gitops_core::ledger::{DeploymentRecord, DeploymentResult};
 use gitops_core::repo::Repository;
 use gitops_core::scheduler::{RunResult, StageResult};
@@ -272,51 +272,20 @@ fn deployment_line(d: &DeploymentRecord) -> String {
 }
 
 fn pr(action: &str, head: &str, base: &str, merged: bool) -> GitEvent {
-    GitEvent {
-        payload: EventPayload::PullRequest(PullRequestEvent {
-            action: action.into(),
-            number: 1,
-            title: "Greet the world".into(),
-            draft: false,
-            merged,
-            head: RefTip {
-                git_ref: "feature/greeting".into(),
-                sha: Some(head.to_owned()),
-            },
-            base: RefTip {
-                git_ref: "main".into(),
-                sha: Some(base.to_owned()),
-            },
-        }),
-        repo: "demo/app".into(),
-        sha: Some(head.to_owned()),
-    }
+    let event = GitEvent::pull_request_event(
+        "demo/app",
+        action,
+        1,
+        ("feature/greeting", head),
+        ("main", base),
+    );
+    if merged { event.merged() } else { event }
 }
 
 fn push(before: &str, after: &str) -> GitEvent {
-    GitEvent {
-        payload: EventPayload::Push(PushEvent {
-            git_ref: "refs/heads/main".into(),
-            branch: "main".into(),
-            before: Some(before.to_owned()),
-            after: Some(after.to_owned()),
-            created: false,
-            deleted: false,
-            forced: false,
-        }),
-        repo: "demo/app".into(),
-        sha: Some(after.to_owned()),
-    }
+    GitEvent::push("demo/app", "main", Some(before), after)
 }
 
 fn tag(name: &str, sha: &str) -> GitEvent {
-    GitEvent {
-        payload: EventPayload::Tag(TagEvent {
-            action: TagAction::Created,
-            name: name.into(),
-            version: gitops_core::release::parse_tag(name),
-        }),
-        repo: "demo/app".into(),
-        sha: Some(sha.to_owned()),
-    }
+    GitEvent::tag_created("demo/app", name, sha)
 }
