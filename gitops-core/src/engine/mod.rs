@@ -19,7 +19,7 @@ use crate::config::{CONFIG_FILE, Config, LoadOptions};
 use crate::environment::Environments;
 use crate::event::GitEvent;
 use crate::graph::StageId;
-use crate::ledger::{Ledger, RunRecord, RunStatus, new_run_id};
+use crate::ledger::{GroupDecision, Ledger, RunRecord, RunStatus, new_run_id};
 use crate::plan::{Plan, PlannedPipeline, Planner};
 use crate::repo::Repository;
 use crate::scheduler::{
@@ -59,6 +59,7 @@ pub struct Engine {
     environments: Environments,
     scheduler: Scheduler,
     load: LoadOptions,
+    local_runs: LocalRuns,
 }
 
 /// A run that is ready: subscribe to its events, then [`execute`](StartedRun::execute) it.
@@ -70,7 +71,18 @@ pub struct StartedRun {
     run: Run,
     ledger: Ledger,
     checkout: Option<PathBuf>,
+    repo: String,
+    local_runs: LocalRuns,
 }
+
+/// The cancellation tokens of the runs this engine executes now, by run id: a newer run of a
+/// `cancel` group stops an older one of this process at once (one of another process sees the
+/// request in the ledger).
+type LocalRuns = Arc<std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>>;
+
+/// How often a run waiting in its concurrency group, or running in a `cancel` group, looks at
+/// the ledger.
+const GROUP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Engine {
     /// An engine keeping its state (ledger, checkouts) in `state_dir`, running stages on
@@ -96,6 +108,7 @@ impl Engine {
             ledger,
             scheduler: Scheduler::with_options(registry, options),
             load,
+            local_runs: LocalRuns::default(),
         })
     }
 
@@ -301,10 +314,12 @@ impl Engine {
         spec.secrets = options.secrets.clone();
         StartedRun {
             id: record.id,
+            repo: spec.info.event.repo.clone(),
             pipeline: pipeline.clone(),
             run: self.scheduler.run(pipeline, spec),
             ledger: self.ledger.clone(),
             checkout,
+            local_runs: self.local_runs.clone(),
         }
     }
 }
@@ -346,6 +361,15 @@ fn stop_leftovers(dir: &Path) -> usize {
     groups.len()
 }
 
+/// Takes a run out of its concurrency group, here and in the ledger.
+fn leave_group(local_runs: &LocalRuns, ledger: &Ledger, id: &str) {
+    local_runs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(id);
+    let _ = ledger.leave_group(id);
+}
+
 impl StartedRun {
     /// A subscriber to the run's events.
     pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
@@ -357,13 +381,109 @@ impl StartedRun {
         self.run.cancel_token()
     }
 
-    /// Runs it to its end, records how it ended, and removes its checkout.
+    /// Runs it to its end, records how it ended, and removes its checkout. A run of a
+    /// concurrency group first waits for its turn (its position is announced in its events);
+    /// one superseded meanwhile ends as cancelled without running a stage.
     pub async fn execute(self) -> Result<RunReport> {
+        let token = self.run.cancel_token();
+        let mut watcher = None;
+        if let Some(group) = &self.pipeline.concurrency {
+            self.local_runs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(self.id.clone(), token.clone());
+            let waited = self.wait_for_turn(group, &token).await;
+            if let Err(e) = waited {
+                leave_group(&self.local_runs, &self.ledger, &self.id);
+                return Err(e);
+            }
+            let (ledger, id, token) = (self.ledger.clone(), self.id.clone(), token.clone());
+            watcher = Some(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(GROUP_POLL).await;
+                    if ledger.group_cancel_requested(&id).unwrap_or(false) {
+                        token.cancel();
+                        return;
+                    }
+                }
+            }));
+        }
         let report = self.run.execute().await;
+        if let Some(w) = watcher {
+            w.abort();
+        }
+        if self.pipeline.concurrency.is_some() {
+            leave_group(&self.local_runs, &self.ledger, &self.id);
+        }
         self.ledger.finish_run(&self.id, report.result)?;
         if let Some(dir) = self.checkout {
             let _ = std::fs::remove_dir_all(dir);
         }
         Ok(report)
+    }
+
+    /// Waits until the run's concurrency group lets it start; cancels it when it is superseded.
+    async fn wait_for_turn(
+        &self,
+        group: &crate::plan::PlannedConcurrency,
+        token: &CancellationToken,
+    ) -> Result<()> {
+        self.ledger
+            .join_group(&self.id, &self.repo, &group.group, group.on_conflict)?;
+        let mut announced = None;
+        loop {
+            let displaced = match self.ledger.group_decision(&self.id, group.on_conflict)? {
+                GroupDecision::Start { cancelled } => {
+                    self.cancel_local(&cancelled);
+                    return Ok(());
+                }
+                GroupDecision::Superseded => {
+                    self.run.announce(RunEvent::RunSuperseded {
+                        group: group.group.clone(),
+                        at: 0.0,
+                    });
+                    token.cancel();
+                    return Ok(());
+                }
+                GroupDecision::Wait {
+                    position,
+                    displaced,
+                } => {
+                    if announced != Some(position) {
+                        announced = Some(position);
+                        self.run.announce(RunEvent::RunQueued {
+                            group: group.group.clone(),
+                            position,
+                            at: 0.0,
+                        });
+                    }
+                    displaced
+                }
+            };
+            self.cancel_local(&displaced);
+            tokio::select! {
+                _ = tokio::time::sleep(GROUP_POLL) => {}
+                // Cancelled while queued (by a newer run of this process, or by the user):
+                // it runs nothing.
+                _ = token.cancelled() => {
+                    if self.ledger.group_cancel_requested(&self.id).unwrap_or(false) {
+                        self.run.announce(RunEvent::RunSuperseded {
+                            group: group.group.clone(),
+                            at: 0.0,
+                        });
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn cancel_local(&self, runs: &[String]) {
+        let local = self.local_runs.lock().unwrap_or_else(|e| e.into_inner());
+        for id in runs {
+            if let Some(token) = local.get(id) {
+                token.cancel();
+            }
+        }
     }
 }

@@ -4,12 +4,14 @@
 //! so that a run killed halfway can be resumed without re-running what had finished.
 
 mod deployments;
+mod queue;
 mod schema;
 
 pub use deployments::{
     ApprovalRecord, ApprovalStatus, DeploymentInputs, DeploymentRecord, DeploymentResult,
     EnvironmentRecord, EnvironmentStatus, LockHolder, NewDeployment,
 };
+pub use queue::GroupDecision;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -78,6 +78,16 @@ const MIGRATIONS: &[&str] = &[
         decided_at REAL,
         PRIMARY KEY (run_id, stage)
     );",
+    "CREATE TABLE run_groups (
+        run_id TEXT PRIMARY KEY,
+        repo TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        state TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        joined_at REAL NOT NULL
+    );
+    CREATE INDEX run_groups_by_group ON run_groups(repo, grp, state);",
 ];
 
 pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {

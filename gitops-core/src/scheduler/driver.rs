@@ -256,6 +256,7 @@ impl Driver {
             done: tx,
             gate: run.spec.gate.clone(),
         });
+        let cancelled = run.cancel.is_cancelled();
         Driver {
             run,
             shared,
@@ -269,7 +270,8 @@ impl Driver {
             limits,
             busy,
             running: 0,
-            cancelled: false,
+            // A run cancelled before it started (superseded while queued) starts nothing.
+            cancelled,
         }
     }
 

@@ -22,6 +22,23 @@ pub enum RunEvent {
         /// Seconds since the start.
         at: f64,
     },
+    /// The run waits for its concurrency group: `position` runs are ahead of it.
+    RunQueued {
+        /// The group.
+        group: String,
+        /// Runs ahead of this one (1: it is next).
+        position: usize,
+        /// Seconds since the start (0: it has not started).
+        at: f64,
+    },
+    /// A newer run of its concurrency group took its place: it does not run (`queue`), or it
+    /// is stopped (`cancel`).
+    RunSuperseded {
+        /// The group.
+        group: String,
+        /// Seconds since the start.
+        at: f64,
+    },
     /// A stage's needs are done and it waits for a free slot.
     StageQueued {
         /// The stage.

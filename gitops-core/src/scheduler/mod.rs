@@ -288,6 +288,12 @@ impl Run {
         self.cancel.clone()
     }
 
+    /// Sends `event` to the run's subscribers (for what happens around the run, such as
+    /// waiting in a concurrency group).
+    pub fn announce(&self, event: RunEvent) {
+        let _ = self.events.send(event);
+    }
+
     /// Runs every stage to its end and reports. Stages whose backend is not registered fail
     /// (check the plan with [`BackendRegistry::check`] first to refuse such a run up front).
     pub async fn execute(self) -> RunReport {

@@ -88,6 +88,15 @@ pub async fn follow(mut events: Receiver<RunEvent>, run_id: String, multi: Multi
                     describe(&stage, &result, attempts, flaky, duration_secs)
                 ));
             }
+            RunEvent::RunQueued {
+                group, position, ..
+            } => say(format!(
+                "  ⧗ queued in concurrency group {group}: {position} run{} ahead",
+                if position == 1 { "" } else { "s" }
+            )),
+            RunEvent::RunSuperseded { group, .. } => say(format!(
+                "  ⤳ superseded by a newer run of concurrency group {group}"
+            )),
             RunEvent::StageWaiting { stage, waiting, .. } => say(format!(
                 "  ⏸ {stage} {}",
                 waiting_for(&waiting, &run_id, &stage)

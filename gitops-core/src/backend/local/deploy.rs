@@ -54,12 +54,26 @@ impl LocalBackend {
     }
 }
 
-/// Stops the server a deployment of `dir` started, if it still runs.
-fn stop_server(dir: &Path) {
+/// Whether `pid` still runs (a zombie has ended; it only waits to be reaped).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// Stops the server a deployment of `dir` started, if it still runs, and returns once it has
+/// ended (so that its port is free again).
+async fn stop_server(dir: &Path) {
     let pid_file = dir.join(SERVER_PID);
     if let Ok(text) = std::fs::read_to_string(&pid_file) {
         if let Ok(pgid) = text.trim().parse::<i32>() {
             process::kill_group(Some(Pid::from_raw(pgid)), Signal::SIGKILL);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while running(pgid) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         let _ = std::fs::remove_file(pid_file);
     }
@@ -302,7 +316,7 @@ impl Deployer for LocalBackend {
             }
         }
         // The new release goes live: the old server stops, the directories swap.
-        stop_server(&root);
+        stop_server(&root).await;
         if release.exists() {
             std::fs::rename(&release, &old).map_err(|e| io("cannot move", &release, e))?;
         }
@@ -332,7 +346,7 @@ impl Deployer for LocalBackend {
     /// Stops the environment's server and removes its directory.
     async fn stop(&self, ctx: StageContext) -> Result<Completion, BackendError> {
         let root = self.environment_dir(&ctx)?;
-        stop_server(&root);
+        stop_server(&root).await;
         if root.exists() {
             std::fs::remove_dir_all(&root).map_err(|e| io("cannot remove", &root, e))?;
         }

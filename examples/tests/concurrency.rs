@@ -1,0 +1,193 @@
+//! Concurrency groups end to end: `cancel` supersedes the running run, `queue` runs one at a
+//! time and keeps only the newest waiting run, `fifo` runs every one in arrival order.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use gitops_core::backend::BackendRegistry;
+use gitops_core::backend::local::LocalBackend;
+use gitops_core::engine::{Engine, RunOptions, StartedRun};
+use gitops_core::event::GitEvent;
+use gitops_core::repo::Repository;
+use gitops_core::scheduler::{RunEvent, RunReport, RunResult};
+use gitops_examples::scratch::ScratchRepo;
+use tokio::sync::broadcast::Receiver;
+use tokio::task::JoinHandle;
+
+struct Group {
+    _tmp: tempfile::TempDir,
+    engine: Engine,
+    repo: Repository,
+    event: GitEvent,
+    marks: std::path::PathBuf,
+}
+
+impl Group {
+    fn new(mode: &str) -> Group {
+        let tmp = tempfile::tempdir().unwrap();
+        let marks = tmp.path().join("marks");
+        let config = format!(
+            r#"version: 1
+pipelines:
+  main:
+    on: {{ push: {{ branches: [main] }} }}
+    concurrency: {{ group: "deploy-${{{{ event.branch }}}}", on_conflict: {mode} }}
+    stages:
+      work: {{ run: "echo start-$GITOPS_RUN_ID >> {m}; sleep 0.6; echo end-$GITOPS_RUN_ID >> {m}" }}
+"#,
+            m = marks.display()
+        );
+        let mut scratch = ScratchRepo::init(&tmp.path().join("repo")).unwrap();
+        let sha = scratch
+            .commit("main", None, "init", &[(".gitops.yml", &config)])
+            .unwrap();
+        let registry = BackendRegistry::new().with_executor("local", Arc::new(LocalBackend::new()));
+        Group {
+            engine: Engine::open(tmp.path().join("state"), registry).unwrap(),
+            repo: Repository::open(scratch.path()).unwrap(),
+            event: GitEvent::push("o/r", "main", None, &sha),
+            marks,
+            _tmp: tmp,
+        }
+    }
+
+    fn start(&self) -> StartedRun {
+        self.engine
+            .start(&self.event, &self.repo, &RunOptions::default())
+            .unwrap()
+            .remove(0)
+    }
+
+    /// Starts a run and returns once `until` saw one of its events.
+    async fn launch(
+        &self,
+        until: impl Fn(&RunEvent) -> bool,
+    ) -> (
+        String,
+        JoinHandle<RunReport>,
+        Receiver<RunEvent>,
+        Vec<RunEvent>,
+    ) {
+        let run = self.start();
+        let id = run.id.clone();
+        let mut events = run.subscribe();
+        let task = tokio::spawn(async move { run.execute().await.unwrap() });
+        let mut seen = Vec::new();
+        loop {
+            let e = events.recv().await.unwrap();
+            let done = until(&e);
+            seen.push(e);
+            if done {
+                break;
+            }
+        }
+        (id, task, events, seen)
+    }
+
+    fn marks(&self) -> Vec<String> {
+        read_lines(&self.marks)
+    }
+}
+
+fn read_lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn started(e: &RunEvent) -> bool {
+    matches!(e, RunEvent::StageStarted { .. })
+}
+
+fn queued(e: &RunEvent) -> bool {
+    matches!(e, RunEvent::RunQueued { .. })
+}
+
+fn positions(events: &[RunEvent]) -> Vec<usize> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::RunQueued { position, .. } => Some(*position),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_supersedes_the_running_run() {
+    let g = Group::new("cancel");
+    let (a, ta, _, _) = g.launch(started).await;
+    let (b, tb, _, _) = g.launch(started).await;
+    let (ra, rb) = (ta.await.unwrap(), tb.await.unwrap());
+    assert_eq!(ra.result, RunResult::Cancelled, "the older run is stopped");
+    assert_eq!(rb.result, RunResult::Success);
+    assert_eq!(
+        g.marks(),
+        [
+            format!("start-{a}"),
+            format!("start-{b}"),
+            format!("end-{b}")
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_runs_one_at_a_time_and_keeps_only_the_newest_waiting_run() {
+    let g = Group::new("queue");
+    let (a, ta, _, _) = g.launch(started).await;
+    let (b, tb, mut eb, seen_b) = g.launch(queued).await;
+    let (c, tc, _, seen_c) = g.launch(queued).await;
+    let (ra, rb, rc) = (ta.await.unwrap(), tb.await.unwrap(), tc.await.unwrap());
+    assert_eq!(ra.result, RunResult::Success);
+    assert_eq!(
+        rb.result,
+        RunResult::Cancelled,
+        "the older waiting run is dropped"
+    );
+    assert_eq!(rc.result, RunResult::Success);
+    assert_eq!((positions(&seen_b), positions(&seen_c)), (vec![1], vec![1]));
+    let mut superseded = false;
+    while let Ok(e) = eb.try_recv() {
+        superseded |= matches!(e, RunEvent::RunSuperseded { .. });
+        assert!(!started(&e), "the superseded run started a stage");
+    }
+    assert!(superseded, "run {b} was told it was superseded");
+    assert_eq!(
+        g.marks(),
+        [
+            format!("start-{a}"),
+            format!("end-{a}"),
+            format!("start-{c}"),
+            format!("end-{c}")
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_runs_every_run_in_arrival_order() {
+    let g = Group::new("fifo");
+    let (a, ta, _, _) = g.launch(started).await;
+    let (b, tb, _, seen_b) = g.launch(queued).await;
+    let (c, tc, mut ec, seen_c) = g.launch(queued).await;
+    for t in [ta, tb, tc] {
+        assert_eq!(t.await.unwrap().result, RunResult::Success);
+    }
+    let mut later = Vec::new();
+    while let Ok(e) = ec.try_recv() {
+        later.push(e);
+    }
+    assert_eq!(positions(&seen_b), [1]);
+    assert_eq!(
+        positions(&seen_c),
+        [2],
+        "the third run starts with two ahead"
+    );
+    assert_eq!(positions(&later), [1], "and moves up as the first one ends");
+    let order: Vec<String> = [&a, &b, &c]
+        .iter()
+        .flat_map(|id| [format!("start-{id}"), format!("end-{id}")])
+        .collect();
+    assert_eq!(g.marks(), order);
+}
