@@ -78,17 +78,11 @@ fn options() -> RunOptions {
 
 /// Runs everything `event` triggers, then what it ends.
 async fn handle(engine: &Engine, repo: &Repository, event: &GitEvent) -> Vec<RunReport> {
-    let runs = engine.start(event, repo, &options()).unwrap();
-    let tasks: Vec<_> = runs
-        .into_iter()
-        .map(|r| tokio::spawn(r.execute()))
-        .collect();
-    let mut reports = Vec::new();
-    for t in tasks {
-        reports.push(t.await.unwrap().unwrap());
-    }
-    engine.settle(event).await.unwrap();
-    reports
+    engine
+        .handle(event, repo, &options())
+        .await
+        .unwrap()
+        .reports
 }
 
 fn pr(action: &str, number: u64, head: &str, base: &str) -> GitEvent {
@@ -507,4 +501,43 @@ pipelines:
     );
     assert!(!w.state().join("environments/preview-pr-9").exists());
     assert!(http_get(&second_url, "/app.txt").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_stops_an_environment_idle_past_its_auto_stop_after() {
+    let config = r#"version: 1
+environments:
+  preview: { per_pull_request: true, auto_stop_after: 1s }
+  staging: {}
+pipelines:
+  pr:
+    on: { pull_request: { types: [opened] } }
+    stages:
+      preview: { deploy: preview, with: { files: app.txt } }
+  main:
+    on: { push: { branches: [main] } }
+    stages:
+      deploy: { deploy: staging, with: { files: app.txt } }
+"#;
+    let mut w = World::new(config);
+    let base = w.base.clone();
+    let head = w.commit("f5", &base, "5\n");
+    let (engine, repo) = (w.engine(), w.repo());
+    handle(&engine, &repo, &pr("opened", 5, &head, &base)).await;
+    handle(&engine, &repo, &GitEvent::push(REPO, "main", None, &base)).await;
+    assert!(
+        engine.reconcile(REPO, &[5]).await.unwrap().is_empty(),
+        "not idle yet"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stopped = engine.reconcile(REPO, &[5]).await.unwrap();
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert_eq!(
+        (stopped[0].environment.as_str(), stopped[0].reason),
+        ("preview-pr-5", StopReason::Idle)
+    );
+    assert!(
+        w.release("staging").exists(),
+        "staging has no auto_stop_after"
+    );
 }

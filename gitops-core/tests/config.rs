@@ -251,3 +251,47 @@ fn several_problems_are_all_reported_in_file_order() {
     assert!(lines[0].starts_with(".gitops.yml:8:28: "), "{err}");
     assert!(lines[1].starts_with(".gitops.yml:9:20: "), "{err}");
 }
+
+#[test]
+fn environment_policies_load_and_bad_ones_are_located() {
+    let c = Config::parse(
+        ".gitops.yml",
+        "version: 1\nenvironments:\n  production: { approval: required, on_locked: fail, on_pinned: fail, auto_stop_after: 2h }\npipelines:\n  p: { on: { push: {} }, stages: { a: { run: x } } }\n",
+    )
+    .unwrap();
+    let p = &c.environments["production"];
+    assert_eq!(p.approval, gitops_core::config::Approval::Required);
+    assert_eq!(p.on_locked, gitops_core::config::OnBusy::Fail);
+    assert_eq!(
+        p.auto_stop_after,
+        Some(std::time::Duration::from_secs(7200))
+    );
+    let defaults = Config::parse(
+        ".gitops.yml",
+        "version: 1\nenvironments:\n  staging: {}\npipelines:\n  p: { on: { push: {} }, stages: { a: { run: x } } }\n",
+    )
+    .unwrap();
+    let s = &defaults.environments["staging"];
+    assert_eq!(
+        (s.approval, s.on_locked, s.on_pinned, s.auto_stop_after),
+        (
+            gitops_core::config::Approval::None,
+            gitops_core::config::OnBusy::Wait,
+            gitops_core::config::OnBusy::Wait,
+            None
+        )
+    );
+    let bad = error(
+        "version: 1\nenvironments:\n  staging: { approval: sometimes }\npipelines:\n  p: { on: { push: {} }, stages: { a: { run: x } } }\n",
+    );
+    assert!(bad.starts_with(".gitops.yml:3:"), "{bad}");
+    assert!(
+        bad.contains("sometimes") && bad.contains("required"),
+        "{bad}"
+    );
+    let bad = error(
+        "version: 1\nenvironments:\n  staging: { auto_stop_after: soon }\npipelines:\n  p: { on: { push: {} }, stages: { a: { run: x } } }\n",
+    );
+    assert!(bad.starts_with(".gitops.yml:3:"), "{bad}");
+    assert!(bad.contains("soon"), "{bad}");
+}

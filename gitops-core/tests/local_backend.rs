@@ -227,3 +227,145 @@ async fn a_missing_command_or_workdir_is_a_clear_failure() {
         "invalid parameters: working directory /nonexistent/dir does not exist"
     );
 }
+
+mod deployer {
+    use super::*;
+    use gitops_core::backend::{BackendError, Deployer, EnvironmentTarget, Outcome, StageContext};
+
+    fn ctx(workdir: &Path, with: serde_json::Value) -> StageContext {
+        let run = Arc::new(RunInfo::new("r1", "p", pr_event("t", "b"), workdir));
+        let mut ctx = StageContext::new(run, "deploy");
+        ctx.with = with.as_object().unwrap().clone();
+        ctx.environment = Some(EnvironmentTarget::new("preview-pr-5", "preview", None));
+        ctx
+    }
+
+    fn backend(envs: &Path) -> LocalBackend {
+        LocalBackend::builder().with_environments_dir(envs).build()
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_are_clear_errors_that_deploy_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("app.txt"), "x").unwrap();
+        let envs = tmp.path().join("envs");
+        let b = backend(&envs);
+        for (with, expected) in [
+            (
+                serde_json::json!({"files": "../secret"}),
+                "invalid parameters: `with.files`: \"../secret\" is not a path inside the checkout",
+            ),
+            (
+                serde_json::json!({"files": ["/etc/passwd"]}),
+                "invalid parameters: `with.files`: \"/etc/passwd\" is not a path inside the checkout",
+            ),
+            (
+                serde_json::json!({"files": 3}),
+                "invalid parameters: `with.files` must be a path or a list of paths, found 3",
+            ),
+            (
+                serde_json::json!({"files": "missing.txt"}),
+                "invalid parameters: `with.files`: missing.txt is not in the checkout",
+            ),
+            (
+                serde_json::json!({"serve": ["a"]}),
+                "invalid parameters: `with.serve` must be a string, found [\"a\"]",
+            ),
+            (
+                serde_json::json!({"serve": "x", "port": 70000}),
+                "invalid parameters: `with.port`: 70000 is not a port",
+            ),
+        ] {
+            let err = b.deploy(ctx(tmp.path(), with)).await.unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
+        assert!(!envs.join("preview-pr-5/release").exists());
+
+        let mut no_env = ctx(tmp.path(), serde_json::json!({}));
+        no_env.environment = None;
+        assert!(matches!(
+            b.deploy(no_env).await,
+            Err(BackendError::InvalidParameters(_))
+        ));
+        let unconfigured = LocalBackend::new();
+        let err = unconfigured
+            .deploy(ctx(tmp.path(), serde_json::json!({})))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no environments directory"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_build_keeps_the_release_that_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("app.txt"), "one").unwrap();
+        let envs = tmp.path().join("envs");
+        let b = backend(&envs);
+        let done = b
+            .deploy(ctx(tmp.path(), serde_json::json!({"files": "app.txt"})))
+            .await
+            .unwrap();
+        assert_eq!(done.outcome, Outcome::Success);
+        let release = envs.join("preview-pr-5/release");
+        assert_eq!(done.outputs["path"], release.display().to_string());
+        std::fs::write(tmp.path().join("app.txt"), "two").unwrap();
+        let failed = b
+            .deploy(ctx(
+                tmp.path(),
+                serde_json::json!({"files": "app.txt", "build": "echo broken >&2; exit 3"}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            failed.outcome,
+            Outcome::Failure {
+                exit_code: Some(3),
+                message: "`build` failed with exit code 3".to_owned()
+            }
+        );
+        assert_eq!(
+            std::fs::read_to_string(release.join("app.txt")).unwrap(),
+            "one"
+        );
+        let stopped = b
+            .stop(ctx(tmp.path(), serde_json::json!({})))
+            .await
+            .unwrap();
+        assert_eq!(stopped.outcome, Outcome::Success);
+        assert!(!envs.join("preview-pr-5").exists());
+        // Stopping what does not exist succeeds.
+        b.stop(ctx(tmp.path(), serde_json::json!({})))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_listens_fails_the_deploy_and_is_stopped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pid_file = tmp.path().join("server.pid.seen");
+        let b = backend(&tmp.path().join("envs"));
+        let with = serde_json::json!({
+            "serve": format!("echo $$ > {}; exec sleep 100", pid_file.display()),
+            "ready_timeout": 1,
+        });
+        let err = b.deploy(ctx(tmp.path(), with)).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("did not accept connections within 1s"),
+            "{err}"
+        );
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(wait_gone(&pid).await, "the server was left running");
+
+        let with = serde_json::json!({"serve": "echo cannot start >&2; exit 1"});
+        let err = b.deploy(ctx(tmp.path(), with)).await.unwrap_err();
+        assert!(
+            err.to_string().contains("exited (exit status: 1)")
+                && err.to_string().contains("cannot start"),
+            "{err}"
+        );
+    }
+}

@@ -62,6 +62,16 @@ pub struct Engine {
     local_runs: LocalRuns,
 }
 
+/// What [`Engine::handle`] did with an event.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Handled {
+    /// The report of each run it started.
+    pub reports: Vec<RunReport>,
+    /// The environments it stopped afterwards (those of a closed pull request).
+    pub stopped: Vec<Stopped>,
+}
+
 /// A run that is ready: subscribe to its events, then [`execute`](StartedRun::execute) it.
 pub struct StartedRun {
     /// The run's id.
@@ -161,6 +171,32 @@ impl Engine {
             ));
         }
         Ok(runs)
+    }
+
+    /// Everything `event` does, for applications that need not follow progress: runs the
+    /// pipelines it triggers (at once, each within its concurrency group), then stops what it
+    /// ends ([`settle`](Self::settle)). To follow runs, [`start`](Self::start) them, subscribe,
+    /// execute, then settle.
+    pub async fn handle(
+        &self,
+        event: &GitEvent,
+        repo: &Repository,
+        options: &RunOptions,
+    ) -> Result<Handled> {
+        let runs = self.start(event, repo, options)?;
+        let tasks: Vec<_> = runs
+            .into_iter()
+            .map(|run| tokio::spawn(run.execute()))
+            .collect();
+        let mut reports = Vec::new();
+        for task in tasks {
+            match task.await {
+                Ok(report) => reports.push(report?),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        let stopped = self.settle(event).await?;
+        Ok(Handled { reports, stopped })
     }
 
     /// Re-runs a finished run as a new run linked to it: its failed, cancelled and skipped

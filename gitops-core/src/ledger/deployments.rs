@@ -610,3 +610,149 @@ fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRecord> {
         requested_at: r.get(5)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pid that no process has: one just reaped.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    fn deployment() -> NewDeployment {
+        NewDeployment {
+            environment: "staging".into(),
+            action: Action::Deploy,
+            backend: "local".into(),
+            version: None,
+            sha: Some("abc".into()),
+            run_id: Some("r1".into()),
+            stage: Some("deploy".into()),
+            event: None,
+            triggered_by: None,
+            inputs: DeploymentInputs {
+                config_name: "staging".into(),
+                ..Default::default()
+            },
+            rollback_of: None,
+            repo: "o/r".into(),
+            pull_request: None,
+        }
+    }
+
+    #[test]
+    fn a_lock_is_exclusive_until_released_expired_or_its_process_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        assert_eq!(ledger.try_lock("staging", "a", 30.0).unwrap(), None);
+        assert_eq!(
+            ledger.try_lock("staging", "b", 30.0).unwrap(),
+            Some("a".into())
+        );
+        assert_eq!(ledger.try_lock("production", "b", 30.0).unwrap(), None);
+        ledger.release_lock("staging", "a").unwrap();
+        assert_eq!(ledger.try_lock("staging", "b", 30.0).unwrap(), None);
+
+        // Expired: its holder stopped renewing it.
+        assert_eq!(ledger.try_lock("expired", "a", -1.0).unwrap(), None);
+        assert_eq!(ledger.try_lock("expired", "b", 30.0).unwrap(), None);
+        assert!(
+            !ledger.renew_lock("expired", "a", 30.0).unwrap(),
+            "a lost it"
+        );
+
+        // Held by a process that died: free at once, long before it expires.
+        let dead = dead_pid();
+        ledger
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO locks VALUES ('crashed', 'someone', ?1, 0, 1e12)",
+                    [dead],
+                )
+            })
+            .unwrap();
+        assert_eq!(ledger.try_lock("crashed", "b", 30.0).unwrap(), None);
+    }
+
+    #[test]
+    fn a_deployment_whose_process_died_reads_as_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let id = ledger.begin_deployment(&deployment()).unwrap();
+        assert_eq!(
+            ledger.deployment(id).unwrap().unwrap().result,
+            DeploymentResult::Running
+        );
+        let dead = dead_pid();
+        ledger
+            .with(|c| c.execute("UPDATE deployments SET pid = ?1", [dead]))
+            .unwrap();
+        assert_eq!(
+            ledger.deployment(id).unwrap().unwrap().result,
+            DeploymentResult::Interrupted
+        );
+        // An environment with an unfinished deployment is active: something may run there.
+        let env = ledger.environment("staging").unwrap().unwrap();
+        assert_eq!(env.status, EnvironmentStatus::Active);
+        assert_eq!(ledger.current_deployment("staging").unwrap(), None);
+    }
+
+    #[test]
+    fn a_successful_stop_marks_the_environment_stopped_and_keeps_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let deploy = ledger.begin_deployment(&deployment()).unwrap();
+        let mut outputs = BTreeMap::new();
+        outputs.insert("url".to_owned(), "http://127.0.0.1:1/".to_owned());
+        ledger
+            .finish_deployment(deploy, DeploymentResult::Success, None, &outputs)
+            .unwrap();
+        assert_eq!(
+            ledger
+                .current_deployment("staging")
+                .unwrap()
+                .unwrap()
+                .outputs,
+            outputs
+        );
+        let stop = ledger
+            .begin_deployment(&NewDeployment {
+                action: Action::Stop,
+                ..deployment()
+            })
+            .unwrap();
+        ledger
+            .finish_deployment(
+                stop,
+                DeploymentResult::Failure,
+                Some("boom"),
+                &BTreeMap::new(),
+            )
+            .unwrap();
+        let env = ledger.environment("staging").unwrap().unwrap();
+        assert_eq!(
+            env.status,
+            EnvironmentStatus::Active,
+            "a failed stop stopped nothing"
+        );
+        let stop = ledger
+            .begin_deployment(&NewDeployment {
+                action: Action::Stop,
+                ..deployment()
+            })
+            .unwrap();
+        ledger
+            .finish_deployment(stop, DeploymentResult::Success, None, &BTreeMap::new())
+            .unwrap();
+        let env = ledger.environment("staging").unwrap().unwrap();
+        assert_eq!(env.status, EnvironmentStatus::Stopped);
+        assert_eq!(ledger.current_deployment("staging").unwrap(), None);
+        let history = ledger.history(Some("staging"), 10).unwrap();
+        assert_eq!(history.len(), 3);
+        assert_eq!(history[1].message.as_deref(), Some("boom"));
+    }
+}

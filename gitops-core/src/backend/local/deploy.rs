@@ -79,16 +79,19 @@ async fn stop_server(dir: &Path) {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) -> Result<(), BackendError> {
+/// Copies `from` to `to`, leaving out `.git` and `skip` (the environments directory, when it
+/// lies inside the checkout).
+fn copy_tree(from: &Path, to: &Path, skip: &Path) -> Result<(), BackendError> {
     let meta = std::fs::symlink_metadata(from).map_err(|e| io("cannot read", from, e))?;
     if meta.is_dir() {
         std::fs::create_dir_all(to).map_err(|e| io("cannot create", to, e))?;
         for entry in std::fs::read_dir(from).map_err(|e| io("cannot list", from, e))? {
             let entry = entry.map_err(|e| io("cannot list", from, e))?;
-            if entry.file_name() == ".git" {
+            let path = entry.path();
+            if entry.file_name() == ".git" || path.canonicalize().is_ok_and(|p| p == skip) {
                 continue;
             }
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+            copy_tree(&path, &to.join(entry.file_name()), skip)?;
         }
     } else if meta.file_type().is_symlink() {
         let target = std::fs::read_link(from).map_err(|e| io("cannot read", from, e))?;
@@ -284,6 +287,10 @@ impl Deployer for LocalBackend {
             }
         }
         std::fs::create_dir_all(&next).map_err(|e| io("cannot create", &next, e))?;
+        let skip = root
+            .parent()
+            .and_then(|p| p.canonicalize().ok())
+            .unwrap_or_default();
         for path in &files {
             let from = ctx.run.workdir.join(path);
             if !from.exists() {
@@ -292,7 +299,7 @@ impl Deployer for LocalBackend {
                     path.display()
                 )));
             }
-            copy_tree(&from, &next.join(path))?;
+            copy_tree(&from, &next.join(path), &skip)?;
         }
         if let Some(build) = build {
             let output = root.join("build.output");
