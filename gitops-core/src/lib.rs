@@ -1,16 +1,21 @@
-//! The gitops engine: Git events in, pipelines of stages planned as a DAG.
+//! The gitops engine: Git events in, pipelines of stages planned as a DAG, run on backends,
+//! deployed to environments, recorded in a ledger.
 //!
 //! The data flow, one module each:
 //!
 //! ```text
-//! source (webhooks) ─► event::GitEvent ─► plan::Planner ─► plan::Plan
-//!                                            ▲
-//!                      config (.gitops.yml, read from the event's commit by repo)
+//! source (webhooks) ─► event::GitEvent ─► plan::Planner ─► plan::Plan ─► scheduler ─► backend
+//!                                            ▲                               │   (Executor,
+//!                      config (.gitops.yml, read from the event's commit)    │    Deployer)
+//!                                                                environment ┘ (locks, approvals,
+//!                                                                               pins) ─► ledger
 //! ```
 //!
 //! [`config`] parses and validates `.gitops.yml`, [`graph`] holds each pipeline's stages as a
 //! DAG, [`expr`] is the `${{ }}` language, [`release`] the semver rules of tag triggers, and
-//! [`plan`] decides, purely, what an event runs.
+//! [`plan`] decides, purely, what an event runs. [`scheduler`] runs a plan on the backends of
+//! [`backend`]; deploy and stop stages pass through [`environment`]; [`ledger`] records runs and
+//! deployments; [`engine`] ties them together for an application.
 #![warn(missing_docs)]
 
 pub mod backend;
