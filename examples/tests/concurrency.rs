@@ -14,9 +14,19 @@ use gitops_examples::scratch::ScratchRepo;
 use tokio::sync::broadcast::Receiver;
 use tokio::task::JoinHandle;
 
+/// A run started by a test: its id, its task, its events still to come, those seen.
+type Launched = (
+    String,
+    JoinHandle<RunReport>,
+    Receiver<RunEvent>,
+    Vec<RunEvent>,
+);
+
 struct Group {
     _tmp: tempfile::TempDir,
     engine: Engine,
+    /// A second engine on the same state dir: what another process sharing it would be.
+    other: Engine,
     repo: Repository,
     event: GitEvent,
     marks: std::path::PathBuf,
@@ -41,9 +51,14 @@ pipelines:
         let sha = scratch
             .commit("main", None, "init", &[(".gitops.yml", &config)])
             .unwrap();
-        let registry = BackendRegistry::new().with_executor("local", Arc::new(LocalBackend::new()));
+        let engine = || {
+            let registry =
+                BackendRegistry::new().with_executor("local", Arc::new(LocalBackend::new()));
+            Engine::open(tmp.path().join("state"), registry).unwrap()
+        };
         Group {
-            engine: Engine::open(tmp.path().join("state"), registry).unwrap(),
+            engine: engine(),
+            other: engine(),
             repo: Repository::open(scratch.path()).unwrap(),
             event: GitEvent::push("o/r", "main", None, &sha),
             marks,
@@ -51,24 +66,21 @@ pipelines:
         }
     }
 
-    fn start(&self) -> StartedRun {
-        self.engine
+    fn start(&self, engine: &Engine) -> StartedRun {
+        engine
             .start(&self.event, &self.repo, &RunOptions::default())
             .unwrap()
             .remove(0)
     }
 
     /// Starts a run and returns once `until` saw one of its events.
-    async fn launch(
-        &self,
-        until: impl Fn(&RunEvent) -> bool,
-    ) -> (
-        String,
-        JoinHandle<RunReport>,
-        Receiver<RunEvent>,
-        Vec<RunEvent>,
-    ) {
-        let run = self.start();
+    async fn launch(&self, until: impl Fn(&RunEvent) -> bool) -> Launched {
+        self.launch_on(&self.engine, until).await
+    }
+
+    /// The same, on `engine`.
+    async fn launch_on(&self, engine: &Engine, until: impl Fn(&RunEvent) -> bool) -> Launched {
+        let run = self.start(engine);
         let id = run.id.clone();
         let mut events = run.subscribe();
         let task = tokio::spawn(async move { run.execute().await.unwrap() });
@@ -82,6 +94,13 @@ pipelines:
             }
         }
         (id, task, events, seen)
+    }
+
+    /// Returns once a stage wrote `mark` (a stage's process starts a moment after its event).
+    async fn wait_for_mark(&self, mark: &str) {
+        while !self.marks().iter().any(|m| m == mark) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     fn marks(&self) -> Vec<String> {
@@ -119,7 +138,26 @@ fn positions(events: &[RunEvent]) -> Vec<usize> {
 async fn cancel_supersedes_the_running_run() {
     let g = Group::new("cancel");
     let (a, ta, _, _) = g.launch(started).await;
+    g.wait_for_mark(&format!("start-{a}")).await;
     let (b, tb, _, _) = g.launch(started).await;
+    check_cancelled(&g, (a, ta), (b, tb)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_supersedes_a_run_of_another_process() {
+    // The older run learns from the ledger that it was superseded.
+    let g = Group::new("cancel");
+    let (a, ta, _, _) = g.launch_on(&g.other, started).await;
+    g.wait_for_mark(&format!("start-{a}")).await;
+    let (b, tb, _, _) = g.launch(started).await;
+    check_cancelled(&g, (a, ta), (b, tb)).await;
+}
+
+async fn check_cancelled(
+    g: &Group,
+    (a, ta): (String, JoinHandle<RunReport>),
+    (b, tb): (String, JoinHandle<RunReport>),
+) {
     let (ra, rb) = (ta.await.unwrap(), tb.await.unwrap());
     assert_eq!(ra.result, RunResult::Cancelled, "the older run is stopped");
     assert_eq!(rb.result, RunResult::Success);

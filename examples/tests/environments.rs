@@ -264,7 +264,13 @@ async fn on_locked_fail_fails_at_once_saying_who_holds_it() {
             _ => continue,
         }
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ... and holds the lock: its deployment is recorded as running.
+    while !engine.history("staging").is_ok_and(|h| {
+        h.first()
+            .is_some_and(|d| d.result == DeploymentResult::Running)
+    }) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let second = engine.start(&event, &repo, &options()).unwrap().remove(0);
     let report = second.execute().await.unwrap();
     assert_eq!(report.result, RunResult::Failure);
