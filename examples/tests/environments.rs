@@ -547,3 +547,68 @@ pipelines:
         "staging has no auto_stop_after"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_timeout_counts_the_deployment_not_the_wait_for_approval() {
+    let config = r#"version: 1
+environments:
+  staging: { approval: required }
+pipelines:
+  main:
+    on: { push: { branches: [main] } }
+    stages:
+      quick: { deploy: staging, timeout: 1s, with: { files: app.txt } }
+  slow:
+    on: { push: { branches: [main] } }
+    stages:
+      slow: { deploy: staging, timeout: 1s, with: { files: app.txt, build: "sleep 30" } }
+"#;
+    let w = World::new(config);
+    let (engine, repo) = (w.engine(), w.repo());
+    let runs = engine
+        .start(
+            &GitEvent::push(REPO, "main", None, &w.base),
+            &repo,
+            &options(),
+        )
+        .unwrap();
+    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+    let tasks: Vec<_> = runs
+        .into_iter()
+        .map(|r| tokio::spawn(r.execute()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    engine.approve(&ids[0], "quick", "alice").unwrap();
+    while engine.ledger().approval(&ids[1], "slow").unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    engine.approve(&ids[1], "slow", "alice").unwrap();
+    let reports: Vec<RunReport> = futures_in_order(tasks).await;
+    assert_eq!(
+        reports[0].result,
+        RunResult::Success,
+        "{:?}",
+        reports[0].stages
+    );
+    assert!(matches!(
+        reports[1].stages[0].result,
+        StageResult::TimedOut { .. }
+    ));
+    let history = engine.history("staging").unwrap();
+    assert_eq!(
+        history[0].result,
+        DeploymentResult::Cancelled,
+        "the timed-out deployment"
+    );
+    assert_eq!(history[1].result, DeploymentResult::Success);
+}
+
+async fn futures_in_order(
+    tasks: Vec<tokio::task::JoinHandle<gitops_core::Result<RunReport>>>,
+) -> Vec<RunReport> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap().unwrap());
+    }
+    out
+}

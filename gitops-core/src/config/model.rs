@@ -369,7 +369,8 @@ pub struct Stage {
     /// Stop (tear down) this environment.
     #[serde(default)]
     pub stop: Option<String>,
-    /// Give up after this long (`90s`, `10m`).
+    /// Give up after this long (`90s`, `10m`); a deploy's wait for an approval, a lock or a
+    /// pin does not count.
     #[serde(default, deserialize_with = "duration::option::deserialize")]
     pub timeout: Option<Duration>,
     /// Try again on failure.

@@ -207,7 +207,7 @@ async fn once(
             at: shared.start.elapsed().as_secs_f64(),
         });
     }
-    let result = call(shared, &shared.targets[target], backend, ctx).await;
+    let (result, _) = call(shared, &shared.targets[target], backend, ctx, None).await;
     let (result, outputs) = if shared.run_cancel.is_cancelled() {
         (StageResult::Cancelled, BTreeMap::new())
     } else {
@@ -320,23 +320,7 @@ async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
     ctx.attempt = attempt;
     ctx.cancel = token.clone();
     ctx.log = LogSink::shared(&shared.log, &ctx.stage, attempt);
-    let call = call(&shared, target, job.backend, ctx);
-    tokio::pin!(call);
-    let mut timed_out = false;
-    let result = match job.timeout {
-        Some(limit) => {
-            tokio::select! {
-                r = &mut call => r,
-                _ = tokio::time::sleep(limit) => {
-                    timed_out = true;
-                    token.cancel();
-                    // The backend stops what it started; wait for it to say so.
-                    call.await
-                }
-            }
-        }
-        None => call.await,
-    };
+    let (result, timed_out) = call(&shared, target, job.backend, ctx, job.timeout).await;
     if timed_out {
         return Attempt::TimedOut;
     }
@@ -346,16 +330,21 @@ async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
     Attempt::Returned(result)
 }
 
-/// Calls the stage's backend; deploy and stop stages pass through the run's gate first.
+/// Calls the stage's backend within `limit`, cancelling its token when the limit passes (and
+/// then waiting for the backend to stop); true when it timed out. Deploy and stop stages pass
+/// through the run's gate first: time spent waiting there (for an approval, a lock, a pin) does
+/// not count against the limit.
 async fn call(
     shared: &Shared,
     target: &Target,
     backend: usize,
     ctx: StageContext,
-) -> Result<Completion, BackendError> {
+    limit: Option<Duration>,
+) -> (Result<Completion, BackendError>, bool) {
+    let token = ctx.cancel.clone();
     let (deployer, action) = match target {
-        Target::Execute(e) => return e.execute(ctx).await,
-        Target::Missing(m) => return Err(BackendError::Failed(m.clone())),
+        Target::Execute(e) => return bounded(e.execute(ctx), limit, &token).await,
+        Target::Missing(m) => return (Err(BackendError::Failed(m.clone())), false),
         Target::Deploy(d) => (d, Action::Deploy),
         Target::Stop(d) => (d, Action::Stop),
     };
@@ -366,7 +355,7 @@ async fn call(
         }
     };
     let Some(gate) = &shared.gate else {
-        return invoke(ctx).await;
+        return bounded(invoke(ctx), limit, &token).await;
     };
     let waiting = |waiting: WaitReason| {
         let _ = shared.events.send(RunEvent::StageWaiting {
@@ -380,13 +369,32 @@ async fn call(
         .await;
     let ticket = match entered {
         Ok(ticket) => ticket,
-        Err(GateRefusal::Cancelled) => return Err(BackendError::Cancelled),
-        Err(GateRefusal::Refused(message)) => return Err(BackendError::Failed(message)),
+        Err(GateRefusal::Cancelled) => return (Err(BackendError::Cancelled), false),
+        Err(GateRefusal::Refused(message)) => return (Err(BackendError::Failed(message)), false),
     };
-    let cancel = ctx.cancel.clone();
-    let returned = invoke(ctx).await;
-    gate.leave(ticket, &returned, cancel.is_cancelled()).await;
-    returned
+    let (returned, timed_out) = bounded(invoke(ctx), limit, &token).await;
+    gate.leave(ticket, &returned, token.is_cancelled()).await;
+    (returned, timed_out)
+}
+
+/// Runs `work` within `limit`; past it, cancels `token` and waits for `work` to end.
+async fn bounded<R>(
+    work: impl std::future::Future<Output = R>,
+    limit: Option<Duration>,
+    token: &CancellationToken,
+) -> (R, bool) {
+    let Some(limit) = limit else {
+        return (work.await, false);
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => (r, false),
+        _ = tokio::time::sleep(limit) => {
+            token.cancel();
+            // The backend stops what it started; wait for it to say so.
+            (work.await, true)
+        }
+    }
 }
 
 /// What is left in a job whose context was handed to its only attempt.
