@@ -41,6 +41,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A repository watcher cannot keep its state.
+    #[error("watching {repo}: {message}")]
+    Watch {
+        /// The repository watched.
+        repo: String,
+        /// What is wrong.
+        message: String,
+    },
     /// There is no pending approval request for this stage of this run.
     #[error("run \"{run}\" has no deployment waiting for approval at stage \"{stage}\"")]
     NoPendingApproval {

@@ -53,6 +53,14 @@ pub enum RepoError {
         /// The repository.
         path: PathBuf,
     },
+    /// Fetching from a remote failed.
+    #[error("cannot fetch from {url}: {message}")]
+    Fetch {
+        /// The remote.
+        url: String,
+        /// What gix said.
+        message: String,
+    },
     /// The event names no commit and no ref to find one by.
     #[error("the {kind} event names no commit")]
     NoCommit {
@@ -282,6 +290,52 @@ impl Repository {
         repo.merge_base(a, b)
             .map(|id| id.map(|id| id.to_string()))
             .map_err(|e| self.read_err("merge base", e))
+    }
+
+    /// Whether `ancestor` is `descendant` or one of its ancestors.
+    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, RepoError> {
+        let a = self.resolve_commit(ancestor)?;
+        Ok(self.merge_base(&a, descendant)?.as_deref() == Some(a.as_str()))
+    }
+
+    /// Every ref (branches, tags, pull request heads, ...) with the commit it points to;
+    /// annotated tags are peeled to their commit, refs to other objects left out.
+    pub fn refs(&self) -> Result<std::collections::BTreeMap<String, String>, RepoError> {
+        let repo = self.local();
+        let platform = repo
+            .references()
+            .map_err(|e| self.read_err("references", e))?;
+        let all = platform.all().map_err(|e| self.read_err("references", e))?;
+        let mut out = std::collections::BTreeMap::new();
+        for reference in all {
+            let mut reference = reference.map_err(|e| self.read_err("references", e))?;
+            let name = reference.name().as_bstr().to_string();
+            if !name.starts_with("refs/") {
+                continue;
+            }
+            // Symbolic refs (refs/remotes/origin/HEAD) name another ref: that one is listed.
+            if reference.target().try_id().is_none() {
+                continue;
+            }
+            if let Ok(commit) = reference.peel_to_commit() {
+                out.insert(name, commit.id.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The branch `HEAD` names (`main`), if it names one.
+    pub fn head_branch(&self) -> Option<String> {
+        let repo = self.local();
+        let head = repo.head_name().ok()??;
+        head.as_bstr()
+            .to_string()
+            .strip_prefix("refs/heads/")
+            .map(str::to_owned)
+    }
+
+    pub(crate) fn gix(&self) -> gix::Repository {
+        self.local()
     }
 
     /// The commit an event builds: its `sha`, or the commit its tag or branch points to.

@@ -1,43 +1,15 @@
 //! Reading real git repositories made by the test: config from a commit (not the work tree),
 //! revisions, changed paths, and the changes of pushes and pull requests.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+
+use common::{git, write};
 use gitops_core::config::LoadOptions;
 use gitops_core::event::*;
 use gitops_core::plan::Changes;
 use gitops_core::repo::{RepoError, Repository};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn write(dir: &Path, path: &str, text: &str) {
-    let p = dir.join(path);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
 
 fn commit(dir: &Path, msg: &str) -> String {
     git(dir, &["add", "-A"]);

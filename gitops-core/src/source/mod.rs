@@ -1,5 +1,7 @@
-//! Where events come from: forge webhooks (GitHub, GitLab), each turned into a [`GitEvent`].
+//! Where events come from: forge webhooks (GitHub, GitLab) and a watcher over a repository's
+//! refs, each turned into [`GitEvent`]s.
 //!
 //! [`GitEvent`]: crate::event::GitEvent
 
+pub mod repo;
 pub mod webhook;

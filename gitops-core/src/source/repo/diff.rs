@@ -1,0 +1,155 @@
+//! The events between two snapshots of a repository's refs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::event::{
+    EventPayload, GitEvent, PullRequestEvent, PushEvent, RefTip, TagAction, TagEvent,
+};
+use crate::release::parse_tag;
+use crate::repo::{RepoError, Repository};
+
+/// Ref name → commit id.
+pub type Refs = BTreeMap<String, String>;
+
+/// What a ref is to the watcher.
+enum RefKind<'a> {
+    Branch(&'a str),
+    Tag(&'a str),
+    PullRequest(u64),
+    Other,
+}
+
+fn kind(name: &str) -> RefKind<'_> {
+    if let Some(b) = name.strip_prefix("refs/heads/") {
+        return RefKind::Branch(b);
+    }
+    if let Some(t) = name.strip_prefix("refs/tags/") {
+        return RefKind::Tag(t);
+    }
+    let pr = name
+        .strip_prefix("refs/pull/")
+        .or_else(|| name.strip_prefix("refs/merge-requests/"))
+        .and_then(|rest| rest.strip_suffix("/head"))
+        .and_then(|n| n.parse().ok());
+    match pr {
+        Some(n) => RefKind::PullRequest(n),
+        None => RefKind::Other,
+    }
+}
+
+/// The events that turn `old` into `new`: branch pushes (with `forced` when the old tip is not
+/// an ancestor of the new), tags created, moved and deleted, and pull requests opened, updated
+/// and closed (`merged` when their last head is in `base_branch`). Branches first, then tags,
+/// then pull requests, each in name order.
+pub fn events_between(
+    old: &Refs,
+    new: &Refs,
+    repo: &Repository,
+    repo_name: &str,
+    base_branch: &str,
+) -> Result<Vec<GitEvent>, RepoError> {
+    let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let (mut branches, mut tags, mut prs) = (Vec::new(), Vec::new(), Vec::new());
+    let event = |payload, sha: Option<&String>| GitEvent {
+        payload,
+        repo: repo_name.to_owned(),
+        sha: sha.cloned(),
+    };
+    for name in names {
+        let (before, after) = (old.get(name), new.get(name));
+        if before == after {
+            continue;
+        }
+        match kind(name) {
+            RefKind::Branch(branch) => {
+                let forced = match (before, after) {
+                    (Some(b), Some(a)) => !repo.is_ancestor(b, a)?,
+                    _ => false,
+                };
+                branches.push(event(
+                    EventPayload::Push(PushEvent {
+                        git_ref: name.clone(),
+                        branch: branch.to_owned(),
+                        before: before.cloned(),
+                        after: after.cloned(),
+                        created: before.is_none(),
+                        deleted: after.is_none(),
+                        forced,
+                    }),
+                    after,
+                ));
+            }
+            RefKind::Tag(tag) => {
+                let action = match (before, after) {
+                    (None, _) => TagAction::Created,
+                    (_, None) => TagAction::Deleted,
+                    _ => TagAction::Moved,
+                };
+                tags.push(event(
+                    EventPayload::Tag(TagEvent {
+                        action,
+                        name: tag.to_owned(),
+                        version: parse_tag(tag),
+                    }),
+                    after,
+                ));
+            }
+            RefKind::PullRequest(number) => {
+                let base_ref = format!("refs/heads/{base_branch}");
+                let base_sha = new.get(&base_ref).or_else(|| old.get(&base_ref));
+                let (action, merged) = match (before, after) {
+                    (None, _) => ("opened", false),
+                    (Some(head), None) => (
+                        "closed",
+                        match base_sha {
+                            Some(base) => repo.is_ancestor(head, base)?,
+                            None => false,
+                        },
+                    ),
+                    _ => ("synchronize", false),
+                };
+                let head = after.or(before);
+                prs.push((
+                    number,
+                    event(
+                        EventPayload::PullRequest(PullRequestEvent {
+                            action: action.to_owned(),
+                            number,
+                            title: String::new(),
+                            draft: false,
+                            merged,
+                            head: RefTip {
+                                git_ref: name.clone(),
+                                sha: head.cloned(),
+                            },
+                            base: RefTip {
+                                git_ref: base_branch.to_owned(),
+                                sha: base_sha.cloned(),
+                            },
+                        }),
+                        head,
+                    ),
+                ));
+            }
+            RefKind::Other => {}
+        }
+    }
+    prs.sort_by_key(|(n, _)| *n);
+    branches.extend(tags);
+    branches.extend(prs.into_iter().map(|(_, e)| e));
+    Ok(branches)
+}
+
+/// The pull requests whose head ref is in `refs`: the ones still open.
+pub fn open_pull_requests(refs: &Refs) -> Vec<u64> {
+    let mut out: Vec<u64> = refs
+        .keys()
+        .filter_map(|name| match kind(name) {
+            RefKind::PullRequest(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}

@@ -1,0 +1,239 @@
+//! A watcher over a Git repository (with gix; no `git` subprocess): it snapshots every ref
+//! (branches, tags, `refs/pull/<n>/head`, `refs/merge-requests/<n>/head`) and turns the difference
+//! between two snapshots into [`GitEvent`]s. The last snapshot is kept in the state dir, so that
+//! a restarted watcher reports what changed while it was down, once. A remote repository is
+//! watched through a local mirror fetched from its URL.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), gitops_core::Error> {
+//! use gitops_core::source::repo::Watcher;
+//! let mut watcher = Watcher::open("https://example.com/org/app.git", "/var/lib/gitops".as_ref())?;
+//! for event in watcher.poll()?.events {
+//!     println!("{}", serde_json::to_string(&event).unwrap());
+//! }
+//! # Ok(()) }
+//! ```
+
+mod diff;
+mod mirror;
+
+use std::path::{Path, PathBuf};
+
+pub use diff::{Refs, events_between, open_pull_requests};
+pub use mirror::{fetch_into, fetch_mirror};
+
+use crate::event::GitEvent;
+use crate::repo::{RepoError, Repository};
+
+/// Where a watched repository lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoSource {
+    /// A repository on this machine, read in place.
+    Path(PathBuf),
+    /// A remote repository (`file://`, `git://`, ...), read through a mirror in the state dir.
+    Url(String),
+}
+
+impl RepoSource {
+    /// A URL when `s` has a scheme (`file://...`, `git://...`), else a path.
+    pub fn parse(s: &str) -> RepoSource {
+        if s.contains("://") {
+            RepoSource::Url(s.to_owned())
+        } else {
+            RepoSource::Path(PathBuf::from(s))
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            RepoSource::Path(p) => p.display().to_string(),
+            RepoSource::Url(u) => u.clone(),
+        }
+    }
+}
+
+/// What one poll found.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Poll {
+    /// What changed since the last snapshot, in order.
+    pub events: Vec<GitEvent>,
+    /// This was the first snapshot of the repository: the baseline, which reports nothing.
+    pub baseline: bool,
+    /// The pull requests whose head ref exists now (for [`Engine::reconcile`]).
+    ///
+    /// [`Engine::reconcile`]: crate::engine::Engine::reconcile
+    pub open_pull_requests: Vec<u64>,
+}
+
+/// Watches one repository.
+#[derive(Debug)]
+pub struct Watcher {
+    source: RepoSource,
+    repo: Repository,
+    mirror: Option<PathBuf>,
+    snapshot_file: PathBuf,
+    repo_name: String,
+    base_branch: Option<String>,
+}
+
+/// A file name for `key`: readable, and unique by a hash of the whole key.
+fn file_key(key: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let readable: String = key
+        .rsplit(['/', '\\', ':'])
+        .find(|s| !s.is_empty())
+        .unwrap_or("repo")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("{readable}-{:016x}", h.finish())
+}
+
+impl Watcher {
+    /// A watcher of `source` (a directory, or a URL mirrored under `<state>/mirrors`) that keeps
+    /// its snapshot under `<state>/watch`. Fetches a URL's mirror for the first time.
+    pub fn open(source: &str, state_dir: &Path) -> Result<Watcher, crate::Error> {
+        let source = RepoSource::parse(source);
+        let key = match &source {
+            RepoSource::Path(p) => p
+                .canonicalize()
+                .map_err(|e| RepoError::Open {
+                    path: p.clone(),
+                    message: e.to_string(),
+                })?
+                .display()
+                .to_string(),
+            RepoSource::Url(u) => u.clone(),
+        };
+        let (repo, mirror) = match &source {
+            RepoSource::Path(p) => (Repository::open(p)?, None),
+            RepoSource::Url(url) => {
+                let dir = state_dir
+                    .join("mirrors")
+                    .join(format!("{}.git", file_key(&key)));
+                (fetch_mirror(url, &dir)?, Some(dir))
+            }
+        };
+        let repo_name = match &source {
+            RepoSource::Path(p) => p
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "repo".to_owned()),
+            RepoSource::Url(u) => u
+                .trim_end_matches('/')
+                .trim_end_matches(".git")
+                .rsplit('/')
+                .take(2)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("/"),
+        };
+        Ok(Watcher {
+            snapshot_file: state_dir
+                .join("watch")
+                .join(format!("{}.json", file_key(&key))),
+            source,
+            repo,
+            mirror,
+            repo_name,
+            base_branch: None,
+        })
+    }
+
+    /// The branch pull requests merge into, to tell merged from closed (default: the branch
+    /// `HEAD` names, else `main`).
+    pub fn with_base_branch(mut self, branch: impl Into<String>) -> Self {
+        self.base_branch = Some(branch.into());
+        self
+    }
+
+    /// The `repo` of the events (default: the directory's name, or the URL's last two parts).
+    pub fn with_repo_name(mut self, name: impl Into<String>) -> Self {
+        self.repo_name = name.into();
+        self
+    }
+
+    /// The repository read (the mirror, for a URL).
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// What it watches.
+    pub fn source(&self) -> &RepoSource {
+        &self.source
+    }
+
+    /// The `repo` its events carry.
+    pub fn repo_name(&self) -> &str {
+        &self.repo_name
+    }
+
+    /// Fetches (for a URL), takes a snapshot, and returns the events since the last one; the
+    /// new snapshot is saved before returning, so each change is reported once. The first
+    /// snapshot of a repository is the baseline and reports nothing.
+    pub fn poll(&mut self) -> Result<Poll, crate::Error> {
+        if let (RepoSource::Url(url), Some(dir)) = (&self.source, &self.mirror) {
+            fetch_mirror(url, dir)?;
+        }
+        let new = self.repo.refs()?;
+        let old = self.load()?;
+        let base = self
+            .base_branch
+            .clone()
+            .or_else(|| self.repo.head_branch())
+            .unwrap_or_else(|| "main".to_owned());
+        let events = match &old {
+            Some(old) => events_between(old, &new, &self.repo, &self.repo_name, &base)?,
+            None => Vec::new(),
+        };
+        self.save(&new)?;
+        Ok(Poll {
+            events,
+            baseline: old.is_none(),
+            open_pull_requests: open_pull_requests(&new),
+        })
+    }
+
+    fn state_err(&self, e: impl std::fmt::Display) -> crate::Error {
+        crate::Error::Watch {
+            repo: self.source.describe(),
+            message: format!("snapshot {}: {e}", self.snapshot_file.display()),
+        }
+    }
+
+    fn load(&self) -> Result<Option<Refs>, crate::Error> {
+        match std::fs::read(&self.snapshot_file) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| self.state_err(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.state_err(e)),
+        }
+    }
+
+    /// Writes the snapshot atomically: a crash leaves the old one or the new one.
+    fn save(&self, refs: &Refs) -> Result<(), crate::Error> {
+        let dir = self
+            .snapshot_file
+            .parent()
+            .ok_or_else(|| self.state_err("no directory"))?;
+        std::fs::create_dir_all(dir).map_err(|e| self.state_err(e))?;
+        let tmp = self.snapshot_file.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(refs).map_err(|e| self.state_err(e))?;
+        std::fs::write(&tmp, json).map_err(|e| self.state_err(e))?;
+        std::fs::rename(&tmp, &self.snapshot_file).map_err(|e| self.state_err(e))
+    }
+}
