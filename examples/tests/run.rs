@@ -452,3 +452,73 @@ pipelines:
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("environment \"nowhere\": no such environment"));
 }
+
+#[test]
+fn watch_prints_each_change_once_and_runs_what_it_triggers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marks = tmp.path().join("marks");
+    let config = format!(
+        r#"version: 1
+pipelines:
+  main:
+    on: {{ push: {{ branches: [main] }} }}
+    stages:
+      build: {{ run: "echo built-$GITOPS_SHA >> {m}" }}
+"#,
+        m = marks.display()
+    );
+    let dir = tmp.path().join("repo");
+    repo(&dir, &config);
+    let state = tmp.path().join("state");
+    let watch = |extra: &[&str]| {
+        let mut args = vec![
+            "watch",
+            "--repo",
+            dir.to_str().unwrap(),
+            "--once",
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = gitops(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        out
+    };
+    let first = watch(&["--no-run"]);
+    assert_eq!(text(&first.stdout), "", "the baseline reports nothing");
+    assert!(
+        text(&first.stderr).contains("baseline"),
+        "{}",
+        text(&first.stderr)
+    );
+
+    std::fs::write(dir.join("app.txt"), "v2").unwrap();
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-qm", "v2"]);
+    let sha = git(&dir, &["rev-parse", "HEAD"]);
+    let out = watch(&[]);
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", text(&out.stdout));
+    assert_eq!(lines[0]["kind"], "push");
+    assert_eq!(lines[0]["after"], sha.as_str());
+    assert!(
+        text(&out.stderr).contains("✓ pipeline main succeeded"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marks).unwrap(),
+        format!("built-{sha}\n")
+    );
+
+    let again = watch(&[]);
+    assert_eq!(text(&again.stdout), "", "each change is reported once");
+    assert_eq!(count(&marks, &format!("built-{sha}")), 1);
+
+    let out = gitops(&["watch", "--repo", dir.to_str().unwrap(), "--interval", "0s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("the interval must be more than zero"));
+}

@@ -69,7 +69,7 @@ pub enum RepoError {
     },
 }
 
-/// A Git repository on disk (bare or with a work tree).
+/// A Git repository on disk (bare or with a work tree). Cheap to clone; shared between threads.
 #[derive(Debug, Clone)]
 pub struct Repository {
     repo: gix::ThreadSafeRepository,
@@ -379,3 +379,9 @@ impl Repository {
             .map_or(Changes::Unknown, Changes::Paths)
     }
 }
+
+// Servers and watchers share a repository between tasks.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Repository>();
+};

@@ -55,7 +55,8 @@ pub enum StopReason {
 }
 
 impl StopReason {
-    fn describe(self) -> &'static str {
+    /// Why, in words (`its pull request was closed`).
+    pub fn describe(self) -> &'static str {
         match self {
             StopReason::PullRequestClosed => "its pull request was closed",
             StopReason::PullRequestGone => "its pull request is no longer open",

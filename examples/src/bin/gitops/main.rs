@@ -5,6 +5,7 @@ mod demo;
 mod envs;
 mod progress;
 mod run;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +84,27 @@ enum Command {
     Resume {
         /// The run to resume.
         run: Option<String>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Poll a repository (a directory or a URL) and run what its changes trigger; each event is
+    /// printed as a line of JSON.
+    Watch {
+        /// The repository: a directory, or a URL (`file://`, `git://`) mirrored in the state dir.
+        #[arg(long)]
+        repo: String,
+        /// Time between polls (`5s`, `1m`).
+        #[arg(long, default_value = "5s", value_parser = parse_interval)]
+        interval: std::time::Duration,
+        /// Report what changed since the last snapshot once, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Only print the events; run nothing.
+        #[arg(long)]
+        no_run: bool,
+        /// The branch pull requests merge into (default: the repository's HEAD branch).
+        #[arg(long)]
+        base_branch: Option<String>,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -199,6 +221,14 @@ impl CommonArgs {
     }
 }
 
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    match gitops_core::config::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("the interval must be more than zero".to_owned()),
+        Err(e) => Err(e),
+    }
+}
+
 fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -224,6 +254,25 @@ fn main() -> ExitCode {
         Command::Resume { run, common } => common
             .resolve()
             .and_then(|c| block_on(run::resume(run.as_deref(), c))),
+        Command::Watch {
+            repo,
+            interval,
+            once,
+            no_run,
+            base_branch,
+            common,
+        } => common.resolve().and_then(|c| {
+            block_on(watch::watch(
+                watch::WatchArgs {
+                    repo,
+                    interval,
+                    once,
+                    no_run,
+                    base_branch,
+                },
+                c,
+            ))
+        }),
         Command::Envs { json, state } => state.resolve().and_then(|c| envs::envs(c, json)),
         Command::History { env, json, state } => {
             state.resolve().and_then(|c| envs::history(&env, c, json))

@@ -55,7 +55,7 @@ pub fn engine(common: &Common) -> Result<Engine, String> {
     Engine::with_options(&common.state, registry, options).map_err(|e| format!("error: {e}"))
 }
 
-fn run_options(common: &Common) -> Result<RunOptions, String> {
+pub fn run_options(common: &Common) -> Result<RunOptions, String> {
     let mut options = RunOptions::default();
     options.actor = Some(crate::envs::actor());
     for name in &common.secret_env {
