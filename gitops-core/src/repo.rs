@@ -334,6 +334,34 @@ impl Repository {
             .map(str::to_owned)
     }
 
+    /// The fetch URL of remote `name` (`origin`), when the repository has that remote.
+    pub fn remote_url(&self, name: &str) -> Option<String> {
+        let repo = self.local();
+        let remote = repo.find_remote(name).ok()?;
+        remote
+            .url(gix::remote::Direction::Fetch)
+            .map(|u| u.to_bstring().to_string())
+    }
+
+    /// Fetches the branches, tags and pull request heads of remote `name` (`origin`) into
+    /// `refs/remotes/<name>/...` and `refs/tags/`, so that the commits events name are here.
+    pub fn fetch_remote(&self, name: &str) -> Result<(), RepoError> {
+        let Some(url) = self.remote_url(name) else {
+            return Err(RepoError::Fetch {
+                url: name.to_owned(),
+                message: "no such remote".to_owned(),
+            });
+        };
+        let specs = [
+            format!("+refs/heads/*:refs/remotes/{name}/*"),
+            "+refs/tags/*:refs/tags/*".to_owned(),
+            format!("+refs/pull/*:refs/remotes/{name}/pull/*"),
+            format!("+refs/merge-requests/*:refs/remotes/{name}/merge-requests/*"),
+        ];
+        let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+        crate::source::repo::fetch_into(self, &url, &specs, false)
+    }
+
     pub(crate) fn gix(&self) -> gix::Repository {
         self.local()
     }

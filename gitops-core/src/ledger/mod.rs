@@ -221,6 +221,18 @@ impl Ledger {
         })
     }
 
+    /// Records a webhook delivery id (`X-GitHub-Delivery`, `X-Gitlab-Event-UUID`); false when it
+    /// was recorded before, by this process or another sharing the state dir: a redelivery.
+    pub fn record_delivery(&self, provider: &str, id: &str) -> Result<bool, LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO deliveries (provider, id, received_at) VALUES (?1, ?2, ?3)",
+                params![provider, id, now()],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
     /// Records that a run started.
     pub fn begin_run(&self, run: &RunRecord) -> Result<(), LedgerError> {
         let event = serde_json::to_string(&run.event).map_err(|e| LedgerError::Corrupt {

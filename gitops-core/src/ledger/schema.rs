@@ -88,6 +88,12 @@ const MIGRATIONS: &[&str] = &[
         joined_at REAL NOT NULL
     );
     CREATE INDEX run_groups_by_group ON run_groups(repo, grp, state);",
+    "CREATE TABLE deliveries (
+        provider TEXT NOT NULL,
+        id TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (provider, id)
+    );",
 ];
 
 pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -1,0 +1,443 @@
+//! `gitops serve` over real HTTP on loopback: the forges' real payloads signed the way they sign
+//! them, tampering and missing signatures, redeliveries, limits, a flood of requests, and a
+//! pushed commit fetched, run, and finished across a graceful shutdown.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{git, text};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/fixtures/webhooks"
+);
+
+/// A running `gitops serve` whose standard output lines are collected.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(state: &Path, repo: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gitops"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+            .arg(repo)
+            .arg("--state")
+            .arg(state)
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let out = lines.clone();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                out.lock().unwrap().push(line);
+            }
+        });
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut addr = None;
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            if let Some(a) = line.trim().strip_prefix("listening on http://") {
+                addr = Some(a.parse().unwrap());
+                break;
+            }
+            line.clear();
+        }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let err = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                err.lock().unwrap().push(line);
+            }
+        });
+        Server {
+            child,
+            addr: addr.expect("the server said where it listens"),
+            lines,
+            log,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Stops it with SIGTERM, as a service manager would; its exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request; the status and the body.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head += "\r\n";
+    s.write_all(head.as_bytes()).unwrap();
+    // A server that refuses a body early may close before reading all of it.
+    let _ = s.write_all(body);
+    let mut response = Vec::new();
+    let _ = s.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+fn github(
+    addr: SocketAddr,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    signature: Option<&str>,
+) -> (u16, String) {
+    let mut headers = vec![("X-GitHub-Event", event), ("X-GitHub-Delivery", delivery)];
+    if let Some(s) = signature {
+        headers.push(("X-Hub-Signature-256", s));
+    }
+    request(addr, "POST", "/webhooks/github", &headers, body)
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What `gitops event` prints for a fixture.
+fn normalised(provider: &str, event_type: &str, file: &Path) -> Value {
+    let out = common::gitops(
+        &[
+            "event",
+            "--provider",
+            provider,
+            "--type",
+            event_type,
+            "--file",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn signed_payloads_are_accepted_and_everything_else_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    let mut server = Server::start(
+        &tmp.path().join("state"),
+        &repo,
+        &[
+            "--no-run",
+            "--github-secret-env",
+            "GH_SECRET",
+            "--gitlab-token-env",
+            "GL_TOKEN",
+            "--max-body-bytes",
+            "100000",
+        ],
+        &[("GH_SECRET", "s3cret"), ("GL_TOKEN", "t0ken")],
+    );
+    let addr = server.addr;
+    let mut expected = Vec::new();
+
+    for (file, event_type) in [
+        ("push.with-new-branch.json", "push"),
+        ("pull_request.opened.json", "pull_request"),
+        ("release.published.json", "release"),
+    ] {
+        let path = Path::new(FIXTURES).join("github").join(file);
+        let body = std::fs::read(&path).unwrap();
+        let (status, reply) = github(addr, event_type, file, &body, Some(&sign("s3cret", &body)));
+        assert_eq!(status, 202, "{file}: {reply}");
+        expected.push(normalised("github", event_type, &path));
+
+        // The same delivery again: acknowledged, not run twice.
+        let (status, reply) = github(addr, event_type, file, &body, Some(&sign("s3cret", &body)));
+        assert_eq!(
+            (status, reply.contains("duplicate")),
+            (200, true),
+            "{reply}"
+        );
+
+        // Tampered (one byte changed after signing), unsigned, signed with another secret.
+        let mut tampered = body.clone();
+        let at = tampered.iter().position(|&b| b == b'a').unwrap();
+        tampered[at] = b'b';
+        for (body, sig) in [
+            (&tampered, Some(sign("s3cret", &body))),
+            (&body, None),
+            (&body, Some(sign("guess", &body))),
+        ] {
+            let (status, reply) = github(
+                addr,
+                event_type,
+                &format!("{file}-bad"),
+                body,
+                sig.as_deref(),
+            );
+            assert_eq!(status, 401, "{reply}");
+            assert!(reply.contains("X-Hub-Signature-256"), "{reply}");
+        }
+    }
+    for (file, event_type) in [
+        ("push.json", "Push Hook"),
+        ("merge_request.json", "Merge Request Hook"),
+    ] {
+        let path = Path::new(FIXTURES).join("gitlab").join(file);
+        let body = std::fs::read(&path).unwrap();
+        let headers = |token| {
+            vec![
+                ("X-Gitlab-Event", event_type),
+                ("X-Gitlab-Event-UUID", file),
+                ("X-Gitlab-Token", token),
+            ]
+        };
+        let (status, reply) = request(addr, "POST", "/webhooks/gitlab", &headers("wrong"), &body);
+        assert_eq!(status, 401, "{reply}");
+        let (status, reply) = request(addr, "POST", "/webhooks/gitlab", &headers("t0ken"), &body);
+        assert_eq!(status, 202, "{file}: {reply}");
+        expected.push(normalised("gitlab", event_type, &path));
+    }
+
+    let signed = |body: &[u8]| sign("s3cret", body);
+    let (status, reply) = github(
+        addr,
+        "push",
+        "m1",
+        b"{\"ref\": ",
+        Some(&signed(b"{\"ref\": ")),
+    );
+    assert_eq!(status, 400, "malformed: {reply}");
+    let (status, reply) = github(addr, "issues", "u1", b"{}", Some(&signed(b"{}")));
+    assert_eq!(status, 202, "{reply}");
+    assert!(
+        reply.contains("unsupported github event type \\\"issues\\\""),
+        "{reply}"
+    );
+    let (status, _) = request(
+        addr,
+        "POST",
+        "/webhooks/github",
+        &[("X-Hub-Signature-256", &signed(b"{}"))],
+        b"{}",
+    );
+    assert_eq!(status, 400, "no event type header");
+    let ping = br#"{"zen": "z", "hook_id": 1, "repository": {"full_name": "o/r"}}"#;
+    assert_eq!(github(addr, "ping", "p1", ping, Some(&signed(ping))).0, 200);
+    let big = vec![b' '; 200_000];
+    assert_eq!(
+        github(addr, "push", "big", &big, Some(&signed(&big))).0,
+        413
+    );
+    assert_eq!(
+        request(addr, "GET", "/healthz", &[], b""),
+        (200, "ok".to_owned())
+    );
+
+    wait_until("the accepted events", || {
+        server.lines().len() >= expected.len()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let printed: Vec<Value> = server
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        printed, expected,
+        "exactly the accepted events, as `gitops event` prints them"
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_flood_of_requests_is_handled_without_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    let mut server = Server::start(&tmp.path().join("state"), &repo, &["--no-run"], &[]);
+    let body = Arc::new(
+        std::fs::read(Path::new(FIXTURES).join("github/push.with-new-branch.json")).unwrap(),
+    );
+    let addr = server.addr;
+    const THREADS: usize = 16;
+    const EACH: usize = 200;
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut failed = Vec::new();
+                for i in 0..EACH {
+                    // Every tenth request is a redelivery of the one before.
+                    let id = format!("flood-{t}-{}", if i % 10 == 9 { i - 1 } else { i });
+                    let (status, reply) = github(addr, "push", &id, &body, None);
+                    let expected = if i % 10 == 9 { 200 } else { 202 };
+                    if status != expected {
+                        failed.push(format!("{id}: {status} {reply}"));
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let failed: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    let accepted = THREADS * EACH * 9 / 10;
+    wait_until("every accepted event", || server.lines().len() >= accepted);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        server.lines().len(),
+        accepted,
+        "each accepted event printed once"
+    );
+    assert!(server.stop().success());
+    assert_eq!(
+        server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("panicked"))
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn a_pushed_commit_is_fetched_run_and_finished_across_a_graceful_shutdown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marks = tmp.path().join("marks");
+    let upstream = tmp.path().join("upstream");
+    std::fs::create_dir_all(&upstream).unwrap();
+    git(&upstream, &["init", "-q"]);
+    let config = format!(
+        r#"version: 1
+pipelines:
+  main:
+    on: {{ push: {{ branches: [main] }} }}
+    stages:
+      build: {{ run: "echo start-$GITOPS_SHA >> {m}; sleep 1; echo end-$GITOPS_SHA >> {m}" }}
+"#,
+        m = marks.display()
+    );
+    std::fs::write(upstream.join(".gitops.yml"), config).unwrap();
+    git(&upstream, &["add", "-A"]);
+    git(&upstream, &["commit", "-qm", "one"]);
+    let before = git(&upstream, &["rev-parse", "HEAD"]);
+    let clone = tmp.path().join("clone");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            upstream.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    // Pushed after the clone was made: the server must fetch it.
+    std::fs::write(upstream.join("app.txt"), "two").unwrap();
+    git(&upstream, &["add", "-A"]);
+    git(&upstream, &["commit", "-qm", "two"]);
+    let after = git(&upstream, &["rev-parse", "HEAD"]);
+
+    let state = tmp.path().join("state");
+    let mut server = Server::start(&state, &clone, &[], &[]);
+    let payload = json!({"ref": "refs/heads/main", "before": before, "after": after,
+        "created": false, "deleted": false, "forced": false,
+        "repository": {"full_name": "o/upstream"}});
+    let body = serde_json::to_vec(&payload).unwrap();
+    let (status, reply) = github(server.addr, "push", "d-1", &body, None);
+    assert_eq!(status, 202, "{reply}");
+    assert!(
+        !marks.exists() || !text(&std::fs::read(&marks).unwrap()).contains("end-"),
+        "answered before the run ended"
+    );
+
+    wait_until("the stage to start", || marks.exists());
+    let status = server.stop();
+    assert!(status.success(), "{:?}", server.log.lock().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&marks).unwrap(),
+        format!("start-{after}\nend-{after}\n"),
+        "the running stage finished before the server exited"
+    );
+    let ledger = gitops_core::ledger::Ledger::open(&state).unwrap();
+    let runs = ledger.runs(10).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].commit.as_deref(), Some(after.as_str()));
+    assert!(!runs[0].is_interrupted());
+}
