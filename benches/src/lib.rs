@@ -7,6 +7,7 @@
 pub mod impls;
 pub mod planner_bench;
 pub mod shapes;
+pub mod watcher_bench;
 
 use std::path::PathBuf;
 

@@ -283,10 +283,13 @@ impl Repository {
     /// The best common ancestor of two commits, if they have one.
     pub fn merge_base(&self, a: &str, b: &str) -> Result<Option<String>, RepoError> {
         let repo = self.local();
-        let a = ObjectId::from_hex(self.resolve_commit(a)?.as_bytes())
-            .map_err(|e| self.read_err(a, e))?;
-        let b = ObjectId::from_hex(self.resolve_commit(b)?.as_bytes())
-            .map_err(|e| self.read_err(b, e))?;
+        // A full object id needs no revision parsing.
+        let id = |rev: &str| match ObjectId::from_hex(rev.as_bytes()) {
+            Ok(id) => Ok(id),
+            Err(_) => ObjectId::from_hex(self.resolve_commit(rev)?.as_bytes())
+                .map_err(|e| self.read_err(rev, e)),
+        };
+        let (a, b) = (id(a)?, id(b)?);
         repo.merge_base(a, b)
             .map(|id| id.map(|id| id.to_string()))
             .map_err(|e| self.read_err("merge base", e))
@@ -294,7 +297,10 @@ impl Repository {
 
     /// Whether `ancestor` is `descendant` or one of its ancestors.
     pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, RepoError> {
-        let a = self.resolve_commit(ancestor)?;
+        let a = match ObjectId::from_hex(ancestor.as_bytes()) {
+            Ok(id) => id.to_string(),
+            Err(_) => self.resolve_commit(ancestor)?,
+        };
         Ok(self.merge_base(&a, descendant)?.as_deref() == Some(a.as_str()))
     }
 
@@ -306,22 +312,37 @@ impl Repository {
             .references()
             .map_err(|e| self.read_err("references", e))?;
         let all = platform.all().map_err(|e| self.read_err("references", e))?;
-        let mut out = std::collections::BTreeMap::new();
+        let mut out = Vec::new();
+        // Many tags share a target: each is peeled once.
+        let mut peeled: std::collections::HashMap<ObjectId, Option<String>> =
+            std::collections::HashMap::new();
         for reference in all {
             let mut reference = reference.map_err(|e| self.read_err("references", e))?;
-            let name = reference.name().as_bstr().to_string();
+            let Ok(name) = std::str::from_utf8(reference.name().as_bstr()) else {
+                continue;
+            };
+            let name = name.to_owned();
             if !name.starts_with("refs/") {
                 continue;
             }
             // Symbolic refs (refs/remotes/origin/HEAD) name another ref: that one is listed.
-            if reference.target().try_id().is_none() {
+            let Some(target) = reference.target().try_id().map(|id| id.to_owned()) else {
+                continue;
+            };
+            // Only a tag may point to an annotated tag object; other refs point to commits.
+            if !name.starts_with("refs/tags/") {
+                out.push((name, hex(&target)));
                 continue;
             }
-            if let Ok(commit) = reference.peel_to_commit() {
-                out.insert(name, commit.id.to_string());
+            let commit = peeled
+                .entry(target)
+                .or_insert_with(|| reference.peel_to_commit().ok().map(|c| hex(&c.id)));
+            if let Some(commit) = commit {
+                out.push((name, commit.clone()));
             }
         }
-        Ok(out)
+        // Built in one go (the refs come sorted), not by 10,000 inserts.
+        Ok(out.into_iter().collect())
     }
 
     /// The branch `HEAD` names (`main`), if it names one.
@@ -406,6 +427,12 @@ impl Repository {
         self.changed_paths(&from, &to)
             .map_or(Changes::Unknown, Changes::Paths)
     }
+}
+
+/// An object id in hex, without going through `fmt`.
+fn hex(id: &gix::oid) -> String {
+    let mut buf = [0u8; 64];
+    id.hex_to_buf(&mut buf).to_owned()
 }
 
 // Servers and watchers share a repository between tasks.

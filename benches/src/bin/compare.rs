@@ -81,6 +81,14 @@ fn main() -> ExitCode {
             "0".into(),
         ]);
     }
+    for imp in ["gitops_watcher", "git_for_each_ref"] {
+        cells.push(vec![
+            "watcher".into(),
+            imp.into(),
+            "refs".into(),
+            "10000".into(),
+        ]);
+    }
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("compare: {e}"));
     let mut rows: Vec<Value> = Vec::new();
     let mut failed = false;
@@ -187,6 +195,22 @@ fn run_cell(cell: &[&str], quick: bool) -> Option<Value> {
                 })
                 .collect::<Option<Vec<_>>>()?
         }
+        "watcher" => {
+            let repo = gitops_benches::watcher_bench::Repo::new(n);
+            let rounds = if quick { 3 } else { 9 };
+            (0..rounds)
+                .map(|round| {
+                    // Untimed: a hundred refs move, as between two polls of a busy repository.
+                    repo.move_refs(round, 100);
+                    let start = Instant::now();
+                    match *imp {
+                        "gitops_watcher" => repo.poll(),
+                        _ => repo.for_each_ref(),
+                    }
+                    Some(start.elapsed().as_secs_f64() * 1e6)
+                })
+                .collect::<Option<Vec<_>>>()?
+        }
         "planner" => {
             let config = planner_bench::config(n);
             let events = planner_bench::events();
@@ -235,7 +259,7 @@ fn run_cell(cell: &[&str], quick: bool) -> Option<Value> {
     };
     let med = median(times);
     let per = match *bench {
-        "planner" => med,
+        "planner" | "watcher" => med,
         _ => med / n as f64,
     };
     let mut v = json!({"bench": bench, "shape": shape, "n": n, "impl": imp, "median_us": med, "per_stage_us": per, "peak_rss_mb": peak_rss_mb()});
@@ -325,6 +349,22 @@ fn print_table(rows: &[Value]) {
             r["events_per_s"].as_f64().unwrap_or(0.0),
             r["median_us"].as_f64().unwrap_or(0.0)
         );
+    }
+    println!(
+        "\nRepository watcher: a snapshot and diff of 10,000 refs (100 moved) vs listing them"
+    );
+    let watcher = |i: &str| {
+        rows.iter()
+            .find(|r| r["bench"] == "watcher" && r["impl"] == i)
+            .and_then(|r| r["median_us"].as_f64())
+    };
+    for i in ["gitops_watcher", "git_for_each_ref"] {
+        if let Some(us) = watcher(i) {
+            println!("{i:<18} {:>8.1} ms", us / 1000.0);
+        }
+    }
+    if let (Some(a), Some(b)) = (watcher("gitops_watcher"), watcher("git_for_each_ref")) {
+        println!("git for-each-ref ÷ watcher: {:.2}x", b / a);
     }
     println!("\nWebhook parsing: MB/s of the fixture payloads");
     for r in rows.iter().filter(|r| r["bench"] == "webhook") {

@@ -1,6 +1,6 @@
 //! The events between two snapshots of a repository's refs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::event::{
     EventPayload, GitEvent, PullRequestEvent, PushEvent, RefTip, TagAction, TagEvent,
@@ -48,18 +48,13 @@ pub fn events_between(
     repo_name: &str,
     base_branch: &str,
 ) -> Result<Vec<GitEvent>, RepoError> {
-    let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     let (mut branches, mut tags, mut prs) = (Vec::new(), Vec::new(), Vec::new());
     let event = |payload, sha: Option<&String>| GitEvent {
         payload,
         repo: repo_name.to_owned(),
         sha: sha.cloned(),
     };
-    for name in names {
-        let (before, after) = (old.get(name), new.get(name));
-        if before == after {
-            continue;
-        }
+    for (name, before, after) in changed(old, new) {
         match kind(name) {
             RefKind::Branch(branch) => {
                 let forced = match (before, after) {
@@ -138,6 +133,36 @@ pub fn events_between(
     branches.extend(tags);
     branches.extend(prs.into_iter().map(|(_, e)| e));
     Ok(branches)
+}
+
+/// The refs that differ between `old` and `new` with their two values, in name order: one pass
+/// over both sorted maps.
+fn changed<'a>(
+    old: &'a Refs,
+    new: &'a Refs,
+) -> impl Iterator<Item = (&'a String, Option<&'a String>, Option<&'a String>)> {
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    std::iter::from_fn(move || {
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => a.next().map(|(k, v)| (k, Some(v), None)),
+                (None, Some(_)) => b.next().map(|(k, v)| (k, None, Some(v))),
+                (Some((ka, _)), Some((kb, _))) => match ka.cmp(kb) {
+                    std::cmp::Ordering::Less => a.next().map(|(k, v)| (k, Some(v), None)),
+                    std::cmp::Ordering::Greater => b.next().map(|(k, v)| (k, None, Some(v))),
+                    std::cmp::Ordering::Equal => {
+                        let (k, va) = a.next()?;
+                        let (_, vb) = b.next()?;
+                        (va != vb).then_some((k, Some(va), Some(vb)))
+                    }
+                },
+            };
+            if next.is_some() {
+                return next;
+            }
+        }
+    })
 }
 
 /// The pull requests whose head ref is in `refs`: the ones still open.

@@ -75,6 +75,9 @@ pub struct Watcher {
     snapshot_file: PathBuf,
     repo_name: String,
     base_branch: Option<String>,
+    /// The last snapshot as saved, with the file's length and modification time then: reused
+    /// while the file is unchanged, read again when something else wrote it.
+    last: Option<(Refs, u64, std::time::SystemTime)>,
 }
 
 /// A file name for `key`: readable, and unique by a hash of the whole key.
@@ -144,12 +147,13 @@ impl Watcher {
         Ok(Watcher {
             snapshot_file: state_dir
                 .join("watch")
-                .join(format!("{}.json", file_key(&key))),
+                .join(format!("{}.refs", file_key(&key))),
             source,
             repo,
             mirror,
             repo_name,
             base_branch: None,
+            last: None,
         })
     }
 
@@ -199,12 +203,17 @@ impl Watcher {
             Some(old) => events_between(old, &new, &self.repo, &self.repo_name, &base)?,
             None => Vec::new(),
         };
-        self.save(&new)?;
-        Ok(Poll {
+        let poll = Poll {
             events,
             baseline: old.is_none(),
             open_pull_requests: open_pull_requests(&new),
-        })
+        };
+        if old.as_ref() != Some(&new) {
+            self.save(new)?;
+        } else if let Some(old) = old {
+            self.keep(old);
+        }
+        Ok(poll)
     }
 
     fn state_err(&self, e: impl std::fmt::Display) -> crate::Error {
@@ -214,26 +223,71 @@ impl Watcher {
         }
     }
 
-    fn load(&self) -> Result<Option<Refs>, crate::Error> {
-        match std::fs::read(&self.snapshot_file) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| self.state_err(e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.state_err(e)),
-        }
+    /// The file's length and modification time, to tell whether it changed.
+    fn stamp(&self) -> Option<(u64, std::time::SystemTime)> {
+        let meta = std::fs::metadata(&self.snapshot_file).ok()?;
+        Some((meta.len(), meta.modified().ok()?))
     }
 
-    /// Writes the snapshot atomically: a crash leaves the old one or the new one.
-    fn save(&self, refs: &Refs) -> Result<(), crate::Error> {
+    /// Keeps `refs`, just read or written, for the next poll.
+    fn keep(&mut self, refs: Refs) {
+        self.last = self.stamp().map(|(len, time)| (refs, len, time));
+    }
+
+    /// The last snapshot: the one in memory while the file is as it was left, else the file.
+    fn load(&mut self) -> Result<Option<Refs>, crate::Error> {
+        if let Some((refs, len, time)) = self.last.take() {
+            if self.stamp() == Some((len, time)) {
+                return Ok(Some(refs));
+            }
+        }
+        self.read()
+    }
+
+    /// Reads the last snapshot: one `<commit> <ref>` line per ref, as `packed-refs` has them.
+    fn read(&self) -> Result<Option<Refs>, crate::Error> {
+        let text = match std::fs::read_to_string(&self.snapshot_file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.state_err(e)),
+        };
+        text.lines()
+            .enumerate()
+            .map(|(i, line)| match line.split_once(' ') {
+                Some((sha, name))
+                    if sha.len() >= 40
+                        && sha.bytes().all(|b| b.is_ascii_hexdigit())
+                        && name.starts_with("refs/") =>
+                {
+                    Ok((name.to_owned(), sha.to_owned()))
+                }
+                _ => Err(self.state_err(format!(
+                    "line {}: expected \"<commit> <ref>\", found {line:?}",
+                    i + 1
+                ))),
+            })
+            .collect::<Result<Refs, _>>()
+            .map(Some)
+    }
+
+    /// Writes the snapshot atomically (a crash leaves the old one or the new one) and keeps it.
+    fn save(&mut self, refs: Refs) -> Result<(), crate::Error> {
         let dir = self
             .snapshot_file
             .parent()
             .ok_or_else(|| self.state_err("no directory"))?;
         std::fs::create_dir_all(dir).map_err(|e| self.state_err(e))?;
-        let tmp = self.snapshot_file.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(refs).map_err(|e| self.state_err(e))?;
-        std::fs::write(&tmp, json).map_err(|e| self.state_err(e))?;
-        std::fs::rename(&tmp, &self.snapshot_file).map_err(|e| self.state_err(e))
+        let tmp = self.snapshot_file.with_extension("tmp");
+        let mut text = String::with_capacity(refs.len() * 80);
+        for (name, sha) in &refs {
+            text.push_str(sha);
+            text.push(' ');
+            text.push_str(name);
+            text.push('\n');
+        }
+        std::fs::write(&tmp, text).map_err(|e| self.state_err(e))?;
+        std::fs::rename(&tmp, &self.snapshot_file).map_err(|e| self.state_err(e))?;
+        self.keep(refs);
+        Ok(())
     }
 }

@@ -1,0 +1,125 @@
+//! The repository watcher's benchmark: a repository with many refs (branches, tags, pull
+//! request heads, packed as `git gc` leaves them), a hundred of which move between two polls.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use gitops_core::source::repo::Watcher;
+
+/// A scratch repository with `n` refs and a watcher that has seen it.
+pub struct Repo {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    commits: [String; 2],
+    n: usize,
+    watcher: std::cell::RefCell<Watcher>,
+}
+
+fn git(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .args([
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@b",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("watcher bench: git: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap_or_else(|| panic!("no stdin"));
+        pipe.write_all(input.as_bytes())
+            .unwrap_or_else(|e| panic!("watcher bench: {e}"));
+    }
+    drop(child.stdin.take());
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("watcher bench: git: {e}"));
+    assert!(out.status.success(), "watcher bench: git {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The name of ref `i`: a mix like a busy forge repository's.
+fn name(i: usize) -> String {
+    match i % 4 {
+        0 => format!("refs/heads/feature-{i}"),
+        1 => format!("refs/tags/v{}.{}.{}", i / 1000, i / 10 % 100, i % 10),
+        _ => format!("refs/pull/{i}/head"),
+    }
+}
+
+impl Repo {
+    /// Makes the repository, packs its refs, and takes the watcher's baseline.
+    pub fn new(n: usize) -> Repo {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("watcher bench: {e}"));
+        let dir = tmp.path().join("repo");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("watcher bench: {e}"));
+        git(&dir, &["init", "-q"], None);
+        git(&dir, &["commit", "-q", "--allow-empty", "-m", "one"], None);
+        let one = git(&dir, &["rev-parse", "HEAD"], None);
+        git(&dir, &["commit", "-q", "--allow-empty", "-m", "two"], None);
+        let two = git(&dir, &["rev-parse", "HEAD"], None);
+        let script: String = (0..n)
+            .map(|i| format!("create {} {one}\n", name(i)))
+            .collect();
+        git(&dir, &["update-ref", "--stdin"], Some(&script));
+        git(&dir, &["pack-refs", "--all"], None);
+        let mut watcher = Watcher::open(
+            dir.to_str().unwrap_or_else(|| panic!("path")),
+            &tmp.path().join("state"),
+        )
+        .unwrap_or_else(|e| panic!("watcher bench: {e}"));
+        watcher
+            .poll()
+            .unwrap_or_else(|e| panic!("watcher bench: {e}"));
+        Repo {
+            _tmp: tmp,
+            dir,
+            commits: [one, two],
+            n,
+            watcher: std::cell::RefCell::new(watcher),
+        }
+    }
+
+    /// Moves `count` refs (a different set each round) to the other commit.
+    pub fn move_refs(&self, round: usize, count: usize) {
+        let script: String = (0..count)
+            .map(|k| {
+                let i = (round * count + k) * 7 % self.n;
+                format!("update {} {}\n", name(i), self.commits[(round + 1) % 2])
+            })
+            .collect();
+        git(&self.dir, &["update-ref", "--stdin"], Some(&script));
+    }
+
+    /// Where the repository is.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// One poll of the watcher: snapshot, diff against the last one, save.
+    pub fn poll(&self) {
+        let poll = self
+            .watcher
+            .borrow_mut()
+            .poll()
+            .unwrap_or_else(|e| panic!("watcher bench: {e}"));
+        std::hint::black_box(poll);
+    }
+
+    /// `git for-each-ref` listing every ref with its object.
+    pub fn for_each_ref(&self) {
+        let out = git(
+            &self.dir,
+            &["for-each-ref", "--format=%(objectname) %(refname)"],
+            None,
+        );
+        std::hint::black_box(out);
+    }
+}
