@@ -233,6 +233,18 @@ impl Ledger {
         })
     }
 
+    /// Forgets a delivery id, so that a redelivery is taken (when the first could not be
+    /// accepted after all).
+    pub fn forget_delivery(&self, provider: &str, id: &str) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM deliveries WHERE provider = ?1 AND id = ?2",
+                params![provider, id],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// Records that a run started.
     pub fn begin_run(&self, run: &RunRecord) -> Result<(), LedgerError> {
         let event = serde_json::to_string(&run.event).map_err(|e| LedgerError::Corrupt {

@@ -207,7 +207,14 @@ async fn once(
             at: shared.start.elapsed().as_secs_f64(),
         });
     }
-    let (result, _) = call(shared, &shared.targets[target], backend, ctx, None).await;
+    // The common case calls the executor directly: every task is allocated (and moved) at the
+    // size of its future, and the gate's path would make all of them larger. Deploys, rare,
+    // take that path boxed.
+    let result = match &shared.targets[target] {
+        Target::Execute(e) => e.execute(ctx).await,
+        Target::Missing(m) => Err(BackendError::Failed(m.clone())),
+        gated => Box::pin(call(shared, gated, backend, ctx, None)).await.0,
+    };
     let (result, outputs) = if shared.run_cancel.is_cancelled() {
         (StageResult::Cancelled, BTreeMap::new())
     } else {

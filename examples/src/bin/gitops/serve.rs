@@ -232,6 +232,10 @@ async fn receive(app: &App, provider: Provider, headers: &HeaderMap, body: &[u8]
         }
         Sink::Queue(tx) => {
             if tx.try_send(event).is_err() {
+                // Not taken: the forge's redelivery of it must not count as a duplicate.
+                if let Some(id) = header(headers, delivery_header) {
+                    let _ = app.ledger.forget_delivery(provider.as_str(), id);
+                }
                 return reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     json!({"error": "too many events waiting to run; try again later"}),
@@ -262,10 +266,25 @@ async fn work(
                 Err(e) => eprintln!("warning: fetching failed: {e}"),
             }
         }
-        let runs = match engine.start(&event, &repo, &options) {
-            Ok(runs) => runs,
-            Err(e) => {
+        if event.sha.is_none() {
+            eprintln!(
+                "({} {}: a deletion names no commit to run)",
+                event.kind(),
+                event.git_ref().unwrap_or_default()
+            );
+            continue;
+        }
+        // Planning checks out the commit: blocking work, off the async threads.
+        let (e, r, o, ev) = (engine.clone(), repo.clone(), options.clone(), event.clone());
+        let started = tokio::task::spawn_blocking(move || e.start(&ev, &r, &o)).await;
+        let runs = match started {
+            Ok(Ok(runs)) => runs,
+            Ok(Err(e)) => {
                 eprintln!("error: {} event: {e}", event.kind());
+                continue;
+            }
+            Err(e) => {
+                eprintln!("error: planning the {} event failed: {e}", event.kind());
                 continue;
             }
         };
