@@ -1,6 +1,125 @@
-//! The Docker backend of gitops (to come): stages run in containers and environments are sets
-//! of containers on a network of their own, through the Docker Engine API (bollard).
+//! The Docker backend of gitops: stages run in containers, through the Docker Engine API
+//! (bollard).
 //!
-//! This crate is a placeholder in the workspace until the Docker backend issue lands: it
-//! compiles against `gitops-core` and exports nothing yet.
+//! A stage's `with` names its `image`; its `run` command runs with `sh -c` in the container (or
+//! `with.command`, an argv list, runs as given), with the run's checkout mounted at the working
+//! directory (`/workspace`), the `GITOPS_*` variables and the stage's `env`, and `$GITOPS_OUTPUT`
+//! naming a file whose `key=value` lines become outputs. Output lines stream as log lines.
+//! Cancellation and timeouts stop and remove the container; no container is left behind.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), gitops_docker::DockerError> {
+//! use std::sync::Arc;
+//! use gitops_core::backend::BackendRegistry;
+//! let docker = gitops_docker::DockerBackend::from_env().await?;
+//! let registry = BackendRegistry::new().with_executor("docker", Arc::new(docker));
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
+
+mod executor;
+
+use bollard::Docker;
+
+/// Why the Docker engine could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DockerError {
+    /// No engine answered where one was looked for.
+    #[error("no Docker engine answered at {tried}: {message}")]
+    Unreachable {
+        /// Where it was looked for (`DOCKER_HOST`, or the local socket).
+        tried: String,
+        /// What the client said.
+        message: String,
+    },
+}
+
+/// Runs stages in containers on a Docker engine.
+#[derive(Debug, Clone)]
+pub struct DockerBackend {
+    docker: Docker,
+    workdir: String,
+    stop_grace_secs: i32,
+}
+
+/// Builds a [`DockerBackend`].
+#[derive(Debug, Clone, Default)]
+pub struct DockerBackendBuilder {
+    host: Option<String>,
+    workdir: Option<String>,
+    stop_grace_secs: Option<i32>,
+}
+
+impl DockerBackend {
+    /// A builder.
+    pub fn builder() -> DockerBackendBuilder {
+        DockerBackendBuilder::default()
+    }
+
+    /// The engine named by `DOCKER_HOST`, else the local socket; checked with a ping.
+    pub async fn from_env() -> Result<DockerBackend, DockerError> {
+        Self::builder().build().await
+    }
+
+    /// The client, for what the backend does not wrap.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+}
+
+impl DockerBackendBuilder {
+    /// The engine's address (`unix:///var/run/docker.sock`, `tcp://127.0.0.1:2375`); default
+    /// `DOCKER_HOST`, else the local socket.
+    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+
+    /// Where the checkout is mounted in stage containers (default `/workspace`).
+    pub fn with_workdir(mut self, dir: impl Into<String>) -> Self {
+        self.workdir = Some(dir.into());
+        self
+    }
+
+    /// Seconds a cancelled stage's container gets between SIGTERM and SIGKILL (default 5).
+    pub fn with_stop_grace_secs(mut self, secs: i32) -> Self {
+        self.stop_grace_secs = Some(secs);
+        self
+    }
+
+    /// Connects and checks that the engine answers.
+    pub async fn build(self) -> Result<DockerBackend, DockerError> {
+        let host = self
+            .host
+            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()));
+        let (tried, docker) = match &host {
+            Some(h) if h.starts_with("unix://") => (
+                h.clone(),
+                Docker::connect_with_unix(h, 120, bollard::API_DEFAULT_VERSION),
+            ),
+            Some(h) => (
+                h.clone(),
+                Docker::connect_with_http(h, 120, bollard::API_DEFAULT_VERSION),
+            ),
+            None => (
+                "unix:///var/run/docker.sock (DOCKER_HOST is not set)".to_owned(),
+                Docker::connect_with_socket_defaults(),
+            ),
+        };
+        let unreachable = |message: String| DockerError::Unreachable {
+            tried: tried.clone(),
+            message,
+        };
+        let docker = docker.map_err(|e| unreachable(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(DockerBackend {
+            docker,
+            workdir: self.workdir.unwrap_or_else(|| "/workspace".to_owned()),
+            stop_grace_secs: self.stop_grace_secs.unwrap_or(5),
+        })
+    }
+}

@@ -17,6 +17,7 @@ mod context;
 pub mod local;
 mod log;
 pub mod memory;
+mod outputs;
 mod registry;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use async_trait::async_trait;
 pub use context::{EnvironmentPolicy, EnvironmentTarget, RunInfo, StageContext};
 pub(crate) use log::LogTarget;
 pub use log::{LogLine, LogSink, LogStream};
+pub use outputs::read_outputs;
 pub use registry::BackendRegistry;
 
 /// How a stage ended, from the backend's point of view.

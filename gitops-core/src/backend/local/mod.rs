@@ -5,7 +5,6 @@
 //! [`Deployer`]: super::Deployer
 
 mod deploy;
-mod outputs;
 mod process;
 
 use std::path::PathBuf;
@@ -104,7 +103,7 @@ impl Executor for LocalBackend {
             .map_err(|e| BackendError::Failed(format!("cannot create the output file: {e}")))?;
         let status =
             process::run(self, &ctx, &command, &ctx.run.workdir, output_file.path()).await?;
-        let outputs = outputs::read(output_file.path())
+        let outputs = super::read_outputs(output_file.path())
             .map_err(|e| BackendError::Failed(format!("cannot read $GITOPS_OUTPUT: {e}")))?;
         let mut completion = match status {
             process::Exit::Code(0) => Completion::success(),

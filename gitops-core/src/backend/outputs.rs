@@ -4,13 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub(super) fn read(path: &Path) -> std::io::Result<BTreeMap<String, String>> {
+/// Reads a `$GITOPS_OUTPUT` file: `key=value` lines, and `key<<DELIM` ... `DELIM` blocks for
+/// values that span lines.
+pub fn read_outputs(path: &Path) -> std::io::Result<BTreeMap<String, String>> {
     let text = std::fs::read(path)?;
     parse(&String::from_utf8_lossy(&text))
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-pub(super) fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     let mut lines = text.lines().enumerate();
     while let Some((n, line)) = lines.next() {

@@ -1,0 +1,285 @@
+//! A stage in a container: created with the checkout and an output directory mounted, started,
+//! its output streamed as log lines, waited for, and removed whatever happens.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use bollard::container::LogOutput;
+use bollard::errors::Error as ApiError;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use gitops_core::backend::{
+    BackendError, Completion, Executor, LogSink, LogStream, StageContext, read_outputs,
+};
+use serde_json::Value;
+
+use crate::DockerBackend;
+
+/// Where the output directory is mounted in the container.
+const OUTPUT_DIR: &str = "/gitops-output";
+
+fn invalid(message: String) -> BackendError {
+    BackendError::InvalidParameters(message)
+}
+
+/// A name Docker accepts, from run and stage ids: `[a-zA-Z0-9_.-]`.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect()
+}
+
+/// The container's command: `with.command` as given, else the stage's `run` with `sh -c`.
+fn command(ctx: &StageContext) -> Result<Vec<String>, BackendError> {
+    match ctx.with.get("command") {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| invalid(format!("`with.command` must list strings, found {v}")))
+            })
+            .collect(),
+        Some(other) => Err(invalid(format!(
+            "`with.command` must be a non-empty list of strings, found {other}"
+        ))),
+        None => match &ctx.command {
+            Some(run) => Ok(vec!["sh".into(), "-c".into(), run.to_string()]),
+            None => Err(invalid(format!(
+                "stage \"{}\" has neither `run` nor `with.command`",
+                ctx.stage
+            ))),
+        },
+    }
+}
+
+/// Removes the container when dropped unless `done`: a future dropped mid-stage (its runtime
+/// shutting down) leaves nothing behind either.
+struct Cleanup {
+    docker: bollard::Docker,
+    name: String,
+    done: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (docker, name) = (self.docker.clone(), std::mem::take(&mut self.name));
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { remove(&docker, &name).await });
+        }
+    }
+}
+
+async fn remove(docker: &bollard::Docker, name: &str) {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    let _ = docker.remove_container(name, Some(options)).await;
+}
+
+/// Forwards a stream of output chunks as lines (a line may span chunks).
+async fn pump(
+    mut logs: impl futures_util::Stream<Item = Result<LogOutput, ApiError>> + Unpin,
+    sink: LogSink,
+) {
+    let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    while let Some(Ok(chunk)) = logs.next().await {
+        let (i, stream, bytes) = match chunk {
+            LogOutput::StdErr { message } => (1, LogStream::Stderr, message),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                (0, LogStream::Stdout, message)
+            }
+            LogOutput::StdIn { .. } => continue,
+        };
+        partial[i].extend_from_slice(&bytes);
+        while let Some(end) = partial[i].iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial[i].drain(..=end).collect();
+            sink.line(stream, &String::from_utf8_lossy(&line));
+        }
+    }
+    for (i, stream) in [(0, LogStream::Stdout), (1, LogStream::Stderr)] {
+        if !partial[i].is_empty() {
+            sink.line(stream, &String::from_utf8_lossy(&partial[i]));
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for DockerBackend {
+    /// Runs the stage in a container of `with.image` (see the crate docs).
+    async fn execute(&self, ctx: StageContext) -> Result<Completion, BackendError> {
+        let image = match ctx.with.get("image") {
+            Some(Value::String(i)) if !i.is_empty() => i.clone(),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`with.image` must be an image name, found {other}"
+                )));
+            }
+            None => {
+                return Err(invalid(format!(
+                    "stage \"{}\" has no `with.image`, which the docker backend needs",
+                    ctx.stage
+                )));
+            }
+        };
+        let cmd = command(&ctx)?;
+        let checkout = ctx.run.workdir.canonicalize().map_err(|e| {
+            invalid(format!(
+                "working directory {}: {e}",
+                ctx.run.workdir.display()
+            ))
+        })?;
+        let outputs = tempfile::Builder::new()
+            .prefix("gitops-docker-output-")
+            .tempdir()
+            .map_err(|e| {
+                BackendError::Failed(format!("cannot create the output directory: {e}"))
+            })?;
+        {
+            // The container's user may not be ours.
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(outputs.path(), std::fs::Permissions::from_mode(0o777));
+        }
+        let mut env: Vec<String> = ctx
+            .gitops_env()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.extend(ctx.env.iter().map(|(k, v)| format!("{k}={v}")));
+        env.push(format!("GITOPS_OUTPUT={OUTPUT_DIR}/outputs"));
+        let labels = HashMap::from([
+            ("gitops.managed".to_owned(), "true".to_owned()),
+            ("gitops.run".to_owned(), ctx.run.id.clone()),
+            ("gitops.stage".to_owned(), ctx.stage.to_string()),
+        ]);
+        let name = format!(
+            "gitops-{}-{}-{}-{:08x}",
+            sanitize(&ctx.run.id),
+            sanitize(&ctx.stage),
+            ctx.attempt,
+            rand_suffix()
+        );
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            cmd: Some(cmd),
+            env: Some(env),
+            working_dir: Some(self.workdir.clone()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                binds: Some(vec![
+                    format!("{}:{}", checkout.display(), self.workdir),
+                    format!("{}:{OUTPUT_DIR}", outputs.path().display()),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| match e {
+                ApiError::DockerResponseServerError { status_code: 404, message } => {
+                    BackendError::Failed(format!(
+                        "image \"{image}\" is not on the Docker engine (build or pull it first): {message}"
+                    ))
+                }
+                e => BackendError::Failed(format!("cannot create the stage's container: {e}")),
+            })?;
+        let mut cleanup = Cleanup {
+            docker: self.docker.clone(),
+            name: name.clone(),
+            done: false,
+        };
+        if let Err(e) = self.docker.start_container(&name, None).await {
+            remove(&self.docker, &name).await;
+            cleanup.done = true;
+            return Err(BackendError::Failed(format!(
+                "cannot start the stage's container: {e}"
+            )));
+        }
+        let logs = self.docker.logs(
+            &name,
+            Some(
+                LogsOptionsBuilder::default()
+                    .follow(true)
+                    .stdout(true)
+                    .stderr(true)
+                    .build(),
+            ),
+        );
+        let logs = tokio::spawn(pump(Box::pin(logs), ctx.log.clone()));
+        let mut wait = self.docker.wait_container(&name, None);
+        let exit = tokio::select! {
+            waited = wait.next() => match waited {
+                Some(Ok(r)) => Some(r.status_code),
+                Some(Err(ApiError::DockerContainerWaitError { code, .. })) => Some(code),
+                Some(Err(e)) => {
+                    remove(&self.docker, &name).await;
+                    cleanup.done = true;
+                    let _ = logs.await;
+                    return Err(BackendError::Failed(format!("waiting for the stage's container failed: {e}")));
+                }
+                None => Some(-1),
+            },
+            _ = ctx.cancel.cancelled() => None,
+        };
+        if exit.is_none() {
+            let stop = StopContainerOptionsBuilder::default()
+                .t(self.stop_grace_secs)
+                .build();
+            let _ = self.docker.stop_container(&name, Some(stop)).await;
+        }
+        let _ = logs.await;
+        remove(&self.docker, &name).await;
+        cleanup.done = true;
+        let Some(code) = exit else {
+            return Err(BackendError::Cancelled);
+        };
+        let outputs = match read_outputs(&outputs.path().join("outputs")) {
+            Ok(o) => o,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => {
+                return Err(BackendError::Failed(format!(
+                    "cannot read $GITOPS_OUTPUT: {e}"
+                )));
+            }
+        };
+        let mut completion = if code == 0 {
+            Completion::success()
+        } else {
+            let code = i32::try_from(code).unwrap_or(-1);
+            Completion::failure(Some(code), format!("exit code {code}"))
+        };
+        completion.outputs = outputs;
+        Ok(completion)
+    }
+}
+
+/// A few random bits for container names (two attempts of one stage never collide).
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() as u32
+}

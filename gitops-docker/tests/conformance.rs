@@ -1,0 +1,182 @@
+//! The Docker backend on a real engine: the executor conformance suite in a busybox image built
+//! `FROM scratch` (no registry is needed), and containers never left behind.
+//!
+//! Runs when `GITOPS_TEST_DOCKER=1` (`scripts/test.sh` sets it and starts `dockerd`); then a
+//! missing engine or busybox is a failure, not a skip.
+
+use std::sync::Arc;
+
+use bollard::query_parameters::{BuildImageOptionsBuilder, ListContainersOptionsBuilder};
+use futures_util::StreamExt;
+use gitops_core::backend::{BackendError, Executor, RunInfo, StageContext};
+use gitops_core::testing::{Setup, executor_conformance, push_event};
+use gitops_docker::DockerBackend;
+
+const IMAGE: &str = "gitops-test-busybox:latest";
+
+/// The engine, or `None` (with `skipped: ...`) when the Docker tests are not asked for.
+async fn backend() -> Option<DockerBackend> {
+    if std::env::var_os("GITOPS_TEST_DOCKER").is_none() {
+        eprintln!(
+            "skipped: set GITOPS_TEST_DOCKER=1 (scripts/test.sh does) to run the Docker tests"
+        );
+        return None;
+    }
+    let docker = DockerBackend::builder()
+        .with_stop_grace_secs(1)
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("GITOPS_TEST_DOCKER is set but {e}"));
+    build_busybox(&docker).await;
+    Some(docker)
+}
+
+/// Builds `IMAGE`: a static busybox on an empty image, its applets linked into /bin.
+async fn build_busybox(docker: &DockerBackend) {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("busybox is installed (scripts/test.sh installs busybox-static)");
+    let mut tar = tar::Builder::new(Vec::new());
+    let dockerfile = b"FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "Dockerfile", &dockerfile[..])
+        .unwrap();
+    tar.append_path_with_name(busybox, "busybox").unwrap();
+    let context = tar.into_inner().unwrap();
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(IMAGE)
+        .rm(true)
+        .build();
+    let mut build =
+        docker
+            .client()
+            .build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(step) = build.next().await {
+        let step = step.unwrap_or_else(|e| panic!("building {IMAGE}: {e}"));
+        if let Some(err) = step.error_detail.and_then(|d| d.message) {
+            panic!("building {IMAGE}: {err}");
+        }
+    }
+}
+
+/// Containers of the test runs still on the engine.
+async fn leftovers(docker: &DockerBackend, run: &str) -> usize {
+    let filters =
+        std::collections::HashMap::from([("label".to_owned(), vec![format!("gitops.run={run}")])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .client()
+        .list_containers(Some(options))
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_backend_conforms_and_leaves_no_container() {
+    let Some(docker) = backend().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(dir.path()).with_param("image", serde_json::json!(IMAGE));
+    executor_conformance(Arc::new(docker.clone()), &setup, "docker").await;
+    // The suite's runs are all named like its push event's; none left a container.
+    let all = docker
+        .client()
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&std::collections::HashMap::from([(
+                    "label".to_owned(),
+                    vec!["gitops.managed=true".to_owned()],
+                )]))
+                .build(),
+        ))
+        .await
+        .unwrap();
+    let ours: Vec<_> = all
+        .iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get("gitops.run"))
+                .is_some_and(|r| r.starts_with("conformance"))
+        })
+        .collect();
+    assert!(ours.is_empty(), "containers left behind: {ours:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parameters_and_missing_images_are_clear_errors() {
+    let Some(docker) = backend().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = Arc::new(RunInfo::new("docker-errors", "p", push_event(), dir.path()));
+    let ctx = |with: serde_json::Value| {
+        let mut c = StageContext::new(run.clone(), "s").with_command("true");
+        c.with = with.as_object().unwrap().clone();
+        c
+    };
+    let err = docker
+        .execute(ctx(serde_json::json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid parameters: stage \"s\" has no `with.image`, which the docker backend needs"
+    );
+    let err = docker
+        .execute(ctx(serde_json::json!({"image": IMAGE, "command": "ls"})))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::InvalidParameters(_)), "{err}");
+    let err = docker
+        .execute(ctx(
+            serde_json::json!({"image": "gitops-no-such-image:never"}),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("image \"gitops-no-such-image:never\" is not on the Docker engine"),
+        "{err}"
+    );
+    // An argv command runs as given, without a shell.
+    let done = docker
+        .execute(ctx(
+            serde_json::json!({"image": IMAGE, "command": ["/bin/sh", "-c", "exit 7"]}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        done.outcome,
+        gitops_core::backend::Outcome::Failure {
+            exit_code: Some(7),
+            message: "exit code 7".into()
+        }
+    );
+    assert_eq!(leftovers(&docker, "docker-errors").await, 0);
+}
+
+#[tokio::test]
+async fn a_missing_engine_is_a_clear_error_naming_what_was_tried() {
+    let err = DockerBackend::builder()
+        .with_host("unix:///nonexistent/docker.sock")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("no Docker engine answered at unix:///nonexistent/docker.sock: "),
+        "{err}"
+    );
+}
