@@ -23,7 +23,7 @@ use crate::ledger::{GroupDecision, Ledger, RunRecord, RunStatus, new_run_id};
 use crate::plan::{Plan, PlannedPipeline, Planner};
 use crate::repo::Repository;
 use crate::scheduler::{
-    Run, RunEvent, RunReport, RunSpec, Scheduler, SchedulerOptions, StageResult,
+    Run, RunEvent, RunReport, RunResult, RunSpec, Scheduler, SchedulerOptions, StageResult,
 };
 use crate::{Error, Result};
 
@@ -430,7 +430,12 @@ impl StartedRun {
                 .insert(self.id.clone(), token.clone());
             let waited = self.wait_for_turn(group, &token).await;
             if let Err(e) = waited {
+                // The run never started: recorded as cancelled, not left to look interrupted.
                 leave_group(&self.local_runs, &self.ledger, &self.id);
+                let _ = self.ledger.finish_run(&self.id, RunResult::Cancelled);
+                if let Some(dir) = &self.checkout {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
                 return Err(e);
             }
             let (ledger, id, token) = (self.ledger.clone(), self.id.clone(), token.clone());

@@ -100,6 +100,19 @@ pub async fn run(
     result
 }
 
+/// Whether `event` names a commit to run; says why not when it does not (a deleted branch or
+/// tag: its config cannot be read from a commit that is gone).
+pub fn names_commit(event: &GitEvent) -> bool {
+    if event.sha.is_none() {
+        eprintln!(
+            "  ({} {}: a deletion names no commit to run)",
+            event.kind(),
+            event.git_ref().unwrap_or_default()
+        );
+    }
+    event.sha.is_some()
+}
+
 /// Stops what the event ends (a closed pull request's environments), saying so.
 pub async fn settle(engine: &Engine, event: &GitEvent) -> Result<(), String> {
     for stopped in engine

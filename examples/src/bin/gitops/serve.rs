@@ -266,12 +266,7 @@ async fn work(
                 Err(e) => eprintln!("warning: fetching failed: {e}"),
             }
         }
-        if event.sha.is_none() {
-            eprintln!(
-                "({} {}: a deletion names no commit to run)",
-                event.kind(),
-                event.git_ref().unwrap_or_default()
-            );
+        if !crate::run::names_commit(&event) {
             continue;
         }
         // Planning checks out the commit: blocking work, off the async threads.

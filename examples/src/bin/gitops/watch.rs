@@ -59,7 +59,21 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
         .await
         .map_err(|e| err(&e))?;
         watcher = w;
-        let poll = polled.map_err(|e| err(&e))?;
+        let poll = match polled {
+            Ok(poll) => poll,
+            // A long-running watch outlives a remote that does not answer for a while.
+            Err(e) if !args.once => {
+                eprintln!(
+                    "error: {e} (trying again in {}s)",
+                    args.interval.as_secs_f64()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(args.interval) => continue,
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+            }
+            Err(e) => return Err(err(&e)),
+        };
         if poll.baseline {
             eprintln!(
                 "first snapshot of {}: the baseline, nothing to report",
@@ -101,12 +115,7 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
 
 /// Runs what `event` triggers; failures are reported and the watch goes on.
 async fn handle(engine: &Engine, watcher: &Watcher, event: &GitEvent, options: &RunOptions) {
-    if event.sha.is_none() {
-        eprintln!(
-            "  ({} {}: a deletion names no commit to run)",
-            event.kind(),
-            event.git_ref().unwrap_or_default()
-        );
+    if !crate::run::names_commit(event) {
         return;
     }
     match engine.handle(event, watcher.repository(), options).await {
