@@ -92,29 +92,71 @@ async fn remove(docker: &bollard::Docker, name: &str) {
     let _ = docker.remove_container(name, Some(options)).await;
 }
 
-/// Forwards a stream of output chunks as lines (a line may span chunks).
-async fn pump(
-    mut logs: impl futures_util::Stream<Item = Result<LogOutput, ApiError>> + Unpin,
+/// A container's output turned into log lines: chunks are joined until a newline, and bytes
+/// already forwarded are counted per stream, so that a second read of the log (after the
+/// container ended) forwards only what the first missed.
+struct Lines {
     sink: LogSink,
-) {
-    let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    while let Some(Ok(chunk)) = logs.next().await {
-        let (i, stream, bytes) = match chunk {
-            LogOutput::StdErr { message } => (1, LogStream::Stderr, message),
-            LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                (0, LogStream::Stdout, message)
-            }
-            LogOutput::StdIn { .. } => continue,
-        };
-        partial[i].extend_from_slice(&bytes);
-        while let Some(end) = partial[i].iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = partial[i].drain(..=end).collect();
-            sink.line(stream, &String::from_utf8_lossy(&line));
+    partial: [Vec<u8>; 2],
+    /// Bytes forwarded (or held in `partial`) per stream.
+    seen: [usize; 2],
+}
+
+impl Lines {
+    fn new(sink: LogSink) -> Lines {
+        Lines {
+            sink,
+            partial: [Vec::new(), Vec::new()],
+            seen: [0, 0],
         }
     }
-    for (i, stream) in [(0, LogStream::Stdout), (1, LogStream::Stderr)] {
-        if !partial[i].is_empty() {
-            sink.line(stream, &String::from_utf8_lossy(&partial[i]));
+
+    fn split(chunk: LogOutput) -> Option<(usize, LogStream, bytes::Bytes)> {
+        match chunk {
+            LogOutput::StdErr { message } => Some((1, LogStream::Stderr, message)),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                Some((0, LogStream::Stdout, message))
+            }
+            LogOutput::StdIn { .. } => None,
+        }
+    }
+
+    /// Takes the bytes of stream `i` from `offset` on (earlier ones were forwarded already).
+    fn feed(&mut self, i: usize, stream: LogStream, bytes: &[u8], offset: usize) {
+        let skip = self.seen[i].saturating_sub(offset).min(bytes.len());
+        let new = &bytes[skip..];
+        self.seen[i] += new.len();
+        self.partial[i].extend_from_slice(new);
+        while let Some(end) = self.partial[i].iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial[i].drain(..=end).collect();
+            self.sink.line(stream, &String::from_utf8_lossy(&line));
+        }
+    }
+
+    /// Forwards a log stream; `replay` when it starts from the beginning again.
+    async fn read(
+        &mut self,
+        mut logs: impl futures_util::Stream<Item = Result<LogOutput, ApiError>> + Unpin,
+        replay: bool,
+    ) {
+        let mut offsets = [0usize; 2];
+        while let Some(Ok(chunk)) = logs.next().await {
+            let Some((i, stream, bytes)) = Self::split(chunk) else {
+                continue;
+            };
+            let offset = if replay { offsets[i] } else { self.seen[i] };
+            self.feed(i, stream, &bytes, offset);
+            offsets[i] += bytes.len();
+        }
+    }
+
+    /// Forwards what is left of unfinished lines.
+    fn finish(self) {
+        for (i, stream) in [(0, LogStream::Stdout), (1, LogStream::Stderr)] {
+            if !self.partial[i].is_empty() {
+                self.sink
+                    .line(stream, &String::from_utf8_lossy(&self.partial[i]));
+            }
         }
     }
 }
@@ -123,6 +165,9 @@ async fn pump(
 impl Executor for DockerBackend {
     /// Runs the stage in a container of `with.image` (see the crate docs).
     async fn execute(&self, ctx: StageContext) -> Result<Completion, BackendError> {
+        if crate::build::is_build(&ctx) {
+            return crate::build::build(self, &ctx).await;
+        }
         let image = match ctx.with.get("image") {
             Some(Value::String(i)) if !i.is_empty() => i.clone(),
             Some(other) => {
@@ -214,6 +259,7 @@ impl Executor for DockerBackend {
                 "cannot start the stage's container: {e}"
             )));
         }
+        let ctx_log = ctx.log.clone();
         let logs = self.docker.logs(
             &name,
             Some(
@@ -224,7 +270,11 @@ impl Executor for DockerBackend {
                     .build(),
             ),
         );
-        let logs = tokio::spawn(pump(Box::pin(logs), ctx.log.clone()));
+        let logs = tokio::spawn(async move {
+            let mut lines = Lines::new(ctx_log);
+            lines.read(Box::pin(logs), false).await;
+            lines
+        });
         let mut wait = self.docker.wait_container(&name, None);
         let exit = tokio::select! {
             waited = wait.next() => match waited {
@@ -246,7 +296,21 @@ impl Executor for DockerBackend {
                 .build();
             let _ = self.docker.stop_container(&name, Some(stop)).await;
         }
-        let _ = logs.await;
+        // The followed log may end before the engine has copied the container's last output:
+        // read the whole log again and forward what the first read missed.
+        if let Ok(mut lines) = logs.await {
+            let all = self.docker.logs(
+                &name,
+                Some(
+                    LogsOptionsBuilder::default()
+                        .stdout(true)
+                        .stderr(true)
+                        .build(),
+                ),
+            );
+            lines.read(Box::pin(all), true).await;
+            lines.finish();
+        }
         remove(&self.docker, &name).await;
         cleanup.done = true;
         let Some(code) = exit else {

@@ -7,6 +7,10 @@
 //! naming a file whose `key=value` lines become outputs. Output lines stream as log lines.
 //! Cancellation and timeouts stop and remove the container; no container is left behind.
 //!
+//! A stage with `with: { dockerfile, context, tag }` builds an image from the checkout instead
+//! (the context sent as a tar stream honouring `.dockerignore`, build output as log lines); its
+//! outputs are `image` (the tag) and `image_id`.
+//!
 //! ```no_run
 //! # async fn f() -> Result<(), gitops_docker::DockerError> {
 //! use std::sync::Arc;
@@ -17,6 +21,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod build;
 mod executor;
 
 use bollard::Docker;

@@ -180,3 +180,127 @@ async fn a_missing_engine_is_a_clear_error_naming_what_was_tried() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_is_built_from_the_checkout_honouring_dockerignore_and_runs_stages() {
+    let Some(docker) = backend().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let write = |p: &str, text: &str| {
+        let path = dir.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "app/Dockerfile",
+        &format!(
+            "FROM {IMAGE}\nCOPY . /app\nRUN [\"/bin/sh\", \"-c\", \"echo built > /app/stamp\"]\n"
+        ),
+    );
+    write(
+        "app/.dockerignore",
+        "# not sent\nsecrets\n*.log\n!keep.log\n",
+    );
+    write("app/main.txt", "hello");
+    write("app/secrets/key", "do not send");
+    write("app/debug.log", "noise");
+    write("app/keep.log", "kept");
+    let run = Arc::new(RunInfo::new("docker-build", "p", push_event(), dir.path()));
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = lines.clone();
+    let mut ctx = StageContext::new(run.clone(), "build");
+    ctx.with = serde_json::json!({"dockerfile": "Dockerfile", "context": "app", "tag": "gitops-test-built:1"})
+        .as_object()
+        .unwrap()
+        .clone();
+    ctx.log = gitops_core::backend::LogSink::new("build", 1, Vec::new(), move |l| {
+        seen.lock().unwrap().push(l.line)
+    });
+    let built = docker.execute(ctx).await.unwrap();
+    assert_eq!(built.outcome, gitops_core::backend::Outcome::Success);
+    assert_eq!(built.outputs["image"], "gitops-test-built:1");
+    assert!(
+        built.outputs["image_id"].starts_with("sha256:"),
+        "{:?}",
+        built.outputs
+    );
+    assert!(
+        lines.lock().unwrap().iter().any(|l| l.contains("Step 3/3")),
+        "build output streams as log lines: {:?}",
+        lines.lock().unwrap()
+    );
+
+    // What went into the image: the context minus what .dockerignore excludes.
+    let mut list = StageContext::new(run.clone(), "list")
+        .with_command("cd /app && ls -a | tr '\\n' ' ' && cat stamp");
+    list.with = serde_json::json!({"image": "gitops-test-built:1"})
+        .as_object()
+        .unwrap()
+        .clone();
+    let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let o = out.clone();
+    list.log = gitops_core::backend::LogSink::new("list", 1, Vec::new(), move |l| {
+        o.lock().unwrap().push(l.line)
+    });
+    let done = docker.execute(list).await.unwrap();
+    assert_eq!(done.outcome, gitops_core::backend::Outcome::Success);
+    let text = out.lock().unwrap().join("\n");
+    for present in [
+        "Dockerfile",
+        ".dockerignore",
+        "main.txt",
+        "keep.log",
+        "built",
+    ] {
+        assert!(
+            text.contains(present),
+            "{present} missing from the image: {text}"
+        );
+    }
+    for absent in ["secrets", "debug.log"] {
+        assert!(
+            !text.contains(absent),
+            "{absent} was sent despite .dockerignore: {text}"
+        );
+    }
+
+    // A failing build step is a failed stage saying why (no registry is ever asked: the base
+    // image is local); a missing Dockerfile a parameter error.
+    write(
+        "app/Dockerfile",
+        &format!("FROM {IMAGE}\nRUN [\"/bin/sh\", \"-c\", \"echo broken >&2; exit 3\"]\n"),
+    );
+    let mut broken = StageContext::new(run.clone(), "build");
+    broken.with = serde_json::json!({"context": "app"})
+        .as_object()
+        .unwrap()
+        .clone();
+    let failed = docker.execute(broken).await.unwrap();
+    match &failed.outcome {
+        gitops_core::backend::Outcome::Failure { message, .. } => assert!(
+            message.starts_with("building gitops-conformance-repo:0123456789ab failed"),
+            "{message}"
+        ),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let mut missing = StageContext::new(run, "build");
+    missing.with = serde_json::json!({"context": "app", "dockerfile": "Nope"})
+        .as_object()
+        .unwrap()
+        .clone();
+    let err = docker.execute(missing).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Nope is not a file in the build context app"),
+        "{err}"
+    );
+    let remove = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .force(true)
+        .build();
+    docker
+        .client()
+        .remove_image("gitops-test-built:1", Some(remove), None)
+        .await
+        .unwrap();
+}
