@@ -153,20 +153,7 @@ pub(crate) async fn build(
     let tag = match param(ctx, "tag")? {
         Some(t) => t.to_owned(),
         None => {
-            let repo: String = ctx
-                .run
-                .event
-                .repo
-                .to_ascii_lowercase()
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .collect();
+            let repo = crate::docker_name(&ctx.run.event.repo.to_ascii_lowercase(), 100);
             let version = ctx
                 .run
                 .event

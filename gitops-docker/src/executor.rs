@@ -26,20 +26,6 @@ fn invalid(message: String) -> BackendError {
     BackendError::InvalidParameters(message)
 }
 
-/// A name Docker accepts, from run and stage ids: `[a-zA-Z0-9_.-]`.
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect()
-}
-
 /// The container's command: `with.command` as given, else the stage's `run` with `sh -c`.
 fn command(ctx: &StageContext) -> Result<Vec<String>, BackendError> {
     match ctx.with.get("command") {
@@ -215,8 +201,8 @@ impl Executor for DockerBackend {
         ]);
         let name = format!(
             "gitops-{}-{}-{}-{:08x}",
-            sanitize(&ctx.run.id),
-            sanitize(&ctx.stage),
+            crate::docker_name(&ctx.run.id, 40),
+            crate::docker_name(&ctx.stage, 40),
             ctx.attempt,
             rand_suffix()
         );
@@ -337,7 +323,7 @@ impl Executor for DockerBackend {
 }
 
 /// A few random bits for container names (two attempts of one stage never collide).
-fn rand_suffix() -> u32 {
+pub(crate) fn rand_suffix() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

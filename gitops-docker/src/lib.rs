@@ -11,6 +11,10 @@
 //! (the context sent as a tar stream honouring `.dockerignore`, build output as log lines); its
 //! outputs are `image` (the tag) and `image_id`.
 //!
+//! As a [`Deployer`](gitops_core::backend::Deployer), an environment is a container on a network
+//! of its own, labelled with the environment, its port published on 127.0.0.1; deploys wait until
+//! it is healthy and return its `url`; stopping removes what carries the label.
+//!
 //! ```no_run
 //! # async fn f() -> Result<(), gitops_docker::DockerError> {
 //! use std::sync::Arc;
@@ -22,9 +26,24 @@
 #![warn(missing_docs)]
 
 mod build;
+mod deploy;
 mod executor;
 
 use bollard::Docker;
+
+/// `s` as a name Docker accepts (`[a-zA-Z0-9_.-]`), at most `max` characters.
+pub(crate) fn docker_name(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(max)
+        .collect()
+}
 
 /// Why the Docker engine could not be used.
 #[derive(Debug, thiserror::Error)]
