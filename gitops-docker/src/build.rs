@@ -2,12 +2,11 @@
 //! checkout. The context is sent as a tar stream honouring `.dockerignore`; build output streams
 //! as log lines; the outputs are `image` (the tag) and `image_id`.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures_util::StreamExt;
-use gitops_core::backend::{BackendError, Completion, LogStream, StageContext};
-use serde_json::Value;
+use gitops_core::backend::{BackendError, Completion, LogStream, StageContext, checkout_path};
 
 use crate::DockerBackend;
 
@@ -18,31 +17,6 @@ fn invalid(message: String) -> BackendError {
 /// Whether the stage builds an image rather than running a command.
 pub(crate) fn is_build(ctx: &StageContext) -> bool {
     ctx.with.contains_key("dockerfile") || ctx.with.contains_key("context")
-}
-
-fn param<'a>(ctx: &'a StageContext, key: &str) -> Result<Option<&'a str>, BackendError> {
-    match ctx.with.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(invalid(format!(
-            "`with.{key}` must be a string, found {other}"
-        ))),
-    }
-}
-
-/// `rel` as a path inside the checkout, or an error naming the parameter.
-fn inside(key: &str, rel: &str) -> Result<PathBuf, BackendError> {
-    let path = PathBuf::from(rel);
-    if path
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        Ok(path)
-    } else {
-        Err(invalid(format!(
-            "`with.{key}`: \"{rel}\" is not a path inside the checkout"
-        )))
-    }
 }
 
 /// `.dockerignore` rules: patterns, `!` for exceptions, the last matching rule wins; a pattern
@@ -140,9 +114,12 @@ pub(crate) async fn build(
     backend: &DockerBackend,
     ctx: &StageContext,
 ) -> Result<Completion, BackendError> {
-    let context_rel = inside("context", param(ctx, "context")?.unwrap_or("."))?;
-    let dockerfile = param(ctx, "dockerfile")?.unwrap_or("Dockerfile").to_owned();
-    inside("dockerfile", &dockerfile)?;
+    let context_rel = checkout_path("context", ctx.param_str("context")?.unwrap_or("."))?;
+    let dockerfile = ctx
+        .param_str("dockerfile")?
+        .unwrap_or("Dockerfile")
+        .to_owned();
+    checkout_path("dockerfile", &dockerfile)?;
     let context = ctx.run.workdir.join(&context_rel);
     if !context.join(&dockerfile).is_file() {
         return Err(invalid(format!(
@@ -150,7 +127,7 @@ pub(crate) async fn build(
             context_rel.display()
         )));
     }
-    let tag = match param(ctx, "tag")? {
+    let tag = match ctx.param_str("tag")? {
         Some(t) => t.to_owned(),
         None => {
             let repo = crate::docker_name(&ctx.run.event.repo.to_ascii_lowercase(), 100);

@@ -1,12 +1,12 @@
 //! What a backend is told about the stage it runs.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Component, PathBuf};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::LogSink;
+use super::{BackendError, LogSink};
 use crate::config::{Approval, Environment, OnBusy};
 use crate::event::GitEvent;
 
@@ -146,7 +146,47 @@ pub struct StageContext {
     pub log: LogSink,
 }
 
+/// `rel`, a path from `with.<key>`, when it stays inside the checkout (no `..`, not absolute).
+pub fn checkout_path(key: &str, rel: &str) -> Result<PathBuf, BackendError> {
+    let path = PathBuf::from(rel);
+    let inside = path
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if inside {
+        Ok(path)
+    } else {
+        Err(BackendError::InvalidParameters(format!(
+            "`with.{key}`: \"{rel}\" is not a path inside the checkout"
+        )))
+    }
+}
+
 impl StageContext {
+    /// `with.<key>` as a string (`None` when absent or null); any other value is an
+    /// [`InvalidParameters`](BackendError::InvalidParameters) error naming the key.
+    pub fn param_str(&self, key: &str) -> Result<Option<&str>, BackendError> {
+        match self.with.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(BackendError::InvalidParameters(format!(
+                "`with.{key}` must be a string, found {other}"
+            ))),
+        }
+    }
+
+    /// `with.<key>` as a whole number (a number, or a string of digits); `None` when absent or
+    /// null; anything else is an [`InvalidParameters`](BackendError::InvalidParameters) error.
+    pub fn param_u64(&self, key: &str) -> Result<Option<u64>, BackendError> {
+        match self.with.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+            Some(serde_json::Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
+            Some(other) => Err(BackendError::InvalidParameters(format!(
+                "`with.{key}` must be a whole number, found {other}"
+            ))),
+        }
+    }
+
     /// A context for `stage` of `run`, first attempt, with nothing else set.
     pub fn new(run: Arc<RunInfo>, stage: impl AsRef<str>) -> Self {
         StageContext {

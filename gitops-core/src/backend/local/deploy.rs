@@ -23,7 +23,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::{LocalBackend, process};
-use crate::backend::{BackendError, Completion, Deployer, StageContext};
+use crate::backend::{BackendError, Completion, Deployer, StageContext, checkout_path};
 
 const SERVER_PID: &str = "server.pid";
 const SERVER_LOG: &str = "server.log";
@@ -125,45 +125,9 @@ fn files(ctx: &StageContext) -> Result<Vec<PathBuf>, BackendError> {
         }
     };
     names
-        .into_iter()
-        .map(|name| {
-            let path = PathBuf::from(&name);
-            let inside = path.components().all(|c| {
-                matches!(
-                    c,
-                    std::path::Component::Normal(_) | std::path::Component::CurDir
-                )
-            });
-            if inside {
-                Ok(path)
-            } else {
-                Err(invalid(format!(
-                    "`with.files`: \"{name}\" is not a path inside the checkout"
-                )))
-            }
-        })
+        .iter()
+        .map(|name| checkout_path("files", name))
         .collect()
-}
-
-fn string_param<'a>(ctx: &'a StageContext, key: &str) -> Result<Option<&'a str>, BackendError> {
-    match ctx.with.get(key) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(invalid(format!(
-            "`with.{key}` must be a string, found {other}"
-        ))),
-    }
-}
-
-fn number_param(ctx: &StageContext, key: &str) -> Result<Option<u64>, BackendError> {
-    match ctx.with.get(key) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-        Some(serde_json::Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
-        Some(other) => Err(invalid(format!(
-            "`with.{key}` must be a whole number, found {other}"
-        ))),
-    }
 }
 
 /// A free port on 127.0.0.1.
@@ -213,7 +177,7 @@ impl LocalBackend {
                 return Err(io("cannot write", &pid_file, e));
             }
         }
-        let timeout = Duration::from_secs(number_param(ctx, "ready_timeout")?.unwrap_or(10));
+        let timeout = Duration::from_secs(ctx.param_u64("ready_timeout")?.unwrap_or(10));
         let deadline = tokio::time::Instant::now() + timeout;
         let failed = |message: String| {
             process::kill_group(pgid, Signal::SIGKILL);
@@ -270,9 +234,9 @@ impl Deployer for LocalBackend {
     async fn deploy(&self, ctx: StageContext) -> Result<Completion, BackendError> {
         let root = self.environment_dir(&ctx)?;
         let files = files(&ctx)?;
-        let build = string_param(&ctx, "build")?;
-        let serve = string_param(&ctx, "serve")?;
-        let port = match number_param(&ctx, "port")? {
+        let build = ctx.param_str("build")?;
+        let serve = ctx.param_str("serve")?;
+        let port = match ctx.param_u64("port")? {
             Some(p) => Some(
                 u16::try_from(p).map_err(|_| invalid(format!("`with.port`: {p} is not a port")))?,
             ),
