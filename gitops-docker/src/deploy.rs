@@ -33,15 +33,12 @@ fn failed(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Failed(format!("{what}: {e}"))
 }
 
-fn number(ctx: &StageContext, key: &str) -> Result<Option<u64>, BackendError> {
-    match ctx.with.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-        Some(Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
-        Some(other) => Err(invalid(format!(
-            "`with.{key}` must be a whole number, found {other}"
-        ))),
-    }
+/// The environment a deploy or stop stage acts on.
+fn environment(ctx: &StageContext) -> Result<String, BackendError> {
+    ctx.environment
+        .as_ref()
+        .map(|e| e.name.clone())
+        .ok_or_else(|| invalid(format!("stage \"{}\" names no environment", ctx.stage)))
 }
 
 impl DockerBackend {
@@ -212,19 +209,14 @@ async fn http_ok(port: u16, path: &str) -> bool {
 impl Deployer for DockerBackend {
     /// Starts the release's container and waits until it is ready (see the module docs).
     async fn deploy(&self, ctx: StageContext) -> Result<Completion, BackendError> {
-        let env = ctx
-            .environment
-            .as_ref()
-            .ok_or_else(|| invalid(format!("stage \"{}\" names no environment", ctx.stage)))?
-            .name
-            .clone();
+        let env = environment(&ctx)?;
         let image = match ctx.with.get("image") {
             Some(Value::String(i)) if !i.is_empty() => i.clone(),
             _ => return Err(invalid("a docker deployment needs `with.image`".to_owned())),
         };
-        let port = number(&ctx, "port")?.unwrap_or(80);
-        let host_port = number(&ctx, "host_port")?.unwrap_or(0);
-        let timeout = Duration::from_secs(number(&ctx, "ready_timeout")?.unwrap_or(30));
+        let port = ctx.param_u64("port")?.unwrap_or(80);
+        let host_port = ctx.param_u64("host_port")?.unwrap_or(0);
+        let timeout = Duration::from_secs(ctx.param_u64("ready_timeout")?.unwrap_or(30));
         let health_path = match ctx.with.get("health_path") {
             Some(Value::String(p)) if p.starts_with('/') => p.clone(),
             None => "/".to_owned(),
@@ -234,24 +226,7 @@ impl Deployer for DockerBackend {
                 )));
             }
         };
-        let cmd = match ctx.with.get("command") {
-            None => None,
-            Some(Value::Array(items)) => Some(
-                items
-                    .iter()
-                    .map(|v| {
-                        v.as_str().map(str::to_owned).ok_or_else(|| {
-                            invalid(format!("`with.command` must list strings, found {v}"))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-            Some(other) => {
-                return Err(invalid(format!(
-                    "`with.command` must be a list of strings, found {other}"
-                )));
-            }
-        };
+        let cmd = crate::executor::argv(&ctx)?;
         let mut vars: Vec<String> = ctx.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         if let Some(Value::Object(map)) = ctx.with.get("env") {
             for (k, v) in map {
@@ -354,12 +329,7 @@ impl Deployer for DockerBackend {
 
     /// Removes the environment's containers, networks and volumes (found by label).
     async fn stop(&self, ctx: StageContext) -> Result<Completion, BackendError> {
-        let env = ctx
-            .environment
-            .as_ref()
-            .ok_or_else(|| invalid(format!("stage \"{}\" names no environment", ctx.stage)))?
-            .name
-            .clone();
+        let env = environment(&ctx)?;
         self.remove_containers(&env).await?;
         let filter = Self::label_filter(&env);
         let networks = self

@@ -26,20 +26,32 @@ fn invalid(message: String) -> BackendError {
     BackendError::InvalidParameters(message)
 }
 
-/// The container's command: `with.command` as given, else the stage's `run` with `sh -c`.
-fn command(ctx: &StageContext) -> Result<Vec<String>, BackendError> {
+/// `with.command`: an argv list, run as given.
+pub(crate) fn argv(ctx: &StageContext) -> Result<Option<Vec<String>>, BackendError> {
     match ctx.with.get("command") {
-        Some(Value::Array(items)) if !items.is_empty() => items
+        None => Ok(None),
+        Some(Value::Array(items)) => items
             .iter()
             .map(|v| {
                 v.as_str()
                     .map(str::to_owned)
                     .ok_or_else(|| invalid(format!("`with.command` must list strings, found {v}")))
             })
-            .collect(),
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
         Some(other) => Err(invalid(format!(
-            "`with.command` must be a non-empty list of strings, found {other}"
+            "`with.command` must be a list of strings, found {other}"
         ))),
+    }
+}
+
+/// The container's command: `with.command` as given, else the stage's `run` with `sh -c`.
+fn command(ctx: &StageContext) -> Result<Vec<String>, BackendError> {
+    match argv(ctx)? {
+        Some(argv) if argv.is_empty() => Err(invalid(
+            "`with.command` must be a non-empty list of strings, found []".to_owned(),
+        )),
+        Some(argv) => Ok(argv),
         None => match &ctx.command {
             Some(run) => Ok(vec!["sh".into(), "-c".into(), run.to_string()]),
             None => Err(invalid(format!(
