@@ -82,10 +82,9 @@ async fn build_busybox(docker: &DockerBackend) {
     }
 }
 
-/// Containers of the test runs still on the engine.
-async fn leftovers(docker: &DockerBackend, run: &str) -> usize {
-    let filters =
-        std::collections::HashMap::from([("label".to_owned(), vec![format!("gitops.run={run}")])]);
+/// The containers (running or not) carrying `label` (`key=value`).
+async fn labelled(docker: &DockerBackend, label: &str) -> Vec<bollard::models::ContainerSummary> {
+    let filters = std::collections::HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
     let options = ListContainersOptionsBuilder::default()
         .all(true)
         .filters(&filters)
@@ -95,7 +94,6 @@ async fn leftovers(docker: &DockerBackend, run: &str) -> usize {
         .list_containers(Some(options))
         .await
         .unwrap()
-        .len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,19 +105,7 @@ async fn docker_backend_conforms_and_leaves_no_container() {
     let setup = Setup::new(dir.path()).with_param("image", serde_json::json!(image()));
     executor_conformance(Arc::new(docker.clone()), &setup, "docker").await;
     // The suite's runs are all named like its push event's; none left a container.
-    let all = docker
-        .client()
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&std::collections::HashMap::from([(
-                    "label".to_owned(),
-                    vec!["gitops.managed=true".to_owned()],
-                )]))
-                .build(),
-        ))
-        .await
-        .unwrap();
+    let all = labelled(&docker, "gitops.managed=true").await;
     let ours: Vec<_> = all
         .iter()
         .filter(|c| {
@@ -182,7 +168,11 @@ async fn bad_parameters_and_missing_images_are_clear_errors() {
             message: "exit code 7".into()
         }
     );
-    assert_eq!(leftovers(&docker, "docker-errors").await, 0);
+    assert!(
+        labelled(&docker, "gitops.run=docker-errors")
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -367,20 +357,8 @@ async fn an_environment_is_served_replaced_and_stopped_without_leftovers() {
     let second = docker.deploy(ctx("v2")).await.unwrap();
     let url2 = second.outputs["url"].clone();
     assert_eq!(get(&url2).as_deref(), Some("v2\n"));
-    let filter = std::collections::HashMap::from([(
-        "label".to_owned(),
-        vec![format!("gitops.environment={env}")],
-    )]);
-    let containers = docker
-        .client()
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filter)
-                .build(),
-        ))
-        .await
-        .unwrap();
+    let label = format!("gitops.environment={env}");
+    let containers = labelled(&docker, &label).await;
     assert_eq!(containers.len(), 1, "redeploying replaced the container");
 
     // A release that never becomes ready fails the deploy and is not left running.
@@ -399,22 +377,16 @@ async fn an_environment_is_served_replaced_and_stopped_without_leftovers() {
     stop.environment = Some(EnvironmentTarget::new(env.clone(), "preview", None));
     docker.stop(stop).await.unwrap();
     assert!(get(&url2).is_none(), "nothing answers after the stop");
-    let left = docker
-        .client()
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filter)
-                .build(),
-        ))
-        .await
-        .unwrap();
+    let left = labelled(&docker, &label).await;
     assert!(left.is_empty(), "containers left: {left:?}");
     let networks = docker
         .client()
         .list_networks(Some(
             bollard::query_parameters::ListNetworksOptionsBuilder::default()
-                .filters(&filter)
+                .filters(&std::collections::HashMap::from([(
+                    "label".to_owned(),
+                    vec![label.clone()],
+                )]))
                 .build(),
         ))
         .await
