@@ -107,42 +107,36 @@ impl Watcher {
     /// its snapshot under `<state>/watch`. Fetches a URL's mirror for the first time.
     pub fn open(source: &str, state_dir: &Path) -> Result<Watcher, crate::Error> {
         let source = RepoSource::parse(source);
-        let key = match &source {
-            RepoSource::Path(p) => p
-                .canonicalize()
-                .map_err(|e| RepoError::Open {
+        // The key names the snapshot (and the mirror) in the state dir.
+        let (key, repo, mirror, repo_name) = match &source {
+            RepoSource::Path(p) => {
+                let path = p.canonicalize().map_err(|e| RepoError::Open {
                     path: p.clone(),
                     message: e.to_string(),
-                })?
-                .display()
-                .to_string(),
-            RepoSource::Url(u) => u.clone(),
-        };
-        let (repo, mirror) = match &source {
-            RepoSource::Path(p) => (Repository::open(p)?, None),
+                })?;
+                let name = path
+                    .file_name()
+                    .map_or_else(|| "repo".to_owned(), |n| n.to_string_lossy().into_owned());
+                (path.display().to_string(), Repository::open(p)?, None, name)
+            }
             RepoSource::Url(url) => {
                 let dir = state_dir
                     .join("mirrors")
-                    .join(format!("{}.git", file_key(&key)));
-                (fetch_mirror(url, &dir)?, Some(dir))
+                    .join(format!("{}.git", file_key(url)));
+                let mut parts: Vec<&str> = url
+                    .trim_end_matches('/')
+                    .trim_end_matches(".git")
+                    .rsplit('/')
+                    .take(2)
+                    .collect();
+                parts.reverse();
+                (
+                    url.clone(),
+                    fetch_mirror(url, &dir)?,
+                    Some(dir),
+                    parts.join("/"),
+                )
             }
-        };
-        let repo_name = match &source {
-            RepoSource::Path(p) => p
-                .canonicalize()
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "repo".to_owned()),
-            RepoSource::Url(u) => u
-                .trim_end_matches('/')
-                .trim_end_matches(".git")
-                .rsplit('/')
-                .take(2)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("/"),
         };
         Ok(Watcher {
             snapshot_file: state_dir
