@@ -26,28 +26,9 @@ fn invalid(message: String) -> BackendError {
     BackendError::InvalidParameters(message)
 }
 
-/// `with.command`: an argv list, run as given.
-pub(crate) fn argv(ctx: &StageContext) -> Result<Option<Vec<String>>, BackendError> {
-    match ctx.with.get("command") {
-        None => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| invalid(format!("`with.command` must list strings, found {v}")))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(other) => Err(invalid(format!(
-            "`with.command` must be a list of strings, found {other}"
-        ))),
-    }
-}
-
 /// The container's command: `with.command` as given, else the stage's `run` with `sh -c`.
 fn command(ctx: &StageContext) -> Result<Vec<String>, BackendError> {
-    match argv(ctx)? {
+    match ctx.params().strings("command")? {
         Some(argv) if argv.is_empty() => Err(invalid(
             "`with.command` must be a non-empty list of strings, found []".to_owned(),
         )),
@@ -62,12 +43,12 @@ fn command(ctx: &StageContext) -> Result<Vec<String>, BackendError> {
     }
 }
 
-/// Removes the container when dropped unless `done`: a future dropped mid-stage (its runtime
+/// Removes the containers when dropped unless `done`: a future dropped mid-stage (its runtime
 /// shutting down) leaves nothing behind either.
-struct Cleanup {
-    docker: bollard::Docker,
-    name: String,
-    done: bool,
+pub(crate) struct Cleanup {
+    pub(crate) docker: bollard::Docker,
+    pub(crate) names: Vec<String>,
+    pub(crate) done: bool,
 }
 
 impl Drop for Cleanup {
@@ -75,14 +56,32 @@ impl Drop for Cleanup {
         if self.done {
             return;
         }
-        let (docker, name) = (self.docker.clone(), std::mem::take(&mut self.name));
+        let (docker, names) = (self.docker.clone(), std::mem::take(&mut self.names));
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move { remove(&docker, &name).await });
+            handle.spawn(async move {
+                for name in names {
+                    remove(&docker, &name).await;
+                }
+            });
         }
     }
 }
 
-async fn remove(docker: &bollard::Docker, name: &str) {
+/// The error of creating a container from `image`: a missing image says so.
+pub(crate) fn create_error(image: &str, e: ApiError) -> BackendError {
+    match e {
+        ApiError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => BackendError::Failed(format!(
+            "image \"{image}\" is not on the Docker engine (build or pull it first): {message}"
+        )),
+        e => BackendError::Failed(format!("cannot create a container of {image}: {e}")),
+    }
+}
+
+/// Removes a container and its anonymous volumes, if it is there.
+pub(crate) async fn remove(docker: &bollard::Docker, name: &str) {
     let options = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)
@@ -237,17 +236,10 @@ impl Executor for DockerBackend {
         self.docker
             .create_container(Some(options), body)
             .await
-            .map_err(|e| match e {
-                ApiError::DockerResponseServerError { status_code: 404, message } => {
-                    BackendError::Failed(format!(
-                        "image \"{image}\" is not on the Docker engine (build or pull it first): {message}"
-                    ))
-                }
-                e => BackendError::Failed(format!("cannot create the stage's container: {e}")),
-            })?;
+            .map_err(|e| create_error(&image, e))?;
         let mut cleanup = Cleanup {
             docker: self.docker.clone(),
-            name: name.clone(),
+            names: vec![name.clone()],
             done: false,
         };
         if let Err(e) = self.docker.start_container(&name, None).await {

@@ -11,9 +11,12 @@
 //! (the context sent as a tar stream honouring `.dockerignore`, build output as log lines); its
 //! outputs are `image` (the tag) and `image_id`.
 //!
-//! As a [`Deployer`](gitops_core::backend::Deployer), an environment is a container on a network
-//! of its own, labelled with the environment, its port published on 127.0.0.1; deploys wait until
-//! it is healthy and return its `url`; stopping removes what carries the label.
+//! As a [`Deployer`](gitops_core::backend::Deployer), an environment is a set of containers (one
+//! per service in `with.services`, or the one `with` describes) on a network of its own, where
+//! they reach each other by service name, with named volumes kept across deploys; every object is
+//! labelled with the environment, ports are published on 127.0.0.1. A deploy waits until every
+//! service is healthy, returns the `url`, and replaces the previous release only once the new one
+//! is ready; stopping removes what carries the label. [`deploy`] says what `with` may hold.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), gitops_docker::DockerError> {
@@ -26,7 +29,7 @@
 #![warn(missing_docs)]
 
 mod build;
-mod deploy;
+pub mod deploy;
 mod executor;
 
 use bollard::Docker;

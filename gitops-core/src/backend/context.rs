@@ -165,26 +165,18 @@ impl StageContext {
     /// `with.<key>` as a string (`None` when absent or null); any other value is an
     /// [`InvalidParameters`](BackendError::InvalidParameters) error naming the key.
     pub fn param_str(&self, key: &str) -> Result<Option<&str>, BackendError> {
-        match self.with.get(key) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(BackendError::InvalidParameters(format!(
-                "`with.{key}` must be a string, found {other}"
-            ))),
-        }
+        self.params().str(key)
     }
 
     /// `with.<key>` as a whole number (a number, or a string of digits); `None` when absent or
     /// null; anything else is an [`InvalidParameters`](BackendError::InvalidParameters) error.
     pub fn param_u64(&self, key: &str) -> Result<Option<u64>, BackendError> {
-        match self.with.get(key) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-            Some(serde_json::Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
-            Some(other) => Err(BackendError::InvalidParameters(format!(
-                "`with.{key}` must be a whole number, found {other}"
-            ))),
-        }
+        self.params().u64(key)
+    }
+
+    /// The stage's `with` as typed [`Params`].
+    pub fn params(&self) -> Params<'_> {
+        Params::new(&self.with, "with")
     }
 
     /// A context for `stage` of `run`, first attempt, with nothing else set.
@@ -272,5 +264,102 @@ impl StageContext {
             opt("GITOPS_DEPLOY_VERSION", t.version.clone());
         }
         vars
+    }
+}
+
+/// Typed reads of a map of backend parameters (a stage's `with`, or a map inside it), whose
+/// errors name the parameter by its whole path (`with.services.web.port`).
+#[derive(Debug, Clone, Copy)]
+pub struct Params<'a> {
+    map: &'a serde_json::Map<String, serde_json::Value>,
+    path: &'a str,
+}
+
+impl<'a> Params<'a> {
+    /// The parameters in `map`, found at `path` (`with`, `with.services.web`).
+    pub fn new(map: &'a serde_json::Map<String, serde_json::Value>, path: &'a str) -> Self {
+        Params { map, path }
+    }
+
+    /// Where these parameters are.
+    pub fn path(&self) -> &'a str {
+        self.path
+    }
+
+    /// The raw value of `key`; `None` when absent or null.
+    pub fn get(&self, key: &str) -> Option<&'a serde_json::Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    /// The keys present.
+    pub fn keys(&self) -> impl Iterator<Item = &'a str> {
+        self.map.keys().map(String::as_str)
+    }
+
+    /// An [`InvalidParameters`](BackendError::InvalidParameters) error about `key`: "`<path>.<key>`
+    /// must be `expected`, found <value>".
+    pub fn invalid(&self, key: &str, expected: &str) -> BackendError {
+        let found = self
+            .map
+            .get(key)
+            .map_or_else(|| "nothing".to_owned(), ToString::to_string);
+        BackendError::InvalidParameters(format!(
+            "`{}.{key}` must be {expected}, found {found}",
+            self.path
+        ))
+    }
+
+    /// `key` as a string (`None` when absent or null), else an error naming it.
+    pub fn str(&self, key: &str) -> Result<Option<&'a str>, BackendError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(self.invalid(key, "a string")),
+        }
+    }
+
+    /// `key` as a whole number (a number, or a string of digits); `None` when absent or null.
+    pub fn u64(&self, key: &str) -> Result<Option<u64>, BackendError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+            Some(serde_json::Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
+            Some(_) => Err(self.invalid(key, "a whole number")),
+        }
+    }
+
+    /// `key` as a list of strings (`None` when absent or null).
+    pub fn strings(&self, key: &str) -> Result<Option<Vec<String>>, BackendError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .map(Some)
+                .ok_or_else(|| self.invalid(key, "a list of strings")),
+            Some(_) => Err(self.invalid(key, "a list of strings")),
+        }
+    }
+
+    /// `key` as a map of names to strings (numbers and booleans are written out), such as an
+    /// `env`; `None` when absent or null.
+    pub fn string_map(&self, key: &str) -> Result<Option<BTreeMap<String, String>>, BackendError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(serde_json::Value::Object(map)) => map
+                .iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => Some((k.clone(), s.clone())),
+                    serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+                        Some((k.clone(), v.to_string()))
+                    }
+                    _ => None,
+                })
+                .collect::<Option<BTreeMap<_, _>>>()
+                .map(Some)
+                .ok_or_else(|| self.invalid(key, "a map of names to strings")),
+            Some(_) => Err(self.invalid(key, "a map of names to strings")),
+        }
     }
 }

@@ -24,7 +24,9 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-pub use context::{EnvironmentPolicy, EnvironmentTarget, RunInfo, StageContext, checkout_path};
+pub use context::{
+    EnvironmentPolicy, EnvironmentTarget, Params, RunInfo, StageContext, checkout_path,
+};
 pub(crate) use log::LogTarget;
 pub use log::{LogLine, LogSink, LogStream};
 pub use outputs::read_outputs;

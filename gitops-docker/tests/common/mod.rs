@@ -1,0 +1,114 @@
+//! What the Docker tests share: the engine (or a skip), a busybox image built `FROM scratch`,
+//! label queries and an HTTP client for loopback.
+#![allow(dead_code)]
+
+use bollard::query_parameters::{BuildImageOptionsBuilder, ListContainersOptionsBuilder};
+use futures_util::StreamExt;
+use gitops_docker::DockerBackend;
+
+/// The test image: a tag of this test process's own, so that tests running at once never
+/// rebuild an image another one uses.
+pub fn image() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| format!("gitops-test-busybox:{}", std::process::id()))
+}
+
+/// Removes the test image when the test ends.
+pub struct ImageGuard;
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", image()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// The engine, or `None` (with `skipped: ...`) when the Docker tests are not asked for.
+pub async fn backend() -> Option<(DockerBackend, ImageGuard)> {
+    if std::env::var_os("GITOPS_TEST_DOCKER").is_none() {
+        eprintln!(
+            "skipped: set GITOPS_TEST_DOCKER=1 (scripts/test.sh does) to run the Docker tests"
+        );
+        return None;
+    }
+    let docker = DockerBackend::builder()
+        .with_stop_grace_secs(1)
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("GITOPS_TEST_DOCKER is set but {e}"));
+    build_busybox(&docker).await;
+    Some((docker, ImageGuard))
+}
+
+/// Builds the test image: a static busybox on an empty image, its applets linked into /bin.
+async fn build_busybox(docker: &DockerBackend) {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("busybox is installed (scripts/test.sh installs busybox-static)");
+    let mut tar = tar::Builder::new(Vec::new());
+    let dockerfile = b"FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "Dockerfile", &dockerfile[..])
+        .unwrap();
+    tar.append_path_with_name(busybox, "busybox").unwrap();
+    let context = tar.into_inner().unwrap();
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(image())
+        .rm(true)
+        .build();
+    let mut build =
+        docker
+            .client()
+            .build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(step) = build.next().await {
+        let step = step.unwrap_or_else(|e| panic!("building {}: {e}", image()));
+        if let Some(err) = step.error_detail.and_then(|d| d.message) {
+            panic!("building {}: {err}", image());
+        }
+    }
+}
+
+/// The containers (running or not) carrying `label` (`key=value`).
+pub async fn labelled(
+    docker: &DockerBackend,
+    label: &str,
+) -> Vec<bollard::models::ContainerSummary> {
+    let filters = std::collections::HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .client()
+        .list_containers(Some(options))
+        .await
+        .unwrap()
+}
+
+/// An HTTP GET on loopback: the body, or `None` when nothing answers.
+pub fn get(url: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(s, "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split("\r\n\r\n").nth(1).map(str::to_owned)
+}
+
+/// An image no test builds.
+pub const MISSING_IMAGE: &str = "gitops-no-such-image:never";
+
+/// `err` says that [`MISSING_IMAGE`] is not on the engine.
+pub fn assert_missing_image(err: &gitops_core::backend::BackendError) {
+    let want = format!("image \"{MISSING_IMAGE}\" is not on the Docker engine");
+    assert!(err.to_string().contains(&want), "{err}");
+}
