@@ -298,19 +298,28 @@ pipelines:
 
 /// Runs `gitops run` for the push event of a new repository whose config is `config`.
 fn run_in_new_repo(config: &str) -> std::process::Output {
+    run_in_new_repo_with_env(config, &[])
+}
+
+/// [`run_in_new_repo`] with environment variables set.
+fn run_in_new_repo_with_env(config: &str, env: &[(&str, &str)]) -> std::process::Output {
     let tmp = tempfile::tempdir().unwrap();
     let event = repo(&tmp.path().join("repo"), config);
     let repo_dir = tmp.path().join("repo");
     let state = tmp.path().join("state");
-    gitops(&[
-        "run",
-        "--event",
-        event.to_str().unwrap(),
-        "--repo",
-        repo_dir.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-    ])
+    common::gitops_with_env(
+        &[
+            "run",
+            "--event",
+            event.to_str().unwrap(),
+            "--repo",
+            repo_dir.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ],
+        None,
+        env,
+    )
 }
 
 #[test]
@@ -325,12 +334,32 @@ fn an_event_that_triggers_nothing_runs_nothing() {
     );
     // A backend that is not registered is refused before anything runs.
     let out = run_in_new_repo(
-        "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages: { a: { backend: docker, run: \"true\" } }\n",
+        "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages: { a: { backend: nomad, run: \"true\" } }\n",
     );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
-        ".gitops.yml:5:29: stage \"a\": unknown backend \"docker\" (known: local)"
+        ".gitops.yml:5:29: stage \"a\": unknown backend \"nomad\" (known: docker, local)"
+    );
+}
+
+#[test]
+fn a_docker_stage_without_an_engine_fails_naming_where_it_looked() {
+    // Docker is registered in the app, and asked only when a stage uses it: a local stage runs
+    // without any engine, a docker stage fails saying where none answered.
+    let out = run_in_new_repo_with_env(
+        "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages:\n      a: { run: \"echo local-ran\" }\n      b: { needs: a, backend: docker, run: \"true\", with: { image: busybox } }\n",
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let all = format!("{stdout}{stderr}");
+    assert!(all.contains("local-ran"), "{all}");
+    assert!(
+        all.contains(
+            "backend unavailable: no Docker engine answered at unix:///nonexistent/docker.sock: "
+        ),
+        "{all}"
     );
 }
 

@@ -22,13 +22,19 @@
 //! # async fn f() -> Result<(), gitops_docker::DockerError> {
 //! use std::sync::Arc;
 //! use gitops_core::backend::BackendRegistry;
-//! let docker = gitops_docker::DockerBackend::from_env().await?;
-//! let registry = BackendRegistry::new().with_executor("docker", Arc::new(docker));
+//! let docker = Arc::new(gitops_docker::DockerBackend::from_env().await?);
+//! let registry = BackendRegistry::new()
+//!     .with_executor("docker", docker.clone())
+//!     .with_deployer("docker", docker);
+//! // Or connect when a stage first uses it (an app whose pipelines may not use Docker):
+//! let lazy = Arc::new(gitops_docker::DockerBackend::builder().lazy());
+//! let registry = BackendRegistry::new().with_executor("docker", lazy);
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
 
 mod build;
+mod busybox;
 pub mod deploy;
 mod executor;
 
@@ -58,6 +64,14 @@ pub enum DockerError {
         /// Where it was looked for (`DOCKER_HOST`, or the local socket).
         tried: String,
         /// What the client said.
+        message: String,
+    },
+    /// An image could not be built.
+    #[error("cannot build image {image}: {message}")]
+    Image {
+        /// Its tag.
+        image: String,
+        /// Why.
         message: String,
     },
 }
@@ -148,5 +162,60 @@ impl DockerBackendBuilder {
             workdir: self.workdir.unwrap_or_else(|| "/workspace".to_owned()),
             stop_grace_secs: self.stop_grace_secs.unwrap_or(5),
         })
+    }
+
+    /// A backend that connects when a stage first uses it: for an app that registers Docker
+    /// whether or not a pipeline uses it. When no engine answers, that stage fails with
+    /// [`BackendError::Unavailable`](gitops_core::backend::BackendError::Unavailable) naming where
+    /// the engine was looked for, and the next stage tries again.
+    pub fn lazy(self) -> LazyDockerBackend {
+        LazyDockerBackend {
+            builder: self,
+            backend: Default::default(),
+        }
+    }
+}
+
+/// A [`DockerBackend`] connected at its first use (see [`DockerBackendBuilder::lazy`]).
+#[derive(Debug)]
+pub struct LazyDockerBackend {
+    builder: DockerBackendBuilder,
+    backend: tokio::sync::OnceCell<DockerBackend>,
+}
+
+impl LazyDockerBackend {
+    /// The backend, connected now if it was not yet.
+    pub async fn get(&self) -> Result<&DockerBackend, gitops_core::backend::BackendError> {
+        self.backend
+            .get_or_try_init(|| self.builder.clone().build())
+            .await
+            .map_err(|e| gitops_core::backend::BackendError::Unavailable(e.to_string()))
+    }
+}
+
+#[async_trait::async_trait]
+impl gitops_core::backend::Executor for LazyDockerBackend {
+    async fn execute(
+        &self,
+        ctx: gitops_core::backend::StageContext,
+    ) -> Result<gitops_core::backend::Completion, gitops_core::backend::BackendError> {
+        self.get().await?.execute(ctx).await
+    }
+}
+
+#[async_trait::async_trait]
+impl gitops_core::backend::Deployer for LazyDockerBackend {
+    async fn deploy(
+        &self,
+        ctx: gitops_core::backend::StageContext,
+    ) -> Result<gitops_core::backend::Completion, gitops_core::backend::BackendError> {
+        self.get().await?.deploy(ctx).await
+    }
+
+    async fn stop(
+        &self,
+        ctx: gitops_core::backend::StageContext,
+    ) -> Result<gitops_core::backend::Completion, gitops_core::backend::BackendError> {
+        self.get().await?.stop(ctx).await
     }
 }

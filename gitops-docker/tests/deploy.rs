@@ -15,7 +15,7 @@ use gitops_core::testing::push_event;
 use gitops_docker::DockerBackend;
 
 mod common;
-use common::{backend, get, image, labelled};
+use common::{EnvGuard, backend, get, image, labelled};
 
 /// A deploy (or stop) context for `env` with `with`.
 fn context(run: &Arc<RunInfo>, env: &str, with: serde_json::Value) -> StageContext {
@@ -80,6 +80,7 @@ async fn an_environment_is_served_replaced_and_stopped_without_leftovers() {
     };
     let dir = tempfile::tempdir().unwrap();
     let env = format!("preview-pr-{}", std::process::id());
+    let _cleanup = EnvGuard(env.clone());
     let run = Arc::new(RunInfo::new("docker-deploy", "p", push_event(), dir.path()));
     let release = |version: &str| {
         context(
@@ -139,6 +140,7 @@ async fn services_reach_each_other_by_name_and_volumes_outlive_redeploys() {
     };
     let dir = tempfile::tempdir().unwrap();
     let env = format!("staging-{}", std::process::id());
+    let _cleanup = EnvGuard(env.clone());
     let run = Arc::new(RunInfo::new(
         "docker-services",
         "p",
@@ -234,6 +236,8 @@ async fn a_deploy_waits_for_the_images_healthcheck() {
     let _untag = Untag(tag.clone());
 
     let env = format!("health-{}", std::process::id());
+
+    let _cleanup = EnvGuard(env.clone());
     // Healthy only after two seconds; no port, so only the health check can say it is ready.
     let slow = serde_json::json!({
         "services": {"worker": {"image": tag, "command": ["/bin/sh", "-c", "sleep 2; mkdir -p /tmp; touch /tmp/ready; exec sleep 600"]}}
@@ -281,6 +285,7 @@ async fn bad_deploy_parameters_are_clear_errors_and_create_nothing() {
     };
     let dir = tempfile::tempdir().unwrap();
     let env = format!("bad-{}", std::process::id());
+    let _cleanup = EnvGuard(env.clone());
     let run = Arc::new(RunInfo::new("docker-bad", "p", push_event(), dir.path()));
     let cases = [
         (

@@ -6,8 +6,14 @@ use std::process::{Command, Output, Stdio};
 
 /// Runs the `gitops` binary with `args`, feeding `stdin` when given.
 pub fn gitops(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    gitops_with_env(args, stdin, &[])
+}
+
+/// [`gitops`] with environment variables set.
+pub fn gitops_with_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gitops"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -2,8 +2,7 @@
 //! label queries and an HTTP client for loopback.
 #![allow(dead_code)]
 
-use bollard::query_parameters::{BuildImageOptionsBuilder, ListContainersOptionsBuilder};
-use futures_util::StreamExt;
+use bollard::query_parameters::ListContainersOptionsBuilder;
 use gitops_docker::DockerBackend;
 
 /// The test image: a tag of this test process's own, so that tests running at once never
@@ -39,41 +38,11 @@ pub async fn backend() -> Option<(DockerBackend, ImageGuard)> {
         .build()
         .await
         .unwrap_or_else(|e| panic!("GITOPS_TEST_DOCKER is set but {e}"));
-    build_busybox(&docker).await;
+    docker
+        .build_busybox_image(image())
+        .await
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs busybox-static)"));
     Some((docker, ImageGuard))
-}
-
-/// Builds the test image: a static busybox on an empty image, its applets linked into /bin.
-async fn build_busybox(docker: &DockerBackend) {
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("busybox is installed (scripts/test.sh installs busybox-static)");
-    let mut tar = tar::Builder::new(Vec::new());
-    let dockerfile = b"FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
-    let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    tar.append_data(&mut header, "Dockerfile", &dockerfile[..])
-        .unwrap();
-    tar.append_path_with_name(busybox, "busybox").unwrap();
-    let context = tar.into_inner().unwrap();
-    let options = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(image())
-        .rm(true)
-        .build();
-    let mut build =
-        docker
-            .client()
-            .build_image(options, None, Some(bollard::body_full(context.into())));
-    while let Some(step) = build.next().await {
-        let step = step.unwrap_or_else(|e| panic!("building {}: {e}", image()));
-        if let Some(err) = step.error_detail.and_then(|d| d.message) {
-            panic!("building {}: {err}", image());
-        }
-    }
 }
 
 /// The containers (running or not) carrying `label` (`key=value`).
@@ -111,4 +80,35 @@ pub const MISSING_IMAGE: &str = "gitops-no-such-image:never";
 pub fn assert_missing_image(err: &gitops_core::backend::BackendError) {
     let want = format!("image \"{MISSING_IMAGE}\" is not on the Docker engine");
     assert!(err.to_string().contains(&want), "{err}");
+}
+
+/// Removes what carries `gitops.environment=<name>` when dropped, so that a failing test leaves
+/// nothing behind either (with the docker CLI: a panicking test has no runtime to use).
+pub struct EnvGuard(pub String);
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        let filter = format!("label=gitops.environment={}", self.0);
+        for (list, remove) in [
+            (&["ps", "-aq"][..], &["rm", "-f"][..]),
+            (&["network", "ls", "-q"][..], &["network", "rm"][..]),
+            (&["volume", "ls", "-q"][..], &["volume", "rm", "-f"][..]),
+        ] {
+            let Ok(out) = std::process::Command::new("docker")
+                .args(list)
+                .args(["--filter", &filter])
+                .output()
+            else {
+                return;
+            };
+            let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(remove)
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
 }

@@ -37,17 +37,21 @@ pub fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf, String> {
     }
 }
 
-/// The engine of the state dir, with the local backend running stages and deploying
-/// environments under `<state>/environments`.
+/// The engine of the state dir: the local backend runs stages and deploys environments under
+/// `<state>/environments`; `docker` runs them on the engine at `DOCKER_HOST` or the local socket
+/// (asked only when a stage uses it).
 pub fn engine(common: &Common) -> Result<Engine, String> {
     let local = Arc::new(
         LocalBackend::builder()
             .with_environments_dir(common.state.join("environments"))
             .build(),
     );
+    let docker = Arc::new(gitops_docker::DockerBackend::builder().lazy());
     let registry = BackendRegistry::new()
         .with_executor("local", local.clone())
-        .with_deployer("local", local);
+        .with_deployer("local", local)
+        .with_executor("docker", docker.clone())
+        .with_deployer("docker", docker);
     let mut options = gitops_core::scheduler::SchedulerOptions::default();
     if let Some(n) = common.max_parallel {
         options = options.with_max_parallel(n);
