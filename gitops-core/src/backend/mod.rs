@@ -18,6 +18,7 @@ pub mod local;
 mod log;
 pub mod memory;
 mod outputs;
+pub mod process;
 mod registry;
 
 use std::collections::BTreeMap;

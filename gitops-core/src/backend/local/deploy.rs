@@ -69,7 +69,7 @@ async fn stop_server(dir: &Path) {
     let pid_file = dir.join(SERVER_PID);
     if let Ok(text) = std::fs::read_to_string(&pid_file) {
         if let Ok(pgid) = text.trim().parse::<i32>() {
-            process::kill_group(Some(Pid::from_raw(pgid)), Signal::SIGKILL);
+            crate::backend::process::kill_group(Some(Pid::from_raw(pgid)), Signal::SIGKILL);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             while running(pgid) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -173,14 +173,14 @@ impl LocalBackend {
         if let Some(pid) = child.id() {
             let pid_file = root.join(SERVER_PID);
             if let Err(e) = std::fs::write(&pid_file, pid.to_string()) {
-                process::kill_group(pgid, Signal::SIGKILL);
+                crate::backend::process::kill_group(pgid, Signal::SIGKILL);
                 return Err(io("cannot write", &pid_file, e));
             }
         }
         let timeout = Duration::from_secs(ctx.param_u64("ready_timeout")?.unwrap_or(10));
         let deadline = tokio::time::Instant::now() + timeout;
         let failed = |message: String| {
-            process::kill_group(pgid, Signal::SIGKILL);
+            crate::backend::process::kill_group(pgid, Signal::SIGKILL);
             let _ = std::fs::remove_file(root.join(SERVER_PID));
             message
         };
@@ -270,20 +270,20 @@ impl Deployer for LocalBackend {
             let exit = process::run(self, &ctx, build, &next, &output).await?;
             let _ = std::fs::remove_file(&output);
             match exit {
-                process::Exit::Code(0) => {}
-                process::Exit::Code(code) => {
+                crate::backend::process::Exit::Code(0) => {}
+                crate::backend::process::Exit::Code(code) => {
                     return Ok(Completion::failure(
                         Some(code),
                         format!("`build` failed with exit code {code}"),
                     ));
                 }
-                process::Exit::Signal(sig) => {
+                crate::backend::process::Exit::Signal(sig) => {
                     return Ok(Completion::failure(
                         None,
                         format!("`build` was killed by signal {sig}"),
                     ));
                 }
-                process::Exit::Cancelled => return Err(BackendError::Cancelled),
+                crate::backend::process::Exit::Cancelled => return Err(BackendError::Cancelled),
             }
         }
         // The new release goes live: the old server stops, the directories swap.

@@ -1,0 +1,162 @@
+//! Running a program for a backend: in a process group of its own, its output read line by line
+//! as it comes, the whole group stopped on cancellation (a chosen signal first, SIGKILL after a
+//! grace period) and killed when the program ends, so nothing it started is left running.
+//!
+//! The local backend runs its stages with it; backends driving a CLI (terraform) use it to
+//! parse that CLI's streaming output.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::LogStream;
+
+/// How a program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+    /// It was cancelled and stopped.
+    Cancelled,
+}
+
+/// The signal a cancelled program gets first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopSignal {
+    /// SIGTERM (most programs).
+    Terminate,
+    /// SIGINT, as a terminal's Ctrl-C (terraform stops cleanly on it, releasing its state lock).
+    Interrupt,
+}
+
+/// How a cancelled program is stopped.
+#[derive(Debug, Clone, Copy)]
+pub struct StopPolicy {
+    /// The first signal, to its whole process group.
+    pub signal: StopSignal,
+    /// How long it gets before SIGKILL.
+    pub grace: Duration,
+}
+
+impl StopPolicy {
+    /// `signal` first, SIGKILL after `grace`.
+    pub fn new(signal: StopSignal, grace: Duration) -> Self {
+        StopPolicy { signal, grace }
+    }
+}
+
+/// Runs `cmd` (stdin closed, stdout and stderr piped, a process group of its own) to its end,
+/// calling `on_line` with each line of its output as it comes (in order within each stream; the
+/// line ending removed). When `cancel` fires, the group gets `stop.signal`, then SIGKILL after
+/// `stop.grace`, and the result is [`Exit::Cancelled`]. When the program ends, whatever it left
+/// running in its group is killed. Errors are those of starting or waiting for it.
+pub async fn run_streaming(
+    mut cmd: Command,
+    cancel: &CancellationToken,
+    stop: StopPolicy,
+    mut on_line: impl FnMut(LogStream, &str),
+) -> std::io::Result<Exit> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(s) = child.stdout.take() {
+        tokio::spawn(pump(s, tx.clone(), LogStream::Stdout));
+    }
+    if let Some(s) = child.stderr.take() {
+        tokio::spawn(pump(s, tx, LogStream::Stderr));
+    }
+    // Lines are handed on while the program runs; the wait ends with its exit or cancellation.
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break Some(status),
+            _ = cancel.cancelled() => break None,
+            Some((stream, line)) = rx.recv() => on_line(stream, &line),
+        }
+    };
+    let exit = match status {
+        Some(Ok(status)) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (status.code(), status.signal()) {
+                (Some(code), _) => Exit::Code(code),
+                (None, Some(sig)) => Exit::Signal(sig),
+                (None, None) => Exit::Code(-1),
+            }
+        }
+        Some(Err(e)) => {
+            kill_group(pgid, Signal::SIGKILL);
+            return Err(e);
+        }
+        None => {
+            let first = match stop.signal {
+                StopSignal::Terminate => Signal::SIGTERM,
+                StopSignal::Interrupt => Signal::SIGINT,
+            };
+            kill_group(pgid, first);
+            // What it prints while stopping still counts.
+            let wait = async {
+                loop {
+                    tokio::select! {
+                        status = child.wait() => break status,
+                        Some((stream, line)) = rx.recv() => on_line(stream, &line),
+                    }
+                }
+            };
+            if tokio::time::timeout(stop.grace, wait).await.is_err() {
+                kill_group(pgid, Signal::SIGKILL);
+                let _ = child.wait().await;
+            }
+            Exit::Cancelled
+        }
+    };
+    // Whatever it left behind in its group (background jobs) goes with it; that also closes the
+    // pipes, so the readers end and the channel drains.
+    kill_group(pgid, Signal::SIGKILL);
+    while let Some((stream, line)) = rx.recv().await {
+        on_line(stream, &line);
+    }
+    Ok(exit)
+}
+
+/// Sends `signal` to process group `pgid`, never to our own group or to every process.
+pub(crate) fn kill_group(pgid: Option<Pid>, signal: Signal) {
+    if let Some(pgid) = pgid.filter(|p| p.as_raw() > 1) {
+        // ESRCH: the group is already gone, which is what we want.
+        let _ = killpg(pgid, signal);
+    }
+}
+
+async fn pump(
+    reader: impl AsyncRead + Unpin,
+    tx: tokio::sync::mpsc::UnboundedSender<(LogStream, String)>,
+    stream: LogStream,
+) {
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&buf);
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                let text = text.strip_suffix('\r').unwrap_or(text);
+                if tx.send((stream, text.to_owned())).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
