@@ -334,9 +334,10 @@ impl Engine {
             .event
             .clone()
             .ok_or_else(|| fail(format!("deployment #{} has no recorded event", like.id)))?;
-        // A deploy needs the files of the commit it deploys: a checkout of it, as its run had.
+        // A deploy needs the files of the commit it deploys, and a stop may need them too (a
+        // terraform destroy reads the configuration): a checkout of it, as its run had.
         let mut checkout: Option<PathBuf> = None;
-        let workdir = if action == Action::Deploy {
+        let workdir = {
             let run = like
                 .run_id
                 .as_deref()
@@ -351,14 +352,22 @@ impl Engine {
                         .state_dir
                         .join("checkouts")
                         .join(format!("deployment-{}", crate::ledger::new_run_id()));
-                    Repository::open(&repo)?.checkout(&commit, &dir)?;
-                    checkout = Some(dir.clone());
-                    dir
+                    let made = Repository::open(&repo).and_then(|r| r.checkout(&commit, &dir));
+                    match made {
+                        Ok(_) => {
+                            checkout = Some(dir.clone());
+                            dir
+                        }
+                        Err(e) if action == Action::Deploy => return Err(e.into()),
+                        // A stop goes ahead without the files (most deployers need none).
+                        Err(_) => {
+                            let _ = std::fs::remove_dir_all(&dir);
+                            self.state_dir.clone()
+                        }
+                    }
                 }
                 None => run.map_or_else(|| self.state_dir.clone(), |r| r.workdir),
             }
-        } else {
-            self.state_dir.clone()
         };
         let run_id = format!("{}-{}", action_name(action), crate::ledger::new_run_id());
         let info = RunInfo::new(run_id, "gitops", event.clone(), workdir).with_actor(actor);
