@@ -27,6 +27,27 @@ pub enum Exit {
     Cancelled,
 }
 
+impl Exit {
+    /// A stage's completion for this exit, with `outputs`: success on 0, a failure naming the
+    /// code or signal, and [`BackendError::Cancelled`](super::BackendError::Cancelled) when it was
+    /// cancelled.
+    pub fn into_completion(
+        self,
+        outputs: std::collections::BTreeMap<String, String>,
+    ) -> Result<super::Completion, super::BackendError> {
+        let mut completion = match self {
+            Exit::Code(0) => super::Completion::success(),
+            Exit::Code(code) => super::Completion::failure(Some(code), format!("exit code {code}")),
+            Exit::Signal(sig) => {
+                super::Completion::failure(None, format!("killed by signal {sig}"))
+            }
+            Exit::Cancelled => return Err(super::BackendError::Cancelled),
+        };
+        completion.outputs = outputs;
+        Ok(completion)
+    }
+}
+
 /// The signal a cancelled program gets first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::process::Exit;
 use super::{BackendError, Completion, Executor, StageContext};
 
 /// Runs stages as local processes.
@@ -106,13 +105,6 @@ impl Executor for LocalBackend {
             process::run(self, &ctx, &command, &ctx.run.workdir, output_file.path()).await?;
         let outputs = super::read_outputs(output_file.path())
             .map_err(|e| BackendError::Failed(format!("cannot read $GITOPS_OUTPUT: {e}")))?;
-        let mut completion = match status {
-            Exit::Code(0) => Completion::success(),
-            Exit::Code(code) => Completion::failure(Some(code), format!("exit code {code}")),
-            Exit::Signal(sig) => Completion::failure(None, format!("killed by signal {sig}")),
-            Exit::Cancelled => return Err(BackendError::Cancelled),
-        };
-        completion.outputs = outputs;
-        Ok(completion)
+        status.into_completion(outputs)
     }
 }
