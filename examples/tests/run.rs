@@ -339,7 +339,7 @@ fn an_event_that_triggers_nothing_runs_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
-        ".gitops.yml:5:29: stage \"a\": unknown backend \"nomad\" (known: docker, local)"
+        ".gitops.yml:5:29: stage \"a\": unknown backend \"nomad\" (known: docker, local, terraform)"
     );
 }
 

@@ -370,6 +370,37 @@ fn unreachable_workspace() -> Result<Prepared, BackendError> {
     ))
 }
 
+impl TerraformBackend {
+    /// Where the variable files of an environment's last deploy are kept, so that a stop that
+    /// names none destroys with the variables the resources were made with.
+    fn deployed_vars(&self, ctx: &StageContext, settings: &Settings) -> PathBuf {
+        self.state_dir
+            .join("deployed")
+            .join(state_key(ctx, &settings.dir))
+            .join(&settings.workspace)
+    }
+
+    /// Keeps copies of `files` (in order) as the environment's deployed variables.
+    fn save_deployed_vars(&self, dir: &Path, files: &[PathBuf]) -> std::io::Result<()> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        for (i, file) in files.iter().enumerate() {
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            std::fs::copy(file, dir.join(format!("{i:03}-{name}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// The variable files kept by [`TerraformBackend::save_deployed_vars`], in order.
+fn saved_vars(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 /// `path` as an HCL string literal.
 fn hcl_string(path: &Path) -> String {
     let s = path.to_string_lossy();
@@ -458,6 +489,13 @@ impl Deployer for TerraformBackend {
             Ok(r) => r,
             Err(e) => return failure(e),
         };
+        let saved = self.deployed_vars(&ctx, &p.settings);
+        self.save_deployed_vars(&saved, &p.var_files).map_err(|e| {
+            BackendError::Failed(format!(
+                "applied, but cannot keep the variables for a later destroy in {}: {e}",
+                saved.display()
+            ))
+        })?;
         let mut completion = Completion::success()
             .with_output("workspace", p.settings.workspace.clone())
             .with_output("plan_add", plan.add.to_string())
@@ -474,16 +512,24 @@ impl Deployer for TerraformBackend {
         Ok(completion)
     }
 
-    /// Destroys what the environment's workspace manages, then deletes the workspace; an
-    /// environment whose workspace does not exist has nothing to stop.
+    /// Destroys what the environment's workspace manages (with the stop's variables, or, when it
+    /// names none, those of the last deploy), then deletes the workspace; an environment whose
+    /// workspace does not exist has nothing to stop.
     async fn stop(&self, ctx: StageContext) -> Result<Completion, BackendError> {
         let p = match self.prepare(&ctx, false).await {
             Ok(Some(p)) => p,
             Ok(None) => return Ok(Completion::success().with_output("destroyed", "0")),
             Err(e) => return e.into_result(),
         };
+        // Without variables of its own, a stop destroys with those of the last deploy.
+        let saved = self.deployed_vars(&ctx, &p.settings);
+        let var_files = if p.settings.vars.is_none() && p.settings.var_files.is_empty() {
+            saved_vars(&saved)
+        } else {
+            p.var_files.clone()
+        };
         let result = async {
-            let summary = p.tf.destroy(&p.var_files).await?;
+            let summary = p.tf.destroy(&var_files).await?;
             if p.settings.workspace != "default" {
                 p.tf.delete_workspace(&p.settings.workspace).await?;
             }
@@ -492,6 +538,7 @@ impl Deployer for TerraformBackend {
         .await;
         match result {
             Ok(summary) => {
+                let _ = std::fs::remove_dir_all(&saved);
                 Ok(Completion::success().with_output("destroyed", summary.remove.to_string()))
             }
             Err(e) => failure(e),

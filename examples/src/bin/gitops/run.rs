@@ -39,7 +39,8 @@ pub fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf, String> {
 
 /// The engine of the state dir: the local backend runs stages and deploys environments under
 /// `<state>/environments`; `docker` runs them on the engine at `DOCKER_HOST` or the local socket
-/// (asked only when a stage uses it).
+/// (asked only when a stage uses it); `terraform` drives the CLI on PATH, keeping local state
+/// under `<state>/terraform`.
 pub fn engine(common: &Common) -> Result<Engine, String> {
     let local = Arc::new(
         LocalBackend::builder()
@@ -47,11 +48,16 @@ pub fn engine(common: &Common) -> Result<Engine, String> {
             .build(),
     );
     let docker = Arc::new(gitops_docker::DockerBackend::builder().lazy());
+    let terraform = Arc::new(gitops_terraform::TerraformBackend::new(
+        common.state.join("terraform"),
+    ));
     let registry = BackendRegistry::new()
         .with_executor("local", local.clone())
         .with_deployer("local", local)
         .with_executor("docker", docker.clone())
-        .with_deployer("docker", docker);
+        .with_deployer("docker", docker)
+        .with_executor("terraform", terraform.clone())
+        .with_deployer("terraform", terraform);
     let mut options = gitops_core::scheduler::SchedulerOptions::default();
     if let Some(n) = common.max_parallel {
         options = options.with_max_parallel(n);
