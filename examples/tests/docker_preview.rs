@@ -20,10 +20,7 @@ fn docker(args: &[&str]) -> String {
 
 #[test]
 fn the_preview_starter_serves_updates_and_tears_down_a_pull_requests_preview() {
-    if std::env::var_os("GITOPS_TEST_DOCKER").is_none() {
-        eprintln!(
-            "skipped: set GITOPS_TEST_DOCKER=1 (scripts/test.sh does) to run the Docker tests"
-        );
+    if !common::opted_in("GITOPS_TEST_DOCKER", "Docker") {
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_docker-preview"))

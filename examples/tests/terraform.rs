@@ -66,10 +66,7 @@ fn write_event(dir: &Path, name: &str, event: &GitEvent) -> String {
 
 #[test]
 fn plans_on_pull_requests_applies_on_merge_one_at_a_time_and_destroys_previews() {
-    if std::env::var_os("GITOPS_TEST_TERRAFORM").is_none() {
-        eprintln!(
-            "skipped: set GITOPS_TEST_TERRAFORM=1 (scripts/test.sh does) to run the Terraform tests"
-        );
+    if !common::opted_in("GITOPS_TEST_TERRAFORM", "Terraform") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -193,4 +190,29 @@ fn plans_on_pull_requests_applies_on_merge_one_at_a_time_and_destroys_previews()
             && workspaces.contains(&"staging".to_owned()),
         "{workspaces:?}"
     );
+}
+
+#[test]
+fn the_terraform_starter_plans_a_pull_request_applies_the_merge_and_destroys_staging() {
+    if !common::opted_in("GITOPS_TEST_TERRAFORM", "Terraform") {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_terraform-staging"))
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    for want in [
+        "  pipeline pull-request: plan success",
+        "  | **Plan: 1 to add, 0 to change, 0 to destroy.**",
+        "  | + terraform_data.cache (create)",
+        "    url = https://staging.example.test/",
+        "    plan_add = 1",
+        "  staging stopped (deployment #3: success, 2 resources destroyed)",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == want),
+            "no line {want:?} in:\n{stdout}"
+        );
+    }
 }

@@ -45,17 +45,6 @@ impl Action {
             Action::NoOp => "no-op",
         }
     }
-
-    fn symbol(self) -> &'static str {
-        match self {
-            Action::Create => "+",
-            Action::Update => "~",
-            Action::Replace => "-/+",
-            Action::Delete => "-",
-            Action::Read => "<=",
-            Action::NoOp => " ",
-        }
-    }
 }
 
 /// One resource the plan changes.
@@ -164,12 +153,7 @@ impl PlanSummary {
                     Action::Replace => "!",
                     _ => "~",
                 };
-                md.push_str(&format!(
-                    "{sign} {} {} ({})\n",
-                    r.action.symbol(),
-                    r.address,
-                    r.action.name()
-                ));
+                md.push_str(&format!("{sign} {} ({})\n", r.address, r.action.name()));
             }
             md.push_str("```\n");
         }
@@ -216,8 +200,8 @@ mod tests {
         assert_eq!(
             plan.markdown("staging"),
             "### Terraform plan: staging\n\n**Plan: 2 to add, 1 to change, 2 to destroy.**\n\n```diff\n\
-             + + terraform_data.new (create)\n~ ~ terraform_data.edit (update)\n\
-             ! -/+ terraform_data.swap (replace)\n- - terraform_data.gone (delete)\n```\n\n\
+             + terraform_data.new (create)\n~ terraform_data.edit (update)\n\
+             ! terraform_data.swap (replace)\n- terraform_data.gone (delete)\n```\n\n\
              Outputs: `url` (update)\n"
         );
         let empty = PlanSummary::from_show_json(r#"{"resource_changes":[]}"#).unwrap();

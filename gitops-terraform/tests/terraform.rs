@@ -161,7 +161,7 @@ async fn a_plan_stage_summarises_the_plan_as_outputs_and_markdown() {
         "{}",
         o["markdown"]
     );
-    assert!(o["markdown"].contains("+ + terraform_data.a (create)"));
+    assert!(o["markdown"].contains("+ terraform_data.a (create)"));
     assert!(
         lines
             .all()

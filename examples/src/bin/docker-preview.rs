@@ -25,11 +25,10 @@ use gitops_core::backend::BackendRegistry;
 use gitops_core::engine::{Engine, RunOptions};
 use gitops_core::event::GitEvent;
 use gitops_core::repo::Repository;
-use gitops_core::scheduler::RunResult;
 use gitops_docker::DockerBackend;
 use gitops_examples::scratch::ScratchRepo;
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use gitops_examples::starter::{Error, step};
 
 const DEFAULT_BASE: &str = "gitops-starter-busybox:latest";
 const SITE_IMAGE: &str = "gitops-starter-site";
@@ -181,46 +180,6 @@ async fn walk(engine: &Engine, dir: &std::path::Path, base: &str) -> Result<(), 
     match fetch(&url).await {
         Ok(body) => return Err(format!("{url} still answers after the stop: {body}").into()),
         Err(_) => println!("  {url} no longer answers"),
-    }
-    Ok(())
-}
-
-/// Runs what `event` triggers and stops what it ends, one line per pipeline.
-async fn step(
-    engine: &Engine,
-    repo: &Repository,
-    options: &RunOptions,
-    event: &GitEvent,
-) -> Result<(), Error> {
-    let handled = engine.handle(event, repo, options).await?;
-    for report in &handled.reports {
-        let stages: Vec<String> = report
-            .stages
-            .iter()
-            .map(|s| format!("{} {}", s.id, s.result.name()))
-            .collect();
-        println!("  pipeline {}: {}", report.pipeline, stages.join(", "));
-        if report.result != RunResult::Success {
-            let why = report
-                .stages
-                .iter()
-                .filter_map(|s| match &s.result {
-                    gitops_core::scheduler::StageResult::Failure { message, .. } => {
-                        Some(format!("{}: {message}", s.id))
-                    }
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(format!("pipeline {} failed: {why}", report.pipeline).into());
-        }
-    }
-    for stopped in &handled.stopped {
-        println!(
-            "  {} stopped: {}",
-            stopped.environment,
-            stopped.reason.describe()
-        );
     }
     Ok(())
 }

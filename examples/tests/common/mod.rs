@@ -55,3 +55,13 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
     text(&out.stdout).trim().to_owned()
 }
+
+/// Whether the tests that need a real `what` (Docker, Terraform) were asked for with `var`;
+/// prints `skipped: ...` when not.
+pub fn opted_in(var: &str, what: &str) -> bool {
+    if std::env::var_os(var).is_some() {
+        return true;
+    }
+    eprintln!("skipped: set {var}=1 (scripts/test.sh does) to run the {what} tests");
+    false
+}

@@ -297,7 +297,7 @@ impl<'a> Params<'a> {
     }
 
     /// An [`InvalidParameters`](BackendError::InvalidParameters) error about `key`: "`<path>.<key>`
-    /// must be `expected`, found <value>".
+    /// must be `expected`, found VALUE".
     pub fn invalid(&self, key: &str, expected: &str) -> BackendError {
         let found = self
             .map
