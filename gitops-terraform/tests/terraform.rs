@@ -456,3 +456,36 @@ async fn the_cli_wrapper_reads_versions_workspaces_and_outputs() {
     assert!(tf.state_list().await.unwrap().is_empty());
     tf.delete_workspace("w1").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_backend_gets_its_backend_config_and_keeps_the_state() {
+    let state = tempfile::tempdir().unwrap();
+    let Some(tf) = backend(state.path()) else {
+        return;
+    };
+    let dir = checkout(&format!(
+        "terraform {{\n  backend \"local\" {{}}\n}}\n{CONFIG}"
+    ));
+    let remote = tempfile::tempdir().unwrap();
+    let with = json!({"dir": "infra", "backend_config": {"workspace_dir": remote.path().to_str().unwrap()}});
+    let done = tf
+        .deploy(deploy_ctx(dir.path(), "qa", with.clone()))
+        .await
+        .unwrap();
+    assert_eq!(done.outcome, Outcome::Success, "{:?}", done.outcome);
+    assert!(
+        remote.path().join("qa/terraform.tfstate").is_file(),
+        "the state is where the backend config says"
+    );
+    assert!(
+        !state.path().join("states").exists(),
+        "a configuration with a backend keeps no state of ours"
+    );
+    assert!(!dir.path().join("infra/gitops_backend_override.tf").exists());
+    let stopped = tf.stop(deploy_ctx(dir.path(), "qa", with)).await.unwrap();
+    assert_eq!(stopped.outputs["destroyed"], "2");
+    assert!(
+        !remote.path().join("qa").exists(),
+        "the workspace is deleted"
+    );
+}
