@@ -139,6 +139,9 @@ pub struct StageContext {
     pub with: serde_json::Map<String, serde_json::Value>,
     /// For `deploy` and `stop` stages: the environment.
     pub environment: Option<EnvironmentTarget>,
+    /// The stage's `timeout`, for backends that also tell the platform (a Kubernetes Job's
+    /// deadline); the scheduler enforces it in any case by cancelling.
+    pub timeout: Option<std::time::Duration>,
     /// Cancelled when the stage must stop (timeout, run cancelled). Shared: stages without a
     /// timeout share their run's tokens, since cloning a token takes a lock.
     pub cancel: Arc<CancellationToken>,
@@ -189,6 +192,7 @@ impl StageContext {
             env: BTreeMap::new(),
             with: serde_json::Map::new(),
             environment: None,
+            timeout: None,
             cancel: Arc::new(CancellationToken::new()),
             log: LogSink::discard(),
         }
@@ -215,6 +219,12 @@ impl StageContext {
     /// Sets the cancellation token.
     pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
         self.cancel = Arc::new(cancel);
+        self
+    }
+
+    /// Sets the stage's timeout.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 

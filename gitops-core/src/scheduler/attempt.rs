@@ -414,6 +414,7 @@ fn placeholder(ctx: &StageContext) -> StageContext {
         env: BTreeMap::new(),
         with: serde_json::Map::new(),
         environment: None,
+        timeout: ctx.timeout,
         cancel: ctx.cancel.clone(),
         log: ctx.log.clone(),
     }

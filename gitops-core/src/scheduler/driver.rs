@@ -395,6 +395,11 @@ impl Driver {
         } else {
             None
         };
+        let timeout = if layout.has(i, POLICY) {
+            planned.source.timeout
+        } else {
+            None
+        };
         let ctx = StageContext {
             run: self.run.spec.info.clone(),
             stage: layout.ids[i].clone(),
@@ -403,6 +408,7 @@ impl Driver {
             env,
             with,
             environment,
+            timeout,
             cancel: self.shared.cancel_shard(i).clone(),
             log: LogSink::shared(&self.shared.log, &layout.ids[i], 1),
         };
@@ -416,11 +422,7 @@ impl Driver {
             } else {
                 None
             },
-            timeout: if layout.has(i, POLICY) {
-                planned.source.timeout
-            } else {
-                None
-            },
+            timeout,
             shared: self.shared.clone(),
         }
     }

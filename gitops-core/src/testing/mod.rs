@@ -30,6 +30,9 @@ pub struct Setup {
     pub with: serde_json::Map<String, serde_json::Value>,
     /// How long a stopped stage may take to return after cancellation.
     pub stop_within: Duration,
+    /// The platform keeps one log per stage, stdout and stderr merged in order (Kubernetes): every
+    /// line must still arrive, in order, as stdout.
+    pub merged_streams: bool,
 }
 
 impl Setup {
@@ -39,7 +42,15 @@ impl Setup {
             workdir: workdir.into(),
             with: serde_json::Map::new(),
             stop_within: Duration::from_secs(10),
+            merged_streams: false,
         }
+    }
+
+    /// The backend's platform merges stdout and stderr into one log (see
+    /// [`merged_streams`](Self::merged_streams)).
+    pub fn with_merged_streams(mut self) -> Self {
+        self.merged_streams = true;
+        self
     }
 
     /// Adds a `with` parameter.
@@ -120,7 +131,8 @@ pub async fn collects_outputs(exec: &dyn Executor, setup: &Setup) {
     assert_eq!(c.outputs, expected, "outputs from $GITOPS_OUTPUT");
 }
 
-/// stdout and stderr reach the log sink line by line, in order within each stream.
+/// stdout and stderr reach the log sink line by line, in order within each stream (or, on a
+/// platform that merges them, all in order).
 pub async fn streams_logs(exec: &dyn Executor, setup: &Setup) {
     let lines: Arc<Mutex<Vec<LogLine>>> = Arc::default();
     let seen = lines.clone();
@@ -143,6 +155,14 @@ pub async fn streams_logs(exec: &dyn Executor, setup: &Setup) {
             .map(|l| l.line.as_str())
             .collect::<Vec<_>>()
     };
+    if setup.merged_streams {
+        assert_eq!(
+            of(LogStream::Stdout),
+            ["one", "two", "oops", "no newline"],
+            "log lines, stdout and stderr merged in order"
+        );
+        return;
+    }
     assert_eq!(
         of(LogStream::Stdout),
         ["one", "two", "no newline"],
