@@ -168,54 +168,10 @@ impl DockerBackendBuilder {
     /// whether or not a pipeline uses it. When no engine answers, that stage fails with
     /// [`BackendError::Unavailable`](gitops_core::backend::BackendError::Unavailable) naming where
     /// the engine was looked for, and the next stage tries again.
-    pub fn lazy(self) -> LazyDockerBackend {
-        LazyDockerBackend {
-            builder: self,
-            backend: Default::default(),
-        }
-    }
-}
-
-/// A [`DockerBackend`] connected at its first use (see [`DockerBackendBuilder::lazy`]).
-#[derive(Debug)]
-pub struct LazyDockerBackend {
-    builder: DockerBackendBuilder,
-    backend: tokio::sync::OnceCell<DockerBackend>,
-}
-
-impl LazyDockerBackend {
-    /// The backend, connected now if it was not yet.
-    pub async fn get(&self) -> Result<&DockerBackend, gitops_core::backend::BackendError> {
-        self.backend
-            .get_or_try_init(|| self.builder.clone().build())
-            .await
-            .map_err(|e| gitops_core::backend::BackendError::Unavailable(e.to_string()))
-    }
-}
-
-#[async_trait::async_trait]
-impl gitops_core::backend::Executor for LazyDockerBackend {
-    async fn execute(
-        &self,
-        ctx: gitops_core::backend::StageContext,
-    ) -> Result<gitops_core::backend::Completion, gitops_core::backend::BackendError> {
-        self.get().await?.execute(ctx).await
-    }
-}
-
-#[async_trait::async_trait]
-impl gitops_core::backend::Deployer for LazyDockerBackend {
-    async fn deploy(
-        &self,
-        ctx: gitops_core::backend::StageContext,
-    ) -> Result<gitops_core::backend::Completion, gitops_core::backend::BackendError> {
-        self.get().await?.deploy(ctx).await
-    }
-
-    async fn stop(
-        &self,
-        ctx: gitops_core::backend::StageContext,
-    ) -> Result<gitops_core::backend::Completion, gitops_core::backend::BackendError> {
-        self.get().await?.stop(ctx).await
+    pub fn lazy(self) -> gitops_core::backend::Lazy<DockerBackend> {
+        gitops_core::backend::Lazy::new(move || {
+            let builder = self.clone();
+            async move { builder.build().await.map_err(|e| e.to_string()) }
+        })
     }
 }

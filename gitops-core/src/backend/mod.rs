@@ -14,6 +14,7 @@
 //! is. Nothing may be left running after the call returns.
 
 mod context;
+mod lazy;
 pub mod local;
 mod log;
 pub mod memory;
@@ -28,6 +29,7 @@ use async_trait::async_trait;
 pub use context::{
     EnvironmentPolicy, EnvironmentTarget, Params, RunInfo, StageContext, checkout_path,
 };
+pub use lazy::Lazy;
 pub(crate) use log::LogTarget;
 pub use log::{LogLine, LogSink, LogStream};
 pub use outputs::read_outputs;

@@ -1,0 +1,69 @@
+//! [`Lazy`]: a backend made when a stage first needs it, for applications that register every
+//! backend they know whether or not a pipeline uses it (a Docker engine or a cluster that may not
+//! be there).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+
+use super::{BackendError, Completion, Deployer, Executor, StageContext};
+
+type Make<B> = Box<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<B, String>> + Send>> + Send + Sync + 'static,
+>;
+
+/// A backend made by `make` at its first use. When making it fails, that stage fails with
+/// [`BackendError::Unavailable`] and the message, and the next stage tries again.
+pub struct Lazy<B> {
+    make: Make<B>,
+    backend: tokio::sync::OnceCell<B>,
+}
+
+impl<B> std::fmt::Debug for Lazy<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lazy")
+            .field("made", &self.backend.initialized())
+            .finish()
+    }
+}
+
+impl<B: Send + Sync + 'static> Lazy<B> {
+    /// A backend that `make` makes when first needed (its error says what is missing).
+    pub fn new<F, Fut>(make: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<B, String>> + Send + 'static,
+    {
+        Lazy {
+            make: Box::new(move || Box::pin(make())),
+            backend: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The backend, made now if it was not yet.
+    pub async fn get(&self) -> Result<&B, BackendError> {
+        self.backend
+            .get_or_try_init(|| (self.make)())
+            .await
+            .map_err(BackendError::Unavailable)
+    }
+}
+
+#[async_trait]
+impl<B: Executor> Executor for Lazy<B> {
+    async fn execute(&self, ctx: StageContext) -> Result<Completion, BackendError> {
+        self.get().await?.execute(ctx).await
+    }
+}
+
+#[async_trait]
+impl<B: Deployer> Deployer for Lazy<B> {
+    async fn deploy(&self, ctx: StageContext) -> Result<Completion, BackendError> {
+        self.get().await?.deploy(ctx).await
+    }
+
+    async fn stop(&self, ctx: StageContext) -> Result<Completion, BackendError> {
+        self.get().await?.stop(ctx).await
+    }
+}

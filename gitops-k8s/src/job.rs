@@ -1,0 +1,317 @@
+//! A stage as a Kubernetes Job (see the crate docs).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use futures_util::AsyncBufReadExt;
+use gitops_core::backend::{BackendError, Completion, Executor, LogStream, StageContext};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, LogParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::KubernetesBackend;
+use crate::names::{self, JOB, MANAGED_BY, PIPELINE, RUN, STAGE};
+use crate::wait::{self, Selector, WaitError};
+
+/// Where the container writes its outputs: its termination message.
+const OUTPUT_PATH: &str = "/dev/termination-log";
+
+fn invalid(message: String) -> BackendError {
+    BackendError::InvalidParameters(message)
+}
+
+pub(crate) fn api_error(what: &str, e: kube::Error) -> BackendError {
+    BackendError::Failed(format!("{what}: {e}"))
+}
+
+/// The stage's namespace: `with.namespace`, else its environment's, else its pipeline's.
+fn namespace(ctx: &StageContext) -> Result<String, BackendError> {
+    if let Some(ns) = names::namespace_param(ctx)? {
+        return Ok(ns);
+    }
+    Ok(match &ctx.environment {
+        Some(env) => names::environment_namespace(&env.name),
+        None => format!(
+            "gitops-{}",
+            names::dns_label(&ctx.run.pipeline, 56, "pipeline")
+        ),
+    })
+}
+
+/// `key=value` lines (the termination message) as outputs.
+fn outputs(message: &str) -> BTreeMap<String, String> {
+    message
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| !k.trim().is_empty())
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .collect()
+}
+
+impl KubernetesBackend {
+    /// Creates `ns` labelled as ours, or leaves it as it is (server-side apply).
+    pub(crate) async fn ensure_namespace(
+        &self,
+        ns: &str,
+        labels: serde_json::Value,
+    ) -> Result<(), BackendError> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let mut labels = labels;
+        labels[MANAGED_BY.0] = json!(MANAGED_BY.1);
+        let object = json!({"apiVersion": "v1", "kind": "Namespace",
+                            "metadata": {"name": ns, "labels": labels}});
+        api.patch(ns, &PatchParams::apply("gitops"), &Patch::Apply(&object))
+            .await
+            .map_err(|e| api_error(&format!("creating namespace {ns}"), e))?;
+        Ok(())
+    }
+
+    /// The Job for the stage.
+    fn job(&self, ctx: &StageContext, name: &str) -> Result<serde_json::Value, BackendError> {
+        let image = match ctx.param_str("image")? {
+            Some(i) if !i.is_empty() => i.to_owned(),
+            _ => {
+                return Err(invalid(format!(
+                    "stage \"{}\" has no `with.image`, which the k8s backend needs",
+                    ctx.stage
+                )));
+            }
+        };
+        let command = match ctx.params().strings("command")? {
+            Some(argv) if argv.is_empty() => {
+                return Err(invalid("`with.command` must not be empty".to_owned()));
+            }
+            Some(argv) => argv,
+            None => match &ctx.command {
+                Some(run) => vec!["sh".into(), "-c".into(), run.to_string()],
+                None => {
+                    return Err(invalid(format!(
+                        "stage \"{}\" has neither `run` nor `with.command`",
+                        ctx.stage
+                    )));
+                }
+            },
+        };
+        let mut env: Vec<serde_json::Value> = ctx
+            .gitops_env()
+            .into_iter()
+            .map(|(k, v)| json!({"name": k, "value": v}))
+            .collect();
+        env.extend(ctx.env.iter().map(|(k, v)| json!({"name": k, "value": v})));
+        for (k, v) in ctx.params().string_map("env")?.unwrap_or_default() {
+            env.push(json!({"name": k, "value": v}));
+        }
+        env.push(json!({"name": "GITOPS_OUTPUT", "value": OUTPUT_PATH}));
+        let labels = json!({
+            MANAGED_BY.0: MANAGED_BY.1,
+            RUN: names::label_value(&ctx.run.id),
+            STAGE: names::label_value(&ctx.stage),
+            PIPELINE: names::label_value(&ctx.run.pipeline),
+            JOB: name,
+        });
+        let mut spec = json!({
+            "backoffLimit": 0,
+            "ttlSecondsAfterFinished": self.ttl_after_finished,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{
+                        "name": "stage",
+                        "image": image,
+                        "command": command,
+                        "env": env,
+                        "terminationMessagePath": OUTPUT_PATH,
+                        "terminationMessagePolicy": "File",
+                    }],
+                },
+            },
+        });
+        if let Some(timeout) = ctx.timeout {
+            spec["activeDeadlineSeconds"] = json!(timeout.as_secs_f64().ceil().max(1.0) as i64);
+        }
+        Ok(json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "labels": labels},
+            "spec": spec,
+        }))
+    }
+
+    /// Streams the log of the Job's pod once it runs, until it ends.
+    async fn follow_log(&self, pods: &Api<Pod>, job: &str, ctx: &StageContext) {
+        let selector = format!("{JOB}={job}");
+        let started = wait::until(
+            pods,
+            Selector::Labels(&selector),
+            None,
+            &ctx.cancel,
+            |p: &Pod| {
+                let phase = p.status.as_ref()?.phase.as_deref()?;
+                (phase != "Pending")
+                    .then(|| p.metadata.name.clone())
+                    .flatten()
+            },
+            |_| None,
+            || None,
+        )
+        .await;
+        let Ok(pod) = started else { return };
+        let params = LogParams {
+            follow: true,
+            ..LogParams::default()
+        };
+        let Ok(stream) = pods.log_stream(&pod, &params).await else {
+            return;
+        };
+        let mut lines = stream.lines();
+        while let Some(Ok(line)) = futures_util::StreamExt::next(&mut lines).await {
+            ctx.log.line(LogStream::Stdout, &line);
+        }
+    }
+}
+
+/// How a Job ended.
+struct Ended {
+    succeeded: bool,
+    reason: String,
+}
+
+impl Ended {
+    fn deleted() -> Ended {
+        Ended {
+            succeeded: false,
+            reason: "the Job was deleted while it ran".to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for KubernetesBackend {
+    /// Runs the stage as a Job and waits for it (see the crate docs).
+    async fn execute(&self, ctx: StageContext) -> Result<Completion, BackendError> {
+        let ns = namespace(&ctx)?;
+        let name = names::dns_label(
+            &format!("gitops-{}-{}-{}", ctx.run.id, ctx.stage, ctx.attempt),
+            52,
+            "gitops-stage",
+        );
+        let job = self.job(&ctx, &name)?;
+        let env_label = ctx
+            .environment
+            .as_ref()
+            .map(|e| json!({names::ENVIRONMENT: names::label_value(&e.name)}))
+            .unwrap_or_else(|| json!({}));
+        self.ensure_namespace(&ns, env_label).await?;
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let job: Job = serde_json::from_value(job)
+            .map_err(|e| BackendError::Failed(format!("the Job does not serialise: {e}")))?;
+        jobs.create(&PostParams::default(), &job)
+            .await
+            .map_err(|e| api_error(&format!("creating Job {ns}/{name}"), e))?;
+
+        let log = self.follow_log(&pods, &name, &ctx);
+        let ended = wait::until(
+            &jobs,
+            Selector::Name(&name),
+            None,
+            &ctx.cancel,
+            |j: &Job| {
+                let conditions = j.status.as_ref()?.conditions.as_ref()?;
+                conditions.iter().find_map(|c| {
+                    (c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed")).then(
+                        || Ended {
+                            succeeded: c.type_ == "Complete",
+                            reason: match (&c.reason, &c.message) {
+                                (Some(r), Some(m)) => format!("{r}: {m}"),
+                                (Some(r), None) => r.clone(),
+                                (None, Some(m)) => m.clone(),
+                                (None, None) => c.type_.clone(),
+                            },
+                        },
+                    )
+                })
+            },
+            |_| Some(Ended::deleted()),
+            || Some(Ended::deleted()),
+        );
+        // The Job's end decides; its log gets a moment to drain (a pod that never ran has none).
+        tokio::pin!(ended, log);
+        let mut log_done = false;
+        let ended = tokio::select! {
+            e = &mut ended => e,
+            () = &mut log => {
+                log_done = true;
+                ended.await
+            }
+        };
+        if !log_done {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut log).await;
+        }
+        let ended = match ended {
+            Ok(e) => e,
+            Err(WaitError::Cancelled) => {
+                let dp = DeleteParams::foreground();
+                match jobs.delete(&name, &dp).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(api_error(&format!("deleting Job {ns}/{name}"), e)),
+                }
+                return Err(BackendError::Cancelled);
+            }
+            Err(WaitError::TimedOut) => unreachable_timeout()?,
+            Err(WaitError::Api(e)) => {
+                return Err(api_error(&format!("watching Job {ns}/{name}"), e));
+            }
+        };
+        // The pod's exit code and termination message.
+        let selector = format!("{JOB}={name}");
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| api_error("listing the Job's pods", e))?;
+        let terminated = list.items.iter().find_map(|p| {
+            p.status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .iter()
+                .find_map(|c| c.state.as_ref()?.terminated.clone())
+        });
+        let exit_code = terminated.as_ref().map(|t| t.exit_code);
+        let message = terminated
+            .as_ref()
+            .and_then(|t| t.message.clone())
+            .unwrap_or_default();
+        let mut completion = if ended.succeeded {
+            Completion::success()
+        } else {
+            let what = match exit_code {
+                Some(code) => format!("exit code {code} ({})", ended.reason),
+                None => ended.reason.clone(),
+            };
+            Completion::failure(exit_code, what)
+        };
+        completion.outputs = outputs(&message);
+        Ok(completion)
+    }
+}
+
+/// A wait without a deadline does not time out; this says so if it ever does.
+fn unreachable_timeout() -> Result<Ended, BackendError> {
+    Err(BackendError::Failed(
+        "the wait for the Job ended without a result".to_owned(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn termination_message_lines_are_outputs() {
+        let o = super::outputs("image=app:1\nurl=http://x/?a=b\nnoise\n=skipped\n");
+        assert_eq!(o.len(), 2);
+        assert_eq!(o["url"], "http://x/?a=b");
+    }
+}

@@ -1,0 +1,87 @@
+//! Names and labels Kubernetes accepts, made from run ids, stage ids and environment names.
+
+/// Labels on everything this backend creates.
+pub(crate) const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "gitops");
+pub(crate) const ENVIRONMENT: &str = "gitops.dev/environment";
+pub(crate) const RUN: &str = "gitops.dev/run";
+pub(crate) const STAGE: &str = "gitops.dev/stage";
+pub(crate) const PIPELINE: &str = "gitops.dev/pipeline";
+pub(crate) const JOB: &str = "gitops.dev/job";
+
+/// `s` as a DNS-1123 label (lower-case letters, digits and `-`, starting and ending with a letter
+/// or digit) of at most `max` characters; `fallback` when nothing is left.
+pub(crate) fn dns_label(s: &str, max: usize, fallback: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_alphanumeric() { c } else { '-' };
+        if c == '-' && out.ends_with('-') {
+            continue;
+        }
+        out.push(c);
+    }
+    out.truncate(max);
+    let out = out.trim_matches('-').to_owned();
+    if out.is_empty() {
+        fallback.to_owned()
+    } else {
+        out
+    }
+}
+
+/// `s` as a label value (letters, digits, `-`, `_`, `.`, at most 63, alphanumeric at both ends).
+pub(crate) fn label_value(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    out.truncate(63);
+    out.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_owned()
+}
+
+/// `with.namespace`, checked to be a DNS label.
+pub(crate) fn namespace_param(
+    ctx: &gitops_core::backend::StageContext,
+) -> Result<Option<String>, gitops_core::backend::BackendError> {
+    match ctx.param_str("namespace")? {
+        None => Ok(None),
+        Some(ns) if dns_label(ns, 63, "") == ns => Ok(Some(ns.to_owned())),
+        Some(ns) => Err(gitops_core::backend::BackendError::InvalidParameters(
+            format!(
+                "`with.namespace` must be a DNS label (lower-case letters, digits and -), found \"{ns}\""
+            ),
+        )),
+    }
+}
+
+/// The namespace of an environment.
+pub(crate) fn environment_namespace(environment: &str) -> String {
+    format!("gitops-{}", dns_label(environment, 56, "env"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_are_what_kubernetes_accepts() {
+        assert_eq!(
+            dns_label("Run_42/Build--Image", 63, "x"),
+            "run-42-build-image"
+        );
+        assert_eq!(dns_label("---", 63, "x"), "x");
+        assert_eq!(dns_label(&"a".repeat(80), 52, "x").len(), 52);
+        assert_eq!(dns_label("abc-def", 4, "x"), "abc");
+        assert_eq!(label_value("feature/login page"), "feature_login_page");
+        assert_eq!(label_value("-x-"), "x");
+        assert_eq!(label_value(&"v".repeat(70)).len(), 63);
+        assert_eq!(environment_namespace("preview-pr-7"), "gitops-preview-pr-7");
+    }
+}
