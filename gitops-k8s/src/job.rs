@@ -8,7 +8,7 @@ use gitops_core::backend::{BackendError, Completion, Executor, LogStream, StageC
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
-use kube::api::{DeleteParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, LogParams, PostParams};
 use serde_json::json;
 
 use crate::KubernetesBackend;
@@ -51,21 +51,32 @@ fn outputs(message: &str) -> BTreeMap<String, String> {
 }
 
 impl KubernetesBackend {
-    /// Creates `ns` labelled as ours, or leaves it as it is (server-side apply).
+    /// Creates `ns` labelled as ours with `labels`, unless it exists (then it is left as it is:
+    /// a deploy's record of what it applied lives in its annotations).
     pub(crate) async fn ensure_namespace(
         &self,
         ns: &str,
         labels: serde_json::Value,
     ) -> Result<(), BackendError> {
         let api: Api<Namespace> = Api::all(self.client.clone());
+        let exists = api
+            .get_opt(ns)
+            .await
+            .map_err(|e| api_error(&format!("reading namespace {ns}"), e))?;
+        if exists.is_some() {
+            return Ok(());
+        }
         let mut labels = labels;
         labels[MANAGED_BY.0] = json!(MANAGED_BY.1);
-        let object = json!({"apiVersion": "v1", "kind": "Namespace",
-                            "metadata": {"name": ns, "labels": labels}});
-        api.patch(ns, &PatchParams::apply("gitops"), &Patch::Apply(&object))
-            .await
-            .map_err(|e| api_error(&format!("creating namespace {ns}"), e))?;
-        Ok(())
+        let object: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": ns, "labels": labels}}))
+                .map_err(|e| BackendError::Failed(format!("namespace {ns}: {e}")))?;
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => Ok(()),
+            // Made meanwhile by another stage.
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(api_error(&format!("creating namespace {ns}"), e)),
+        }
     }
 
     /// The Job for the stage.

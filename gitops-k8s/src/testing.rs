@@ -2,7 +2,8 @@
 //! client the way an API server does, for the parts this backend and its users touch.
 //!
 //! It stores any resource as JSON under its API path (create, get, list, replace, server-side
-//! apply and merge patches, delete), keeps resource versions and generations, serves watches
+//! apply, which also drops the fields a manager applied before and applies no more, and merge
+//! patches, delete), keeps resource versions and generations, serves watches
 //! (`?watch=true`, from a resource version, with label and field selectors) as streams, deletes a
 //! namespace's objects with it and a Job's pods with the Job, and records every request.
 //!
@@ -67,6 +68,8 @@ struct State {
     logs: BTreeMap<(String, String), PodLog>,
     /// Processes the kubelet runs, by pod (namespace, name).
     running: BTreeMap<(String, String), CancellationToken>,
+    /// What each field manager last applied to each object (server-side apply's memory).
+    applied: BTreeMap<(Key, String), Value>,
     requests: Vec<String>,
     next_id: u64,
 }
@@ -203,6 +206,7 @@ impl State {
 
     fn remove(&mut self, k: &Key) -> Option<Value> {
         let mut object = self.objects.remove(k)?;
+        self.applied.retain(|(key, _), _| key != k);
         self.rv += 1;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.events.push(Event {
@@ -382,6 +386,25 @@ fn api_version(api: &str) -> String {
     api.trim_start_matches("/apis/")
         .trim_start_matches("/api/")
         .to_owned()
+}
+
+/// Removes from `target` the map keys `old` has and `new` does not (recursively).
+fn drop_unapplied(target: &mut Value, old: &Value, new: &Value) {
+    let (Value::Object(t), Value::Object(o)) = (target, old) else {
+        return;
+    };
+    for (k, old_v) in o {
+        match new.get(k) {
+            None => {
+                t.remove(k);
+            }
+            Some(new_v) => {
+                if let Some(t_v) = t.get_mut(k) {
+                    drop_unapplied(t_v, old_v, new_v);
+                }
+            }
+        }
+    }
 }
 
 /// RFC 7386 merge of `patch` into `target` (a `null` removes a key).
@@ -593,6 +616,9 @@ impl FakeCluster {
             if !apply {
                 return not_found(&target.plural, name);
             }
+            lock(&self.inner)
+                .applied
+                .insert((k.clone(), q["fieldManager"].clone()), patch.clone());
             let mut created = patch;
             created["metadata"]["managedFields"] = json!([
                 {"manager": q["fieldManager"], "operation": "Apply", "apiVersion": api_version(&target.api)}
@@ -603,6 +629,15 @@ impl FakeCluster {
             merge(&mut current["status"], &patch["status"]);
         } else {
             let before = current.clone();
+            if apply {
+                // Fields this manager applied before and applies no more go away.
+                let manager = q["fieldManager"].clone();
+                let mut state = lock(&self.inner);
+                if let Some(old) = state.applied.get(&(k.clone(), manager.clone())) {
+                    drop_unapplied(&mut current, old, &patch);
+                }
+                state.applied.insert((k.clone(), manager), patch.clone());
+            }
             merge(&mut current, &patch);
             if current.get("spec") != before.get("spec") {
                 let generation = before["metadata"]["generation"].as_i64().unwrap_or(1) + 1;

@@ -330,6 +330,34 @@ async fn deploys_apply_server_side_wait_for_the_rollout_prune_and_stop() {
         "{applies:?}"
     );
 
+    // A Job run in the environment's namespace (a smoke test) leaves the namespace's record of
+    // what was deployed alone.
+    let smoke = stage(dir.path(), "smoke", "true").with_param("namespace", json!(ns));
+    // (This cluster has no kubelet: the test ends the Job as its controller would.)
+    let running = tokio::spawn({
+        let backend = backend.clone();
+        async move { backend.execute(smoke).await }
+    });
+    let job = "gitops-run-1-smoke-1";
+    while cluster.get("/apis/batch/v1", "jobs", ns, job).is_none() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.set_status(
+        "/apis/batch/v1",
+        "jobs",
+        ns,
+        job,
+        json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}),
+    );
+    assert_eq!(running.await.unwrap().unwrap().outcome, Outcome::Success);
+    let namespace = cluster.get("/api/v1", "namespaces", "", ns).unwrap();
+    assert!(
+        namespace["metadata"]["annotations"]["gitops.dev/applied"]
+            .as_str()
+            .is_some_and(|a| a.contains("ConfigMap|settings")),
+        "{namespace}"
+    );
+
     // A redeploy without the ConfigMap prunes it, and a rollout that never ends times out.
     let mut quick = with(json!("k8s/app.yaml"), "registry.test/web:v2");
     quick["rollout_timeout"] = json!(1);
