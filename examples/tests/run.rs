@@ -339,17 +339,20 @@ fn an_event_that_triggers_nothing_runs_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
-        ".gitops.yml:5:29: stage \"a\": unknown backend \"nomad\" (known: docker, local, terraform)"
+        ".gitops.yml:5:29: stage \"a\": unknown backend \"nomad\" (known: docker, k8s, local, terraform)"
     );
 }
 
 #[test]
-fn a_docker_stage_without_an_engine_fails_naming_where_it_looked() {
-    // Docker is registered in the app, and asked only when a stage uses it: a local stage runs
-    // without any engine, a docker stage fails saying where none answered.
+fn docker_and_k8s_stages_without_an_engine_fail_naming_where_they_looked() {
+    // Docker and Kubernetes are registered in the app, and asked only when a stage uses them: a
+    // local stage runs without either, their stages fail saying where nothing answered.
     let out = run_in_new_repo_with_env(
-        "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages:\n      a: { run: \"echo local-ran\" }\n      b: { needs: a, backend: docker, run: \"true\", with: { image: busybox } }\n",
-        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+        "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages:\n      a: { run: \"echo local-ran\" }\n      b: { needs: a, backend: docker, run: \"true\", with: { image: busybox } }\n      c: { needs: a, backend: k8s, run: \"true\", with: { image: busybox } }\n",
+        &[
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+            ("KUBECONFIG", "/nonexistent/kubeconfig"),
+        ],
     );
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
@@ -358,6 +361,12 @@ fn a_docker_stage_without_an_engine_fails_naming_where_it_looked() {
     assert!(
         all.contains(
             "backend unavailable: no Docker engine answered at unix:///nonexistent/docker.sock: "
+        ),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "backend unavailable: no Kubernetes cluster answered (KUBECONFIG=/nonexistent/kubeconfig): "
         ),
         "{all}"
     );

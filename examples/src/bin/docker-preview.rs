@@ -28,7 +28,7 @@ use gitops_core::repo::Repository;
 use gitops_docker::DockerBackend;
 use gitops_examples::scratch::ScratchRepo;
 
-use gitops_examples::starter::{Error, step};
+use gitops_examples::starter::{Error, exit, step};
 
 const DEFAULT_BASE: &str = "gitops-starter-busybox:latest";
 const SITE_IMAGE: &str = "gitops-starter-site";
@@ -55,49 +55,21 @@ pipelines:
       teardown: { stop: preview }
 "#;
 
+/// A pull request's preview environment served from a container (Docker backend).
+#[derive(clap::Parser)]
 struct Args {
+    /// The image the site is built FROM (one with sh and httpd); default: one built FROM
+    /// scratch from the host's static busybox.
+    #[arg(long, value_name = "IMAGE")]
     base_image: Option<String>,
+    /// Leave the preview running at the end.
+    #[arg(long)]
     keep: bool,
-}
-
-fn args() -> Result<Args, String> {
-    let mut out = Args {
-        base_image: None,
-        keep: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--base-image" => {
-                out.base_image = Some(
-                    it.next()
-                        .ok_or("--base-image needs an image (one with sh and httpd)")?,
-                )
-            }
-            "--keep" => out.keep = true,
-            "-h" | "--help" => {
-                println!("usage: docker-preview [--base-image IMAGE] [--keep]");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other} (see --help)")),
-        }
-    }
-    Ok(out)
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let result = match args() {
-        Ok(args) => starter(args).await,
-        Err(e) => Err(e.into()),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit(starter(<Args as clap::Parser>::parse()).await)
 }
 
 async fn starter(args: Args) -> Result<(), Error> {

@@ -23,7 +23,7 @@ use gitops_core::repo::Repository;
 use gitops_examples::scratch::ScratchRepo;
 use gitops_terraform::TerraformBackend;
 
-use gitops_examples::starter::{Error, step};
+use gitops_examples::starter::{Error, exit, step};
 
 const CONFIG: &str = r#"version: 1
 environments:
@@ -58,44 +58,21 @@ resource "terraform_data" "cache" {
 }
 "#;
 
-fn main() -> std::process::ExitCode {
-    let mut keep = false;
-    let mut binary = "terraform".to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--keep" => keep = true,
-            "--binary" => match args.next() {
-                Some(b) => binary = b,
-                None => {
-                    eprintln!("error: --binary needs a path (terraform, tofu)");
-                    return std::process::ExitCode::FAILURE;
-                }
-            },
-            "-h" | "--help" => {
-                println!("usage: terraform-staging [--binary terraform|tofu|PATH] [--keep]");
-                return std::process::ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("error: unknown argument {other} (see --help)");
-                return std::process::ExitCode::FAILURE;
-            }
-        }
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(starter(&binary, keep)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+/// Terraform planned on a pull request, applied to staging on merge.
+#[derive(clap::Parser)]
+struct Args {
+    /// The CLI: terraform, tofu, or a path.
+    #[arg(long, value_name = "PATH", default_value = "terraform")]
+    binary: String,
+    /// Leave staging and the state in place at the end.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = <Args as clap::Parser>::parse();
+    exit(starter(&args.binary, args.keep).await)
 }
 
 async fn starter(binary: &str, keep: bool) -> Result<(), Error> {

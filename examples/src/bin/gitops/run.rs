@@ -40,7 +40,8 @@ pub fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf, String> {
 /// The engine of the state dir: the local backend runs stages and deploys environments under
 /// `<state>/environments`; `docker` runs them on the engine at `DOCKER_HOST` or the local socket
 /// (asked only when a stage uses it); `terraform` drives the CLI on PATH, keeping local state
-/// under `<state>/terraform`.
+/// under `<state>/terraform`; `k8s` uses the cluster of `KUBECONFIG` or the one it runs in
+/// (asked only when a stage uses it).
 pub fn engine(common: &Common) -> Result<Engine, String> {
     let local = Arc::new(
         LocalBackend::builder()
@@ -51,13 +52,16 @@ pub fn engine(common: &Common) -> Result<Engine, String> {
     let terraform = Arc::new(gitops_terraform::TerraformBackend::new(
         common.state.join("terraform"),
     ));
+    let k8s = Arc::new(gitops_k8s::KubernetesBackend::lazy());
     let registry = BackendRegistry::new()
         .with_executor("local", local.clone())
         .with_deployer("local", local)
         .with_executor("docker", docker.clone())
         .with_deployer("docker", docker)
         .with_executor("terraform", terraform.clone())
-        .with_deployer("terraform", terraform);
+        .with_deployer("terraform", terraform)
+        .with_executor("k8s", k8s.clone())
+        .with_deployer("k8s", k8s);
     let mut options = gitops_core::scheduler::SchedulerOptions::default();
     if let Some(n) = common.max_parallel {
         options = options.with_max_parallel(n);
