@@ -150,8 +150,9 @@ impl KubernetesBackend {
         }))
     }
 
-    /// Streams the log of the Job's pod once it runs, until it ends.
-    async fn follow_log(&self, pods: &Api<Pod>, job: &str, ctx: &StageContext) {
+    /// Streams the log of the Job's pod once it runs, until it ends. Returns why the pod cannot
+    /// start when it is stuck (an image that cannot be pulled, a bad container config).
+    async fn follow_log(&self, pods: &Api<Pod>, job: &str, ctx: &StageContext) -> Option<String> {
         let selector = format!("{JOB}={job}");
         let started = wait::until(
             pods,
@@ -159,26 +160,67 @@ impl KubernetesBackend {
             None,
             &ctx.cancel,
             |p: &Pod| {
-                let phase = p.status.as_ref()?.phase.as_deref()?;
+                let status = p.status.as_ref()?;
+                if let Some(stuck) = cannot_start(status) {
+                    return Some(Err(stuck));
+                }
+                let phase = status.phase.as_deref()?;
                 (phase != "Pending")
-                    .then(|| p.metadata.name.clone())
+                    .then(|| p.metadata.name.clone().map(Ok))
                     .flatten()
             },
             |_| None,
             || None,
         )
         .await;
-        let Ok(pod) = started else { return };
+        let pod = match started {
+            Ok(Ok(pod)) => pod,
+            Ok(Err(stuck)) => return Some(stuck),
+            Err(_) => return None,
+        };
         let params = LogParams {
             follow: true,
             ..LogParams::default()
         };
         let Ok(stream) = pods.log_stream(&pod, &params).await else {
-            return;
+            return None;
         };
         let mut lines = stream.lines();
         while let Some(Ok(line)) = futures_util::StreamExt::next(&mut lines).await {
             ctx.log.line(LogStream::Stdout, &line);
+        }
+        None
+    }
+}
+
+/// Why a pending pod will not start by itself: a container waiting for a reason that does not
+/// pass (`ErrImagePull: ...`).
+fn cannot_start(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<String> {
+    const STUCK: [&str; 6] = [
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    ];
+    status.container_statuses.iter().flatten().find_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        STUCK.contains(&reason).then(|| match &waiting.message {
+            Some(m) => format!("{reason}: {m}"),
+            None => reason.to_owned(),
+        })
+    })
+}
+
+impl KubernetesBackend {
+    /// Deletes a Job with its pods (foreground propagation); one already gone is fine.
+    async fn delete_job(&self, jobs: &Api<Job>, ns: &str, name: &str) -> Result<(), BackendError> {
+        match jobs.delete(name, &DeleteParams::foreground()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(api_error(&format!("deleting Job {ns}/{name}"), e)),
         }
     }
 }
@@ -203,7 +245,7 @@ impl Executor for KubernetesBackend {
     /// Runs the stage as a Job and waits for it (see the crate docs).
     async fn execute(&self, ctx: StageContext) -> Result<Completion, BackendError> {
         let ns = namespace(&ctx)?;
-        let name = names::dns_label(
+        let name = names::unique_dns_label(
             &format!("gitops-{}-{}-{}", ctx.run.id, ctx.stage, ctx.attempt),
             52,
             "gitops-stage",
@@ -249,13 +291,23 @@ impl Executor for KubernetesBackend {
             || Some(Ended::deleted()),
         );
         // The Job's end decides; its log gets a moment to drain (a pod that never ran has none).
+        // A pod that cannot start ends the stage: Kubernetes would wait for it forever.
         tokio::pin!(ended, log);
         let mut log_done = false;
         let ended = tokio::select! {
             e = &mut ended => e,
-            () = &mut log => {
+            stuck = &mut log => {
                 log_done = true;
-                ended.await
+                match stuck {
+                    Some(why) => {
+                        self.delete_job(&jobs, &ns, &name).await?;
+                        return Ok(Completion::failure(
+                            None,
+                            format!("the Job's pod cannot start: {why}"),
+                        ));
+                    }
+                    None => ended.await,
+                }
             }
         };
         if !log_done {
@@ -264,12 +316,7 @@ impl Executor for KubernetesBackend {
         let ended = match ended {
             Ok(e) => e,
             Err(WaitError::Cancelled) => {
-                let dp = DeleteParams::foreground();
-                match jobs.delete(&name, &dp).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(api_error(&format!("deleting Job {ns}/{name}"), e)),
-                }
+                self.delete_job(&jobs, &ns, &name).await?;
                 return Err(BackendError::Cancelled);
             }
             Err(WaitError::TimedOut) => unreachable_timeout()?,

@@ -29,6 +29,23 @@ pub(crate) fn dns_label(s: &str, max: usize, fallback: &str) -> String {
     }
 }
 
+/// [`dns_label`] of at most `max` characters that stays distinct when `s` is longer: a cut name
+/// ends with a hash of the whole.
+pub(crate) fn unique_dns_label(s: &str, max: usize, fallback: &str) -> String {
+    let whole = dns_label(s, usize::MAX, fallback);
+    if whole.len() <= max {
+        return whole;
+    }
+    // FNV-1a: stable across runs and builds, unlike the std hasher's seed.
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for b in whole.bytes() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    let suffix = format!("{:06x}", hash & 0xffffff);
+    let head = dns_label(&whole, max - suffix.len() - 1, fallback);
+    format!("{head}-{suffix}")
+}
+
 /// `s` as a label value (letters, digits, `-`, `_`, `.`, at most 63, alphanumeric at both ends).
 pub(crate) fn label_value(s: &str) -> String {
     let mut out: String = s
@@ -83,5 +100,16 @@ mod tests {
         assert_eq!(label_value("-x-"), "x");
         assert_eq!(label_value(&"v".repeat(70)).len(), 63);
         assert_eq!(environment_namespace("preview-pr-7"), "gitops-preview-pr-7");
+        let long = |stage: &str| {
+            unique_dns_label(
+                &format!("gitops-run-1-{}-{stage}-1", "x".repeat(40)),
+                52,
+                "x",
+            )
+        };
+        assert_eq!(long("a").len(), 52);
+        assert_ne!(long("a"), long("b"), "names cut short stay apart");
+        assert_eq!(long("a"), long("a"), "and stay the same");
+        assert_eq!(unique_dns_label("short", 52, "x"), "short");
     }
 }

@@ -483,3 +483,59 @@ async fn bad_manifests_are_located_errors() {
         "nothing was created"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_cannot_pull_its_image_fails_the_stage_instead_of_waiting_forever() {
+    use k8s_openapi::api::core::v1::Pod;
+    let cluster = FakeCluster::without_controllers();
+    let backend = KubernetesBackend::new(cluster.client());
+    let dir = tempfile::tempdir().unwrap();
+    let running = tokio::spawn({
+        let backend = backend.clone();
+        let ctx = stage(dir.path(), "pull", "true");
+        async move { backend.execute(ctx).await }
+    });
+    let job = "gitops-run-1-pull-1";
+    while cluster
+        .get("/apis/batch/v1", "jobs", "gitops-ci", job)
+        .is_none()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The Job controller's pod, stuck pulling (as the test plays the controller and kubelet).
+    let pods: kube::Api<Pod> = kube::Api::namespaced(cluster.client(), "gitops-ci");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": format!("{job}-abcde"), "labels": {"gitops.dev/job": job}},
+        "spec": {"containers": [{"name": "stage", "image": "busybox:1.36"}]}
+    }))
+    .unwrap();
+    pods.create(&Default::default(), &pod).await.unwrap();
+    cluster.set_status(
+        "/api/v1",
+        "pods",
+        "gitops-ci",
+        &format!("{job}-abcde"),
+        json!({"phase": "Pending", "containerStatuses": [{"name": "stage", "ready": false, "restartCount": 0,
+            "image": "busybox:1.36", "imageID": "",
+            "state": {"waiting": {"reason": "ErrImagePull", "message": "pull access denied for busybox"}}}]}),
+    );
+    let done = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the stage ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        done.outcome,
+        Outcome::Failure {
+            exit_code: None,
+            message: "the Job's pod cannot start: ErrImagePull: pull access denied for busybox"
+                .into()
+        }
+    );
+    assert!(
+        cluster
+            .get("/apis/batch/v1", "jobs", "gitops-ci", job)
+            .is_none(),
+        "the Job is deleted"
+    );
+}
