@@ -31,7 +31,9 @@
 //! - `action`: what a stage without `run` does, `plan` (default) or `validate`.
 //!
 //! A stage with `run` runs that command (`sh -c`) in the initialised directory with the workspace
-//! selected, `$GITOPS_TF_VAR_ARGS` holding the `-var-file` arguments. A configuration that declares
+//! selected: `$GITOPS_TF_VAR_ARGS` holds the `-var-file` arguments, `$GITOPS_TF_WORKSPACE` the
+//! workspace and `$GITOPS_TF_BINARY` the CLI (`run: $GITOPS_TF_BINARY plan $GITOPS_TF_VAR_ARGS`),
+//! with `$GITOPS_OUTPUT` and the `GITOPS_*` variables as on the local backend. A configuration that declares
 //! no `backend` keeps its state in the backend's state dir (one directory per repository and
 //! configuration, a workspace per environment), through a generated `gitops_backend_override.tf`
 //! removed after the stage, so state outlives the run's checkout. Cancellation sends terraform
