@@ -363,6 +363,10 @@ impl Deployer for KubernetesBackend {
             else {
                 continue;
             };
+            // The same object under another API version (apps/v1beta2 → apps/v1) is kept.
+            if objects.iter().any(|m| m.kind == kind && m.name == name) {
+                continue;
+            }
             match self
                 .dynamic(&ns, api_version, kind)
                 .delete(name, &DeleteParams::background())
