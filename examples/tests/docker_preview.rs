@@ -63,3 +63,95 @@ fn the_preview_starter_serves_updates_and_tears_down_a_pull_requests_preview() {
     // The base image the starter built stays as a cache; this test removes it.
     docker(&["rmi", "gitops-starter-busybox:latest"]);
 }
+
+/// Containers, running or not, made from `image`.
+fn containers_of(image: &str) -> Vec<String> {
+    docker(&["ps", "-aq", "--filter", &format!("ancestor={image}")])
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn resume_removes_the_container_a_killed_run_left_and_finishes_the_run() {
+    if !common::opted_in("GITOPS_TEST_DOCKER", "Docker") {
+        return;
+    }
+    let image = format!("gitops-test-resume:{}", std::process::id());
+    struct Untag(String);
+    impl Drop for Untag {
+        fn drop(&mut self) {
+            for id in containers_of(&self.0) {
+                let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+            }
+            let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+        }
+    }
+    let _untag = Untag(image.clone());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let docker = gitops_docker::DockerBackend::from_env().await.unwrap();
+        docker.build_busybox_image(&image).await.unwrap();
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    common::git(&repo, &["init", "-q"]);
+    std::fs::write(
+        repo.join(".gitops.yml"),
+        format!(
+            "version: 1\npipelines:\n  main:\n    on: {{ push: {{}} }}\n    stages:\n      slow: {{ backend: docker, with: {{ image: \"{image}\" }}, run: \"if [ -e .first ]; then echo second; else touch .first; sleep 1000; fi\" }}\n"
+        ),
+    )
+    .unwrap();
+    common::git(&repo, &["add", "-A"]);
+    common::git(&repo, &["commit", "-qm", "init"]);
+    let sha = common::git(&repo, &["rev-parse", "HEAD"]);
+    let event = tmp.path().join("event.json");
+    let push = gitops_core::event::GitEvent::push("o/r", "main", None, &sha);
+    std::fs::write(&event, serde_json::to_string(&push).unwrap()).unwrap();
+    let state = tmp.path().join("state");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_gitops"))
+        .args([
+            "run",
+            "--event",
+            event.to_str().unwrap(),
+            "--repo",
+            repo.to_str().unwrap(),
+        ])
+        .args(["--state", state.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while containers_of(&image).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stage's container never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    run.kill().unwrap(); // SIGKILL: the container is left running
+    run.wait().unwrap();
+    let orphans = containers_of(&image);
+    assert_eq!(orphans.len(), 1, "the killed run left its container");
+
+    let out = common::gitops(&["resume", "--state", state.to_str().unwrap()], None);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("second"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        !containers_of(&image).contains(&orphans[0]),
+        "resume removed the orphaned container"
+    );
+    assert!(containers_of(&image).is_empty(), "and left none of its own");
+}

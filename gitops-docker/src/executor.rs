@@ -324,6 +324,32 @@ impl Executor for DockerBackend {
         completion.outputs = outputs;
         Ok(completion)
     }
+
+    /// Removes the stage containers of `run_id` (labelled `gitops.run` and `gitops.stage`) that a
+    /// crashed process left; environment containers are not stage containers and stay.
+    async fn abandon(&self, run_id: &str) -> Result<usize, BackendError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("gitops.run={run_id}"), "gitops.stage".to_owned()],
+        )]);
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let left = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("listing containers: {e}")))?;
+        let mut removed = 0;
+        for c in left {
+            if let Some(id) = c.id {
+                remove(&self.docker, &id).await;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
 }
 
 /// A few random bits for container names (two attempts of one stage never collide).

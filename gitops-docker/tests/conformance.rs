@@ -227,3 +227,62 @@ async fn an_image_is_built_from_the_checkout_honouring_dockerignore_and_runs_sta
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandon_removes_a_crashed_runs_stage_containers_and_leaves_environments() {
+    use bollard::models::ContainerCreateBody;
+    use bollard::query_parameters::CreateContainerOptionsBuilder;
+    let Some((docker, _image)) = backend().await else {
+        return;
+    };
+    let run = format!("crashed-{}", std::process::id());
+    let _cleanup = common::EnvGuard(run.clone());
+    // What a process killed mid-run leaves: a stage container still running, and the container
+    // of an environment it deployed (which is the environment's, not the run's).
+    for (name, stage) in [("stage", true), ("env", false)] {
+        let mut labels = std::collections::HashMap::from([
+            ("gitops.managed".to_owned(), "true".to_owned()),
+            ("gitops.run".to_owned(), run.clone()),
+        ]);
+        if stage {
+            labels.insert("gitops.stage".to_owned(), "slow".to_owned());
+        } else {
+            labels.insert("gitops.environment".to_owned(), run.clone());
+        }
+        let body = ContainerCreateBody {
+            image: Some(image().to_owned()),
+            cmd: Some(vec!["sleep".into(), "1000".into()]),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        let container = format!("{run}-{name}");
+        docker
+            .client()
+            .create_container(
+                Some(
+                    CreateContainerOptionsBuilder::default()
+                        .name(&container)
+                        .build(),
+                ),
+                body,
+            )
+            .await
+            .unwrap();
+        docker
+            .client()
+            .start_container(&container, None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(docker.abandon("some-other-run").await.unwrap(), 0);
+    assert_eq!(docker.abandon(&run).await.unwrap(), 1);
+    let left = labelled(&docker, &format!("gitops.run={run}")).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0]
+            .labels
+            .as_ref()
+            .unwrap()
+            .contains_key("gitops.environment")
+    );
+}

@@ -355,6 +355,27 @@ impl Executor for KubernetesBackend {
         completion.outputs = outputs(&message);
         Ok(completion)
     }
+
+    /// Deletes, with their pods, the Jobs of `run_id` in any namespace that a crashed process
+    /// left running.
+    async fn abandon(&self, run_id: &str) -> Result<usize, BackendError> {
+        let all: Api<Job> = Api::all(self.client.clone());
+        let selector = format!("{RUN}={}", names::label_value(run_id));
+        let left = all
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| api_error("listing the run's Jobs", e))?;
+        let mut removed = 0;
+        for job in left.items {
+            let (Some(ns), Some(name)) = (job.metadata.namespace, job.metadata.name) else {
+                continue;
+            };
+            let jobs: Api<Job> = Api::namespaced(self.client.clone(), &ns);
+            self.delete_job(&jobs, &ns, &name).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
 }
 
 /// A wait without a deadline does not time out; this says so if it ever does.

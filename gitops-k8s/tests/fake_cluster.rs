@@ -539,3 +539,38 @@ async fn a_pod_that_cannot_pull_its_image_fails_the_stage_instead_of_waiting_for
         "the Job is deleted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandon_deletes_the_jobs_a_crashed_process_left() {
+    let cluster = FakeCluster::without_controllers();
+    let backend = KubernetesBackend::new(cluster.client());
+    let dir = tempfile::tempdir().unwrap();
+    // A stage whose process dies while it waits: its Job stays.
+    let running = tokio::spawn({
+        let backend = backend.clone();
+        let ctx = stage(dir.path(), "slow", "sleep 1000");
+        async move { backend.execute(ctx).await }
+    });
+    let job = "gitops-run-1-slow-1";
+    while cluster
+        .get("/apis/batch/v1", "jobs", "gitops-ci", job)
+        .is_none()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.abort();
+    let _ = running.await;
+    assert!(
+        cluster
+            .get("/apis/batch/v1", "jobs", "gitops-ci", job)
+            .is_some()
+    );
+    assert_eq!(backend.abandon("another-run").await.unwrap(), 0);
+    assert_eq!(backend.abandon("run-1").await.unwrap(), 1);
+    assert!(
+        cluster
+            .get("/apis/batch/v1", "jobs", "gitops-ci", job)
+            .is_none()
+    );
+    assert_eq!(backend.abandon("run-1").await.unwrap(), 0);
+}

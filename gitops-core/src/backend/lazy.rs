@@ -55,6 +55,10 @@ impl<B: Executor> Executor for Lazy<B> {
     async fn execute(&self, ctx: StageContext) -> Result<Completion, BackendError> {
         self.get().await?.execute(ctx).await
     }
+
+    async fn abandon(&self, run_id: &str) -> Result<usize, BackendError> {
+        self.get().await?.abandon(run_id).await
+    }
 }
 
 #[async_trait]

@@ -111,6 +111,15 @@ pub enum BackendError {
 pub trait Executor: Send + Sync + 'static {
     /// Runs the stage described by `ctx` to its end.
     async fn execute(&self, ctx: StageContext) -> Result<Completion, BackendError>;
+
+    /// Stops and removes what the stages of run `run_id` left behind when the process running
+    /// them died mid-stage (containers, Jobs): the engine calls it before it resumes the run.
+    /// Returns how many things it removed. The default has nothing to remove (a local stage's
+    /// processes are found by the engine itself).
+    async fn abandon(&self, run_id: &str) -> Result<usize, BackendError> {
+        let _ = run_id;
+        Ok(0)
+    }
 }
 
 /// Deploys releases to environments and stops (tears down) environments.

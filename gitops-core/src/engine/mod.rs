@@ -83,6 +83,9 @@ pub struct StartedRun {
     checkout: Option<PathBuf>,
     repo: String,
     local_runs: LocalRuns,
+    /// For a resumed run: the executors of the stages it will run again, asked to remove what
+    /// the crashed process left of them.
+    abandoned: Vec<Arc<dyn crate::backend::Executor>>,
 }
 
 /// The cancellation tokens of the runs this engine executes now, by run id: a newer run of a
@@ -297,7 +300,21 @@ impl Engine {
             checkout = Some(record.workdir.clone());
         }
         self.ledger.claim_run(run_id)?;
-        Ok(self.prepare(record, pipeline, reuse, options, checkout))
+        let mut backends: Vec<String> = pipeline
+            .stages
+            .iter()
+            .filter(|s| !reuse.contains_key(&s.id) && s.action == crate::config::Action::Run)
+            .map(|s| s.backend.clone())
+            .collect();
+        backends.sort_unstable();
+        backends.dedup();
+        let abandoned = backends
+            .iter()
+            .filter_map(|b| self.scheduler.registry().executor(b).cloned())
+            .collect();
+        let mut started = self.prepare(record, pipeline, reuse, options, checkout);
+        started.abandoned = abandoned;
+        Ok(started)
     }
 
     /// Runs a crash interrupted (started, and their process is gone).
@@ -356,6 +373,7 @@ impl Engine {
             ledger: self.ledger.clone(),
             checkout,
             local_runs: self.local_runs.clone(),
+            abandoned: Vec::new(),
         }
     }
 }
@@ -421,6 +439,11 @@ impl StartedRun {
     /// concurrency group first waits for its turn (its position is announced in its events);
     /// one superseded meanwhile ends as cancelled without running a stage.
     pub async fn execute(self) -> Result<RunReport> {
+        // A resumed run first clears what its crashed process left running on its backends
+        // (best effort: a backend that cannot be reached fails its stages, saying why).
+        for executor in &self.abandoned {
+            let _ = executor.abandon(&self.id).await;
+        }
         let token = self.run.cancel_token();
         let mut watcher = None;
         if let Some(group) = &self.pipeline.concurrency {
