@@ -26,14 +26,21 @@ impl DockerBackend {
                     BUSYBOX.join(" or ")
                 ))
             })?;
-        let dockerfile = b"FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+        // The label first makes every tag's build its own image from the first step: builds of
+        // identical images at once would share one image and its cached steps, and removing one
+        // tag could then delete what another build is about to use.
+        let dockerfile = format!(
+            "FROM scratch\nLABEL gitops.image={}\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+            serde_json::Value::String(tag.to_owned())
+        );
+        let dockerfile = dockerfile.as_bytes();
         let context = (|| {
             let mut tar = tar::Builder::new(Vec::new());
             let mut header = tar::Header::new_gnu();
             header.set_size(dockerfile.len() as u64);
             header.set_mode(0o644);
             header.set_cksum();
-            tar.append_data(&mut header, "Dockerfile", &dockerfile[..])?;
+            tar.append_data(&mut header, "Dockerfile", dockerfile)?;
             tar.append_path_with_name(busybox, "busybox")?;
             tar.into_inner()
         })()
