@@ -2,6 +2,7 @@
 //! checkout. The context is sent as a tar stream honouring `.dockerignore`; build output streams
 //! as log lines; the outputs are `image` (the tag) and `image_id`.
 
+use gitops_core::backend::BackendError::InvalidParameters;
 use std::path::{Path, PathBuf};
 
 use bollard::query_parameters::BuildImageOptionsBuilder;
@@ -9,10 +10,6 @@ use futures_util::StreamExt;
 use gitops_core::backend::{BackendError, Completion, LogStream, StageContext, checkout_path};
 
 use crate::DockerBackend;
-
-fn invalid(message: String) -> BackendError {
-    BackendError::InvalidParameters(message)
-}
 
 /// Whether the stage builds an image rather than running a command.
 pub(crate) fn is_build(ctx: &StageContext) -> bool {
@@ -51,7 +48,7 @@ impl Ignore {
                 .trim_start_matches('/')
                 .trim_end_matches('/');
             let pattern = glob::Pattern::new(pattern)
-                .map_err(|e| invalid(format!(".dockerignore line {}: {e}", n + 1)))?;
+                .map_err(|e| InvalidParameters(format!(".dockerignore line {}: {e}", n + 1)))?;
             rules.push((pattern, exclude));
         }
         Ok(Ignore { rules })
@@ -122,7 +119,7 @@ pub(crate) async fn build(
     checkout_path("dockerfile", &dockerfile)?;
     let context = ctx.run.workdir.join(&context_rel);
     if !context.join(&dockerfile).is_file() {
-        return Err(invalid(format!(
+        return Err(InvalidParameters(format!(
             "`with.dockerfile`: {dockerfile} is not a file in the build context {}",
             context_rel.display()
         )));

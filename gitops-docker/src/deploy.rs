@@ -32,6 +32,7 @@
 //! every container, network and volume with the environment's label, so it also cleans up after a
 //! crashed run.
 
+use gitops_core::backend::BackendError::InvalidParameters;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -67,10 +68,6 @@ const SERVICE_KEYS: [&str; 7] = [
 /// What `with` may set besides one service's keys.
 const DEPLOY_KEYS: [&str; 3] = ["services", "primary", "ready_timeout"];
 
-fn invalid(message: String) -> BackendError {
-    BackendError::InvalidParameters(message)
-}
-
 fn failed(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Failed(format!("{what}: {e}"))
 }
@@ -80,7 +77,7 @@ fn environment(ctx: &StageContext) -> Result<String, BackendError> {
     ctx.environment
         .as_ref()
         .map(|e| e.name.clone())
-        .ok_or_else(|| invalid(format!("stage \"{}\" names no environment", ctx.stage)))
+        .ok_or_else(|| InvalidParameters(format!("stage \"{}\" names no environment", ctx.stage)))
 }
 
 /// One container of an environment.
@@ -109,7 +106,7 @@ fn plain_name(name: &str) -> bool {
 
 fn unknown_keys(params: Params<'_>, known: &[&str]) -> Result<(), BackendError> {
     if let Some(key) = params.keys().find(|k| !known.contains(k)) {
-        return Err(invalid(format!(
+        return Err(InvalidParameters(format!(
             "unknown parameter `{}.{key}` (a docker deployment knows {})",
             params.path(),
             known.join(", ")
@@ -190,12 +187,12 @@ fn services(ctx: &StageContext) -> Result<(Vec<Service>, Option<usize>), Backend
             for (name, spec) in map {
                 let path = format!("with.services.{name}");
                 if !plain_name(name) {
-                    return Err(invalid(format!(
+                    return Err(InvalidParameters(format!(
                         "`{path}`: a service name has letters, digits, - and _ only"
                     )));
                 }
                 let Value::Object(spec) = spec else {
-                    return Err(invalid(format!(
+                    return Err(InvalidParameters(format!(
                         "`{path}` must be a map (image, port, ...), found {spec}"
                     )));
                 };
@@ -211,12 +208,12 @@ fn services(ctx: &StageContext) -> Result<(Vec<Service>, Option<usize>), Backend
         Some(name) => match list.iter().position(|s| s.name == name) {
             Some(i) if list[i].port.is_some() => Some(i),
             Some(_) => {
-                return Err(invalid(format!(
+                return Err(InvalidParameters(format!(
                     "`with.primary`: service {name} publishes no port"
                 )));
             }
             None => {
-                return Err(invalid(format!(
+                return Err(InvalidParameters(format!(
                     "`with.primary`: there is no service {name}"
                 )));
             }

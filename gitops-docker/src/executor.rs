@@ -1,6 +1,7 @@
 //! A stage in a container: created with the checkout and an output directory mounted, started,
 //! its output streamed as log lines, waited for, and removed whatever happens.
 
+use gitops_core::backend::BackendError::InvalidParameters;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -22,20 +23,16 @@ use crate::DockerBackend;
 /// Where the output directory is mounted in the container.
 const OUTPUT_DIR: &str = "/gitops-output";
 
-fn invalid(message: String) -> BackendError {
-    BackendError::InvalidParameters(message)
-}
-
 /// The container's command: `with.command` as given, else the stage's `run` with `sh -c`.
 fn command(ctx: &StageContext) -> Result<Vec<String>, BackendError> {
     match ctx.params().strings("command")? {
-        Some(argv) if argv.is_empty() => Err(invalid(
+        Some(argv) if argv.is_empty() => Err(InvalidParameters(
             "`with.command` must be a non-empty list of strings, found []".to_owned(),
         )),
         Some(argv) => Ok(argv),
         None => match &ctx.command {
             Some(run) => Ok(vec!["sh".into(), "-c".into(), run.to_string()]),
-            None => Err(invalid(format!(
+            None => Err(InvalidParameters(format!(
                 "stage \"{}\" has neither `run` nor `with.command`",
                 ctx.stage
             ))),
@@ -168,12 +165,12 @@ impl Executor for DockerBackend {
         let image = match ctx.with.get("image") {
             Some(Value::String(i)) if !i.is_empty() => i.clone(),
             Some(other) => {
-                return Err(invalid(format!(
+                return Err(InvalidParameters(format!(
                     "`with.image` must be an image name, found {other}"
                 )));
             }
             None => {
-                return Err(invalid(format!(
+                return Err(InvalidParameters(format!(
                     "stage \"{}\" has no `with.image`, which the docker backend needs",
                     ctx.stage
                 )));
@@ -181,7 +178,7 @@ impl Executor for DockerBackend {
         };
         let cmd = command(&ctx)?;
         let checkout = ctx.run.workdir.canonicalize().map_err(|e| {
-            invalid(format!(
+            InvalidParameters(format!(
                 "working directory {}: {e}",
                 ctx.run.workdir.display()
             ))

@@ -30,6 +30,7 @@
 //! `service_<name>` (`<name>.<namespace>.svc.cluster.local:<port>`). A stop deletes the namespace
 //! and waits until it is gone.
 
+use gitops_core::backend::BackendError::InvalidParameters;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -62,10 +63,6 @@ const CLUSTER_SCOPED: [&str; 8] = [
     "PriorityClass",
     "IngressClass",
 ];
-
-fn invalid(message: String) -> BackendError {
-    BackendError::InvalidParameters(message)
-}
 
 /// One object of the manifests.
 struct Manifest {
@@ -125,7 +122,7 @@ fn manifests(ctx: &StageContext, ns: &str, env: &str) -> Result<Vec<Manifest>, B
             .strings("manifests")?
             .ok_or_else(|| with.invalid("manifests", "a list of files"))?,
         None => {
-            return Err(invalid(format!(
+            return Err(InvalidParameters(format!(
                 "stage \"{}\" names no `with.manifests`, which a k8s deployment needs",
                 ctx.stage
             )));
@@ -136,11 +133,11 @@ fn manifests(ctx: &StageContext, ns: &str, env: &str) -> Result<Vec<Manifest>, B
     for path in &paths {
         let rel = checkout_path("manifests", path)?;
         let text = std::fs::read_to_string(ctx.run.workdir.join(&rel))
-            .map_err(|e| invalid(format!("manifest {path}: {e}")))?;
+            .map_err(|e| InvalidParameters(format!("manifest {path}: {e}")))?;
         for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
             let at = format!("{path}: document {}", i + 1);
             let mut object = <Value as serde::Deserialize>::deserialize(doc)
-                .map_err(|e| invalid(format!("{at}: {e}")))?;
+                .map_err(|e| InvalidParameters(format!("{at}: {e}")))?;
             if object.is_null() {
                 continue;
             }
@@ -150,18 +147,18 @@ fn manifests(ctx: &StageContext, ns: &str, env: &str) -> Result<Vec<Manifest>, B
                 field(&object, "kind"),
                 field(&object["metadata"], "name"),
             ) else {
-                return Err(invalid(format!(
+                return Err(InvalidParameters(format!(
                     "{at}: an object needs apiVersion, kind and metadata.name"
                 )));
             };
             if CLUSTER_SCOPED.contains(&kind.as_str()) {
-                return Err(invalid(format!(
+                return Err(InvalidParameters(format!(
                     "{at}: {kind} {name} is cluster-scoped; an environment holds namespaced objects only"
                 )));
             }
             match object["metadata"]["namespace"].as_str() {
                 Some(other) if other != ns => {
-                    return Err(invalid(format!(
+                    return Err(InvalidParameters(format!(
                         "{at}: {kind} {name} is in namespace {other}, the environment's is {ns}"
                     )));
                 }
@@ -184,7 +181,7 @@ fn manifests(ctx: &StageContext, ns: &str, env: &str) -> Result<Vec<Manifest>, B
                 object,
             };
             if out.iter().any(|m| m.id() == manifest.id()) {
-                return Err(invalid(format!(
+                return Err(InvalidParameters(format!(
                     "{at}: {} {} appears twice in the manifests",
                     manifest.kind, manifest.name
                 )));
@@ -193,7 +190,7 @@ fn manifests(ctx: &StageContext, ns: &str, env: &str) -> Result<Vec<Manifest>, B
         }
     }
     if out.is_empty() {
-        return Err(invalid(format!(
+        return Err(InvalidParameters(format!(
             "the manifests ({}) hold no objects",
             paths.join(", ")
         )));
@@ -317,7 +314,9 @@ fn target(ctx: &StageContext) -> Result<(String, String), BackendError> {
         .environment
         .as_ref()
         .map(|e| e.name.clone())
-        .ok_or_else(|| invalid(format!("stage \"{}\" names no environment", ctx.stage)))?;
+        .ok_or_else(|| {
+            InvalidParameters(format!("stage \"{}\" names no environment", ctx.stage))
+        })?;
     let ns = names::namespace_param(ctx)?.unwrap_or_else(|| names::environment_namespace(&env));
     Ok((env, ns))
 }
@@ -338,7 +337,7 @@ impl Deployer for KubernetesBackend {
                 .iter()
                 .any(|m| m.kind == "Service" && &m.name == name)
             {
-                return Err(invalid(format!(
+                return Err(InvalidParameters(format!(
                     "`with.service`: the manifests have no Service {name}"
                 )));
             }

@@ -1,5 +1,6 @@
 //! A stage as a Kubernetes Job (see the crate docs).
 
+use gitops_core::backend::BackendError::InvalidParameters;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -17,10 +18,6 @@ use crate::wait::{self, Selector, WaitError};
 
 /// Where the container writes its outputs: its termination message.
 const OUTPUT_PATH: &str = "/dev/termination-log";
-
-fn invalid(message: String) -> BackendError {
-    BackendError::InvalidParameters(message)
-}
 
 pub(crate) fn api_error(what: &str, e: kube::Error) -> BackendError {
     BackendError::Failed(format!("{what}: {e}"))
@@ -84,7 +81,7 @@ impl KubernetesBackend {
         let image = match ctx.param_str("image")? {
             Some(i) if !i.is_empty() => i.to_owned(),
             _ => {
-                return Err(invalid(format!(
+                return Err(InvalidParameters(format!(
                     "stage \"{}\" has no `with.image`, which the k8s backend needs",
                     ctx.stage
                 )));
@@ -92,13 +89,15 @@ impl KubernetesBackend {
         };
         let command = match ctx.params().strings("command")? {
             Some(argv) if argv.is_empty() => {
-                return Err(invalid("`with.command` must not be empty".to_owned()));
+                return Err(InvalidParameters(
+                    "`with.command` must not be empty".to_owned(),
+                ));
             }
             Some(argv) => argv,
             None => match &ctx.command {
                 Some(run) => vec!["sh".into(), "-c".into(), run.to_string()],
                 None => {
-                    return Err(invalid(format!(
+                    return Err(InvalidParameters(format!(
                         "stage \"{}\" has neither `run` nor `with.command`",
                         ctx.stage
                     )));

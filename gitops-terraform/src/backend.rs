@@ -2,6 +2,7 @@
 //! working directory) and a [`Deployer`] (a workspace per environment: plan, apply exactly that
 //! plan, outputs; stop = destroy).
 
+use gitops_core::backend::BackendError::InvalidParameters;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,10 +31,6 @@ const KEYS: [&str; 9] = [
 
 /// The file that points a configuration without a backend at the state dir.
 const OVERRIDE_FILE: &str = "gitops_backend_override.tf";
-
-fn invalid(message: String) -> BackendError {
-    BackendError::InvalidParameters(message)
-}
 
 /// What a stage asks of terraform, read from `with`.
 struct Settings {
@@ -66,7 +63,7 @@ impl Settings {
     fn read(backend: &TerraformBackend, ctx: &StageContext) -> Result<Settings, BackendError> {
         let with = ctx.params();
         if let Some(key) = with.keys().find(|k| !KEYS.contains(k)) {
-            return Err(invalid(format!(
+            return Err(InvalidParameters(format!(
                 "unknown parameter `with.{key}` (the terraform backend knows {})",
                 KEYS.join(", ")
             )));
@@ -74,7 +71,7 @@ impl Settings {
         let rel = checkout_path("dir", with.str("dir")?.unwrap_or("."))?;
         let dir = ctx.run.workdir.join(&rel);
         if !dir.is_dir() {
-            return Err(invalid(format!(
+            return Err(InvalidParameters(format!(
                 "`with.dir`: {} is not a directory of the checkout",
                 rel.display()
             )));

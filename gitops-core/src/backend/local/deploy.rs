@@ -14,6 +14,7 @@
 //! when the deployment has one. Redeploying swaps the release and restarts the server; stopping
 //! stops the server and removes the directory.
 
+use crate::backend::BackendError::InvalidParameters;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -28,10 +29,6 @@ use crate::backend::{BackendError, Completion, Deployer, StageContext, checkout_
 const SERVER_PID: &str = "server.pid";
 const SERVER_LOG: &str = "server.log";
 
-fn invalid(message: String) -> BackendError {
-    BackendError::InvalidParameters(message)
-}
-
 fn io(what: &str, path: &Path, e: std::io::Error) -> BackendError {
     BackendError::Failed(format!("{what} {}: {e}", path.display()))
 }
@@ -39,13 +36,13 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> BackendError {
 impl LocalBackend {
     fn environment_dir(&self, ctx: &StageContext) -> Result<PathBuf, BackendError> {
         let env = ctx.environment.as_ref().ok_or_else(|| {
-            invalid(format!(
+            InvalidParameters(format!(
                 "stage \"{}\" names no environment to deploy to",
                 ctx.stage
             ))
         })?;
         let root = self.environments.as_ref().ok_or_else(|| {
-            invalid(
+            InvalidParameters(
                 "the local backend has no environments directory (LocalBackendBuilder::with_environments_dir)"
                     .to_owned(),
             )
@@ -113,13 +110,13 @@ fn files(ctx: &StageContext) -> Result<Vec<PathBuf>, BackendError> {
         Some(serde_json::Value::Array(items)) => items
             .iter()
             .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| invalid(format!("`with.files` must list paths, found {v}")))
+                v.as_str().map(str::to_owned).ok_or_else(|| {
+                    InvalidParameters(format!("`with.files` must list paths, found {v}"))
+                })
             })
             .collect::<Result<_, _>>()?,
         Some(other) => {
-            return Err(invalid(format!(
+            return Err(InvalidParameters(format!(
                 "`with.files` must be a path or a list of paths, found {other}"
             )));
         }
@@ -238,7 +235,8 @@ impl Deployer for LocalBackend {
         let serve = ctx.param_str("serve")?;
         let port = match ctx.param_u64("port")? {
             Some(p) => Some(
-                u16::try_from(p).map_err(|_| invalid(format!("`with.port`: {p} is not a port")))?,
+                u16::try_from(p)
+                    .map_err(|_| InvalidParameters(format!("`with.port`: {p} is not a port")))?,
             ),
             None => None,
         };
@@ -258,7 +256,7 @@ impl Deployer for LocalBackend {
         for path in &files {
             let from = ctx.run.workdir.join(path);
             if !from.exists() {
-                return Err(invalid(format!(
+                return Err(InvalidParameters(format!(
                     "`with.files`: {} is not in the checkout",
                     path.display()
                 )));
