@@ -228,8 +228,8 @@ fn to_backend(e: TerraformError) -> BackendError {
 impl TerraformBackend {
     /// Reads `with`, points a configuration without a backend at the state dir, runs `init`,
     /// selects (or, with `create`, creates) the workspace, and writes the variables file.
-    /// `Ok(None)` when the workspace does not exist and `create` is false.
-    async fn prepare(&self, ctx: &StageContext, create: bool) -> Result<Option<Prepared>, Prep> {
+    /// Without `create`, a missing workspace is [`TerraformError::NoWorkspace`].
+    async fn prepare(&self, ctx: &StageContext, create: bool) -> Result<Prepared, Prep> {
         let settings = Settings::read(self, ctx).map_err(Prep::Backend)?;
         let io = |what: &str, e: std::io::Error| {
             Prep::Backend(BackendError::Failed(format!("{what}: {e}")))
@@ -266,12 +266,6 @@ impl TerraformBackend {
             .init(&settings.backend_config)
             .await
             .map_err(Prep::Terraform)?;
-        if !create {
-            let (all, _) = quiet.workspaces().await.map_err(Prep::Terraform)?;
-            if !all.contains(&settings.workspace) {
-                return Ok(None);
-            }
-        }
         quiet
             .select_workspace(&settings.workspace, create)
             .await
@@ -287,13 +281,13 @@ impl TerraformBackend {
             std::fs::write(&path, text).map_err(|e| io("writing the variables file", e))?;
             var_files.push(path);
         }
-        Ok(Some(Prepared {
+        Ok(Prepared {
             tf,
             settings,
             scratch,
             var_files,
             _override: generated,
-        }))
+        })
     }
 
     /// Runs the stage's `run` in the initialised directory.
@@ -360,13 +354,6 @@ impl TerraformBackend {
     }
 }
 
-/// A workspace `prepare` was asked to create is always there: this says so if it is not.
-fn unreachable_workspace() -> Result<Prepared, BackendError> {
-    Err(BackendError::Failed(
-        "terraform did not create the workspace".to_owned(),
-    ))
-}
-
 impl TerraformBackend {
     /// Where the variable files of an environment's last deploy are kept, so that a stop that
     /// names none destroys with the variables the resources were made with.
@@ -424,8 +411,7 @@ impl Executor for TerraformBackend {
     /// `has_changes`, `resources`, `summary`, `markdown`, `workspace`) or `validate`.
     async fn execute(&self, ctx: StageContext) -> Result<Completion, BackendError> {
         let p = match self.prepare(&ctx, true).await {
-            Ok(Some(p)) => p,
-            Ok(None) => unreachable_workspace()?,
+            Ok(p) => p,
             Err(e) => return e.into_result(),
         };
         if let Some(command) = ctx.command.clone() {
@@ -468,8 +454,7 @@ impl Deployer for TerraformBackend {
     /// `workspace`, `plan_add`, `plan_change` and `plan_destroy`.
     async fn deploy(&self, ctx: StageContext) -> Result<Completion, BackendError> {
         let p = match self.prepare(&ctx, true).await {
-            Ok(Some(p)) => p,
-            Ok(None) => unreachable_workspace()?,
+            Ok(p) => p,
             Err(e) => return e.into_result(),
         };
         let result = async {
@@ -514,8 +499,11 @@ impl Deployer for TerraformBackend {
     /// workspace does not exist has nothing to stop.
     async fn stop(&self, ctx: StageContext) -> Result<Completion, BackendError> {
         let p = match self.prepare(&ctx, false).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return Ok(Completion::success().with_output("destroyed", "0")),
+            Ok(p) => p,
+            // No workspace: nothing was ever deployed there, or it was destroyed already.
+            Err(Prep::Terraform(TerraformError::NoWorkspace { .. })) => {
+                return Ok(Completion::success().with_output("destroyed", "0"));
+            }
             Err(e) => return e.into_result(),
         };
         // Without variables of its own, a stop destroys with those of the last deploy.

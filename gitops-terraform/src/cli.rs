@@ -66,6 +66,12 @@ pub enum TerraformError {
         /// What could not be read.
         message: String,
     },
+    /// The workspace to select does not exist (and was not to be created).
+    #[error("terraform has no workspace {name}")]
+    NoWorkspace {
+        /// The workspace.
+        name: String,
+    },
     /// The command was cancelled and stopped.
     #[error("cancelled")]
     Cancelled,
@@ -377,10 +383,8 @@ impl Terraform {
             self.run(&Self::args(&["workspace", "new", "-no-color", name]), false)
                 .await?;
         } else if !exists {
-            return Err(TerraformError::Failed {
-                command: "workspace select".into(),
-                code: 1,
-                message: format!("there is no workspace {name}"),
+            return Err(TerraformError::NoWorkspace {
+                name: name.to_owned(),
             });
         }
         Ok(exists)
