@@ -1,7 +1,6 @@
 //! Helpers shared by the `gitops` binary's end-to-end tests.
 #![allow(dead_code)]
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// Runs the `gitops` binary with `args`, feeding `stdin` when given.
@@ -35,26 +34,11 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Runs git in `dir` with a fixed identity and default branch; panics with git's message on failure.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    text(&out.stdout).trim().to_owned()
-}
+/// The git runner of core's tests (fixed identity and default branch), compiled here too.
+#[path = "../../../gitops-core/tests/common/mod.rs"]
+mod core_common;
+#[allow(unused_imports)] // not every test file runs git
+pub use core_common::git;
 
 /// Whether the tests that need a real `what` (Docker, Terraform) were asked for with `var`;
 /// prints `skipped: ...` when not.
