@@ -535,10 +535,12 @@ impl Deployer for DockerBackend {
         let env = environment(&ctx)?;
         let (services, primary) = services(&ctx)?;
         let timeout = Duration::from_secs(ctx.param_u64("ready_timeout")?.unwrap_or(30));
-        let old = self.container_ids(&env).await?;
+        let mut old = self.container_ids(&env).await?;
         if services.iter().any(|s| s.host_port.is_some()) {
-            // The old release holds the fixed port: it goes first.
+            // The old release holds the fixed port: it goes first (and is not removed again
+            // once the new one is ready).
             self.remove_all(&old).await?;
+            old.clear();
         }
         let network = self.network(&env).await?;
         let mut cleanup = Cleanup {
