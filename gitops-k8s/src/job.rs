@@ -318,7 +318,12 @@ impl Executor for KubernetesBackend {
                 self.delete_job(&jobs, &ns, &name).await?;
                 return Err(BackendError::Cancelled);
             }
-            Err(WaitError::TimedOut) => unreachable_timeout()?,
+            // A wait without a deadline does not time out.
+            Err(WaitError::TimedOut) => {
+                return Err(BackendError::Failed(
+                    "the wait for the Job ended without a result".to_owned(),
+                ));
+            }
             Err(WaitError::Api(e)) => {
                 return Err(api_error(&format!("watching Job {ns}/{name}"), e));
             }
@@ -375,13 +380,6 @@ impl Executor for KubernetesBackend {
         }
         Ok(removed)
     }
-}
-
-/// A wait without a deadline does not time out; this says so if it ever does.
-fn unreachable_timeout() -> Result<Ended, BackendError> {
-    Err(BackendError::Failed(
-        "the wait for the Job ended without a result".to_owned(),
-    ))
 }
 
 #[cfg(test)]
