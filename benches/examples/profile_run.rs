@@ -1,26 +1,40 @@
-//! Runs one planned pipeline many times on our scheduler, for profilers:
-//! `perf record target/release/examples/profile_run layered 100000 10`.
+//! Runs one implementation's scheduler on one shape many times, for profilers:
+//! `perf record target/release/examples/profile_run gitops layered 100000 10`. Each run is
+//! prepared before it (the pipeline is planned once), and only the runs are timed.
 
-use gitops_benches::impls::gitops_pipeline;
 use gitops_benches::shapes::Shape;
-use std::sync::Arc;
+
 fn main() {
-    let shape = Shape::from_name(&std::env::args().nth(1).unwrap()).unwrap();
-    let n: usize = std::env::args().nth(2).unwrap().parse().unwrap();
-    let loops: usize = std::env::args().nth(3).unwrap().parse().unwrap();
-    let pipeline = Arc::new(gitops_pipeline(&shape.needs(n)));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [name, shape, n, loops] = args.as_slice() else {
+        eprintln!(
+            "usage: profile_run IMPL SHAPE N LOOPS (IMPL: gitops, minimal, spawn_join, dagx, dagrs)"
+        );
+        std::process::exit(2);
+    };
+    let Some(shape) = Shape::from_name(shape) else {
+        eprintln!("unknown shape {shape}");
+        std::process::exit(2);
+    };
+    let (Ok(n), Ok(loops)) = (n.parse::<usize>(), loops.parse::<usize>()) else {
+        eprintln!("N and LOOPS are numbers");
+        std::process::exit(2);
+    };
+    let needs = shape.needs(n);
     let rt = gitops_benches::runtime();
-    let t = std::time::Instant::now();
+    let mut timed = std::time::Duration::ZERO;
     for _ in 0..loops {
-        let p = pipeline.clone();
-        rt.block_on(async move {
-            tokio::spawn(gitops_benches::impls::run_gitops_once(p))
-                .await
-                .unwrap()
-        });
+        let Some(run) = rt.block_on(gitops_benches::impls::prepare(name, &needs)) else {
+            eprintln!("unknown implementation {name}");
+            std::process::exit(2);
+        };
+        let t = std::time::Instant::now();
+        let leftover = rt.block_on(async move { tokio::spawn(run()).await });
+        timed += t.elapsed();
+        drop(leftover);
     }
     eprintln!(
         "{:.2} us/stage",
-        t.elapsed().as_secs_f64() * 1e6 / (n * loops) as f64
+        timed.as_secs_f64() * 1e6 / (n * loops) as f64
     );
 }

@@ -75,15 +75,3 @@ pub(super) fn prepare(needs: &[Vec<u32>]) -> Prepared {
         })
     })
 }
-
-/// Runs `pipeline` once on the no-op executor (for profiling).
-pub async fn run_gitops_once(pipeline: Arc<PlannedPipeline>) {
-    let registry = BackendRegistry::new().with_executor("local", Arc::new(Noop));
-    let scheduler = Scheduler::with_options(
-        registry,
-        SchedulerOptions::default().with_max_parallel(usize::MAX),
-    );
-    let spec = RunSpec::new(RunInfo::new("bench", "bench", event(), "."));
-    let report = scheduler.run(pipeline, spec).execute().await;
-    assert_eq!(report.result, RunResult::Success);
-}

@@ -11,7 +11,7 @@ use std::future::Future;
 
 use std::pin::Pin;
 
-pub use gitops_impl::{gitops_pipeline, run_gitops_once};
+pub use gitops_impl::gitops_pipeline;
 
 /// The implementations, by name.
 pub const IMPLS: [&str; 5] = ["gitops", "spawn_join", "minimal", "dagx", "dagrs"];

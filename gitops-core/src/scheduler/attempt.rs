@@ -13,9 +13,10 @@ use super::report::StageResult;
 use super::{DeploymentGate, GateRefusal, WaitReason};
 use crate::backend::{
     BackendError, BackendRegistry, Completion, Deployer, Executor, LogSink, LogTarget, Outcome,
-    StageContext,
+    RunInfo, StageContext,
 };
 use crate::config::{Action, Retry};
+use crate::plan::PlannedPipeline;
 
 /// What runs a stage.
 pub(super) enum Target {
@@ -61,6 +62,10 @@ pub(super) struct Shared {
     pub log: Arc<LogTarget>,
     pub done: mpsc::UnboundedSender<Finished>,
     pub gate: Option<Arc<dyn DeploymentGate>>,
+    /// What a plain stage's context is built from, on the worker that runs it.
+    pub info: Arc<RunInfo>,
+    pub env: BTreeMap<String, String>,
+    pub pipeline: Arc<PlannedPipeline>,
 }
 
 pub(super) struct Job {
@@ -76,6 +81,25 @@ pub(super) struct Job {
 impl Shared {
     pub fn cancel_shard(&self, index: usize) -> &Arc<CancellationToken> {
         &self.cancel_shards[index % self.cancel_shards.len()]
+    }
+
+    /// The first attempt's context of a stage with nothing to render, no environment and no
+    /// policy: everything in it comes from the run and the plan's tables.
+    fn plain_context(&self, index: usize) -> StageContext {
+        let layout = &self.pipeline.layout;
+        let stage = &layout.ids[index];
+        StageContext {
+            run: self.info.clone(),
+            stage: stage.clone(),
+            attempt: 1,
+            command: layout.commands[index].clone(),
+            env: self.env.clone(),
+            with: serde_json::Map::new(),
+            environment: None,
+            timeout: None,
+            cancel: self.cancel_shard(index).clone(),
+            log: LogSink::shared(&self.log, stage, 1),
+        }
     }
 }
 
@@ -159,10 +183,32 @@ impl PanicGuard {
     }
 }
 
+/// Starts a plain stage (see [`Shared::plain_context`]), most stages of most pipelines: its
+/// task carries the stage's indexes instead of a context, and builds the context on the worker
+/// that runs it, straight into the backend's call (every task is allocated, and moved, at the
+/// size of its future; and a context built and dropped on one core does not move its
+/// reference counts between cores).
+pub(super) fn spawn_plain(shared: Arc<Shared>, index: u32, backend: u32, target: u32) {
+    let index = index as usize;
+    tokio::spawn(async move {
+        let guard = PanicGuard {
+            index,
+            shared,
+            reported: false,
+        };
+        let shared = &guard.shared;
+        let done = once(shared, index, backend as usize, target as usize, || {
+            shared.plain_context(index)
+        })
+        .await;
+        guard.report(done);
+    });
+}
+
 /// Starts the stage's task, which sends its result to the driver when it ends.
 ///
-/// Most stages have neither retries nor a timeout: they get a task of their own type whose
-/// future is a fraction of the size (every task is allocated, and moved, at its full size).
+/// Stages with neither retries nor a timeout get a task of their own type whose future is a
+/// fraction of the size.
 pub(super) fn spawn(job: Job) {
     if job.retry.is_none() && job.timeout.is_none() {
         tokio::spawn(async move {
@@ -179,7 +225,7 @@ pub(super) fn spawn(job: Job) {
                 shared,
                 reported: false,
             };
-            let done = once(&guard.shared, index, backend, target, ctx).await;
+            let done = once(&guard.shared, index, backend, target, move || ctx).await;
             guard.report(done);
         });
     } else {
@@ -190,18 +236,19 @@ pub(super) fn spawn(job: Job) {
     }
 }
 
-/// A stage with one attempt and no timeout.
+/// A stage with one attempt and no timeout; its context is made by `ctx` when the backend is
+/// called, so that it lives in the backend's future rather than in the task's.
 async fn once(
     shared: &Shared,
     index: usize,
     backend: usize,
     target: usize,
-    ctx: StageContext,
+    ctx: impl FnOnce() -> StageContext,
 ) -> Done {
     let started = shared.start.elapsed();
     if shared.observed {
         let _ = shared.events.send(RunEvent::StageStarted {
-            stage: ctx.stage.to_string(),
+            stage: shared.pipeline.layout.ids[index].to_string(),
             attempt: 1,
             backend: shared.backend_names[backend].to_string(),
             at: shared.start.elapsed().as_secs_f64(),
@@ -211,9 +258,9 @@ async fn once(
     // size of its future, and the gate's path would make all of them larger. Deploys, rare,
     // take that path boxed.
     let result = match &shared.targets[target] {
-        Target::Execute(e) => e.execute(ctx).await,
+        Target::Execute(e) => e.execute(ctx()).await,
         Target::Missing(m) => Err(BackendError::Failed(m.clone())),
-        gated => Box::pin(call(shared, gated, backend, ctx, None)).await.0,
+        gated => Box::pin(call(shared, gated, backend, ctx(), None)).await.0,
     };
     let (result, outputs) = if shared.run_cancel.is_cancelled() {
         (StageResult::Cancelled, BTreeMap::new())

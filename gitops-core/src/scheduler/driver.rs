@@ -84,6 +84,10 @@ pub(super) async fn drive(run: Run) -> RunReport {
         stages: d.states.len(),
         at,
     });
+    // One wait for the run's cancellation for the whole loop, not a new one per completion.
+    let token = d.run.cancel.clone();
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
     loop {
         while let Some(i) = d.ready.pop_front() {
             match d.decide(i) {
@@ -110,7 +114,16 @@ pub(super) async fn drive(run: Run) -> RunReport {
         }
         while d.running < d.run.options.max_parallel.max(1) {
             let Some(i) = d.next_launchable() else { break };
-            attempt::spawn(d.job(i));
+            if d.run.pipeline.layout.has(i, RENDERS | ENVIRONMENT | POLICY) {
+                attempt::spawn(d.job(i));
+            } else {
+                attempt::spawn_plain(
+                    d.shared.clone(),
+                    i as u32,
+                    d.backend_of[i] as u32,
+                    d.target_of[i] as u32,
+                );
+            }
             d.running += 1;
             d.busy[d.backend_of[i]] += 1;
         }
@@ -119,7 +132,7 @@ pub(super) async fn drive(run: Run) -> RunReport {
         }
         tokio::select! {
             biased;
-            _ = d.run.cancel.cancelled(), if !d.cancelled => d.cancel_queued().await,
+            _ = &mut cancelled, if !d.cancelled => d.cancel_queued().await,
             finished = d.done.recv() => {
                 // The driver holds a sender itself, so the channel never closes under it.
                 let Some(finished) = finished else { break };
@@ -255,6 +268,9 @@ impl Driver {
             log,
             done: tx,
             gate: run.spec.gate.clone(),
+            info: run.spec.info.clone(),
+            env: run.spec.env.clone(),
+            pipeline: run.pipeline.clone(),
         });
         let cancelled = run.cancel.is_cancelled();
         Driver {
