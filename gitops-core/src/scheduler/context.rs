@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::driver::StageState;
+use super::progress::Progress;
 use crate::config::Stage;
 use crate::event::GitEvent;
 use crate::expr::{Context, StageStatus, Template, Value, event_value};
@@ -14,7 +14,7 @@ pub(super) struct RuntimeContext<'a> {
     pub env: &'a BTreeMap<String, String>,
     pub stage: &'a Stage,
     pub graph: &'a StageGraph,
-    pub states: &'a [StageState],
+    pub states: &'a Progress,
     pub status: StageStatus,
 }
 
@@ -32,18 +32,18 @@ impl Context for RuntimeContext<'_> {
             }
             "stages" => {
                 let id = self.graph.get(path.get(1)?)?;
-                let state = &self.states[id.index()];
+                let i = id.index();
                 match (path.get(2).map(String::as_str), path.get(3)) {
                     (Some("outputs"), Some(key)) => Some(
-                        state
+                        self.states
+                            .report(i)
                             .outputs
                             .get(key)
                             .map_or(Value::Null, |v| Value::String(v.clone())),
                     ),
                     (Some("result"), None) => Some(
-                        state
-                            .result
-                            .as_ref()
+                        self.states
+                            .result(i)
                             .map_or(Value::Null, |r| Value::String(r.name().to_owned())),
                     ),
                     _ => Some(Value::Null),

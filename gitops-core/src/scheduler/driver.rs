@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::attempt::{self, Done, Finished, Job, Shared, Target};
 use super::context::RuntimeContext;
 use super::events::RunEvent;
+use super::progress::Progress;
 use super::report::{RunReport, RunResult, SkipReason, StageReport, StageResult};
 use super::{Run, RunRecorder};
 use crate::backend::{
@@ -21,39 +22,6 @@ use crate::plan::layout::{
     CONTINUE_ON_ERROR, ENVIRONMENT, HAS_CONDITION, IMPLICIT_SUCCESS, POLICY, RENDERS,
 };
 
-#[derive(Debug, Default, Clone)]
-pub(super) struct StageState {
-    pub result: Option<StageResult>,
-    /// Counts as a success for `success()` of dependents.
-    pub ok: bool,
-    /// It or a stage it transitively needs failed.
-    pub failed_ancestry: bool,
-    pub outputs: BTreeMap<String, String>,
-    pub attempts: u32,
-    pub started: Option<f64>,
-    pub finished: Option<f64>,
-    pub reused: bool,
-}
-
-impl StageState {
-    /// The stage's report; a stage that never got a result was skipped by the cancellation.
-    fn into_report(self, id: String) -> StageReport {
-        let result = self.result.unwrap_or(StageResult::Skipped {
-            reason: SkipReason::RunCancelled,
-        });
-        StageReport {
-            id,
-            flaky: matches!(result, StageResult::Success) && self.attempts > 1,
-            result,
-            attempts: self.attempts,
-            started_secs: self.started,
-            finished_secs: self.finished,
-            outputs: self.outputs,
-            reused: self.reused,
-        }
-    }
-}
-
 enum Decision {
     Run,
     Skip(SkipReason),
@@ -63,7 +31,7 @@ struct Driver {
     run: Run,
     shared: Arc<Shared>,
     done: mpsc::UnboundedReceiver<Finished>,
-    states: Vec<StageState>,
+    states: Progress,
     remaining: Vec<u32>,
     ready: VecDeque<usize>,
     /// Per stage: its backend's index, and the slot of its (action, backend) target.
@@ -162,28 +130,25 @@ pub(super) async fn drive(run: Run) -> RunReport {
 impl Driver {
     fn new(run: Run) -> Driver {
         let graph = run.pipeline.graph();
-        let mut states: Vec<StageState> = (0..graph.len()).map(|_| StageState::default()).collect();
+        let mut states = Progress::new(run.pipeline.stages.iter().map(|s| s.id.as_str()));
         for (i, stage) in run.pipeline.stages.iter().enumerate() {
             if let Some(r) = run.spec.reuse.get(&stage.id) {
                 let failed = r.result.is_failure();
-                states[i] = StageState {
-                    result: Some(r.result.clone()),
-                    ok: matches!(r.result, StageResult::Success)
-                        || (failed && stage.continue_on_error),
-                    failed_ancestry: failed && !stage.continue_on_error,
-                    outputs: r.outputs.clone(),
-                    attempts: r.attempts,
-                    started: r.started_secs,
-                    finished: r.finished_secs,
+                let ok =
+                    matches!(r.result, StageResult::Success) || (failed && stage.continue_on_error);
+                let report = StageReport {
                     reused: true,
+                    ..r.clone()
                 };
+                states.finish(i, report, ok, failed && !stage.continue_on_error);
             }
         }
         // Reused stages may have reused ancestors only; propagate ancestry failures in order.
         for &s in graph.order() {
-            if states[s.index()].reused && graph.needs(s).any(|n| states[n.index()].failed_ancestry)
+            if states.report(s.index()).reused
+                && graph.needs(s).any(|n| states.failed_ancestry(n.index()))
             {
-                states[s.index()].failed_ancestry = true;
+                states.mark_failed_ancestry(s.index());
             }
         }
         let remaining: Vec<u32> = graph
@@ -191,13 +156,13 @@ impl Driver {
             .map(|s| {
                 graph
                     .needs(s)
-                    .filter(|n| states[n.index()].result.is_none())
+                    .filter(|n| !states.finished(n.index()))
                     .count() as u32
             })
             .collect();
         let ready = graph
             .stages()
-            .filter(|s| states[s.index()].result.is_none() && remaining[s.index()] == 0)
+            .filter(|s| !states.finished(s.index()) && remaining[s.index()] == 0)
             .map(|s| s.index())
             .collect();
 
@@ -306,16 +271,16 @@ impl Driver {
         }
         let layout = &self.run.pipeline.layout;
         let needs = layout.needs(i);
-        let needs_succeeded = needs.iter().all(|&n| self.states[n as usize].ok);
+        let needs_succeeded = needs.iter().all(|&n| self.states.ok(n as usize));
         if layout.has(i, IMPLICIT_SUCCESS) && !needs_succeeded {
             // The first need, in config order, that did not succeed.
             let need = needs
                 .iter()
                 .map(|&n| n as usize)
-                .find(|&n| !self.states[n].ok)
+                .find(|&n| !self.states.ok(n))
                 .unwrap_or(i);
             let name = self.run.pipeline.stages[need].id.clone();
-            return Decision::Skip(match self.states[need].result {
+            return Decision::Skip(match self.states.result(need) {
                 Some(StageResult::Skipped { .. }) => SkipReason::NeedSkipped { need: name },
                 _ => SkipReason::NeedFailed { need: name },
             });
@@ -325,7 +290,7 @@ impl Driver {
                 needs_succeeded,
                 need_failed: needs
                     .iter()
-                    .any(|&n| self.states[n as usize].failed_ancestry),
+                    .any(|&n| self.states.failed_ancestry(n as usize)),
                 cancelled: false,
             };
             if let Some(c) = &self.run.pipeline.stages[i].source.condition {
@@ -476,17 +441,22 @@ impl Driver {
         let ancestry = layout
             .needs(i)
             .iter()
-            .any(|&n| self.states[n as usize].failed_ancestry);
-        let state = &mut self.states[i];
-        state.ok = matches!(result, StageResult::Success) || (failed && continue_on_error);
-        state.failed_ancestry = (failed && !continue_on_error) || ancestry;
-        state.outputs = outputs;
-        state.attempts = attempts;
-        state.started = started;
-        state.finished = finished.or_else(|| Some(self.shared.start.elapsed().as_secs_f64()));
-        state.result = Some(result);
+            .any(|&n| self.states.failed_ancestry(n as usize));
+        let ok = matches!(result, StageResult::Success) || (failed && continue_on_error);
+        let report = StageReport {
+            id: String::new(),
+            flaky: matches!(result, StageResult::Success) && attempts > 1,
+            result,
+            attempts,
+            started_secs: started,
+            finished_secs: finished.or_else(|| Some(self.shared.start.elapsed().as_secs_f64())),
+            outputs,
+            reused: false,
+        };
+        self.states
+            .finish(i, report, ok, (failed && !continue_on_error) || ancestry);
         if self.shared.observed || self.run.spec.recorder.is_some() {
-            let report = self.stage_report(i);
+            let report = self.states.report(i);
             let duration_secs = report.duration().map_or(0.0, |d| d.as_secs_f64());
             self.emit(|at| RunEvent::StageFinished {
                 stage: report.id.clone(),
@@ -497,7 +467,7 @@ impl Driver {
                 at,
             });
             if let Some(recorder) = &self.run.spec.recorder {
-                self.record(recorder.as_ref(), &report).await;
+                self.record(recorder.as_ref(), report).await;
             }
         }
         let Driver {
@@ -510,7 +480,7 @@ impl Driver {
         for &d in run.pipeline.layout.dependents(i) {
             let d = d as usize;
             remaining[d] -= 1;
-            if remaining[d] == 0 && states[d].result.is_none() {
+            if remaining[d] == 0 && !states.finished(d) {
                 ready.push_back(d);
             }
         }
@@ -528,23 +498,13 @@ impl Driver {
         }
     }
 
-    fn stage_report(&self, i: usize) -> StageReport {
-        self.states[i]
-            .clone()
-            .into_report(self.run.pipeline.stages[i].id.clone())
-    }
-
     fn report(self) -> RunReport {
         let result = if self.cancelled {
             RunResult::Cancelled
-        } else if self
-            .states
-            .iter()
-            .zip(&self.run.pipeline.stages)
-            .any(|(st, p)| {
-                st.result.as_ref().is_some_and(StageResult::is_failure) && !p.continue_on_error
-            })
-        {
+        } else if (0..self.states.len()).any(|i| {
+            self.states.result(i).is_some_and(StageResult::is_failure)
+                && !self.run.pipeline.layout.has(i, CONTINUE_ON_ERROR)
+        }) {
             RunResult::Failure
         } else {
             RunResult::Success
@@ -556,13 +516,8 @@ impl Driver {
             duration_secs,
             at,
         });
-        // The states are consumed into the report rather than copied.
-        let stages = self
-            .states
-            .into_iter()
-            .zip(self.run.pipeline.stages.iter())
-            .map(|(st, p)| st.into_report(p.id.clone()))
-            .collect();
+        // The reports were filled in place as stages ended.
+        let stages = self.states.into_reports();
         RunReport {
             run_id: self.run.spec.info.id.clone(),
             pipeline: self.run.pipeline.name.clone(),

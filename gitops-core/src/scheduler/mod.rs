@@ -32,6 +32,7 @@ mod attempt;
 mod context;
 mod driver;
 mod events;
+mod progress;
 mod report;
 
 use std::collections::BTreeMap;
