@@ -39,8 +39,8 @@ fn event() -> GitEvent {
     }
 }
 
-/// The pipeline for `needs`: config built in code, planned (graph construction included).
-pub fn gitops_pipeline(needs: &[Vec<u32>]) -> PlannedPipeline {
+/// The config for `needs`, built in code: one pipeline `bench`, stage `s<i>` needing `s<d>`.
+pub fn gitops_config(needs: &[Vec<u32>]) -> Config {
     let mut pipeline = Pipeline::new(Triggers::push());
     for (i, ns) in needs.iter().enumerate() {
         pipeline = pipeline.with_stage(
@@ -48,14 +48,27 @@ pub fn gitops_pipeline(needs: &[Vec<u32>]) -> PlannedPipeline {
             Stage::run("noop").with_needs(ns.iter().map(|d| format!("s{d}"))),
         );
     }
-    let config = Config::new().with_pipeline("bench", pipeline);
+    Config::new().with_pipeline("bench", pipeline)
+}
+
+/// The plan of [`gitops_config`]'s pipeline for a push.
+pub fn gitops_plan(config: &Config) -> PlannedPipeline {
     Planner::new()
-        .plan_named(&event(), &config, "bench")
+        .plan_named(&event(), config, "bench")
         .unwrap_or_else(|e| panic!("planning the bench pipeline: {e}"))
 }
 
+/// The pipeline for `needs`: config built in code, planned (graph construction included).
+pub fn gitops_pipeline(needs: &[Vec<u32>]) -> PlannedPipeline {
+    gitops_plan(&gitops_config(needs))
+}
+
 pub(super) fn prepare(needs: &[Vec<u32>]) -> Prepared {
-    let pipeline = Arc::new(gitops_pipeline(needs));
+    prepare_planned(Arc::new(gitops_pipeline(needs)))
+}
+
+/// A run of `pipeline` on the no-op executor.
+pub fn prepare_planned(pipeline: Arc<PlannedPipeline>) -> Prepared {
     let registry = BackendRegistry::new().with_executor("local", Arc::new(Noop));
     let scheduler = Scheduler::with_options(
         registry,

@@ -11,7 +11,7 @@ use std::future::Future;
 
 use std::pin::Pin;
 
-pub use gitops_impl::gitops_pipeline;
+pub use gitops_impl::{gitops_config, gitops_pipeline, gitops_plan, prepare_planned};
 
 /// The implementations, by name.
 pub const IMPLS: [&str; 5] = ["gitops", "spawn_join", "minimal", "dagx", "dagrs"];

@@ -151,19 +151,18 @@ impl Driver {
                 states.mark_failed_ancestry(s.index());
             }
         }
-        let remaining: Vec<u32> = graph
-            .stages()
-            .map(|s| {
-                graph
-                    .needs(s)
-                    .filter(|n| !states.finished(n.index()))
+        let layout = &run.pipeline.layout;
+        let remaining: Vec<u32> = (0..states.len())
+            .map(|i| {
+                layout
+                    .needs(i)
+                    .iter()
+                    .filter(|&&n| !states.finished(n as usize))
                     .count() as u32
             })
             .collect();
-        let ready = graph
-            .stages()
-            .filter(|s| !states.finished(s.index()) && remaining[s.index()] == 0)
-            .map(|s| s.index())
+        let ready = (0..states.len())
+            .filter(|&i| !states.finished(i) && remaining[i] == 0)
             .collect();
 
         // Backends and their targets, resolved once per run.
