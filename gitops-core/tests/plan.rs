@@ -86,11 +86,11 @@ fn pull_request_opened_deploys_a_preview_of_its_own() {
     assert_eq!(pipeline.paths_checked, Some(true));
     // What the event resolves is filled in; stage outputs wait for the run.
     assert_eq!(
-        pipeline.stage("build").unwrap().with["tag"],
+        pipeline.stage("build").unwrap().details().with["tag"],
         json!("app:a1")
     );
     assert_eq!(
-        preview.with["image"],
+        preview.details().with["image"],
         json!("${{ stages.build.outputs.image }}")
     );
     assert_eq!(
@@ -180,7 +180,7 @@ fn release_tags_deploy_production_and_prereleases_do_not() {
     let deploy = p.pipelines[0].stage("deploy").unwrap();
     assert_eq!(deploy.environment.as_deref(), Some("production"));
     assert_eq!(deploy.backend, "terraform");
-    assert_eq!(deploy.with["version"], json!("1.2.0"));
+    assert_eq!(deploy.details().with["version"], json!("1.2.0"));
     assert!(
         plan(&tag("v1.3.0-rc.1"), &Changes::Unknown)
             .pipelines
@@ -233,7 +233,7 @@ pipelines:
     let p = Planner::new()
         .plan(&push("dev"), &c, &Changes::Unknown)
         .unwrap();
-    let s = |id: &str| p.pipelines[0].stage(id).unwrap().skip.clone();
+    let s = |id: &str| p.pipelines[0].stage(id).unwrap().skip().cloned();
     assert_eq!(s("test"), None);
     assert_eq!(
         s("publish"),
@@ -259,12 +259,17 @@ pipelines:
     let on_main = Planner::new()
         .plan(&push("main"), &c, &Changes::Unknown)
         .unwrap();
-    assert!(on_main.pipelines[0].stages.iter().all(|s| s.skip.is_none()));
+    assert!(
+        on_main.pipelines[0]
+            .stages
+            .iter()
+            .all(|s| s.skip().is_none())
+    );
     let on_pr = Planner::new()
         .plan(&pr("opened", 1, "main", false), &c, &Changes::Unknown)
         .unwrap();
     assert_eq!(
-        on_pr.pipelines[0].stage("later").unwrap().skip,
+        on_pr.pipelines[0].stage("later").unwrap().skip().cloned(),
         Some(PlannedSkip::ConditionFalse {
             expr: "event.kind == 'push' && stages.test.outputs.ok == 'yes'".into()
         })

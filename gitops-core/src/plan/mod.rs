@@ -183,12 +183,32 @@ pub struct PlannedStage {
     pub action: Action,
     /// The environment instance it deploys to or stops (`preview-pr-7`).
     pub environment: Option<String>,
-    /// The environment as named in config (`preview`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub environment_config: Option<String>,
     /// The command, exactly as written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
+    /// A failure does not fail the run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_error: bool,
+    /// What most stages do not have (read it with [`details`](Self::details)): allocated only
+    /// for a stage that has some, so that a plan of many plain stages stays small.
+    #[serde(flatten)]
+    pub(crate) details: Option<Box<PlannedDetails>>,
+    /// The stage as configured: the scheduler renders its templates from this, never from the
+    /// partly rendered text above (event data must not be read as template syntax).
+    #[serde(skip)]
+    pub(crate) source: Arc<Stage>,
+    /// The environment it deploys to or stops, as configured.
+    #[serde(skip)]
+    pub(crate) environment_settings: Option<Arc<Environment>>,
+}
+
+/// The parts of a [`PlannedStage`] that most stages do not have.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct PlannedDetails {
+    /// The environment as named in config (`preview`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment_config: Option<String>,
     /// Environment variables; what the event resolves is filled in, the rest stays `${{ }}`.
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     pub env: IndexMap<String, String>,
@@ -207,16 +227,38 @@ pub struct PlannedStage {
     /// Retry policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
-    /// A failure does not fail the run.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub continue_on_error: bool,
-    /// The stage as configured: the scheduler renders its templates from this, never from the
-    /// partly rendered text above (event data must not be read as template syntax).
-    #[serde(skip)]
-    pub(crate) source: Arc<Stage>,
-    /// The environment it deploys to or stops, as configured.
-    #[serde(skip)]
-    pub(crate) environment_settings: Option<Arc<Environment>>,
+}
+
+impl PlannedDetails {
+    fn is_empty(&self) -> bool {
+        self.environment_config.is_none()
+            && self.env.is_empty()
+            && self.with.is_empty()
+            && self.condition.is_none()
+            && self.skip.is_none()
+            && self.timeout.is_none()
+            && self.retry.is_none()
+    }
+}
+
+static NO_DETAILS: std::sync::LazyLock<PlannedDetails> =
+    std::sync::LazyLock::new(PlannedDetails::default);
+
+impl PlannedStage {
+    /// Its environment's config name, rendered `env` and `with`, condition, skip, timeout and
+    /// retry policy (all empty for a plain stage).
+    pub fn details(&self) -> &PlannedDetails {
+        self.details.as_deref().unwrap_or(&NO_DETAILS)
+    }
+
+    /// Set when the event alone already decides that the stage will be skipped.
+    pub fn skip(&self) -> Option<&PlannedSkip> {
+        self.details().skip.as_ref()
+    }
+
+    fn set_skip(&mut self, skip: PlannedSkip) {
+        self.details.get_or_insert_with(Default::default).skip = Some(skip);
+    }
 }
 
 /// Why a planned stage will be skipped.
@@ -334,7 +376,7 @@ fn plan_pipeline(
         stages.push(plan_stage(name, id, stage, config, event, &ctx)?);
     }
     for &s in graph.order() {
-        if stages[s.index()].skip.is_some() {
+        if stages[s.index()].skip().is_some() {
             continue;
         }
         let requires_success = pipeline.stages[s.index()]
@@ -342,8 +384,8 @@ fn plan_pipeline(
             .as_ref()
             .is_none_or(|c| !c.expr.uses_status_function());
         if requires_success {
-            if let Some(need) = graph.needs(s).find(|n| stages[n.index()].skip.is_some()) {
-                stages[s.index()].skip = Some(PlannedSkip::NeedSkipped {
+            if let Some(need) = graph.needs(s).find(|n| stages[n.index()].skip().is_some()) {
+                stages[s.index()].set_skip(PlannedSkip::NeedSkipped {
                     need: graph.id(need).to_owned(),
                 });
             }
@@ -399,14 +441,8 @@ fn plan_stage(
             }),
             _ => None,
         });
-    Ok(PlannedStage {
-        id: id.to_owned(),
-        needs: stage.needs.clone(),
-        backend,
-        action: stage.action(),
-        environment,
+    let details = PlannedDetails {
         environment_config: env_config.map(|(k, _)| k.clone()),
-        run: stage.run.clone(),
         env: stage
             .env
             .iter()
@@ -421,7 +457,16 @@ fn plan_stage(
         skip,
         timeout: stage.timeout.map(format_duration),
         retry: stage.retry.clone(),
+    };
+    Ok(PlannedStage {
+        id: id.to_owned(),
+        needs: stage.needs.clone(),
+        backend,
+        action: stage.action(),
+        environment,
+        run: stage.run.clone(),
         continue_on_error: stage.continue_on_error,
+        details: (!details.is_empty()).then(|| Box::new(details)),
         source: stage.clone(),
         environment_settings: env_config.map(|(_, e)| Arc::new(e.clone())),
     })

@@ -351,7 +351,7 @@ impl Driver {
             }
         }
         let environment = if layout.has(i, ENVIRONMENT) {
-            match (&planned.environment, &planned.environment_config) {
+            match (&planned.environment, &planned.details().environment_config) {
                 (Some(name), Some(config)) => {
                     let event = &self.run.spec.info.event;
                     let settings = planned.environment_settings.as_deref();
