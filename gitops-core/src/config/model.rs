@@ -100,8 +100,8 @@ pub struct Pipeline {
     pub(crate) graph_cache: GraphCache,
 }
 
-/// A stage graph with the stages it was built from.
-pub(crate) type BuiltGraph = Arc<(Vec<(String, Arc<Stage>)>, crate::graph::StageGraph)>;
+/// A stage graph with the stages it was built from (their ids are the graph's).
+pub(crate) type BuiltGraph = Arc<(Vec<Arc<Stage>>, crate::graph::StageGraph)>;
 
 /// A pipeline's stage graph with the stages it was built from, to tell when it is stale (the
 /// stages are public and may be replaced after it was built).
@@ -115,22 +115,20 @@ impl GraphCache {
         stages: &IndexMap<String, Arc<Stage>>,
     ) -> Result<BuiltGraph, crate::graph::GraphError> {
         if let Some(cached) = self.0.get() {
-            let same = cached.0.len() == stages.len()
-                && cached
-                    .0
+            let (built_from, graph) = &**cached;
+            let same = built_from.len() == stages.len()
+                && built_from
                     .iter()
                     .zip(stages)
-                    .all(|((k, a), (key, b))| k == key && Arc::ptr_eq(a, b));
+                    .zip(graph.stages())
+                    .all(|((a, (key, b)), id)| graph.id(id) == key && Arc::ptr_eq(a, b));
             if same {
                 return Ok(cached.clone());
             }
         }
         let graph =
             crate::graph::StageGraph::from_needs(stages.iter().map(|(id, s)| (id, &s.needs)))?;
-        let built = Arc::new((
-            stages.iter().map(|(k, s)| (k.clone(), s.clone())).collect(),
-            graph,
-        ));
+        let built = Arc::new((stages.values().cloned().collect(), graph));
         let _ = self.0.set(built.clone());
         Ok(built)
     }
@@ -350,7 +348,7 @@ pub struct Stage {
     pub needs: Vec<String>,
     /// Whether to run, decided when the stage is ready (default `success()`).
     #[serde(default, rename = "if")]
-    pub condition: Option<Condition>,
+    pub condition: Option<Box<Condition>>,
     /// The backend that runs it (default `local`; for `deploy`/`stop`, the environment's).
     #[serde(default)]
     pub backend: Option<String>,
@@ -375,7 +373,7 @@ pub struct Stage {
     pub timeout: Option<Duration>,
     /// Try again on failure.
     #[serde(default)]
-    pub retry: Option<Retry>,
+    pub retry: Option<Box<Retry>>,
     /// A failure of this stage does not fail the run.
     #[serde(default)]
     pub continue_on_error: bool,

@@ -456,7 +456,7 @@ fn plan_stage(
         condition: stage.condition.as_ref().map(|c| c.source.clone()),
         skip,
         timeout: stage.timeout.map(format_duration),
-        retry: stage.retry.clone(),
+        retry: stage.retry.as_deref().cloned(),
     };
     Ok(PlannedStage {
         id: id.to_owned(),

@@ -398,7 +398,7 @@ impl Driver {
             target: self.target_of[i],
             ctx,
             retry: if layout.has(i, POLICY) {
-                planned.source.retry.clone()
+                planned.source.retry.as_deref().cloned()
             } else {
                 None
             },
