@@ -100,8 +100,16 @@ pub struct Pipeline {
     pub(crate) graph_cache: GraphCache,
 }
 
-/// A stage graph with the stages it was built from (their ids are the graph's).
-pub(crate) type BuiltGraph = Arc<(Vec<Arc<Stage>>, crate::graph::StageGraph)>;
+/// A stage graph with the stages it was built from (their ids are the graph's), and the flat
+/// rows the scheduler reads.
+pub(crate) type BuiltGraph = Arc<Built>;
+
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub(crate) stages: Vec<Arc<Stage>>,
+    pub(crate) graph: crate::graph::StageGraph,
+    pub(crate) rows: crate::plan::layout::Rows,
+}
 
 /// A pipeline's stage graph with the stages it was built from, to tell when it is stale (the
 /// stages are public and may be replaced after it was built).
@@ -115,7 +123,7 @@ impl GraphCache {
         stages: &IndexMap<String, Arc<Stage>>,
     ) -> Result<BuiltGraph, crate::graph::GraphError> {
         if let Some(cached) = self.0.get() {
-            let (built_from, graph) = &**cached;
+            let (built_from, graph) = (&cached.stages, &cached.graph);
             let same = built_from.len() == stages.len()
                 && built_from
                     .iter()
@@ -128,7 +136,13 @@ impl GraphCache {
         }
         let graph =
             crate::graph::StageGraph::from_needs(stages.iter().map(|(id, s)| (id, &s.needs)))?;
-        let built = Arc::new((stages.values().cloned().collect(), graph));
+        let stages: Vec<Arc<Stage>> = stages.values().cloned().collect();
+        let rows = crate::plan::layout::Rows::new(&graph, &stages);
+        let built = Arc::new(Built {
+            stages,
+            graph,
+            rows,
+        });
         let _ = self.0.set(built.clone());
         Ok(built)
     }

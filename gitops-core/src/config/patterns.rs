@@ -51,9 +51,20 @@ impl Glob {
 
 impl Glob {
     fn matches(&self, name: &str) -> bool {
+        // Without wildcards the prefix is the whole pattern (`main`).
+        if self.prefix.len() == self.body_len() {
+            return name == self.prefix;
+        }
         name.starts_with(&self.prefix)
             && name.ends_with(&self.suffix)
             && self.pattern.matches_with(name, OPTIONS)
+    }
+}
+
+impl Glob {
+    /// The pattern's length without its `!`.
+    fn body_len(&self) -> usize {
+        self.source.len() - usize::from(self.negated)
     }
 }
 

@@ -222,7 +222,7 @@ fn check_pipeline(
     // Built through the pipeline's cache, so that the first plan reuses it.
     let cached = pipeline.graph_cache.get(&pipeline.stages);
     let graph = match &cached {
-        Ok(c) => Some(&c.1),
+        Ok(c) => Some(&c.graph),
         Err(err) => {
             for problem in &err.problems {
                 let pos = match problem {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::PlannedStage;
+use crate::config::{BuiltGraph, Stage};
 use crate::graph::StageGraph;
 
 /// The stage has an `if:`.
@@ -19,36 +20,55 @@ pub(crate) const CONTINUE_ON_ERROR: u8 = 16;
 /// It deploys to or stops an environment.
 pub(crate) const ENVIRONMENT: u8 = 32;
 
-/// Needs and dependents in compressed rows (stage `i`'s are `list[at[i]..at[i + 1]]`, ascending),
-/// and a flag byte per stage.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Layout {
+/// Needs and dependents in compressed rows (stage `i`'s are `list[at[i]..at[i + 1]]`,
+/// ascending), ids and commands: what depends on the pipeline's stages alone, built once with
+/// its graph and shared by every plan of it.
+#[derive(Debug, Default)]
+pub(crate) struct Rows {
     needs_at: Vec<u32>,
     needs: Vec<u32>,
     dependents_at: Vec<u32>,
     dependents: Vec<u32>,
-    pub(crate) flags: Vec<u8>,
     /// Ids and commands, shared with every context of the stage without copying.
-    pub(crate) ids: Vec<Arc<str>>,
-    pub(crate) commands: Vec<Option<Arc<str>>>,
+    ids: Vec<Arc<str>>,
+    commands: Vec<Option<Arc<str>>>,
 }
 
-impl Layout {
-    pub(crate) fn new(graph: &StageGraph, stages: &[PlannedStage]) -> Layout {
-        let mut layout = Layout::default();
-        layout.needs_at.push(0);
-        layout.dependents_at.push(0);
+impl Rows {
+    pub(crate) fn new(graph: &StageGraph, stages: &[Arc<Stage>]) -> Rows {
+        let mut rows = Rows::default();
+        rows.needs_at.push(0);
+        rows.dependents_at.push(0);
         for s in graph.stages() {
             let mut needs: Vec<u32> = graph.needs(s).map(|n| n.index() as u32).collect();
             needs.sort_unstable();
-            layout.needs.extend(needs);
-            layout.needs_at.push(layout.needs.len() as u32);
+            rows.needs.extend(needs);
+            rows.needs_at.push(rows.needs.len() as u32);
             let mut deps: Vec<u32> = graph.dependents(s).map(|n| n.index() as u32).collect();
             deps.sort_unstable();
-            layout.dependents.extend(deps);
-            layout.dependents_at.push(layout.dependents.len() as u32);
+            rows.dependents.extend(deps);
+            rows.dependents_at.push(rows.dependents.len() as u32);
         }
-        layout.flags = stages
+        rows.ids = graph.stages().map(|s| graph.shared_id(s).clone()).collect();
+        rows.commands = stages
+            .iter()
+            .map(|s| s.run.as_deref().map(Arc::from))
+            .collect();
+        rows
+    }
+}
+
+/// A planned pipeline's stages for the scheduler's hot loop: the pipeline's [`Rows`] and a
+/// flag byte per stage (which depends on the environments too, so it is made per plan).
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    built: BuiltGraph,
+    flags: Vec<u8>,
+}
+
+impl Layout {
+    pub(crate) fn new(built: BuiltGraph, stages: &[PlannedStage]) -> Layout {
+        let flags = stages
             .iter()
             .map(|p| {
                 let src = &p.source;
@@ -81,22 +101,33 @@ impl Layout {
                 f
             })
             .collect();
-        layout.ids = graph.stages().map(|s| graph.shared_id(s).clone()).collect();
-        layout.commands = stages
-            .iter()
-            .map(|p| p.source.run.as_deref().map(Arc::from))
-            .collect();
-        layout
+        Layout { built, flags }
+    }
+
+    fn rows(&self) -> &Rows {
+        &self.built.rows
     }
 
     /// The stages stage `i` needs, ascending.
     pub(crate) fn needs(&self, i: usize) -> &[u32] {
-        &self.needs[self.needs_at[i] as usize..self.needs_at[i + 1] as usize]
+        let r = self.rows();
+        &r.needs[r.needs_at[i] as usize..r.needs_at[i + 1] as usize]
     }
 
     /// The stages that need stage `i`, ascending.
     pub(crate) fn dependents(&self, i: usize) -> &[u32] {
-        &self.dependents[self.dependents_at[i] as usize..self.dependents_at[i + 1] as usize]
+        let r = self.rows();
+        &r.dependents[r.dependents_at[i] as usize..r.dependents_at[i + 1] as usize]
+    }
+
+    /// Stage `i`'s id.
+    pub(crate) fn id(&self, i: usize) -> &Arc<str> {
+        &self.rows().ids[i]
+    }
+
+    /// Stage `i`'s `run` command.
+    pub(crate) fn command(&self, i: usize) -> &Option<Arc<str>> {
+        &self.rows().commands[i]
     }
 
     pub(crate) fn has(&self, i: usize, flag: u8) -> bool {

@@ -141,7 +141,7 @@ pub struct PlannedPipeline {
 impl PlannedPipeline {
     /// The stage graph.
     pub fn graph(&self) -> &StageGraph {
-        &self.graph.0.1
+        &self.graph.0.graph
     }
 
     /// A stage by id.
@@ -157,7 +157,7 @@ struct GraphRef(crate::config::BuiltGraph);
 impl std::ops::Deref for GraphRef {
     type Target = StageGraph;
     fn deref(&self) -> &StageGraph {
-        &self.0.1
+        &self.0.graph
     }
 }
 
@@ -400,7 +400,7 @@ fn plan_pipeline(
         group: c.group.template.render_partial(&ctx),
         on_conflict: c.on_conflict,
     });
-    let layout = Layout::new(&graph, &stages);
+    let layout = Layout::new(graph.0.clone(), &stages);
     Ok(PlannedPipeline {
         name: name.to_owned(),
         stages,

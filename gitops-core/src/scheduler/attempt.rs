@@ -87,12 +87,12 @@ impl Shared {
     /// policy: everything in it comes from the run and the plan's tables.
     fn plain_context(&self, index: usize) -> StageContext {
         let layout = &self.pipeline.layout;
-        let stage = &layout.ids[index];
+        let stage = layout.id(index);
         StageContext {
             run: self.info.clone(),
             stage: stage.clone(),
             attempt: 1,
-            command: layout.commands[index].clone(),
+            command: layout.command(index).clone(),
             env: self.env.clone(),
             with: serde_json::Map::new(),
             environment: None,
@@ -248,7 +248,7 @@ async fn once(
     let started = shared.start.elapsed();
     if shared.observed {
         let _ = shared.events.send(RunEvent::StageStarted {
-            stage: shared.pipeline.layout.ids[index].to_string(),
+            stage: shared.pipeline.layout.id(index).to_string(),
             attempt: 1,
             backend: shared.backend_names[backend].to_string(),
             at: shared.start.elapsed().as_secs_f64(),

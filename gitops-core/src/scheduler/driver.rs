@@ -382,15 +382,15 @@ impl Driver {
         };
         let ctx = StageContext {
             run: self.run.spec.info.clone(),
-            stage: layout.ids[i].clone(),
+            stage: layout.id(i).clone(),
             attempt: 1,
-            command: layout.commands[i].clone(),
+            command: layout.command(i).clone(),
             env,
             with,
             environment,
             timeout,
             cancel: self.shared.cancel_shard(i).clone(),
-            log: LogSink::shared(&self.shared.log, &layout.ids[i], 1),
+            log: LogSink::shared(&self.shared.log, layout.id(i), 1),
         };
         Job {
             index: i,
