@@ -336,6 +336,43 @@ async fn cancelling_a_run_stops_running_stages_and_skips_the_rest() {
     assert_eq!(report.result, RunResult::Cancelled);
 }
 
+/// Finishes its work whatever happens meanwhile: it succeeds 300 ms after it starts.
+struct Stubborn;
+
+#[async_trait::async_trait]
+impl gitops_core::backend::Executor for Stubborn {
+    async fn execute(
+        &self,
+        _ctx: gitops_core::backend::StageContext,
+    ) -> Result<gitops_core::backend::Completion, gitops_core::backend::BackendError> {
+        tokio::time::sleep(ms(300)).await;
+        Ok(gitops_core::backend::Completion::success())
+    }
+}
+
+#[tokio::test]
+async fn a_stage_that_succeeds_while_the_run_is_cancelled_is_reported_as_it_ended() {
+    let registry = BackendRegistry::new().with_executor("local", Arc::new(Stubborn));
+    let run = Scheduler::new(registry).run(
+        pipeline("      a: { run: x }\n      b: { run: x, needs: a }\n"),
+        RunSpec::new(RunInfo::new("r", "p", event(), ".")),
+    );
+    let cancel = run.cancel_token();
+    tokio::spawn(async move {
+        tokio::time::sleep(ms(100)).await;
+        cancel.cancel();
+    });
+    let report = run.execute().await;
+    assert_eq!(report.stage("a").unwrap().result, StageResult::Success);
+    assert_eq!(
+        report.stage("b").unwrap().result,
+        StageResult::Skipped {
+            reason: SkipReason::RunCancelled
+        }
+    );
+    assert_eq!(report.result, RunResult::Cancelled);
+}
+
 #[tokio::test]
 async fn outputs_feed_the_env_and_conditions_of_dependents() {
     let stages = r#"      build: { run: x }

@@ -262,7 +262,7 @@ async fn once(
         Target::Missing(m) => Err(BackendError::Failed(m.clone())),
         gated => Box::pin(call(shared, gated, backend, ctx(), None)).await.0,
     };
-    let (result, outputs) = if shared.run_cancel.is_cancelled() {
+    let (result, outputs) = if stopped_by_run(shared, &result) {
         (StageResult::Cancelled, BTreeMap::new())
     } else {
         classify(result)
@@ -378,10 +378,25 @@ async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
     if timed_out {
         return Attempt::TimedOut;
     }
-    if shared.run_cancel.is_cancelled() {
+    if stopped_by_run(&shared, &result) {
         return Attempt::Cancelled;
     }
     Attempt::Returned(result)
+}
+
+/// Whether a stage that returned `result` was stopped by the run's cancellation: it did not
+/// succeed, and the run is cancelled. (A stage that succeeded did its work either way; and
+/// success is checked first because asking the run's token takes a lock that every stage of
+/// the run shares.)
+fn stopped_by_run(shared: &Shared, result: &Result<Completion, BackendError>) -> bool {
+    let succeeded = matches!(
+        result,
+        Ok(Completion {
+            outcome: Outcome::Success,
+            ..
+        })
+    );
+    !succeeded && shared.run_cancel.is_cancelled()
 }
 
 /// Calls the stage's backend within `limit`, cancelling its token when the limit passes (and
