@@ -104,8 +104,16 @@ impl Shared {
 }
 
 /// What a stage task sends back to the driver.
+///
+/// Most stages succeed at their first attempt without outputs: their message is small (the
+/// channel moves every message at the size of the largest), the rest is boxed.
 pub(super) enum Finished {
-    Done(Done),
+    Succeeded {
+        index: u32,
+        started: Duration,
+        finished: Duration,
+    },
+    Done(Box<Done>),
     /// The task panicked (a bug in a backend); the index of its stage.
     Panicked(usize),
 }
@@ -179,7 +187,30 @@ impl PanicGuard {
 
     fn report(mut self, done: Done) {
         self.reported = true;
-        let _ = self.shared.done.send(Finished::Done(done));
+        let plain = matches!(done.result, StageResult::Success)
+            && done.attempts == 1
+            && done.outputs.is_empty();
+        let message = if plain {
+            Finished::Succeeded {
+                index: done.index as u32,
+                started: done.started,
+                finished: done.finished,
+            }
+        } else {
+            Finished::Done(Box::new(done))
+        };
+        let _ = self.shared.done.send(message);
+    }
+}
+
+impl Finished {
+    /// The stage it is about.
+    pub fn index(&self) -> usize {
+        match self {
+            Finished::Succeeded { index, .. } => *index as usize,
+            Finished::Done(done) => done.index,
+            Finished::Panicked(index) => *index,
+        }
     }
 }
 

@@ -104,18 +104,20 @@ pub(super) async fn drive(run: Run) -> RunReport {
             finished = d.done.recv() => {
                 // The driver holds a sender itself, so the channel never closes under it.
                 let Some(finished) = finished else { break };
-                let (index, done) = match finished {
-                    Finished::Done(done) => (done.index, Some(done)),
-                    Finished::Panicked(index) => (index, None),
-                };
+                let index = finished.index();
                 d.running -= 1;
                 d.busy[d.backend_of[index]] -= 1;
-                match done {
-                    Some(Done { result, attempts, outputs, started, finished, .. }) => {
+                match finished {
+                    Finished::Succeeded { started, finished, .. } => {
+                        let (s, f) = (started.as_secs_f64(), finished.as_secs_f64());
+                        d.finish(index, StageResult::Success, 1, BTreeMap::new(), Some(s), Some(f)).await;
+                    }
+                    Finished::Done(done) => {
+                        let Done { result, attempts, outputs, started, finished, .. } = *done;
                         let (s, f) = (started.as_secs_f64(), finished.as_secs_f64());
                         d.finish(index, result, attempts, outputs, Some(s), Some(f)).await;
                     }
-                    None => {
+                    Finished::Panicked(_) => {
                         let message = "the stage's task panicked (a bug in its backend)".to_owned();
                         let at = d.shared.start.elapsed().as_secs_f64();
                         d.finish(index, StageResult::Failure { message, exit_code: None }, 1, BTreeMap::new(), None, Some(at)).await;
