@@ -1,8 +1,10 @@
-//! `compare`: every comparison of the benchmarks, once, each cell in a process of its own so
-//! that its peak RSS is its own. Prints a table, or with `--json` one JSON object per line.
+//! `compare`: every comparison of the benchmarks, each cell in a process of its own so that its
+//! peak RSS is its own. The cells compared with each other take turns, for three rounds (one
+//! with `--quick`, N with `--rounds N`), and each reports its median round. Prints a table, or
+//! with `--json` one JSON object per line.
 //!
 //! ```text
-//! cargo run --release -p gitops-benches --bin compare -- [--quick] [--json] [--only BENCH]
+//! cargo run --release -p gitops-benches --bin compare -- [--quick] [--rounds N] [--json] [--only BENCH]
 //! ```
 
 use std::process::{Command, ExitCode};
@@ -25,8 +27,7 @@ fn main() -> ExitCode {
             .map(String::as_str)
             .filter(|a| !a.starts_with("--"))
             .collect();
-        let quick = args.iter().any(|a| a == "--quick");
-        return match run_cell(&cell, quick) {
+        return match run_cell(&cell) {
             Some(v) => {
                 println!("{v}");
                 ExitCode::SUCCESS
@@ -44,83 +45,84 @@ fn main() -> ExitCode {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    let mut cells: Vec<Vec<String>> = Vec::new();
+    let rounds: usize = match args.iter().position(|a| a == "--rounds") {
+        Some(i) => match args.get(i + 1).and_then(|r| r.parse().ok()) {
+            Some(r) if r > 0 => r,
+            _ => {
+                eprintln!("compare: --rounds takes a number of rounds (1 or more)");
+                return ExitCode::FAILURE;
+            }
+        },
+        None if quick => 1,
+        None => 3,
+    };
+    let cell = |bench: &str, imp: &str, shape: &str, n: String| -> Vec<String> {
+        vec![bench.into(), imp.into(), shape.into(), n]
+    };
+    // Cells compared with each other form a group; a group's cells take turns, round after
+    // round, so that the machine's drift reaches all of them alike.
+    let mut groups: Vec<Vec<Vec<String>>> = Vec::new();
     for shape in Shape::ALL {
         for n in SIZES {
-            for imp in IMPLS {
-                cells.push(vec![
-                    "scheduler".into(),
-                    imp.into(),
-                    shape.name().into(),
-                    n.to_string(),
-                ]);
-            }
-            for imp in ["gitops_plan", "stage_graph"] {
-                cells.push(vec![
-                    "graph".into(),
-                    imp.into(),
-                    shape.name().into(),
-                    n.to_string(),
-                ]);
-            }
+            groups.push(
+                IMPLS
+                    .iter()
+                    .map(|imp| cell("scheduler", imp, shape.name(), n.to_string()))
+                    .collect(),
+            );
+            groups.push(
+                ["gitops_plan", "stage_graph"]
+                    .iter()
+                    .map(|imp| cell("graph", imp, shape.name(), n.to_string()))
+                    .collect(),
+            );
         }
     }
     for n in [10, 100, 1000] {
-        cells.push(vec![
-            "planner".into(),
-            "gitops".into(),
-            "mixed".into(),
-            n.to_string(),
-        ]);
+        groups.push(vec![cell("planner", "gitops", "mixed", n.to_string())]);
     }
-    for imp in ["gitops", "serde_json_value"] {
-        cells.push(vec![
-            "webhook".into(),
-            imp.into(),
-            "fixtures".into(),
-            "0".into(),
-        ]);
-    }
-    for imp in ["gitops_watcher", "git_for_each_ref"] {
-        cells.push(vec![
-            "watcher".into(),
-            imp.into(),
-            "refs".into(),
-            "10000".into(),
-        ]);
-    }
+    groups.push(
+        ["gitops", "serde_json_value"]
+            .iter()
+            .map(|imp| cell("webhook", imp, "fixtures", "0".into()))
+            .collect(),
+    );
+    groups.push(
+        ["gitops_watcher", "git_for_each_ref"]
+            .iter()
+            .map(|imp| cell("watcher", imp, "refs", "10000".into()))
+            .collect(),
+    );
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("compare: {e}"));
     let mut rows: Vec<Value> = Vec::new();
     let mut failed = false;
-    for cell in cells
+    for group in groups
         .iter()
-        .filter(|c| only.as_ref().is_none_or(|o| *o == c[0]))
+        .filter(|g| only.as_ref().is_none_or(|o| *o == g[0][0]))
     {
-        let mut cmd = Command::new(&exe);
-        cmd.arg("--cell").args(cell);
-        if quick {
-            cmd.arg("--quick");
-        }
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("compare: cannot run a cell: {e}"));
-        let line = String::from_utf8_lossy(&out.stdout);
-        match serde_json::from_str::<Value>(line.trim()) {
-            Ok(v) if out.status.success() => {
-                if json_out {
-                    println!("{v}");
-                } else {
-                    eprint!(".");
+        let mut results: Vec<Vec<Value>> = vec![Vec::new(); group.len()];
+        for _ in 0..rounds {
+            for (cell, results) in group.iter().zip(results.iter_mut()) {
+                match run_cell_process(&exe, cell) {
+                    Ok(v) => {
+                        if !json_out {
+                            eprint!(".");
+                        }
+                        results.push(v);
+                    }
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("\ncompare: cell {cell:?} failed: {e}");
+                    }
                 }
-                rows.push(v);
             }
-            _ => {
-                failed = true;
-                eprintln!(
-                    "\ncompare: cell {cell:?} failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
+        }
+        for r in results.into_iter().filter(|r| !r.is_empty()) {
+            let v = merge_rounds(r);
+            if json_out {
+                println!("{v}");
             }
+            rows.push(v);
         }
     }
     if !json_out {
@@ -134,21 +136,49 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs `cell` in a process of its own: its result line.
+fn run_cell_process(exe: &std::path::Path, cell: &[String]) -> Result<Value, String> {
+    let out = Command::new(exe)
+        .arg("--cell")
+        .args(cell)
+        .output()
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    match serde_json::from_str::<Value>(line.trim()) {
+        Ok(v) if out.status.success() => Ok(v),
+        _ => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+    }
+}
+
+/// One cell's rounds as one row: the round with the median time, and the highest peak RSS.
+fn merge_rounds(mut rounds: Vec<Value>) -> Value {
+    let peak = rounds
+        .iter()
+        .filter_map(|r| r["peak_rss_mb"].as_f64())
+        .fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
+    rounds.sort_by(|a, b| {
+        let t = |v: &Value| v["median_us"].as_f64().unwrap_or(f64::INFINITY);
+        t(a).total_cmp(&t(b))
+    });
+    let mut row = rounds.swap_remove(rounds.len() / 2);
+    row["rounds"] = json!(rounds.len() + 1);
+    if let Some(peak) = peak {
+        row["peak_rss_mb"] = json!(peak);
+    }
+    row
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn reps(n: usize, quick: bool) -> usize {
-    match (quick, n) {
-        (true, n) if n >= 100_000 => 1,
-        (true, _) => 3,
-        (false, n) if n >= 100_000 => 3,
-        (false, _) => 7,
-    }
+/// Repetitions of a timed run within one cell process (the rounds add more).
+fn reps(n: usize) -> usize {
+    if n >= 100_000 { 1 } else { 3 }
 }
 
-fn run_cell(cell: &[&str], quick: bool) -> Option<Value> {
+fn run_cell(cell: &[&str]) -> Option<Value> {
     let [bench, imp, shape, n] = cell else {
         return None;
     };
@@ -158,7 +188,7 @@ fn run_cell(cell: &[&str], quick: bool) -> Option<Value> {
             let needs = Shape::from_name(shape)?.needs(n);
             let rt = runtime();
             let mut times = Vec::new();
-            for _ in 0..reps(n, quick) {
+            for _ in 0..reps(n) {
                 let run = rt.block_on(prepare(imp, &needs))?;
                 let start = Instant::now();
                 let leftover = rt
@@ -181,7 +211,7 @@ fn run_cell(cell: &[&str], quick: bool) -> Option<Value> {
                     )
                 })
                 .collect();
-            (0..reps(n, quick))
+            (0..reps(n))
                 .map(|_| {
                     let start = Instant::now();
                     match *imp {
@@ -197,7 +227,7 @@ fn run_cell(cell: &[&str], quick: bool) -> Option<Value> {
         }
         "watcher" => {
             let repo = gitops_benches::watcher_bench::Repo::new(n);
-            let rounds = if quick { 3 } else { 9 };
+            let rounds = 3;
             (0..rounds)
                 .map(|round| {
                     // Untimed: a hundred refs move, as between two polls of a busy repository.
@@ -214,7 +244,7 @@ fn run_cell(cell: &[&str], quick: bool) -> Option<Value> {
         "planner" => {
             let config = planner_bench::config(n);
             let events = planner_bench::events();
-            let rounds = if quick { 200 } else { 2000 };
+            let rounds = 200;
             (0..5)
                 .map(|_| {
                     let start = Instant::now();
@@ -230,7 +260,7 @@ fn run_cell(cell: &[&str], quick: bool) -> Option<Value> {
         "webhook" => {
             let fixtures = webhook_fixtures();
             let bytes: usize = fixtures.iter().map(|f| f.2.len()).sum();
-            let rounds = if quick { 200 } else { 2000 };
+            let rounds = 200;
             let times: Vec<f64> = (0..5)
                 .map(|_| {
                     let start = Instant::now();
