@@ -59,9 +59,7 @@ impl Glob {
             && name.ends_with(&self.suffix)
             && self.pattern.matches_with(name, OPTIONS)
     }
-}
 
-impl Glob {
     /// The pattern's length without its `!`.
     fn body_len(&self) -> usize {
         self.source.len() - usize::from(self.negated)
