@@ -83,9 +83,10 @@ impl Shared {
         &self.cancel_shards[index % self.cancel_shards.len()]
     }
 
-    /// The first attempt's context of a stage with nothing to render, no environment and no
-    /// policy: everything in it comes from the run and the plan's tables.
-    fn plain_context(&self, index: usize) -> StageContext {
+    /// The first attempt's context of stage `index` with what every stage has: the run, its
+    /// `env`, the stage's id and command, its cancellation and log. A plain stage (nothing to
+    /// render, no environment, no policy) needs no more.
+    pub fn plain_context(&self, index: usize) -> StageContext {
         let layout = &self.pipeline.layout;
         let stage = layout.id(index);
         StageContext {

@@ -14,9 +14,7 @@ use super::events::RunEvent;
 use super::progress::Progress;
 use super::report::{RunReport, RunResult, SkipReason, StageReport, StageResult};
 use super::{Run, RunRecorder};
-use crate::backend::{
-    EnvironmentPolicy, EnvironmentTarget, LogLine, LogSink, LogTarget, StageContext,
-};
+use crate::backend::{EnvironmentPolicy, EnvironmentTarget, LogLine, LogTarget};
 use crate::expr::StageStatus;
 use crate::plan::layout::{
     CONTINUE_ON_ERROR, ENVIRONMENT, HAS_CONDITION, IMPLICIT_SUCCESS, POLICY, RENDERS,
@@ -326,74 +324,60 @@ impl Driver {
     fn job(&self, i: usize) -> Job {
         let layout = &self.run.pipeline.layout;
         let planned = &self.run.pipeline.stages[i];
-        let mut env = self.run.spec.env.clone();
-        let mut with = serde_json::Map::new();
+        // What every stage's context has; the rest is filled in below.
+        let mut ctx = self.shared.plain_context(i);
         if layout.has(i, RENDERS) {
             let source = &planned.source;
-            let ctx = self.context(
+            let rt = self.context(
                 i,
                 StageStatus {
                     needs_succeeded: true,
                     ..Default::default()
                 },
             );
-            env.extend(
+            ctx.env.extend(
                 source
                     .env
                     .iter()
-                    .map(|(k, t)| (k.clone(), ctx.render(&t.template))),
+                    .map(|(k, t)| (k.clone(), rt.render(&t.template))),
             );
             if let Some(settings) = &planned.environment_settings {
                 for (k, v) in settings.with.iter() {
-                    with.insert(k.clone(), ctx.render_json(v));
+                    ctx.with.insert(k.clone(), rt.render_json(v));
                 }
             }
             for (k, v) in &source.with {
-                with.insert(k.clone(), ctx.render_json(v));
+                ctx.with.insert(k.clone(), rt.render_json(v));
             }
         }
-        let environment = if layout.has(i, ENVIRONMENT) {
-            match (&planned.environment, &planned.details().environment_config) {
-                (Some(name), Some(config)) => {
-                    let event = &self.run.spec.info.event;
-                    let settings = planned.environment_settings.as_deref();
-                    Some(
-                        EnvironmentTarget::new(
-                            name.clone(),
-                            config.clone(),
-                            event.version().map(|v| v.to_string()),
-                        )
-                        .with_pull_request(
-                            event
-                                .pull_request()
-                                .filter(|_| settings.is_some_and(|s| s.per_pull_request))
-                                .map(|pr| pr.number),
-                        )
-                        .with_policy(settings.map(EnvironmentPolicy::of).unwrap_or_default()),
+        if layout.has(i, ENVIRONMENT) {
+            if let (Some(name), Some(config)) =
+                (&planned.environment, &planned.details().environment_config)
+            {
+                let event = &self.run.spec.info.event;
+                let settings = planned.environment_settings.as_deref();
+                ctx.environment = Some(
+                    EnvironmentTarget::new(
+                        name.clone(),
+                        config.clone(),
+                        event.version().map(|v| v.to_string()),
                     )
-                }
-                _ => None,
+                    .with_pull_request(
+                        event
+                            .pull_request()
+                            .filter(|_| settings.is_some_and(|s| s.per_pull_request))
+                            .map(|pr| pr.number),
+                    )
+                    .with_policy(settings.map(EnvironmentPolicy::of).unwrap_or_default()),
+                );
             }
-        } else {
-            None
-        };
+        }
         let timeout = if layout.has(i, POLICY) {
             planned.source.timeout
         } else {
             None
         };
-        let ctx = StageContext {
-            run: self.run.spec.info.clone(),
-            stage: layout.id(i).clone(),
-            attempt: 1,
-            command: layout.command(i).clone(),
-            env,
-            with,
-            environment,
-            timeout,
-            cancel: self.shared.cancel_shard(i).clone(),
-            log: LogSink::shared(&self.shared.log, layout.id(i), 1),
-        };
+        ctx.timeout = timeout;
         Job {
             index: i,
             backend: self.backend_of[i],
