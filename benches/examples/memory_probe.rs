@@ -6,14 +6,7 @@ use std::sync::Arc;
 use gitops_benches::shapes::Shape;
 
 fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
+    gitops_benches::rss_mb().unwrap_or(0.0)
 }
 
 fn main() {

@@ -33,8 +33,18 @@ pub fn webhook_fixtures() -> Vec<(
 
 /// This process's peak resident set size (`VmHWM`), in MiB.
 pub fn peak_rss_mb() -> Option<f64> {
+    status_mb("VmHWM:")
+}
+
+/// This process's resident set size now (`VmRSS`), in MiB.
+pub fn rss_mb() -> Option<f64> {
+    status_mb("VmRSS:")
+}
+
+/// A size in kB from `/proc/self/status` (`field` with its colon), in MiB.
+fn status_mb(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
