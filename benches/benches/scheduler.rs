@@ -3,7 +3,7 @@
 //! up to 100,000 and with dagx and dagrs, each in its own process).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use gitops_benches::impls::prepare;
+use gitops_benches::impls::{prepare, run_on};
 use gitops_benches::runtime;
 use gitops_benches::shapes::Shape;
 
@@ -22,7 +22,7 @@ fn scheduler(c: &mut Criterion) {
                             rt.block_on(prepare(imp, &needs))
                                 .unwrap_or_else(|| panic!("no impl {imp}"))
                         },
-                        |run| rt.block_on(async move { tokio::spawn(run()).await }),
+                        |run| run_on(&rt, run),
                         BatchSize::PerIteration,
                     )
                 });

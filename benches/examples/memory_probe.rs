@@ -30,7 +30,7 @@ fn main() {
     drop(config);
     let after_drop = rss_mb();
     let run = gitops_benches::impls::prepare_planned(plan.clone());
-    let leftover = rt.block_on(async move { tokio::spawn(run()).await });
+    let leftover = gitops_benches::impls::run_on(&rt, run);
     let after_run = rss_mb();
     drop(leftover);
     println!(

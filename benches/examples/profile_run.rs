@@ -29,7 +29,7 @@ fn main() {
             std::process::exit(2);
         };
         let t = std::time::Instant::now();
-        let leftover = rt.block_on(async move { tokio::spawn(run()).await });
+        let leftover = gitops_benches::impls::run_on(&rt, run);
         timed += t.elapsed();
         drop(leftover);
     }

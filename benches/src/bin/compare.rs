@@ -10,7 +10,7 @@
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use gitops_benches::impls::{IMPLS, gitops_pipeline, prepare};
+use gitops_benches::impls::{IMPLS, gitops_pipeline, prepare, run_on};
 use gitops_benches::shapes::Shape;
 use gitops_benches::{peak_rss_mb, planner_bench, runtime, webhook_fixtures};
 use gitops_core::graph::StageGraph;
@@ -196,9 +196,7 @@ fn run_cell(cell: &[&str]) -> Option<Value> {
             for _ in 0..reps(n) {
                 let run = rt.block_on(prepare(imp, &needs))?;
                 let start = Instant::now();
-                let leftover = rt
-                    .block_on(async move { tokio::spawn(run()).await })
-                    .unwrap_or_else(|e| panic!("{imp}: {e}"));
+                let leftover = run_on(&rt, run);
                 times.push(start.elapsed().as_secs_f64() * 1e6);
                 drop(leftover);
             }

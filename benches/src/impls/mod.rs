@@ -23,6 +23,13 @@ pub type Leftover = Box<dyn std::any::Any + Send>;
 /// A prepared run: calling it runs every stage once.
 pub type Prepared = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Leftover> + Send>> + Send>;
 
+/// Runs `run` to its end as a task on `rt` (so that what it spawns is spawned from a worker,
+/// as in an engine): what it leaves, for the caller to drop after its clock stops.
+pub fn run_on(rt: &tokio::runtime::Runtime, run: Prepared) -> Leftover {
+    rt.block_on(async move { tokio::spawn(run()).await })
+        .unwrap_or_else(|e| panic!("the run failed: {e}"))
+}
+
 /// Prepares a run of `needs` with the implementation `name` (construction happens here, on the
 /// current runtime, outside the timed part).
 pub async fn prepare(name: &str, needs: &[Vec<u32>]) -> Option<Prepared> {
