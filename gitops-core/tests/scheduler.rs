@@ -464,3 +464,198 @@ async fn ten_thousand_no_op_stages_run_to_completion() {
             .all(|s| s.result == StageResult::Success && s.attempts == 1)
     );
 }
+
+/// What happened, in order: `start X` from the executor, `record X` from the recorder.
+#[derive(Default)]
+struct Journal(std::sync::Mutex<Vec<String>>);
+
+impl Journal {
+    fn push(&self, entry: String) {
+        self.0.lock().unwrap().push(entry);
+    }
+
+    fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn position(&self, entry: &str) -> Option<usize> {
+        self.entries().iter().position(|e| e == entry)
+    }
+}
+
+/// Journals each start; stage `boom` panics, stage `slow` takes 300 ms, stages whose id
+/// starts with `fail` fail, the rest succeed at once.
+struct Journaling(Arc<Journal>);
+
+#[async_trait::async_trait]
+impl gitops_core::backend::Executor for Journaling {
+    async fn execute(
+        &self,
+        ctx: gitops_core::backend::StageContext,
+    ) -> Result<gitops_core::backend::Completion, gitops_core::backend::BackendError> {
+        self.0.push(format!("start {}", ctx.stage));
+        match &*ctx.stage {
+            "boom" => panic!("a bug in the backend"),
+            "slow" => tokio::time::sleep(ms(300)).await,
+            s if s.starts_with("fail") => {
+                return Ok(gitops_core::backend::Completion::failure(Some(1), "failed"));
+            }
+            _ => {}
+        }
+        Ok(gitops_core::backend::Completion::success())
+    }
+}
+
+/// Records each stage 20 ms after it is told, so that a stage started before its needs are
+/// recorded would show.
+struct SlowRecorder(Arc<Journal>);
+
+#[async_trait::async_trait]
+impl gitops_core::scheduler::RunRecorder for SlowRecorder {
+    async fn stage_finished(
+        &self,
+        _run_id: &str,
+        stage: &gitops_core::scheduler::StageReport,
+    ) -> Result<(), String> {
+        tokio::time::sleep(ms(20)).await;
+        self.0.push(format!("record {}", stage.id));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stage_is_recorded_before_any_stage_that_needs_it_starts() {
+    // `skipped` is skipped (its need failed), `after` runs anyway and needs it.
+    let stages = "      a: { run: x }\n      b: { run: x, needs: a }\n      fail: { run: x, needs: a }\n      skipped: { run: x, needs: fail }\n      after: { run: x, needs: [b, skipped], if: always() }\n      last: { run: x, needs: after }\n";
+    let journal = Arc::new(Journal::default());
+    let registry =
+        BackendRegistry::new().with_executor("local", Arc::new(Journaling(journal.clone())));
+    let spec = RunSpec::new(RunInfo::new("r", "p", event(), "."))
+        .with_recorder(Arc::new(SlowRecorder(journal.clone())));
+    let p = pipeline(stages);
+    let report = Scheduler::new(registry)
+        .run(p.clone(), spec)
+        .execute()
+        .await;
+    assert_eq!(
+        report.stage("skipped").unwrap().result,
+        StageResult::Skipped {
+            reason: SkipReason::NeedFailed {
+                need: "fail".into()
+            }
+        }
+    );
+    assert_eq!(report.stage("last").unwrap().result, StageResult::Success);
+    let entries = journal.entries();
+    for stage in &p.stages {
+        let recorded = journal
+            .position(&format!("record {}", stage.id))
+            .unwrap_or_else(|| panic!("{} was not recorded: {entries:?}", stage.id));
+        assert_eq!(
+            entries
+                .iter()
+                .filter(|e| **e == format!("record {}", stage.id))
+                .count(),
+            1,
+            "{entries:?}"
+        );
+        for dependent in p.stages.iter().filter(|s| s.needs.contains(&stage.id)) {
+            if let Some(started) = journal.position(&format!("start {}", dependent.id)) {
+                assert!(
+                    recorded < started,
+                    "{} started before {} was recorded: {entries:?}",
+                    dependent.id,
+                    stage.id
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_panics_fails_its_stage_and_the_run_goes_on() {
+    let stages = "      boom: { run: x }\n      after: { run: x, needs: boom }\n      other: { run: x }\n      next: { run: x, needs: other }\n";
+    let journal = Arc::new(Journal::default());
+    let registry = BackendRegistry::new().with_executor("local", Arc::new(Journaling(journal)));
+    let report = tokio::time::timeout(
+        Duration::from_secs(10),
+        Scheduler::new(registry)
+            .run(
+                pipeline(stages),
+                RunSpec::new(RunInfo::new("r", "p", event(), ".")),
+            )
+            .execute(),
+    )
+    .await
+    .expect("a run with a panicking backend still ends");
+    match &report.stage("boom").unwrap().result {
+        StageResult::Failure { message, .. } => assert!(message.contains("panicked"), "{message}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(
+        report.stage("after").unwrap().result,
+        StageResult::Skipped {
+            reason: SkipReason::NeedFailed {
+                need: "boom".into()
+            }
+        }
+    );
+    assert_eq!(report.stage("next").unwrap().result, StageResult::Success);
+    assert_eq!(report.result, RunResult::Failure);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_future_is_dropped_starts_nothing_more() {
+    let journal = Arc::new(Journal::default());
+    let registry =
+        BackendRegistry::new().with_executor("local", Arc::new(Journaling(journal.clone())));
+    let run = Scheduler::new(registry).run(
+        pipeline("      slow: { run: x }\n      next: { run: x, needs: slow }\n"),
+        RunSpec::new(RunInfo::new("r", "p", event(), ".")),
+    );
+    assert!(
+        tokio::time::timeout(ms(100), run.execute()).await.is_err(),
+        "the run is still going after 100 ms"
+    );
+    // `slow` ends 200 ms later; nothing may start after it.
+    tokio::time::sleep(ms(500)).await;
+    assert_eq!(journal.entries(), ["start slow"]);
+}
+
+// One thread, and stages that return without waiting: the chain runs in one task, which must
+// still let the runtime's other tasks have their turns.
+#[tokio::test]
+async fn a_long_chain_runs_in_order_and_leaves_other_tasks_their_turns() {
+    let n = 5_000;
+    let stages: String = (0..n)
+        .map(|i| match i {
+            0 => "      s0: { run: x }\n".to_owned(),
+            i => format!("      s{i}: {{ run: x, needs: s{} }}\n", i - 1),
+        })
+        .collect();
+    let journal = Arc::new(Journal::default());
+    let registry =
+        BackendRegistry::new().with_executor("local", Arc::new(Journaling(journal.clone())));
+    let run = Scheduler::new(registry).run(
+        pipeline(&stages),
+        RunSpec::new(RunInfo::new("r", "p", event(), ".")),
+    );
+    // A task on the same runtime keeps getting polled while the chain runs.
+    let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let report = run.execute().await;
+    ticker.abort();
+    assert_eq!(report.result, RunResult::Success);
+    let started: Vec<String> = journal.entries();
+    let expected: Vec<String> = (0..n).map(|i| format!("start s{i}")).collect();
+    assert_eq!(started, expected);
+    assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > 10);
+}

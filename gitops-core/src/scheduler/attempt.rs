@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
+use super::driver::{self, Core, Settled};
 use super::events::RunEvent;
-use super::report::StageResult;
-use super::{DeploymentGate, GateRefusal, WaitReason};
+use super::report::{StageReport, StageResult};
+use super::{DeploymentGate, GateRefusal, RunRecorder, WaitReason};
 use crate::backend::{
     BackendError, BackendRegistry, Completion, Deployer, Executor, LogSink, LogTarget, Outcome,
     RunInfo, StageContext,
@@ -60,12 +61,22 @@ pub(super) struct Shared {
     pub targets: Vec<Target>,
     pub backend_names: Vec<Arc<str>>,
     pub log: Arc<LogTarget>,
-    pub done: mpsc::UnboundedSender<Finished>,
     pub gate: Option<Arc<dyn DeploymentGate>>,
+    pub recorder: Option<Arc<dyn RunRecorder>>,
     /// What a plain stage's context is built from, on the worker that runs it.
     pub info: Arc<RunInfo>,
     pub env: BTreeMap<String, String>,
     pub pipeline: Arc<PlannedPipeline>,
+    pub max_parallel: usize,
+    /// Per stage: its backend's index, and the slot of its (action, backend) target.
+    pub backend_of: Vec<u32>,
+    pub target_of: Vec<u32>,
+    /// Per backend: how many of its stages may run at once.
+    pub limits: Vec<usize>,
+    /// The bookkeeping, shared by the stage tasks that settle their own ends.
+    pub core: std::sync::Mutex<Core>,
+    /// Notified once every stage has ended.
+    pub ended: Notify,
 }
 
 pub(super) struct Job {
@@ -104,21 +115,7 @@ impl Shared {
     }
 }
 
-/// What a stage task sends back to the driver.
-///
-/// Most stages succeed at their first attempt without outputs: their message is small (the
-/// channel moves every message at the size of the largest), the rest is boxed.
-pub(super) enum Finished {
-    Succeeded {
-        index: u32,
-        started: Duration,
-        finished: Duration,
-    },
-    Done(Box<Done>),
-    /// The task panicked (a bug in a backend); the index of its stage.
-    Panicked(usize),
-}
-
+/// How a stage task's stage ended.
 pub(super) struct Done {
     pub index: usize,
     pub result: StageResult,
@@ -128,18 +125,41 @@ pub(super) struct Done {
     pub finished: Duration,
 }
 
-/// Reports the stage as panicked if its task unwinds before it reported a result.
-struct PanicGuard {
+/// Settles the stage as failed if its task unwinds (a bug in its backend) before it ended.
+struct PanicGuard<'a> {
     index: usize,
-    shared: Arc<Shared>,
+    shared: &'a Arc<Shared>,
     reported: bool,
 }
 
-impl Drop for PanicGuard {
+impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
-        if !self.reported {
-            let _ = self.shared.done.send(Finished::Panicked(self.index));
+        // A task dropped without a panic is one the runtime shut down: no one waits for it.
+        if self.reported || !std::thread::panicking() {
+            return;
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (shared, index) = (self.shared.clone(), self.index);
+        let report = StageReport {
+            id: String::new(),
+            result: StageResult::Failure {
+                message: "the stage's task panicked (a bug in its backend)".to_owned(),
+                exit_code: None,
+            },
+            attempts: 1,
+            flaky: false,
+            started_secs: None,
+            finished_secs: Some(shared.start.elapsed().as_secs_f64()),
+            outputs: BTreeMap::new(),
+            reused: false,
+        };
+        runtime.spawn(async move {
+            if let Some(next) = driver::settle(&shared, index, report).next().await {
+                spawn_plain(shared, next);
+            }
+        });
     }
 }
 
@@ -177,67 +197,61 @@ fn classify(returned: Result<Completion, BackendError>) -> (StageResult, BTreeMa
     }
 }
 
-impl PanicGuard {
-    fn new(job: &Job) -> PanicGuard {
+impl<'a> PanicGuard<'a> {
+    fn new(index: usize, shared: &'a Arc<Shared>) -> Self {
         PanicGuard {
-            index: job.index,
-            shared: job.shared.clone(),
+            index,
+            shared,
             reported: false,
         }
     }
 
-    fn report(mut self, done: Done) {
+    /// Settles the stage's end (its report, its dependents); a plain stage started for the
+    /// caller to run comes back from it.
+    fn report(mut self, done: Done) -> Settled<'a> {
         self.reported = true;
-        let plain = matches!(done.result, StageResult::Success)
-            && done.attempts == 1
-            && done.outputs.is_empty();
-        let message = if plain {
-            Finished::Succeeded {
-                index: done.index as u32,
-                started: done.started,
-                finished: done.finished,
-            }
-        } else {
-            Finished::Done(Box::new(done))
+        let report = StageReport {
+            id: String::new(),
+            result: done.result,
+            attempts: done.attempts,
+            flaky: false,
+            started_secs: Some(done.started.as_secs_f64()),
+            finished_secs: Some(done.finished.as_secs_f64()),
+            outputs: done.outputs,
+            reused: false,
         };
-        let _ = self.shared.done.send(message);
-    }
-}
-
-impl Finished {
-    /// The stage it is about.
-    pub fn index(&self) -> usize {
-        match self {
-            Finished::Succeeded { index, .. } => *index as usize,
-            Finished::Done(done) => done.index,
-            Finished::Panicked(index) => *index,
-        }
+        driver::settle(self.shared, done.index, report)
     }
 }
 
 /// Starts a plain stage (see [`Shared::plain_context`]), most stages of most pipelines: its
-/// task carries the stage's indexes instead of a context, and builds the context on the worker
+/// task carries the stage's index instead of a context, and builds the context on the worker
 /// that runs it, straight into the backend's call (every task is allocated, and moved, at the
 /// size of its future; and a context built and dropped on one core does not move its
 /// reference counts between cores).
-pub(super) fn spawn_plain(shared: Arc<Shared>, index: u32, backend: u32, target: u32) {
-    let index = index as usize;
-    tokio::spawn(async move {
-        let guard = PanicGuard {
-            index,
-            shared,
-            reported: false,
-        };
-        let shared = &guard.shared;
-        let done = once(shared, index, backend as usize, target as usize, || {
+pub(super) fn spawn_plain(shared: Arc<Shared>, index: usize) {
+    tokio::spawn(run_plain(shared, index));
+}
+
+/// Runs plain stage `index`, then each plain stage that its end hands back, in this task.
+async fn run_plain(shared: Arc<Shared>, mut index: usize) {
+    loop {
+        let guard = PanicGuard::new(index, &shared);
+        let (backend, target) = (shared.backend_of[index], shared.target_of[index]);
+        let done = once(&shared, index, backend as usize, target as usize, || {
             shared.plain_context(index)
         })
         .await;
-        guard.report(done);
-    });
+        let Some(next) = guard.report(done).next().await else {
+            return;
+        };
+        index = next;
+        // A long chain in one task still gives the worker's other tasks their turns.
+        tokio::task::coop::consume_budget().await;
+    }
 }
 
-/// Starts the stage's task, which sends its result to the driver when it ends.
+/// Starts the stage's task, which settles the stage's end.
 ///
 /// Stages with neither retries nor a timeout get a task of their own type whose future is a
 /// fraction of the size.
@@ -252,19 +266,28 @@ pub(super) fn spawn(job: Job) {
                 shared,
                 ..
             } = job;
-            let guard = PanicGuard {
-                index,
-                shared,
-                reported: false,
-            };
-            let done = once(&guard.shared, index, backend, target, move || ctx).await;
-            guard.report(done);
+            let done = once(&shared, index, backend, target, move || ctx);
+            settle_then_next(&shared, index, done).await;
         });
     } else {
         tokio::spawn(async move {
-            let guard = PanicGuard::new(&job);
-            guard.report(attempts(job).await);
+            let (index, shared) = (job.index, job.shared.clone());
+            settle_then_next(&shared, index, attempts(job)).await;
         });
+    }
+}
+
+/// Awaits `done` under a panic guard, settles it, and starts the plain stage handed back in
+/// a task of its own (this one's future is larger).
+async fn settle_then_next(
+    shared: &Arc<Shared>,
+    index: usize,
+    done: impl std::future::Future<Output = Done>,
+) {
+    let guard = PanicGuard::new(index, shared);
+    let done = done.await;
+    if let Some(next) = guard.report(done).next().await {
+        spawn_plain(shared.clone(), next);
     }
 }
 

@@ -1,14 +1,18 @@
-//! The run loop: in-degree counts, a ready worklist, per-backend queues within the parallelism
-//! bounds; stage tasks report over a channel. O(stages + edges) bookkeeping, no polling, and no
+//! The run's bookkeeping: in-degree counts, a ready worklist, per-backend queues within the
+//! parallelism bounds.
+//!
+//! The bookkeeping is shared by the run's stage tasks, behind one lock: the task of a stage
+//! that ends settles it itself (its report, its dependents' counts) and starts the stages that
+//! became ready. A stage costs one task, and no round trip through a driver task that would
+//! have to be woken for every stage. The run's own task starts the first stages, handles the
+//! run's cancellation and waits for the end. O(stages + edges) bookkeeping, no polling, and no
 //! allocation per stage beyond the task and what the stage's own templates need.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-
-use super::attempt::{self, Done, Finished, Job, Shared, Target};
+use super::attempt::{self, Job, Shared, Target};
 use super::context::RuntimeContext;
 use super::events::RunEvent;
 use super::progress::Progress;
@@ -25,250 +29,422 @@ enum Decision {
     Skip(SkipReason),
 }
 
-struct Driver {
-    run: Run,
-    shared: Arc<Shared>,
-    done: mpsc::UnboundedReceiver<Finished>,
+/// What changes while a run runs; behind [`Shared::core`]'s lock.
+pub(super) struct Core {
     states: Progress,
+    /// Per stage: its needs that have not ended yet.
     remaining: Vec<u32>,
     ready: VecDeque<usize>,
-    /// Per stage: its backend's index, and the slot of its (action, backend) target.
-    backend_of: Vec<usize>,
-    target_of: Vec<usize>,
+    /// Per backend: stages whose needs have ended, waiting for a slot.
     queues: Vec<VecDeque<usize>>,
-    limits: Vec<usize>,
     busy: Vec<usize>,
+    /// Stages started whose end is not settled yet.
     running: usize,
+    /// Skipped stages being recorded (outside the lock) before they are settled.
+    recording: usize,
     cancelled: bool,
+    /// The run's `execute` future was dropped: nothing more starts.
+    abandoned: bool,
+    ended: bool,
+}
+
+/// A stage skipped while settling, to be recorded before it is settled in turn.
+struct Skipped {
+    index: usize,
+    report: StageReport,
+}
+
+/// What settling leaves to do once the lock is released.
+#[derive(Default)]
+struct Pumped {
+    /// Skipped stages to record, then settle (only with a recorder).
+    skipped: Vec<Skipped>,
+    /// Plain stages started, to spawn: a thousand stages made ready at once are spawned
+    /// while the other workers already settle the first of them.
+    spawn: Vec<u32>,
+    /// A plain stage started for the caller's task to run.
+    next: Option<usize>,
+}
+
+impl Pumped {
+    /// Spawns the stages started; returns the one for the caller.
+    fn spawn_started(&mut self, shared: &Arc<Shared>) -> Option<usize> {
+        for i in self.spawn.drain(..) {
+            attempt::spawn_plain(shared.clone(), i as usize);
+        }
+        self.next
+    }
+
+    /// Spawns the stages started, then records and settles the skipped ones (whose
+    /// dependents may be skipped or started in turn); returns the stage for the caller.
+    async fn carry_out(mut self, shared: &Arc<Shared>) -> Option<usize> {
+        loop {
+            self.spawn_started(shared);
+            if self.skipped.is_empty() {
+                return self.next;
+            }
+            if let Some(recorder) = &shared.recorder {
+                for s in &self.skipped {
+                    record(shared, recorder.as_ref(), &s.report).await;
+                }
+            }
+            let mut more = Pumped {
+                next: self.next,
+                ..Pumped::default()
+            };
+            let mut core = shared.lock();
+            for s in self.skipped {
+                core.recording -= 1;
+                core.finish(shared, s.index, s.report);
+            }
+            core.pump(shared, false, &mut more);
+            drop(core);
+            self = more;
+        }
+    }
+}
+
+/// Marks the run abandoned when its `execute` future is dropped before the end.
+struct Abandon<'a>(&'a Shared);
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        self.0.lock().abandoned = true;
+    }
 }
 
 pub(super) async fn drive(run: Run) -> RunReport {
-    let mut d = Driver::new(run);
-    d.emit(|at| RunEvent::RunStarted {
-        run_id: d.run.spec.info.id.clone(),
-        pipeline: d.run.pipeline.name.clone(),
-        stages: d.states.len(),
+    let shared = start(run);
+    let _abandon = Abandon(&shared);
+    shared.emit(|at| RunEvent::RunStarted {
+        run_id: shared.info.id.clone(),
+        pipeline: shared.pipeline.name.clone(),
+        stages: shared.pipeline.stages.len(),
         at,
     });
-    // One wait for the run's cancellation for the whole loop, not a new one per completion.
-    let token = d.run.cancel.clone();
+    let mut first = Pumped::default();
+    shared.lock().pump(&shared, false, &mut first);
+    first.carry_out(&shared).await;
+    // One wait for the run's cancellation for the whole run.
+    let token = shared.run_cancel.clone();
     let cancelled = token.cancelled();
     tokio::pin!(cancelled);
+    let mut seen = false;
     loop {
-        while let Some(i) = d.ready.pop_front() {
-            match d.decide(i) {
-                Decision::Skip(reason) => {
-                    d.finish(
-                        i,
-                        StageResult::Skipped { reason },
-                        0,
-                        BTreeMap::new(),
-                        None,
-                        None,
-                    )
-                    .await;
-                }
+        tokio::select! {
+            biased;
+            _ = &mut cancelled, if !seen => {
+                seen = true;
+                let mut out = Pumped::default();
+                shared.lock().cancel(&shared, &mut out);
+                out.carry_out(&shared).await;
+            }
+            // A permit is kept when the end comes before this waits.
+            _ = shared.ended.notified() => break,
+        }
+    }
+    report(&shared)
+}
+
+/// Settles the end of stage `index` from its task: records it (when the run has a recorder,
+/// before any stage that needs it starts), counts it off its dependents, and starts what
+/// became ready. One plain stage among those (see [`Shared::plain_context`]) may be handed
+/// back instead of spawned, for the caller's task to run next: a chain of stages then runs
+/// in one task, without a task or a wakeup per stage.
+///
+/// Without a recorder it is done at once. The task's future holds what is returned across
+/// its awaits, so the rest (a recorder's calls) is a boxed future: every stage's task is
+/// allocated at its future's size.
+pub(super) fn settle(shared: &Arc<Shared>, index: usize, mut report: StageReport) -> Settled<'_> {
+    if let Some(recorder) = &shared.recorder {
+        report.id = shared.pipeline.layout.id(index).to_string();
+        return Settled::Later(Box::pin(async move {
+            record(shared, recorder.as_ref(), &report).await;
+            settled(shared, index, report).carry_out(shared).await
+        }));
+    }
+    let mut out = settled(shared, index, report);
+    debug_assert!(
+        out.skipped.is_empty(),
+        "skips are settled at once without a recorder"
+    );
+    Settled::Now(out.spawn_started(shared))
+}
+
+/// What [`settle`] returns: the stage to run next, now or once a recorder is done.
+pub(super) enum Settled<'a> {
+    Now(Option<usize>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Option<usize>> + Send + 'a>>),
+}
+
+impl Settled<'_> {
+    pub async fn next(self) -> Option<usize> {
+        match self {
+            Settled::Now(next) => next,
+            Settled::Later(later) => later.await,
+        }
+    }
+}
+
+/// Stage `index` ended (and is recorded): its report and dependents, under the lock.
+fn settled(shared: &Arc<Shared>, index: usize, report: StageReport) -> Pumped {
+    let mut out = Pumped::default();
+    let mut core = shared.lock();
+    core.running -= 1;
+    core.busy[shared.backend_of[index] as usize] -= 1;
+    core.finish(shared, index, report);
+    core.pump(shared, true, &mut out);
+    out
+}
+
+async fn record(shared: &Shared, recorder: &dyn RunRecorder, report: &StageReport) {
+    if let Err(message) = recorder.stage_finished(&shared.info.id, report).await {
+        shared.emit(|at| RunEvent::Warning {
+            message: format!("cannot record stage \"{}\": {message}", report.id),
+            at,
+        });
+    }
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Core> {
+        // The lock is never held across a backend call; a panic under it (a bug) leaves
+        // counts that are still worth reporting from.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, event: impl FnOnce(f64) -> RunEvent) {
+        if self.observed {
+            let _ = self.events.send(event(self.start.elapsed().as_secs_f64()));
+        }
+    }
+}
+
+/// The run's shared state, with the stages it reuses already ended.
+fn start(run: Run) -> Arc<Shared> {
+    let pipeline = &run.pipeline;
+    let graph = pipeline.graph();
+    let mut states = Progress::new(pipeline.stages.iter().map(|s| s.id.as_str()));
+    for (i, stage) in pipeline.stages.iter().enumerate() {
+        if let Some(r) = run.spec.reuse.get(&stage.id) {
+            let failed = r.result.is_failure();
+            let ok =
+                matches!(r.result, StageResult::Success) || (failed && stage.continue_on_error);
+            let report = StageReport {
+                reused: true,
+                ..r.clone()
+            };
+            states.finish(i, report, ok, failed && !stage.continue_on_error);
+        }
+    }
+    // Reused stages may have reused ancestors only; propagate ancestry failures in order.
+    for &s in graph.order() {
+        if states.report(s.index()).reused
+            && graph.needs(s).any(|n| states.failed_ancestry(n.index()))
+        {
+            states.mark_failed_ancestry(s.index());
+        }
+    }
+    let layout = &pipeline.layout;
+    let remaining: Vec<u32> = (0..states.len())
+        .map(|i| {
+            layout
+                .needs(i)
+                .iter()
+                .filter(|&&n| !states.finished(n as usize))
+                .count() as u32
+        })
+        .collect();
+    let ready = (0..states.len())
+        .filter(|&i| !states.finished(i) && remaining[i] == 0)
+        .collect();
+
+    // Backends and their targets, resolved once per run.
+    let mut backend_names: Vec<Arc<str>> = Vec::new();
+    let mut slots: Vec<(usize, crate::config::Action)> = Vec::new();
+    let mut targets = Vec::new();
+    let mut backend_of = Vec::with_capacity(pipeline.stages.len());
+    let mut target_of = Vec::with_capacity(pipeline.stages.len());
+    for s in &pipeline.stages {
+        let b = match backend_names.iter().position(|n| **n == *s.backend) {
+            Some(b) => b,
+            None => {
+                backend_names.push(Arc::from(s.backend.as_str()));
+                backend_names.len() - 1
+            }
+        };
+        let t = match slots.iter().position(|&(sb, a)| sb == b && a == s.action) {
+            Some(t) => t,
+            None => {
+                slots.push((b, s.action));
+                targets.push(Target::new(s.action, &s.backend, &run.registry));
+                slots.len() - 1
+            }
+        };
+        backend_of.push(b as u32);
+        target_of.push(t as u32);
+    }
+    let limits = backend_names
+        .iter()
+        .map(|n| {
+            run.options
+                .per_backend
+                .get(&**n)
+                .copied()
+                .unwrap_or(usize::MAX)
+        })
+        .collect();
+    let core = Core {
+        states,
+        remaining,
+        ready,
+        queues: backend_names.iter().map(|_| VecDeque::new()).collect(),
+        busy: vec![0; backend_names.len()],
+        running: 0,
+        recording: 0,
+        // A run cancelled before it started (superseded while queued) starts nothing.
+        cancelled: run.cancel.is_cancelled(),
+        abandoned: false,
+        ended: false,
+    };
+
+    let start = Instant::now();
+    let observed = run.events.receiver_count() > 0;
+    let events = run.events.clone();
+    let log = LogTarget::new(run.spec.secrets.clone(), move |l: LogLine| {
+        if observed {
+            let at = start.elapsed().as_secs_f64();
+            let _ = events.send(RunEvent::Log {
+                stage: l.stage,
+                attempt: l.attempt,
+                stream: l.stream,
+                line: l.line,
+                at,
+            });
+        }
+    });
+    Arc::new(Shared {
+        events: run.events,
+        cancel_shards: (0..64)
+            .map(|_| Arc::new(run.cancel.child_token()))
+            .collect(),
+        run_cancel: run.cancel,
+        observed,
+        start,
+        targets,
+        backend_names,
+        log,
+        gate: run.spec.gate,
+        recorder: run.spec.recorder,
+        info: run.spec.info,
+        env: run.spec.env,
+        max_parallel: run.options.max_parallel.max(1),
+        backend_of,
+        target_of,
+        limits,
+        core: Mutex::new(core),
+        ended: tokio::sync::Notify::new(),
+        pipeline: run.pipeline,
+    })
+}
+
+impl Core {
+    /// Decides the ready stages and starts what may start. Without a recorder, stages it skips
+    /// are settled at once; with one, they are returned, to be recorded outside the lock and
+    /// settled then. With `take`, the first plain stage started is returned instead of
+    /// spawned, for the caller to run.
+    fn pump(&mut self, shared: &Arc<Shared>, take: bool, out: &mut Pumped) {
+        if self.abandoned {
+            return;
+        }
+        // A stage ending while the run is being cancelled must not start the next one before
+        // the driver task sees it: every child token is cancelled with the run's, and a shard
+        // is a lock few stages share.
+        let waiting = !self.ready.is_empty() || self.queues.iter().any(|q| !q.is_empty());
+        if waiting && !self.cancelled && shared.cancel_shard(self.running).is_cancelled() {
+            return self.cancel(shared, out);
+        }
+        while let Some(i) = self.ready.pop_front() {
+            match self.decide(shared, i) {
+                Decision::Skip(reason) => self.skip(shared, i, reason, &mut out.skipped),
                 Decision::Run => {
-                    d.queues[d.backend_of[i]].push_back(i);
-                    let stage = &d.run.pipeline.stages[i].id;
-                    d.emit(|at| RunEvent::StageQueued {
-                        stage: stage.clone(),
+                    self.queues[shared.backend_of[i] as usize].push_back(i);
+                    shared.emit(|at| RunEvent::StageQueued {
+                        stage: shared.pipeline.stages[i].id.clone(),
                         at,
                     });
                 }
             }
         }
-        while d.running < d.run.options.max_parallel.max(1) {
-            let Some(i) = d.next_launchable() else { break };
-            if d.run.pipeline.layout.has(i, RENDERS | ENVIRONMENT | POLICY) {
-                attempt::spawn(d.job(i));
-            } else {
-                attempt::spawn_plain(
-                    d.shared.clone(),
-                    i as u32,
-                    d.backend_of[i] as u32,
-                    d.target_of[i] as u32,
-                );
-            }
-            d.running += 1;
-            d.busy[d.backend_of[i]] += 1;
-        }
-        if d.running == 0 {
-            break;
-        }
-        tokio::select! {
-            biased;
-            _ = &mut cancelled, if !d.cancelled => d.cancel_queued().await,
-            finished = d.done.recv() => {
-                // The driver holds a sender itself, so the channel never closes under it.
-                let Some(finished) = finished else { break };
-                let index = finished.index();
-                d.running -= 1;
-                d.busy[d.backend_of[index]] -= 1;
-                match finished {
-                    Finished::Succeeded { started, finished, .. } => {
-                        let (s, f) = (started.as_secs_f64(), finished.as_secs_f64());
-                        d.finish(index, StageResult::Success, 1, BTreeMap::new(), Some(s), Some(f)).await;
-                    }
-                    Finished::Done(done) => {
-                        let Done { result, attempts, outputs, started, finished, .. } = *done;
-                        let (s, f) = (started.as_secs_f64(), finished.as_secs_f64());
-                        d.finish(index, result, attempts, outputs, Some(s), Some(f)).await;
-                    }
-                    Finished::Panicked(_) => {
-                        let message = "the stage's task panicked (a bug in its backend)".to_owned();
-                        let at = d.shared.start.elapsed().as_secs_f64();
-                        d.finish(index, StageResult::Failure { message, exit_code: None }, 1, BTreeMap::new(), None, Some(at)).await;
-                    }
-                }
-            }
-        }
-    }
-    d.report()
-}
-
-impl Driver {
-    fn new(run: Run) -> Driver {
-        let graph = run.pipeline.graph();
-        let mut states = Progress::new(run.pipeline.stages.iter().map(|s| s.id.as_str()));
-        for (i, stage) in run.pipeline.stages.iter().enumerate() {
-            if let Some(r) = run.spec.reuse.get(&stage.id) {
-                let failed = r.result.is_failure();
-                let ok =
-                    matches!(r.result, StageResult::Success) || (failed && stage.continue_on_error);
-                let report = StageReport {
-                    reused: true,
-                    ..r.clone()
-                };
-                states.finish(i, report, ok, failed && !stage.continue_on_error);
-            }
-        }
-        // Reused stages may have reused ancestors only; propagate ancestry failures in order.
-        for &s in graph.order() {
-            if states.report(s.index()).reused
-                && graph.needs(s).any(|n| states.failed_ancestry(n.index()))
+        while self.running < shared.max_parallel {
+            let Some(i) = self.next_launchable(shared) else {
+                break;
+            };
+            if shared
+                .pipeline
+                .layout
+                .has(i, RENDERS | ENVIRONMENT | POLICY)
             {
-                states.mark_failed_ancestry(s.index());
+                attempt::spawn(self.job(shared, i));
+            } else if take && out.next.is_none() {
+                out.next = Some(i);
+            } else {
+                out.spawn.push(i as u32);
             }
+            self.running += 1;
+            self.busy[shared.backend_of[i] as usize] += 1;
         }
-        let layout = &run.pipeline.layout;
-        let remaining: Vec<u32> = (0..states.len())
-            .map(|i| {
-                layout
-                    .needs(i)
-                    .iter()
-                    .filter(|&&n| !states.finished(n as usize))
-                    .count() as u32
-            })
-            .collect();
-        let ready = (0..states.len())
-            .filter(|&i| !states.finished(i) && remaining[i] == 0)
-            .collect();
-
-        // Backends and their targets, resolved once per run.
-        let mut backend_names: Vec<Arc<str>> = Vec::new();
-        let mut slots: Vec<(usize, crate::config::Action)> = Vec::new();
-        let mut targets = Vec::new();
-        let mut backend_of = Vec::with_capacity(run.pipeline.stages.len());
-        let mut target_of = Vec::with_capacity(run.pipeline.stages.len());
-        for s in &run.pipeline.stages {
-            let b = match backend_names.iter().position(|n| **n == *s.backend) {
-                Some(b) => b,
-                None => {
-                    backend_names.push(Arc::from(s.backend.as_str()));
-                    backend_names.len() - 1
-                }
-            };
-            let t = match slots.iter().position(|&(sb, a)| sb == b && a == s.action) {
-                Some(t) => t,
-                None => {
-                    slots.push((b, s.action));
-                    targets.push(Target::new(s.action, &s.backend, &run.registry));
-                    slots.len() - 1
-                }
-            };
-            backend_of.push(b);
-            target_of.push(t);
-        }
-        let limits = backend_names
-            .iter()
-            .map(|n| {
-                run.options
-                    .per_backend
-                    .get(&**n)
-                    .copied()
-                    .unwrap_or(usize::MAX)
-            })
-            .collect();
-        let queues = backend_names.iter().map(|_| VecDeque::new()).collect();
-        let busy = vec![0; backend_names.len()];
-
-        let start = Instant::now();
-        let observed = run.events.receiver_count() > 0;
-        let events = run.events.clone();
-        let log = LogTarget::new(run.spec.secrets.clone(), move |l: LogLine| {
-            if observed {
-                let at = start.elapsed().as_secs_f64();
-                let _ = events.send(RunEvent::Log {
-                    stage: l.stage,
-                    attempt: l.attempt,
-                    stream: l.stream,
-                    line: l.line,
-                    at,
-                });
-            }
-        });
-        let (tx, done) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            events: run.events.clone(),
-            run_cancel: run.cancel.clone(),
-            cancel_shards: (0..64)
-                .map(|_| Arc::new(run.cancel.child_token()))
-                .collect(),
-            observed,
-            start,
-            targets,
-            backend_names,
-            log,
-            done: tx,
-            gate: run.spec.gate.clone(),
-            info: run.spec.info.clone(),
-            env: run.spec.env.clone(),
-            pipeline: run.pipeline.clone(),
-        });
-        let cancelled = run.cancel.is_cancelled();
-        Driver {
-            run,
-            shared,
-            done,
-            states,
-            remaining,
-            ready,
-            backend_of,
-            target_of,
-            queues,
-            limits,
-            busy,
-            running: 0,
-            // A run cancelled before it started (superseded while queued) starts nothing.
-            cancelled,
+        if !self.ended && self.running == 0 && self.recording == 0 {
+            self.ended = true;
+            shared.ended.notify_one();
         }
     }
 
-    fn emit(&self, event: impl FnOnce(f64) -> RunEvent) {
-        if self.shared.observed {
-            let _ = self
-                .run
-                .events
-                .send(event(self.shared.start.elapsed().as_secs_f64()));
+    /// Ends stage `i` as skipped: at once, or (with a recorder) once it is recorded.
+    fn skip(&mut self, shared: &Shared, i: usize, reason: SkipReason, out: &mut Vec<Skipped>) {
+        let report = StageReport {
+            id: String::new(),
+            result: StageResult::Skipped { reason },
+            attempts: 0,
+            flaky: false,
+            started_secs: None,
+            finished_secs: Some(shared.start.elapsed().as_secs_f64()),
+            outputs: BTreeMap::new(),
+            reused: false,
+        };
+        if shared.recorder.is_some() {
+            let id = shared.pipeline.layout.id(i).to_string();
+            self.recording += 1;
+            out.push(Skipped {
+                index: i,
+                report: StageReport { id, ..report },
+            });
+        } else {
+            self.finish(shared, i, report);
+            // Its dependents are decided by the caller's loop.
         }
     }
 
-    fn decide(&self, i: usize) -> Decision {
+    /// The run was cancelled: queued stages are skipped, running ones stop through their
+    /// tokens, and nothing more starts.
+    fn cancel(&mut self, shared: &Arc<Shared>, out: &mut Pumped) {
+        if self.ended {
+            // Every stage had ended before the driver saw the cancellation.
+            return;
+        }
+        self.cancelled = true;
+        let queued: Vec<usize> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
+        for i in queued {
+            self.skip(shared, i, SkipReason::RunCancelled, &mut out.skipped);
+        }
+        self.pump(shared, false, out);
+    }
+
+    fn decide(&self, shared: &Shared, i: usize) -> Decision {
         if self.cancelled {
             return Decision::Skip(SkipReason::RunCancelled);
         }
-        let layout = &self.run.pipeline.layout;
+        let layout = &shared.pipeline.layout;
         let needs = layout.needs(i);
         let needs_succeeded = needs.iter().all(|&n| self.states.ok(n as usize));
         if layout.has(i, IMPLICIT_SUCCESS) && !needs_succeeded {
@@ -278,7 +454,7 @@ impl Driver {
                 .map(|&n| n as usize)
                 .find(|&n| !self.states.ok(n))
                 .unwrap_or(i);
-            let name = self.run.pipeline.stages[need].id.clone();
+            let name = shared.pipeline.stages[need].id.clone();
             return Decision::Skip(match self.states.result(need) {
                 Some(StageResult::Skipped { .. }) => SkipReason::NeedSkipped { need: name },
                 _ => SkipReason::NeedFailed { need: name },
@@ -292,8 +468,8 @@ impl Driver {
                     .any(|&n| self.states.failed_ancestry(n as usize)),
                 cancelled: false,
             };
-            if let Some(c) = &self.run.pipeline.stages[i].source.condition {
-                let ctx = self.context(i, status);
+            if let Some(c) = &shared.pipeline.stages[i].source.condition {
+                let ctx = self.context(shared, i, status);
                 if !c.expr.eval(&ctx).is_some_and(|v| v.truthy()) {
                     return Decision::Skip(SkipReason::ConditionFalse {
                         expr: c.source.clone(),
@@ -304,31 +480,37 @@ impl Driver {
         Decision::Run
     }
 
-    fn context(&self, i: usize, status: StageStatus) -> RuntimeContext<'_> {
+    fn context<'a>(
+        &'a self,
+        shared: &'a Shared,
+        i: usize,
+        status: StageStatus,
+    ) -> RuntimeContext<'a> {
         RuntimeContext {
-            event: &self.run.spec.info.event,
-            env: &self.run.spec.env,
-            stage: &self.run.pipeline.stages[i].source,
-            graph: self.run.pipeline.graph(),
+            event: &shared.info.event,
+            env: &shared.env,
+            stage: &shared.pipeline.stages[i].source,
+            graph: shared.pipeline.graph(),
             states: &self.states,
             status,
         }
     }
 
-    fn next_launchable(&mut self) -> Option<usize> {
+    fn next_launchable(&mut self, shared: &Shared) -> Option<usize> {
         (0..self.queues.len())
-            .find(|&b| !self.queues[b].is_empty() && self.busy[b] < self.limits[b])
+            .find(|&b| !self.queues[b].is_empty() && self.busy[b] < shared.limits[b])
             .and_then(|b| self.queues[b].pop_front())
     }
 
-    fn job(&self, i: usize) -> Job {
-        let layout = &self.run.pipeline.layout;
-        let planned = &self.run.pipeline.stages[i];
+    fn job(&self, shared: &Arc<Shared>, i: usize) -> Job {
+        let layout = &shared.pipeline.layout;
+        let planned = &shared.pipeline.stages[i];
         // What every stage's context has; the rest is filled in below.
-        let mut ctx = self.shared.plain_context(i);
+        let mut ctx = shared.plain_context(i);
         if layout.has(i, RENDERS) {
             let source = &planned.source;
             let rt = self.context(
+                shared,
                 i,
                 StageStatus {
                     needs_succeeded: true,
@@ -354,7 +536,7 @@ impl Driver {
             if let (Some(name), Some(config)) =
                 (&planned.environment, &planned.details().environment_config)
             {
-                let event = &self.run.spec.info.event;
+                let event = &shared.info.event;
                 let settings = planned.environment_settings.as_deref();
                 ctx.environment = Some(
                     EnvironmentTarget::new(
@@ -380,8 +562,8 @@ impl Driver {
         ctx.timeout = timeout;
         Job {
             index: i,
-            backend: self.backend_of[i],
-            target: self.target_of[i],
+            backend: shared.backend_of[i] as usize,
+            target: shared.target_of[i] as usize,
             ctx,
             retry: if layout.has(i, POLICY) {
                 planned.source.retry.as_deref().cloned()
@@ -389,126 +571,75 @@ impl Driver {
                 None
             },
             timeout,
-            shared: self.shared.clone(),
+            shared: shared.clone(),
         }
     }
 
-    async fn cancel_queued(&mut self) {
-        self.cancelled = true;
-        let queued: Vec<usize> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
-        for i in queued {
-            self.finish(
-                i,
-                StageResult::Skipped {
-                    reason: SkipReason::RunCancelled,
-                },
-                0,
-                BTreeMap::new(),
-                None,
-                None,
-            )
-            .await;
-        }
-    }
-
-    async fn finish(
-        &mut self,
-        i: usize,
-        result: StageResult,
-        attempts: u32,
-        outputs: BTreeMap<String, String>,
-        started: Option<f64>,
-        finished: Option<f64>,
-    ) {
-        let layout = &self.run.pipeline.layout;
+    /// Stores stage `i`'s report and counts it off its dependents' needs.
+    fn finish(&mut self, shared: &Shared, i: usize, report: StageReport) {
+        let layout = &shared.pipeline.layout;
         let continue_on_error = layout.has(i, CONTINUE_ON_ERROR);
-        let failed = result.is_failure();
+        let failed = report.result.is_failure();
         let ancestry = layout
             .needs(i)
             .iter()
             .any(|&n| self.states.failed_ancestry(n as usize));
-        let ok = matches!(result, StageResult::Success) || (failed && continue_on_error);
-        let report = StageReport {
-            id: String::new(),
-            flaky: matches!(result, StageResult::Success) && attempts > 1,
-            result,
-            attempts,
-            started_secs: started,
-            finished_secs: finished.or_else(|| Some(self.shared.start.elapsed().as_secs_f64())),
-            outputs,
-            reused: false,
-        };
-        self.states
-            .finish(i, report, ok, (failed && !continue_on_error) || ancestry);
-        if self.shared.observed || self.run.spec.recorder.is_some() {
+        let ok = matches!(report.result, StageResult::Success) || (failed && continue_on_error);
+        let flaky = matches!(report.result, StageResult::Success) && report.attempts > 1;
+        self.states.finish(
+            i,
+            StageReport { flaky, ..report },
+            ok,
+            (failed && !continue_on_error) || ancestry,
+        );
+        if shared.observed {
             let report = self.states.report(i);
             let duration_secs = report.duration().map_or(0.0, |d| d.as_secs_f64());
-            self.emit(|at| RunEvent::StageFinished {
+            shared.emit(|at| RunEvent::StageFinished {
                 stage: report.id.clone(),
                 result: report.result.clone(),
-                attempts,
+                attempts: report.attempts,
                 flaky: report.flaky,
                 duration_secs,
                 at,
             });
-            if let Some(recorder) = &self.run.spec.recorder {
-                self.record(recorder.as_ref(), report).await;
-            }
         }
-        let Driver {
-            run,
-            remaining,
-            states,
-            ready,
-            ..
-        } = self;
-        for &d in run.pipeline.layout.dependents(i) {
+        for &d in layout.dependents(i) {
             let d = d as usize;
-            remaining[d] -= 1;
-            if remaining[d] == 0 && !states.finished(d) {
-                ready.push_back(d);
+            self.remaining[d] -= 1;
+            if self.remaining[d] == 0 && !self.states.finished(d) {
+                self.ready.push_back(d);
             }
         }
     }
+}
 
-    async fn record(&self, recorder: &dyn RunRecorder, report: &StageReport) {
-        if let Err(message) = recorder
-            .stage_finished(&self.run.spec.info.id, report)
-            .await
-        {
-            self.emit(|at| RunEvent::Warning {
-                message: format!("cannot record stage \"{}\": {message}", report.id),
-                at,
-            });
-        }
-    }
-
-    fn report(self) -> RunReport {
-        let result = if self.cancelled {
-            RunResult::Cancelled
-        } else if (0..self.states.len()).any(|i| {
-            self.states.result(i).is_some_and(StageResult::is_failure)
-                && !self.run.pipeline.layout.has(i, CONTINUE_ON_ERROR)
-        }) {
-            RunResult::Failure
-        } else {
-            RunResult::Success
-        };
-        let duration_secs = self.shared.start.elapsed().as_secs_f64();
-        self.emit(|at| RunEvent::RunFinished {
-            run_id: self.run.spec.info.id.clone(),
-            result,
-            duration_secs,
-            at,
-        });
-        // The reports were filled in place as stages ended.
-        let stages = self.states.into_reports();
-        RunReport {
-            run_id: self.run.spec.info.id.clone(),
-            pipeline: self.run.pipeline.name.clone(),
-            result,
-            duration_secs,
-            stages,
-        }
+fn report(shared: &Shared) -> RunReport {
+    let states = std::mem::replace(&mut shared.lock().states, Progress::new(std::iter::empty()));
+    let cancelled = shared.lock().cancelled;
+    let result = if cancelled {
+        RunResult::Cancelled
+    } else if (0..states.len()).any(|i| {
+        states.result(i).is_some_and(StageResult::is_failure)
+            && !shared.pipeline.layout.has(i, CONTINUE_ON_ERROR)
+    }) {
+        RunResult::Failure
+    } else {
+        RunResult::Success
+    };
+    let duration_secs = shared.start.elapsed().as_secs_f64();
+    shared.emit(|at| RunEvent::RunFinished {
+        run_id: shared.info.id.clone(),
+        result,
+        duration_secs,
+        at,
+    });
+    // The reports were filled in place as stages ended.
+    RunReport {
+        run_id: shared.info.id.clone(),
+        pipeline: shared.pipeline.name.clone(),
+        result,
+        duration_secs,
+        stages: states.into_reports(),
     }
 }
