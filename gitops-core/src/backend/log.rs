@@ -94,9 +94,10 @@ impl LogSink {
         }
     }
 
-    pub(crate) fn shared(target: &Arc<LogTarget>, stage: &Arc<str>, attempt: u32) -> Self {
+    /// A sink of `stage` into a target shared by many (none: lines are dropped).
+    pub(crate) fn shared(target: Option<&Arc<LogTarget>>, stage: &Arc<str>, attempt: u32) -> Self {
         LogSink {
-            target: Some(target.clone()),
+            target: target.cloned(),
             stage: stage.clone(),
             attempt,
         }

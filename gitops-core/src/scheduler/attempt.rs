@@ -60,7 +60,9 @@ pub(super) struct Shared {
     /// Indexed by (action, backend) slot; see `Driver::target_slot`.
     pub targets: Vec<Target>,
     pub backend_names: Vec<Arc<str>>,
-    pub log: Arc<LogTarget>,
+    /// Where stage logs go: nowhere when no one follows the run (no line is masked and
+    /// copied for no one).
+    pub log: Option<Arc<LogTarget>>,
     pub gate: Option<Arc<dyn DeploymentGate>>,
     pub recorder: Option<Arc<dyn RunRecorder>>,
     /// What a plain stage's context is built from, on the worker that runs it.
@@ -110,7 +112,7 @@ impl Shared {
             environment: None,
             timeout: None,
             cancel: self.cancel_shard(index).clone(),
-            log: LogSink::shared(&self.log, stage, 1),
+            log: LogSink::shared(self.log.as_ref(), stage, 1),
         }
     }
 }
@@ -428,7 +430,7 @@ async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
     };
     ctx.attempt = attempt;
     ctx.cancel = token.clone();
-    ctx.log = LogSink::shared(&shared.log, &ctx.stage, attempt);
+    ctx.log = LogSink::shared(shared.log.as_ref(), &ctx.stage, attempt);
     let (result, timed_out) = call(&shared, target, job.backend, ctx, job.timeout).await;
     if timed_out {
         return Attempt::TimedOut;

@@ -311,8 +311,8 @@ fn start(run: Run) -> Arc<Shared> {
     let start = Instant::now();
     let observed = run.events.receiver_count() > 0;
     let events = run.events.clone();
-    let log = LogTarget::new(run.spec.secrets.clone(), move |l: LogLine| {
-        if observed {
+    let log = observed.then(|| {
+        LogTarget::new(run.spec.secrets.clone(), move |l: LogLine| {
             let at = start.elapsed().as_secs_f64();
             let _ = events.send(RunEvent::Log {
                 stage: l.stage,
@@ -321,7 +321,7 @@ fn start(run: Run) -> Arc<Shared> {
                 line: l.line,
                 at,
             });
-        }
+        })
     });
     Arc::new(Shared {
         events: run.events,
