@@ -325,7 +325,8 @@ fn start(run: Run) -> Arc<Shared> {
     });
     Arc::new(Shared {
         events: run.events,
-        cancel_shards: (0..64)
+        // No more shards than stages: a small run does not pay for 64 tokens.
+        cancel_shards: (0..run.pipeline.stages.len().clamp(1, 64))
             .map(|_| Arc::new(run.cancel.child_token()))
             .collect(),
         run_cancel: run.cancel,
