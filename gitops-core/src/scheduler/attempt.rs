@@ -57,7 +57,7 @@ pub(super) struct Shared {
     /// `execute`, so no one can subscribe later), so that nothing is built for no one.
     pub observed: bool,
     pub start: Instant,
-    /// Indexed by (action, backend) slot; see `Driver::target_slot`.
+    /// Indexed by (action, backend) slot, resolved once per run (`driver::start`).
     pub targets: Vec<Target>,
     pub backend_names: Vec<Arc<str>>,
     /// Where stage logs go: nowhere when no one follows the run (no line is masked and

@@ -359,7 +359,7 @@ impl Core {
             return;
         }
         // A stage ending while the run is being cancelled must not start the next one before
-        // the driver task sees it: every child token is cancelled with the run's, and a shard
+        // the run's task sees it: every child token is cancelled with the run's, and a shard
         // is a lock few stages share.
         let waiting = !self.ready.is_empty() || self.queues.iter().any(|q| !q.is_empty());
         if waiting && !self.cancelled && shared.cancel_shard(self.running).is_cancelled() {
@@ -430,7 +430,7 @@ impl Core {
     /// tokens, and nothing more starts.
     fn cancel(&mut self, shared: &Arc<Shared>, out: &mut Pumped) {
         if self.ended {
-            // Every stage had ended before the driver saw the cancellation.
+            // Every stage had ended before the run's task saw the cancellation.
             return;
         }
         self.cancelled = true;
