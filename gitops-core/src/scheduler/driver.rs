@@ -221,7 +221,7 @@ impl Shared {
 }
 
 /// The run's shared state, with the stages it reuses already ended.
-fn start(run: Run) -> Arc<Shared> {
+pub(super) fn start(run: Run) -> Arc<Shared> {
     let pipeline = &run.pipeline;
     let graph = pipeline.graph();
     let mut states = Progress::new(pipeline.stages.iter().map(|s| s.id.as_str()));
