@@ -48,14 +48,13 @@ impl Target {
 
 /// What every stage task of a run shares: one allocation per run, not per stage.
 pub(super) struct Shared {
-    pub events: broadcast::Sender<RunEvent>,
+    /// The run's events, when anyone follows them (fixed when it starts: `Run` is consumed
+    /// by `execute`, so no one can subscribe later), so that nothing is built for no one.
+    pub events: Option<broadcast::Sender<RunEvent>>,
     pub run_cancel: CancellationToken,
     /// Children of `run_cancel` that stage contexts clone: cloning a token locks its node, so
     /// thousands of stages cloning one token would all queue on one lock.
     pub cancel_shards: Vec<Arc<CancellationToken>>,
-    /// Whether anyone follows the run's events (fixed when it starts: `Run` is consumed by
-    /// `execute`, so no one can subscribe later), so that nothing is built for no one.
-    pub observed: bool,
     pub start: Instant,
     /// Indexed by (action, backend) slot, resolved once per run (`driver::start`).
     pub targets: Vec<Target>,
@@ -293,14 +292,12 @@ async fn settle_then_next(
 async fn once(shared: &Shared, index: usize, ctx: impl FnOnce() -> StageContext) -> Done {
     let started = shared.start.elapsed().as_secs_f64();
     let backend = shared.backend_of[index] as usize;
-    if shared.observed {
-        let _ = shared.events.send(RunEvent::StageStarted {
-            stage: shared.pipeline.layout.id(index).to_string(),
-            attempt: 1,
-            backend: shared.backend_names[backend].to_string(),
-            at: shared.start.elapsed().as_secs_f64(),
-        });
-    }
+    shared.emit(|at| RunEvent::StageStarted {
+        stage: shared.pipeline.layout.id(index).to_string(),
+        attempt: 1,
+        backend: shared.backend_names[backend].to_string(),
+        at,
+    });
     // The common case calls the executor directly: every task is allocated (and moved) at the
     // size of its future, and the gate's path would make all of them larger. Deploys, rare,
     // take that path boxed.
@@ -330,14 +327,12 @@ async fn attempts(mut job: Job) -> Done {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        if shared.observed {
-            let _ = shared.events.send(RunEvent::StageStarted {
-                stage: job.ctx.stage.to_string(),
-                attempt,
-                backend: shared.backend_names[job.backend].to_string(),
-                at: shared.start.elapsed().as_secs_f64(),
-            });
-        }
+        shared.emit(|at| RunEvent::StageStarted {
+            stage: job.ctx.stage.to_string(),
+            attempt,
+            backend: shared.backend_names[job.backend].to_string(),
+            at,
+        });
         let (result, outputs) = match one_attempt(&mut job, attempt).await {
             Attempt::Returned(returned) => classify(returned),
             Attempt::TimedOut => {
@@ -357,19 +352,16 @@ async fn attempts(mut job: Job) -> Done {
         let Some(delay) = retry_delay(&job, attempt, &result) else {
             return done(result, outputs);
         };
-        if shared.observed {
-            let reason = match &result {
+        shared.emit(|at| RunEvent::StageRetrying {
+            stage: job.ctx.stage.to_string(),
+            attempt,
+            reason: match &result {
                 StageResult::Failure { message, .. } => message.clone(),
                 other => other.name().to_owned(),
-            };
-            let _ = shared.events.send(RunEvent::StageRetrying {
-                stage: job.ctx.stage.to_string(),
-                attempt,
-                reason,
-                delay_secs: delay.as_secs_f64(),
-                at: shared.start.elapsed().as_secs_f64(),
-            });
-        }
+            },
+            delay_secs: delay.as_secs_f64(),
+            at,
+        });
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shared.run_cancel.cancelled() => return done(StageResult::Cancelled, outputs),
@@ -474,10 +466,10 @@ async fn call(
         return bounded(invoke(ctx), limit, &token).await;
     };
     let waiting = |waiting: WaitReason| {
-        let _ = shared.events.send(RunEvent::StageWaiting {
+        shared.emit(|at| RunEvent::StageWaiting {
             stage: ctx.stage.to_string(),
             waiting,
-            at: shared.start.elapsed().as_secs_f64(),
+            at,
         });
     };
     let entered = gate

@@ -213,9 +213,11 @@ impl Shared {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn emit(&self, event: impl FnOnce(f64) -> RunEvent) {
-        if self.observed {
-            let _ = self.events.send(event(self.start.elapsed().as_secs_f64()));
+    /// Sends the event `event` makes of the time since the run started, when anyone follows
+    /// the run (nothing is built otherwise).
+    pub(super) fn emit(&self, event: impl FnOnce(f64) -> RunEvent) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event(self.start.elapsed().as_secs_f64()));
         }
     }
 }
@@ -309,9 +311,9 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
     };
 
     let start = Instant::now();
-    let observed = run.events.receiver_count() > 0;
-    let events = run.events.clone();
-    let log = observed.then(|| {
+    // Whoever subscribed made the channel; the receivers may have been dropped since.
+    let events = run.events.into_inner().filter(|e| e.receiver_count() > 0);
+    let log = events.clone().map(|events| {
         LogTarget::new(run.spec.secrets.clone(), move |l: LogLine| {
             let at = start.elapsed().as_secs_f64();
             let _ = events.send(RunEvent::Log {
@@ -324,13 +326,12 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
         })
     });
     Arc::new(Shared {
-        events: run.events,
+        events,
         // No more shards than stages: a small run does not pay for 64 tokens.
         cancel_shards: (0..run.pipeline.stages.len().clamp(1, 64))
             .map(|_| Arc::new(run.cancel.child_token()))
             .collect(),
         run_cancel: run.cancel,
-        observed,
         start,
         targets,
         backend_names,
@@ -593,7 +594,7 @@ impl Core {
             ok,
             (failed && !continue_on_error) || ancestry,
         );
-        if shared.observed {
+        if shared.events.is_some() {
             let report = self.states.report(i);
             let duration_secs = report.duration().map_or(0.0, |d| d.as_secs_f64());
             shared.emit(|at| RunEvent::StageFinished {

@@ -243,7 +243,9 @@ pub struct Run {
     options: SchedulerOptions,
     pipeline: Arc<PlannedPipeline>,
     spec: RunSpec,
-    events: broadcast::Sender<RunEvent>,
+    /// Made by the first subscriber: a run no one follows allocates no event buffer (4096
+    /// slots by default, which cost more than a small run itself).
+    events: std::sync::OnceLock<broadcast::Sender<RunEvent>>,
     cancel: CancellationToken,
 }
 
@@ -268,13 +270,12 @@ impl Scheduler {
 
     /// Prepares a run of `pipeline`.
     pub fn run(&self, pipeline: Arc<PlannedPipeline>, spec: RunSpec) -> Run {
-        let (events, _) = broadcast::channel(self.options.event_buffer.max(16));
         Run {
             registry: self.registry.clone(),
             options: self.options.clone(),
             pipeline,
             spec,
-            events,
+            events: std::sync::OnceLock::new(),
             cancel: CancellationToken::new(),
         }
     }
@@ -283,7 +284,9 @@ impl Scheduler {
 impl Run {
     /// A new subscriber to the run's events (only events sent after this call reach it).
     pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
-        self.events.subscribe()
+        self.events
+            .get_or_init(|| broadcast::channel(self.options.event_buffer.max(16)).0)
+            .subscribe()
     }
 
     /// Cancelling this token cancels the run: running stages are stopped, the rest skipped.
@@ -294,7 +297,9 @@ impl Run {
     /// Sends `event` to the run's subscribers (for what happens around the run, such as
     /// waiting in a concurrency group).
     pub fn announce(&self, event: RunEvent) {
-        let _ = self.events.send(event);
+        if let Some(events) = self.events.get() {
+            let _ = events.send(event);
+        }
     }
 
     /// Runs every stage to its end and reports. Stages whose backend is not registered fail
