@@ -522,15 +522,13 @@ fn placeholder(ctx: &StageContext) -> StageContext {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::backend::memory::MemoryBackend;
-    use crate::scheduler::{RunSpec, Scheduler};
+    use crate::scheduler::{Run, RunSpec, Scheduler};
 
-    /// tokio allocates a task in steps of 128 bytes, and with its header and trailer a future
-    /// of up to about 152 bytes fits in 256; at 168 every plain stage's task took 384.
-    #[test]
-    fn a_plain_stage_task_stays_small() {
+    /// A run of one stage `a` on the in-memory backend.
+    pub(in crate::scheduler) fn one_stage_run() -> Run {
         let config = crate::config::Config::parse(
             "f",
             "version: 1\npipelines:\n  ci:\n    on: { push: {} }\n    stages:\n      a: { run: x }\n",
@@ -546,11 +544,17 @@ mod tests {
             .unwrap();
         let registry =
             BackendRegistry::new().with_executor("local", Arc::new(MemoryBackend::new()));
-        let run = Scheduler::new(registry).run(
+        Scheduler::new(registry).run(
             Arc::new(plan.pipelines[0].clone()),
             RunSpec::new(RunInfo::new("r", "ci", event, ".")),
-        );
-        let task = run_plain(driver::start(run), 0);
+        )
+    }
+
+    /// tokio allocates a task in steps of 128 bytes, and with its header and trailer a future
+    /// of up to about 152 bytes fits in 256; at 168 every plain stage's task took 384.
+    #[test]
+    fn a_plain_stage_task_stays_small() {
+        let task = run_plain(driver::start(one_stage_run()), 0);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 152, "a plain stage's future is {size} bytes");
     }

@@ -46,6 +46,8 @@ pub(super) struct Core {
     /// The run's `execute` future was dropped: nothing more starts.
     abandoned: bool,
     ended: bool,
+    /// A stage task panicked while settling (a bug here): the counts cannot be trusted.
+    broken: bool,
 }
 
 /// A stage skipped while settling, to be recorded before it is settled in turn.
@@ -92,6 +94,7 @@ impl Pumped {
                 next: self.next,
                 ..Pumped::default()
             };
+            let _settling = Settling(shared);
             let mut core = shared.lock();
             for s in self.skipped {
                 core.recording -= 1;
@@ -114,7 +117,10 @@ impl Drop for Abandon<'_> {
 }
 
 pub(super) async fn drive(run: Run) -> RunReport {
-    let shared = start(run);
+    drive_shared(start(run)).await
+}
+
+async fn drive_shared(shared: Arc<Shared>) -> RunReport {
     let _abandon = Abandon(&shared);
     shared.emit(|at| RunEvent::RunStarted {
         run_id: shared.info.id.clone(),
@@ -143,7 +149,25 @@ pub(super) async fn drive(run: Run) -> RunReport {
             _ = shared.ended.notified() => break,
         }
     }
+    // Fail as loudly as the bug would have in the run's own task, rather than wait forever.
+    assert!(
+        !shared.lock().broken,
+        "a stage task panicked while settling its stage (a bug in the scheduler); see the panic before this one"
+    );
     report(&shared)
+}
+
+/// Held while a stage task settles: if it unwinds (a bug in the bookkeeping), the run's task
+/// is woken to fail instead of waiting for an end that will not come.
+struct Settling<'a>(&'a Shared);
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.lock().broken = true;
+            self.0.ended.notify_one();
+        }
+    }
 }
 
 /// Settles the end of stage `index` from its task: records it (when the run has a recorder,
@@ -188,6 +212,7 @@ impl Settled<'_> {
 
 /// Stage `index` ended (and is recorded): its report and dependents, under the lock.
 fn settled(shared: &Arc<Shared>, index: usize, report: StageReport) -> Pumped {
+    let _settling = Settling(shared);
     let mut out = Pumped::default();
     let mut core = shared.lock();
     core.running -= 1;
@@ -308,6 +333,7 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
         cancelled: run.cancel.is_cancelled(),
         abandoned: false,
         ended: false,
+        broken: false,
     };
 
     let start = Instant::now();
@@ -643,5 +669,27 @@ fn report(shared: &Shared) -> RunReport {
         result,
         duration_secs,
         stages: states.into_reports(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_while_settling_fails_the_run_instead_of_hanging() {
+        let shared = start(super::super::attempt::tests::one_stage_run());
+        // Settling a stage that does not exist panics under the lock, as a bug there would.
+        let report = Progress::new(["x"].into_iter()).into_reports().remove(0);
+        let bug = tokio::spawn({
+            let shared = shared.clone();
+            async move { settle(&shared, 99, report).next().await }
+        });
+        assert!(bug.await.unwrap_err().is_panic());
+        let run = tokio::spawn(drive_shared(shared));
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), run)
+            .await
+            .expect("the run ends instead of waiting forever");
+        assert!(ended.unwrap_err().is_panic());
     }
 }
