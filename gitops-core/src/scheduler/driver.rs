@@ -353,8 +353,8 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
     });
     Arc::new(Shared {
         events,
-        // No more shards than stages: a small run does not pay for 64 tokens.
-        cancel_shards: (0..run.pipeline.stages.len().clamp(1, 64))
+        // A shard for every 256 stages, up to 64: a small run makes one token, not 64.
+        cancel_shards: (0..(run.pipeline.stages.len() / 256).clamp(1, 64))
             .map(|_| Arc::new(run.cancel.child_token()))
             .collect(),
         run_cancel: run.cancel,
