@@ -3,9 +3,9 @@
 //!
 //! The bookkeeping is shared by the run's stage tasks, behind one lock: the task of a stage
 //! that ends settles it itself (its report, its dependents' counts) and starts the stages that
-//! became ready. A stage costs one task, and no round trip through a driver task that would
-//! have to be woken for every stage. The run's own task starts the first stages, handles the
-//! run's cancellation and waits for the end. O(stages + edges) bookkeeping, no polling, and no
+//! became ready, running one of them next itself. A stage costs at most one task, and no
+//! round trip through a driver task that would have to be woken for every stage. The run's
+//! own task starts the first stages, handles the run's cancellation and waits for the end. O(stages + edges) bookkeeping, no polling, and no
 //! allocation per stage beyond the task and what the stage's own templates need.
 
 use std::collections::{BTreeMap, VecDeque};
