@@ -3,11 +3,11 @@
 //! A stage starts the moment its needs have finished (in-degree counts and a ready queue, no
 //! polling), within a global parallelism bound and optional bounds per backend. The task of a
 //! stage that ends does the bookkeeping itself and starts what became ready, running one of
-//! those stages next in the same task: a chain of stages costs no task and no wakeup per stage. `if:` is
-//! evaluated when a stage becomes ready (default `success()`); retries, timeouts and
-//! cancellation are enforced here, so every backend gets them the same way. Everything that
-//! happens is published as [`RunEvent`]s to any number of subscribers, and the run ends with a
-//! [`RunReport`].
+//! those stages next in the same task: a chain of stages costs no task and no wakeup per
+//! stage. `if:` is evaluated when a stage becomes ready (default `success()`); retries,
+//! timeouts and cancellation are enforced here, so every backend gets them the same way.
+//! Everything that happens is published as [`RunEvent`]s to any number of subscribers, and
+//! the run ends with a [`RunReport`].
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
