@@ -116,17 +116,6 @@ impl Shared {
     }
 }
 
-/// How a stage task's stage ended.
-pub(super) struct Done {
-    pub index: usize,
-    pub result: StageResult,
-    pub attempts: u32,
-    pub outputs: BTreeMap<String, String>,
-    /// When it started and ended, in seconds since the run started.
-    pub started: f64,
-    pub finished: f64,
-}
-
 /// Settles the stage as failed if its task unwinds (a bug in its backend) before it ended.
 struct PanicGuard<'a> {
     index: usize,
@@ -144,19 +133,16 @@ impl Drop for PanicGuard<'_> {
             return;
         };
         let (shared, index) = (self.shared.clone(), self.index);
-        let report = StageReport {
-            id: String::new(),
-            result: StageResult::Failure {
+        let report = StageReport::ended(
+            StageResult::Failure {
                 message: "the stage's task panicked (a bug in its backend)".to_owned(),
                 exit_code: None,
             },
-            attempts: 1,
-            flaky: false,
-            started_secs: None,
-            finished_secs: Some(shared.start.elapsed().as_secs_f64()),
-            outputs: BTreeMap::new(),
-            reused: false,
-        };
+            1,
+            None,
+            Some(shared.start.elapsed().as_secs_f64()),
+            BTreeMap::new(),
+        );
         runtime.spawn(async move {
             if let Some(next) = driver::settle(&shared, index, report).next().await {
                 spawn_plain(shared, next);
@@ -210,19 +196,9 @@ impl<'a> PanicGuard<'a> {
 
     /// Settles the stage's end (its report, its dependents); a plain stage started for the
     /// caller to run comes back from it.
-    fn report(mut self, done: Done) -> Settled<'a> {
+    fn report(mut self, report: StageReport) -> Settled<'a> {
         self.reported = true;
-        let report = StageReport {
-            id: String::new(),
-            result: done.result,
-            attempts: done.attempts,
-            flaky: false,
-            started_secs: Some(done.started),
-            finished_secs: Some(done.finished),
-            outputs: done.outputs,
-            reused: false,
-        };
-        driver::settle(self.shared, done.index, report)
+        driver::settle(self.shared, self.index, report)
     }
 }
 
@@ -275,7 +251,7 @@ pub(super) fn spawn(job: Job) {
 async fn settle_then_next(
     shared: &Arc<Shared>,
     index: usize,
-    done: impl std::future::Future<Output = Done>,
+    done: impl std::future::Future<Output = StageReport>,
 ) {
     let guard = PanicGuard::new(index, shared);
     let done = done.await;
@@ -289,7 +265,7 @@ async fn settle_then_next(
 ///
 /// Every stage's task holds this future across the backend's call, so it keeps little: the
 /// backend and target are looked up, not carried, and times are seconds.
-async fn once(shared: &Shared, index: usize, ctx: impl FnOnce() -> StageContext) -> Done {
+async fn once(shared: &Shared, index: usize, ctx: impl FnOnce() -> StageContext) -> StageReport {
     let started = shared.start.elapsed().as_secs_f64();
     let backend = shared.backend_of[index] as usize;
     shared.emit(|at| RunEvent::StageStarted {
@@ -311,17 +287,11 @@ async fn once(shared: &Shared, index: usize, ctx: impl FnOnce() -> StageContext)
     } else {
         classify(result)
     };
-    Done {
-        index,
-        result,
-        attempts: 1,
-        outputs,
-        started,
-        finished: shared.start.elapsed().as_secs_f64(),
-    }
+    let finished = shared.start.elapsed().as_secs_f64();
+    StageReport::ended(result, 1, Some(started), Some(finished), outputs)
 }
 
-async fn attempts(mut job: Job) -> Done {
+async fn attempts(mut job: Job) -> StageReport {
     let shared = job.shared.clone();
     let started = shared.start.elapsed().as_secs_f64();
     let mut attempt = 0;
@@ -341,13 +311,9 @@ async fn attempts(mut job: Job) -> Done {
             }
             Attempt::Cancelled => (StageResult::Cancelled, BTreeMap::new()),
         };
-        let done = |result, outputs| Done {
-            index: job.index,
-            result,
-            attempts: attempt,
-            outputs,
-            started,
-            finished: shared.start.elapsed().as_secs_f64(),
+        let done = |result, outputs| {
+            let finished = shared.start.elapsed().as_secs_f64();
+            StageReport::ended(result, attempt, Some(started), Some(finished), outputs)
         };
         let Some(delay) = retry_delay(&job, attempt, &result) else {
             return done(result, outputs);

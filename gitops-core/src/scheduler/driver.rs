@@ -254,14 +254,11 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
     let mut states = Progress::new(pipeline.stages.iter().map(|s| s.id.as_str()));
     for (i, stage) in pipeline.stages.iter().enumerate() {
         if let Some(r) = run.spec.reuse.get(&stage.id) {
-            let failed = r.result.is_failure();
-            let ok =
-                matches!(r.result, StageResult::Success) || (failed && stage.continue_on_error);
             let report = StageReport {
                 reused: true,
                 ..r.clone()
             };
-            states.finish(i, report, ok, failed && !stage.continue_on_error);
+            states.finish(i, report, stage.continue_on_error, false);
         }
     }
     // Reused stages may have reused ancestors only; propagate ancestry failures in order.
@@ -430,16 +427,14 @@ impl Core {
 
     /// Ends stage `i` as skipped: at once, or (with a recorder) once it is recorded.
     fn skip(&mut self, shared: &Shared, i: usize, reason: SkipReason, out: &mut Vec<Skipped>) {
-        let report = StageReport {
-            id: String::new(),
-            result: StageResult::Skipped { reason },
-            attempts: 0,
-            flaky: false,
-            started_secs: None,
-            finished_secs: Some(shared.start.elapsed().as_secs_f64()),
-            outputs: BTreeMap::new(),
-            reused: false,
-        };
+        let finished = shared.start.elapsed().as_secs_f64();
+        let report = StageReport::ended(
+            StageResult::Skipped { reason },
+            0,
+            None,
+            Some(finished),
+            BTreeMap::new(),
+        );
         if shared.recorder.is_some() {
             let id = shared.pipeline.layout.id(i).to_string();
             self.recording += 1;
@@ -606,19 +601,16 @@ impl Core {
     /// Stores stage `i`'s report and counts it off its dependents' needs.
     fn finish(&mut self, shared: &Shared, i: usize, report: StageReport) {
         let layout = &shared.pipeline.layout;
-        let continue_on_error = layout.has(i, CONTINUE_ON_ERROR);
-        let failed = report.result.is_failure();
-        let ancestry = layout
+        let failed_need = layout
             .needs(i)
             .iter()
             .any(|&n| self.states.failed_ancestry(n as usize));
-        let ok = matches!(report.result, StageResult::Success) || (failed && continue_on_error);
         let flaky = matches!(report.result, StageResult::Success) && report.attempts > 1;
         self.states.finish(
             i,
             StageReport { flaky, ..report },
-            ok,
-            (failed && !continue_on_error) || ancestry,
+            layout.has(i, CONTINUE_ON_ERROR),
+            failed_need,
         );
         if shared.events.is_some() {
             let report = self.states.report(i);

@@ -24,15 +24,15 @@ impl Progress {
         let reports = ids
             .map(|id| StageReport {
                 id: id.to_owned(),
-                result: StageResult::Skipped {
-                    reason: SkipReason::RunCancelled,
-                },
-                attempts: 0,
-                flaky: false,
-                started_secs: None,
-                finished_secs: None,
-                outputs: Default::default(),
-                reused: false,
+                ..StageReport::ended(
+                    StageResult::Skipped {
+                        reason: SkipReason::RunCancelled,
+                    },
+                    0,
+                    None,
+                    None,
+                    Default::default(),
+                )
             })
             .collect();
         Progress {
@@ -66,9 +66,20 @@ impl Progress {
         &self.reports[i]
     }
 
-    /// Records the end of stage `i`: `report` without its id (kept from the start), whether
-    /// it counts as a success, and whether a failure is in its ancestry.
-    pub fn finish(&mut self, i: usize, report: StageReport, ok: bool, failed_ancestry: bool) {
+    /// Records the end of stage `i`: `report` without its id (kept from the start). It counts
+    /// as a success for its dependents when it succeeded, or failed with `continue_on_error`;
+    /// a failure without it, or `failed_need` (a failure among its needs' ancestry), marks its
+    /// ancestry failed.
+    pub fn finish(
+        &mut self,
+        i: usize,
+        report: StageReport,
+        continue_on_error: bool,
+        failed_need: bool,
+    ) {
+        let failed = report.result.is_failure();
+        let ok = matches!(report.result, StageResult::Success) || (failed && continue_on_error);
+        let failed_ancestry = (failed && !continue_on_error) || failed_need;
         let slot = &mut self.reports[i];
         let id = std::mem::take(&mut slot.id);
         *slot = StageReport { id, ..report };

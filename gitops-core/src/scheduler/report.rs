@@ -100,6 +100,26 @@ pub struct StageReport {
 }
 
 impl StageReport {
+    /// A stage that ended with `result` after `attempts` (its id is the run's to fill in).
+    pub(super) fn ended(
+        result: StageResult,
+        attempts: u32,
+        started_secs: Option<f64>,
+        finished_secs: Option<f64>,
+        outputs: BTreeMap<String, String>,
+    ) -> StageReport {
+        StageReport {
+            id: String::new(),
+            result,
+            attempts,
+            flaky: false,
+            started_secs,
+            finished_secs,
+            outputs,
+            reused: false,
+        }
+    }
+
     /// How long it ran.
     pub fn duration(&self) -> Option<Duration> {
         match (self.started_secs, self.finished_secs) {
