@@ -1,6 +1,6 @@
 //! Runs one implementation's scheduler on one shape many times, for profilers:
 //! `perf record target/release/examples/profile_run gitops layered 100000 10`. Each run is
-//! prepared before it (the pipeline is planned once), and only the runs are timed.
+//! prepared before it (for gitops: its pipeline planned) outside the clock: only runs are timed.
 
 use gitops_benches::shapes::Shape;
 
