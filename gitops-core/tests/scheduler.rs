@@ -497,6 +497,16 @@ impl gitops_core::backend::Executor for Journaling {
         match &*ctx.stage {
             "boom" => panic!("a bug in the backend"),
             "slow" => tokio::time::sleep(ms(300)).await,
+            // Runs until it is stopped (or for ten seconds).
+            "held" => {
+                tokio::select! {
+                    _ = ctx.cancel.cancelled() => {
+                        self.0.push("stopped held".to_owned());
+                        return Err(gitops_core::backend::BackendError::Cancelled);
+                    }
+                    _ = tokio::time::sleep(ms(10_000)) => {}
+                }
+            }
             s if s.starts_with("fail") => {
                 return Ok(gitops_core::backend::Completion::failure(Some(1), "failed"));
             }
@@ -620,6 +630,26 @@ async fn a_run_whose_future_is_dropped_starts_nothing_more() {
     // `slow` ends 200 ms later; nothing may start after it.
     tokio::time::sleep(ms(500)).await;
     assert_eq!(journal.entries(), ["start slow"]);
+}
+
+#[tokio::test]
+async fn a_run_whose_future_is_dropped_stops_its_running_stages() {
+    let journal = Arc::new(Journal::default());
+    let registry =
+        BackendRegistry::new().with_executor("local", Arc::new(Journaling(journal.clone())));
+    let run = Scheduler::new(registry).run(
+        pipeline("      held: { run: x }\n      next: { run: x, needs: held }\n"),
+        RunSpec::new(RunInfo::new("r", "p", event(), ".")),
+    );
+    let token = run.cancel_token();
+    assert!(
+        tokio::time::timeout(ms(100), run.execute()).await.is_err(),
+        "the run is still going after 100 ms"
+    );
+    // `held` would run for ten seconds: it is stopped, as by cancelling the run.
+    tokio::time::sleep(ms(200)).await;
+    assert!(token.is_cancelled(), "dropping the run cancels it");
+    assert_eq!(journal.entries(), ["start held", "stopped held"]);
 }
 
 // One thread, and stages that return without waiting: the chain runs in one task, which must

@@ -107,12 +107,22 @@ impl Pumped {
     }
 }
 
-/// Marks the run abandoned when its `execute` future is dropped before the end.
+/// When the run's `execute` future is dropped before the end: nothing more starts, and the
+/// stages still running are stopped through their tokens, as by cancelling the run, so that
+/// their backends clean up (kill the process, remove the container) instead of running on
+/// for no one.
 struct Abandon<'a>(&'a Shared);
 
 impl Drop for Abandon<'_> {
     fn drop(&mut self) {
-        self.0.lock().abandoned = true;
+        let ended = {
+            let mut core = self.0.lock();
+            core.abandoned = true;
+            core.ended
+        };
+        if !ended {
+            self.0.run_cancel.cancel();
+        }
     }
 }
 

@@ -304,6 +304,10 @@ impl Run {
 
     /// Runs every stage to its end and reports. Stages whose backend is not registered fail
     /// (check the plan with [`BackendRegistry::check`] first to refuse such a run up front).
+    ///
+    /// Dropping the future before the end (a timeout around it, say) cancels the run: nothing
+    /// more starts, and the stages still running are stopped through their tokens, so that
+    /// their backends clean up after them; no report is made.
     pub async fn execute(self) -> RunReport {
         driver::drive(self).await
     }
