@@ -161,6 +161,11 @@ async fn check_cancelled(
     let (ra, rb) = (ta.await.unwrap(), tb.await.unwrap());
     assert_eq!(ra.result, RunResult::Cancelled, "the older run is stopped");
     assert_eq!(rb.result, RunResult::Success);
+    assert_stopped_then_ran(g, &a, &b);
+}
+
+/// Run `a` started and was stopped before its end; run `b` ran after it, to its end.
+fn assert_stopped_then_ran(g: &Group, a: &str, b: &str) {
     assert_eq!(
         g.marks(),
         [
@@ -228,4 +233,52 @@ async fn fifo_runs_every_run_in_arrival_order() {
         .flat_map(|id| [format!("start-{id}"), format!("end-{id}")])
         .collect();
     assert_eq!(g.marks(), order);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_dropped_while_running_is_cancelled_and_leaves_its_group() {
+    let g = Group::new("queue");
+    let run = g.start(&g.engine);
+    let a = run.id.clone();
+    let workdir = g.engine.ledger().run(&a).unwrap().workdir;
+    let task = tokio::spawn(run.execute());
+    g.wait_for_mark(&format!("start-{a}")).await;
+    // Dropping the future (as a timeout around it would) ends the run here and now.
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_ended_cancelled(&g, &a, &workdir);
+    // The group does not wait for it: the next run starts at once, and the dropped run's
+    // stage was stopped rather than left to finish.
+    let (b, tb, _, seen_b) = g.launch(started).await;
+    assert!(
+        positions(&seen_b).is_empty(),
+        "the next run waited: {seen_b:?}"
+    );
+    assert_eq!(tb.await.unwrap().result, RunResult::Success);
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_stopped_then_ran(&g, &a, &b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_but_never_executed_is_recorded_cancelled_when_dropped() {
+    let g = Group::new("fifo");
+    let run = g.start(&g.engine);
+    let a = run.id.clone();
+    let workdir = g.engine.ledger().run(&a).unwrap().workdir;
+    assert!(workdir.exists(), "the run has its checkout");
+    drop(run);
+    assert_ended_cancelled(&g, &a, &workdir);
+}
+
+/// The ledger shows run `id` ended as cancelled, and its checkout `workdir` is gone.
+fn assert_ended_cancelled(g: &Group, id: &str, workdir: &Path) {
+    assert_eq!(
+        g.engine.ledger().run(id).unwrap().status,
+        gitops_core::ledger::RunStatus::Finished(RunResult::Cancelled)
+    );
+    assert!(
+        !workdir.exists(),
+        "its checkout {} is removed",
+        workdir.display()
+    );
 }

@@ -79,10 +79,9 @@ pub struct StartedRun {
     /// What it runs.
     pub pipeline: Arc<PlannedPipeline>,
     run: Run,
-    ledger: Ledger,
-    checkout: Option<PathBuf>,
+    /// Ends it in the ledger: when it ends, or when it is dropped before.
+    end: RunEnd,
     repo: String,
-    local_runs: LocalRuns,
     /// For a resumed run: the executors of the stages it will run again, asked to remove what
     /// the crashed process left of them.
     abandoned: Vec<Arc<dyn crate::backend::Executor>>,
@@ -366,13 +365,19 @@ impl Engine {
         spec.env = options.env.clone();
         spec.secrets = options.secrets.clone();
         StartedRun {
-            id: record.id,
+            id: record.id.clone(),
             repo: spec.info.event.repo.clone(),
             pipeline: pipeline.clone(),
+            end: RunEnd {
+                id: record.id,
+                ledger: self.ledger.clone(),
+                local_runs: self.local_runs.clone(),
+                checkout,
+                grouped: pipeline.concurrency.is_some(),
+                watcher: None,
+                ended: false,
+            },
             run: self.scheduler.run(pipeline, spec),
-            ledger: self.ledger.clone(),
-            checkout,
-            local_runs: self.local_runs.clone(),
             abandoned: Vec::new(),
         }
     }
@@ -415,6 +420,47 @@ fn stop_leftovers(dir: &Path) -> usize {
     groups.len()
 }
 
+/// How a [`StartedRun`] ends: its group's watcher stops, it leaves its group, its result is
+/// recorded and its checkout removed. A run dropped before its end (its `execute` future
+/// dropped, which cancels the scheduler's run, or never executed) ends so on drop, as
+/// cancelled: otherwise it would look running, and hold its group's turn, for as long as
+/// this process lives.
+struct RunEnd {
+    id: String,
+    ledger: Ledger,
+    local_runs: LocalRuns,
+    checkout: Option<PathBuf>,
+    grouped: bool,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+    ended: bool,
+}
+
+impl RunEnd {
+    fn end(&mut self, result: RunResult) -> Result<()> {
+        self.ended = true;
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
+        if self.grouped {
+            leave_group(&self.local_runs, &self.ledger, &self.id);
+        }
+        let recorded = self.ledger.finish_run(&self.id, result);
+        if let Some(dir) = &self.checkout {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        recorded?;
+        Ok(())
+    }
+}
+
+impl Drop for RunEnd {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self.end(RunResult::Cancelled);
+        }
+    }
+}
+
 /// Takes a run out of its concurrency group, here and in the ledger.
 fn leave_group(local_runs: &LocalRuns, ledger: &Ledger, id: &str) {
     local_runs
@@ -438,31 +484,26 @@ impl StartedRun {
     /// Runs it to its end, records how it ended, and removes its checkout. A run of a
     /// concurrency group first waits for its turn (its position is announced in its events);
     /// one superseded meanwhile ends as cancelled without running a stage.
-    pub async fn execute(self) -> Result<RunReport> {
+    pub async fn execute(mut self) -> Result<RunReport> {
         // A resumed run first clears what its crashed process left running on its backends
         // (best effort: a backend that cannot be reached fails its stages, saying why).
         for executor in &self.abandoned {
             let _ = executor.abandon(&self.id).await;
         }
         let token = self.run.cancel_token();
-        let mut watcher = None;
         if let Some(group) = &self.pipeline.concurrency {
-            self.local_runs
+            self.end
+                .local_runs
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(self.id.clone(), token.clone());
-            let waited = self.wait_for_turn(group, &token).await;
-            if let Err(e) = waited {
+            if let Err(e) = self.wait_for_turn(group, &token).await {
                 // The run never started: recorded as cancelled, not left to look interrupted.
-                leave_group(&self.local_runs, &self.ledger, &self.id);
-                let _ = self.ledger.finish_run(&self.id, RunResult::Cancelled);
-                if let Some(dir) = &self.checkout {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
+                let _ = self.end.end(RunResult::Cancelled);
                 return Err(e);
             }
-            let (ledger, id, token) = (self.ledger.clone(), self.id.clone(), token.clone());
-            watcher = Some(tokio::spawn(async move {
+            let (ledger, id, token) = (self.end.ledger.clone(), self.id.clone(), token.clone());
+            self.end.watcher = Some(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(GROUP_POLL).await;
                     if ledger.group_cancel_requested(&id).unwrap_or(false) {
@@ -473,16 +514,7 @@ impl StartedRun {
             }));
         }
         let report = self.run.execute().await;
-        if let Some(w) = watcher {
-            w.abort();
-        }
-        if self.pipeline.concurrency.is_some() {
-            leave_group(&self.local_runs, &self.ledger, &self.id);
-        }
-        self.ledger.finish_run(&self.id, report.result)?;
-        if let Some(dir) = self.checkout {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        self.end.end(report.result)?;
         Ok(report)
     }
 
@@ -492,11 +524,16 @@ impl StartedRun {
         group: &crate::plan::PlannedConcurrency,
         token: &CancellationToken,
     ) -> Result<()> {
-        self.ledger
+        self.end
+            .ledger
             .join_group(&self.id, &self.repo, &group.group, group.on_conflict)?;
         let mut announced = None;
         loop {
-            let displaced = match self.ledger.group_decision(&self.id, group.on_conflict)? {
+            let displaced = match self
+                .end
+                .ledger
+                .group_decision(&self.id, group.on_conflict)?
+            {
                 GroupDecision::Start { cancelled } => {
                     self.cancel_local(&cancelled);
                     return Ok(());
@@ -530,7 +567,7 @@ impl StartedRun {
                 // Cancelled while queued (by a newer run of this process, or by the user):
                 // it runs nothing.
                 _ = token.cancelled() => {
-                    if self.ledger.group_cancel_requested(&self.id).unwrap_or(false) {
+                    if self.end.ledger.group_cancel_requested(&self.id).unwrap_or(false) {
                         self.run.announce(RunEvent::RunSuperseded {
                             group: group.group.clone(),
                             at: 0.0,
@@ -543,7 +580,11 @@ impl StartedRun {
     }
 
     fn cancel_local(&self, runs: &[String]) {
-        let local = self.local_runs.lock().unwrap_or_else(|e| e.into_inner());
+        let local = self
+            .end
+            .local_runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for id in runs {
             if let Some(token) = local.get(id) {
                 token.cancel();
