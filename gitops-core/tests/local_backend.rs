@@ -136,6 +136,38 @@ async fn cancelling_a_run_leaves_no_process_behind() {
     }
 }
 
+// A program's future dropped before its end (its task aborted, the runtime shut down) takes
+// its whole process group with it, not only the program.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_dropped_before_its_end_leaves_no_process_behind() {
+    use gitops_core::backend::process::{StopPolicy, StopSignal, run_streaming};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("sleep 1000 & echo $! > bg.pid; wait")
+        .current_dir(dir.path());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = StopPolicy::new(StopSignal::Terminate, Duration::from_secs(2));
+    let program = run_streaming(cmd, &cancel, stop, |_, _| {});
+    let d = dir.path().to_path_buf();
+    let started = async move {
+        while read(&d, "bg.pid").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        ended = program => panic!("the program ended: {ended:?}"),
+        _ = started => {}
+    }
+    // The future is dropped here, its program still running.
+    let pid = read(dir.path(), "bg.pid");
+    assert!(
+        wait_gone(&pid).await,
+        "process {} (its background job) survived",
+        pid.trim()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_titles_and_branches_are_only_ever_values() {
     let dir = tempfile::tempdir().unwrap();

@@ -78,7 +78,8 @@ impl StopPolicy {
 /// calling `on_line` with each line of its output as it comes (in order within each stream; the
 /// line ending removed). When `cancel` fires, the group gets `stop.signal`, then SIGKILL after
 /// `stop.grace`, and the result is [`Exit::Cancelled`]. When the program ends, whatever it left
-/// running in its group is killed. Errors are those of starting or waiting for it.
+/// running in its group is killed; so is the whole group when the future is dropped before
+/// the end. Errors are those of starting or waiting for it.
 pub async fn run_streaming(
     mut cmd: Command,
     cancel: &CancellationToken,
@@ -92,6 +93,10 @@ pub async fn run_streaming(
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    // Dropped before the end (its task aborted, the runtime shut down), the future still
+    // takes the whole group with it: `kill_on_drop` alone would kill the program only, and
+    // leave what it started running.
+    let group = GroupGuard(pgid);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     if let Some(s) = child.stdout.take() {
         tokio::spawn(pump(s, tx.clone(), LogStream::Stdout));
@@ -116,10 +121,8 @@ pub async fn run_streaming(
                 (None, None) => Exit::Code(-1),
             }
         }
-        Some(Err(e)) => {
-            kill_group(pgid, Signal::SIGKILL);
-            return Err(e);
-        }
+        // The group goes with `group`.
+        Some(Err(e)) => return Err(e),
         None => {
             let first = match stop.signal {
                 StopSignal::Terminate => Signal::SIGTERM,
@@ -144,11 +147,20 @@ pub async fn run_streaming(
     };
     // Whatever it left behind in its group (background jobs) goes with it; that also closes the
     // pipes, so the readers end and the channel drains.
-    kill_group(pgid, Signal::SIGKILL);
+    drop(group);
     while let Some((stream, line)) = rx.recv().await {
         on_line(stream, &line);
     }
     Ok(exit)
+}
+
+/// Kills its process group (SIGKILL) when dropped.
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0, Signal::SIGKILL);
+    }
 }
 
 /// Sends `signal` to process group `pgid`, never to our own group or to every process.
