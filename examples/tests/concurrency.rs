@@ -282,3 +282,31 @@ fn assert_ended_cancelled(g: &Group, id: &str, workdir: &Path) {
         workdir.display()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_handle_cancels_the_runs_it_started() {
+    let g = Group::new("fifo");
+    let engine = g.engine.clone();
+    let (event, repo) = (g.event.clone(), g.repo.clone());
+    let handling =
+        tokio::spawn(async move { engine.handle(&event, &repo, &RunOptions::default()).await });
+    while !g.marks().iter().any(|m| m.starts_with("start-")) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    handling.abort();
+    assert!(handling.await.unwrap_err().is_cancelled());
+    // The runs' tasks are aborted, which the runtime carries out a moment later.
+    let ledger = g.engine.ledger();
+    let mut run = ledger.runs(1).unwrap().remove(0);
+    for _ in 0..100 {
+        if run.status != gitops_core::ledger::RunStatus::Running {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        run = ledger.run(&run.id).unwrap();
+    }
+    assert_ended_cancelled(&g, &run.id, &run.workdir);
+    // Its stage was stopped, not left to finish.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(g.marks(), [format!("start-{}", run.id)]);
+}

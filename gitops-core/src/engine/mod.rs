@@ -178,7 +178,7 @@ impl Engine {
     /// Everything `event` does, for applications that need not follow progress: runs the
     /// pipelines it triggers (at once, each within its concurrency group), then stops what it
     /// ends ([`settle`](Self::settle)). To follow runs, [`start`](Self::start) them, subscribe,
-    /// execute, then settle.
+    /// execute, then settle. Dropping the future before the end cancels the runs.
     pub async fn handle(
         &self,
         event: &GitEvent,
@@ -186,17 +186,23 @@ impl Engine {
         options: &RunOptions,
     ) -> Result<Handled> {
         let runs = self.start(event, repo, options)?;
-        let tasks: Vec<_> = runs
-            .into_iter()
-            .map(|run| tokio::spawn(run.execute()))
-            .collect();
-        let mut reports = Vec::new();
-        for task in tasks {
-            match task.await {
-                Ok(report) => reports.push(report?),
+        // In a set, so that dropping this future drops the runs too, which cancels them.
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, run) in runs.into_iter().enumerate() {
+            tasks.spawn(async move { (i, run.execute().await) });
+        }
+        let mut ended = Vec::new();
+        while let Some(task) = tasks.join_next().await {
+            match task {
+                Ok(run) => ended.push(run),
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             }
         }
+        ended.sort_by_key(|(i, _)| *i);
+        let reports = ended
+            .into_iter()
+            .map(|(_, report)| report)
+            .collect::<Result<Vec<_>>>()?;
         let stopped = self.settle(event).await?;
         Ok(Handled { reports, stopped })
     }
