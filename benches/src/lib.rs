@@ -36,6 +36,12 @@ pub fn peak_rss_mb() -> Option<f64> {
     status_mb("VmHWM:")
 }
 
+/// Resets this process's peak resident set size (`VmHWM`) to its resident size now, so that a
+/// later [`peak_rss_mb`] is the peak since (Linux 4.0 and later). False when it cannot.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// This process's resident set size now (`VmRSS`), in MiB.
 pub fn rss_mb() -> Option<f64> {
     status_mb("VmRSS:")

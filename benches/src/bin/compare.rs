@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use gitops_benches::impls::{IMPLS, gitops_pipeline, prepare, run_on};
 use gitops_benches::shapes::Shape;
-use gitops_benches::{peak_rss_mb, planner_bench, runtime, webhook_fixtures};
+use gitops_benches::{
+    peak_rss_mb, planner_bench, reset_peak_rss, rss_mb, runtime, webhook_fixtures,
+};
 use gitops_core::graph::StageGraph;
 use gitops_core::plan::Planner;
 use serde_json::{Value, json};
@@ -155,12 +157,16 @@ fn run_cell_process(exe: &std::path::Path, cell: &[String]) -> Result<Value, Str
     }
 }
 
-/// One cell's rounds as one row: the round with the median time, and the highest peak RSS.
+/// One cell's rounds as one row: the round with the median time, and the highest peak RSS and
+/// run growth.
 fn merge_rounds(mut rounds: Vec<Value>) -> Value {
-    let peak = rounds
-        .iter()
-        .filter_map(|r| r["peak_rss_mb"].as_f64())
-        .fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
+    let highest = |key: &str| {
+        rounds
+            .iter()
+            .filter_map(|r| r[key].as_f64())
+            .fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))))
+    };
+    let (peak, run_mb) = (highest("peak_rss_mb"), highest("run_mb"));
     rounds.sort_by(|a, b| {
         let t = |v: &Value| v["median_us"].as_f64().unwrap_or(f64::INFINITY);
         t(a).total_cmp(&t(b))
@@ -169,6 +175,9 @@ fn merge_rounds(mut rounds: Vec<Value>) -> Value {
     row["rounds"] = json!(rounds.len() + 1);
     if let Some(peak) = peak {
         row["peak_rss_mb"] = json!(peak);
+    }
+    if let Some(run_mb) = run_mb {
+        row["run_mb"] = json!(run_mb);
     }
     row
 }
@@ -188,6 +197,10 @@ fn run_cell(cell: &[&str]) -> Option<Value> {
         return None;
     };
     let n: usize = n.parse().ok()?;
+    // The scheduler's runs reset the peak to measure their own growth: the process's peak is
+    // then the highest seen before each reset and at the end.
+    let mut peak = 0.0f64;
+    let mut run_mb: Option<f64> = None;
     let times: Vec<f64> = match *bench {
         "scheduler" => {
             let needs = Shape::from_name(shape)?.needs(n);
@@ -195,9 +208,16 @@ fn run_cell(cell: &[&str]) -> Option<Value> {
             let mut times = Vec::new();
             for _ in 0..reps(n) {
                 let run = rt.block_on(prepare(imp, &needs))?;
+                // What the run itself adds: its peak above the resident size before it, with
+                // its graph (for gitops, the plan) already built.
+                peak = peak.max(peak_rss_mb().unwrap_or(0.0));
+                let before = reset_peak_rss().then(rss_mb).flatten();
                 let start = Instant::now();
                 let leftover = run_on(&rt, run);
                 times.push(start.elapsed().as_secs_f64() * 1e6);
+                if let (Some(before), Some(after)) = (before, peak_rss_mb()) {
+                    run_mb = Some(run_mb.unwrap_or(0.0).max(after - before));
+                }
                 drop(leftover);
             }
             times
@@ -295,7 +315,11 @@ fn run_cell(cell: &[&str]) -> Option<Value> {
         "planner" | "watcher" => med,
         _ => med / n as f64,
     };
-    let mut v = json!({"bench": bench, "shape": shape, "n": n, "impl": imp, "median_us": med, "per_stage_us": per, "peak_rss_mb": peak_rss_mb()});
+    let peak = peak_rss_mb().map(|p| p.max(peak));
+    let mut v = json!({"bench": bench, "shape": shape, "n": n, "impl": imp, "median_us": med, "per_stage_us": per, "peak_rss_mb": peak});
+    if *bench == "scheduler" {
+        v["run_mb"] = json!(run_mb);
+    }
     if *bench == "planner" {
         v["events_per_s"] = json!(1e6 / med);
     }
@@ -308,7 +332,9 @@ fn print_table(rows: &[Value]) {
             .find(|r| r["bench"] == b && r["shape"] == s && r["n"] == n && r["impl"] == i)
             .cloned()
     };
-    println!("Scheduler: µs per stage (peak RSS MiB), no-op stages, 2 worker threads");
+    println!(
+        "Scheduler: µs per stage (peak RSS MiB / what the run adds, MiB), no-op stages, 2 worker threads"
+    );
     println!(
         "{:<8} {:>7}  {:>16} {:>16} {:>16} {:>16} {:>16}  {:>9} {:>8} {:>8}",
         "shape",
@@ -330,8 +356,11 @@ fn print_table(rows: &[Value]) {
             }
             let fmt = |i: &str| {
                 cell(i).map_or("-".to_owned(), |r| {
+                    let run = r["run_mb"]
+                        .as_f64()
+                        .map_or("-".to_owned(), |m| format!("{m:.0}"));
                     format!(
-                        "{:.2} ({:.0})",
+                        "{:.2} ({:.0}/{run})",
                         r["per_stage_us"].as_f64().unwrap_or(0.0),
                         r["peak_rss_mb"].as_f64().unwrap_or(0.0)
                     )
