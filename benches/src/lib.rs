@@ -63,3 +63,23 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap_or_else(|e| panic!("cannot build the runtime: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn resetting_the_peak_forgets_memory_given_back() {
+        let mb = 1024 * 1024;
+        {
+            // Large enough to be its own mapping, unmapped when freed.
+            let v = vec![1u8; 64 * mb];
+            std::hint::black_box(&v);
+        }
+        let peak = super::peak_rss_mb().expect("VmHWM");
+        assert!(super::reset_peak_rss(), "clear_refs is writable");
+        let after = super::peak_rss_mb().expect("VmHWM");
+        assert!(
+            after < peak - 32.0,
+            "peak {peak} MB, after the reset {after} MB"
+        );
+    }
+}
