@@ -73,6 +73,7 @@ pub struct Handled {
 }
 
 /// A run that is ready: subscribe to its events, then [`execute`](StartedRun::execute) it.
+/// Dropped without being executed, it is recorded as cancelled and its checkout removed.
 pub struct StartedRun {
     /// The run's id.
     pub id: String,
@@ -195,7 +196,9 @@ impl Engine {
         while let Some(task) = tasks.join_next().await {
             match task {
                 Ok(run) => ended.push(run),
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Cancelled by the runtime shutting down: the run was recorded as cancelled.
+                Err(_) => {}
             }
         }
         ended.sort_by_key(|(i, _)| *i);
@@ -489,7 +492,8 @@ impl StartedRun {
 
     /// Runs it to its end, records how it ended, and removes its checkout. A run of a
     /// concurrency group first waits for its turn (its position is announced in its events);
-    /// one superseded meanwhile ends as cancelled without running a stage.
+    /// one superseded meanwhile ends as cancelled without running a stage. Dropping the future
+    /// before the end cancels the run (see [`Run::execute`]) and records it as cancelled.
     pub async fn execute(mut self) -> Result<RunReport> {
         // A resumed run first clears what its crashed process left running on its backends
         // (best effort: a backend that cannot be reached fails its stages, saying why).
