@@ -689,3 +689,26 @@ async fn a_long_chain_runs_in_order_and_leaves_other_tasks_their_turns() {
     assert_eq!(started, expected);
     assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > 10);
 }
+
+// Cancelling the run wakes its stages before the run's own task: a last stage that stops at
+// once ends the run before that task sees the cancellation. The run is cancelled all the same.
+#[tokio::test]
+async fn a_run_cancelled_while_its_last_stage_runs_is_cancelled_not_failed() {
+    let journal = Arc::new(Journal::default());
+    let registry =
+        BackendRegistry::new().with_executor("local", Arc::new(Journaling(journal.clone())));
+    let run = Scheduler::new(registry).run(
+        pipeline("      held: { run: x }\n"),
+        RunSpec::new(RunInfo::new("r", "p", event(), ".")),
+    );
+    let token = run.cancel_token();
+    let task = tokio::spawn(run.execute());
+    while journal.entries().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    token.cancel();
+    let report = task.await.unwrap();
+    assert_eq!(journal.entries(), ["start held", "stopped held"]);
+    assert_eq!(report.stage("held").unwrap().result, StageResult::Cancelled);
+    assert_eq!(report.result, RunResult::Cancelled);
+}

@@ -646,7 +646,14 @@ impl Core {
 
 fn report(shared: &Shared) -> RunReport {
     let states = std::mem::replace(&mut shared.lock().states, Progress::new(std::iter::empty()));
-    let cancelled = shared.lock().cancelled;
+    // Cancelling the run wakes its stages before its own task: the last ones can end, stopped
+    // by it, before that task sees the cancellation. A stage ends `Cancelled` only when the
+    // run was cancelled.
+    let cancelled = shared.lock().cancelled
+        || (0..states.len()).any(|i| {
+            let report = states.report(i);
+            !report.reused && report.result == StageResult::Cancelled
+        });
     let result = if cancelled {
         RunResult::Cancelled
     } else if (0..states.len()).any(|i| {
