@@ -30,6 +30,17 @@ fn repo(dir: &Path, config: &str) -> std::path::PathBuf {
     file
 }
 
+/// A repository in `tmp` whose pipeline `main` runs one stage, `stage` (`name: { ... }`), on
+/// pushes to main; its directory.
+fn one_stage_repo(tmp: &Path, stage: &str) -> std::path::PathBuf {
+    let config = format!(
+        "version: 1\npipelines:\n  main:\n    on: {{ push: {{ branches: [main] }} }}\n    stages:\n      {stage}\n"
+    );
+    let dir = tmp.join("repo");
+    repo(&dir, &config);
+    dir
+}
+
 fn count(file: &Path, word: &str) -> usize {
     std::fs::read_to_string(file)
         .unwrap_or_default()
@@ -495,18 +506,13 @@ pipelines:
 fn watch_prints_each_change_once_and_runs_what_it_triggers() {
     let tmp = tempfile::tempdir().unwrap();
     let marks = tmp.path().join("marks");
-    let config = format!(
-        r#"version: 1
-pipelines:
-  main:
-    on: {{ push: {{ branches: [main] }} }}
-    stages:
-      build: {{ run: "echo built-$GITOPS_SHA >> {m}" }}
-"#,
-        m = marks.display()
+    let dir = one_stage_repo(
+        tmp.path(),
+        &format!(
+            r#"build: {{ run: "echo built-$GITOPS_SHA >> {}" }}"#,
+            marks.display()
+        ),
     );
-    let dir = tmp.path().join("repo");
-    repo(&dir, &config);
     let state = tmp.path().join("state");
     let watch = |extra: &[&str]| {
         let mut args = vec![
@@ -559,4 +565,107 @@ pipelines:
     let out = gitops(&["watch", "--repo", dir.to_str().unwrap(), "--interval", "0s"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("the interval must be more than zero"));
+}
+
+#[test]
+fn ctrl_c_during_a_watched_run_cancels_it_and_stops_the_watch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let started = tmp.path().join("slow.pid");
+    let dir = one_stage_repo(
+        tmp.path(),
+        &format!(
+            r#"slow: {{ run: "echo $$ > {}; sleep 1000" }}"#,
+            started.display()
+        ),
+    );
+    let state = tmp.path().join("state");
+    let stderr = tmp.path().join("stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_gitops"))
+        .args([
+            "watch",
+            "--repo",
+            dir.to_str().unwrap(),
+            "--interval",
+            "200ms",
+        ])
+        .args(["--state", state.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    // Should an assertion fail, nothing of the watch is left running.
+    let mut watch = Leftovers {
+        child,
+        stage_pid: started.clone(),
+    };
+    let child = &mut watch.child;
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    wait_for("the baseline", || read(&stderr).contains("baseline"));
+    std::fs::write(dir.join("app.txt"), "v2").unwrap();
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-qm", "v2"]);
+    wait_for("the stage's start", || !read(&started).trim().is_empty());
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    wait_for("the watch's exit", || child.try_wait().unwrap().is_some());
+    assert!(child.wait().unwrap().success(), "{}", read(&stderr));
+    let err = read(&stderr);
+    for said in [
+        "interrupted: cancelling",
+        "was cancelled",
+        "stopped watching",
+    ] {
+        assert!(err.contains(said), "no {said:?} in:\n{err}");
+    }
+    let stage = format!("/proc/{}", read(&started).trim());
+    wait_for("the stage's end", || {
+        std::fs::read_to_string(format!("{stage}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    });
+    let runs = Ledger::open(&state).unwrap().runs(10).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        runs[0].status,
+        gitops_core::ledger::RunStatus::Finished(gitops_core::scheduler::RunResult::Cancelled)
+    );
+}
+
+/// Waits up to 30 seconds for `done`, failing the test with `what` after that.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `gitops` process and the stage it runs (its pid in a file, a process group of its own),
+/// killed when a failing test drops them.
+struct Leftovers {
+    child: std::process::Child,
+    stage_pid: std::path::PathBuf,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let pid = std::fs::read_to_string(&self.stage_pid).unwrap_or_default();
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }

@@ -83,7 +83,10 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
         for event in &poll.events {
             println!("{}", serde_json::to_string(event).map_err(|e| err(&e))?);
             if let Some(engine) = &engine {
-                handle(engine, &watcher, event, &options).await;
+                if handle(engine, &watcher, event, &options).await == Handled::Interrupted {
+                    eprintln!("stopped watching");
+                    return Ok(());
+                }
             }
         }
         if let Some(engine) = &engine {
@@ -113,20 +116,71 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
     }
 }
 
-/// Runs what `event` triggers; failures are reported and the watch goes on.
-async fn handle(engine: &Engine, watcher: &Watcher, event: &GitEvent, options: &RunOptions) {
+/// How handling an event ended.
+#[derive(PartialEq)]
+enum Handled {
+    Done,
+    /// Ctrl-C came while its runs ran: they were cancelled, and the watch stops.
+    Interrupted,
+}
+
+/// Runs what `event` triggers; failures are reported and the watch goes on. Ctrl-C meanwhile
+/// cancels the runs (their stages are stopped and the runs recorded as cancelled), waits for
+/// them to end, and stops the watch.
+async fn handle(
+    engine: &Engine,
+    watcher: &Watcher,
+    event: &GitEvent,
+    options: &RunOptions,
+) -> Handled {
     if !crate::run::names_commit(event) {
-        return;
+        return Handled::Done;
     }
-    match engine.handle(event, watcher.repository(), options).await {
-        Ok(handled) => {
-            for report in &handled.reports {
-                eprintln!("{}", progress::summary(report));
+    let runs = match engine.start(event, watcher.repository(), options) {
+        Ok(runs) => runs,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Handled::Done;
+        }
+    };
+    let cancels: Vec<_> = runs.iter().map(|r| r.cancel_token()).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, run) in runs.into_iter().enumerate() {
+        tasks.spawn(async move { (i, run.execute().await) });
+    }
+    let mut ended = Vec::new();
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            task = tasks.join_next() => match task {
+                Some(Ok(run)) => ended.push(run),
+                Some(Err(e)) => eprintln!("error: a run crashed: {e}"),
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                eprintln!("interrupted: cancelling (running stages are being stopped)");
+                cancels.iter().for_each(|c| c.cancel());
             }
-            for s in &handled.stopped {
+        }
+    }
+    ended.sort_by_key(|(i, _)| *i);
+    for (_, report) in ended {
+        match report {
+            Ok(report) => eprintln!("{}", progress::summary(&report)),
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
+    if interrupted {
+        return Handled::Interrupted;
+    }
+    match engine.settle(event).await {
+        Ok(stopped) => {
+            for s in &stopped {
                 eprintln!("■ {} stopped: its pull request was closed", s.environment);
             }
         }
         Err(e) => eprintln!("error: {e}"),
     }
+    Handled::Done
 }
