@@ -150,6 +150,8 @@ async fn handle(
     }
     let mut ended = Vec::new();
     let mut interrupted = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
             task = tasks.join_next() => match task {
@@ -157,7 +159,7 @@ async fn handle(
                 Some(Err(e)) => eprintln!("error: a run crashed: {e}"),
                 None => break,
             },
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            _ = &mut ctrl_c, if !interrupted => {
                 interrupted = true;
                 eprintln!("interrupted: cancelling (running stages are being stopped)");
                 cancels.iter().for_each(|c| c.cancel());
