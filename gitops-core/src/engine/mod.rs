@@ -187,24 +187,9 @@ impl Engine {
         options: &RunOptions,
     ) -> Result<Handled> {
         let runs = self.start(event, repo, options)?;
-        // In a set, so that dropping this future drops the runs too, which cancels them.
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, run) in runs.into_iter().enumerate() {
-            tasks.spawn(async move { (i, run.execute().await) });
-        }
-        let mut ended = Vec::new();
-        while let Some(task) = tasks.join_next().await {
-            match task {
-                Ok(run) => ended.push(run),
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // Cancelled by the runtime shutting down: the run was recorded as cancelled.
-                Err(_) => {}
-            }
-        }
-        ended.sort_by_key(|(i, _)| *i);
-        let reports = ended
+        let reports = StartedRun::execute_all(runs, &CancellationToken::new())
+            .await
             .into_iter()
-            .map(|(_, report)| report)
             .collect::<Result<Vec<_>>>()?;
         let stopped = self.settle(event).await?;
         Ok(Handled { reports, stopped })
@@ -526,6 +511,40 @@ impl StartedRun {
         let report = self.run.execute().await;
         self.end.end(report.result)?;
         Ok(report)
+    }
+
+    /// Executes `runs` at once and returns how each ended, in their order. Cancelling `stop`
+    /// cancels them all (their stages are stopped, and they end as cancelled); dropping the
+    /// future cancels them too.
+    pub async fn execute_all(
+        runs: Vec<StartedRun>,
+        stop: &CancellationToken,
+    ) -> Vec<Result<RunReport>> {
+        let cancels: Vec<_> = runs.iter().map(StartedRun::cancel_token).collect();
+        // In a set, so that dropping this future drops the runs too, which cancels them.
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, run) in runs.into_iter().enumerate() {
+            tasks.spawn(async move { (i, run.execute().await) });
+        }
+        let mut ended = Vec::new();
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                task = tasks.join_next() => match task {
+                    None => break,
+                    Some(Ok(run)) => ended.push(run),
+                    Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    // Cancelled by the runtime shutting down: the run was recorded as cancelled.
+                    Some(Err(_)) => {}
+                },
+                _ = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    cancels.iter().for_each(CancellationToken::cancel);
+                }
+            }
+        }
+        ended.sort_by_key(|(i, _)| *i);
+        ended.into_iter().map(|(_, report)| report).collect()
     }
 
     /// Waits until the run's concurrency group lets it start; cancels it when it is superseded.

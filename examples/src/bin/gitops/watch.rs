@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use gitops_core::engine::{Engine, RunOptions};
+use gitops_core::engine::{Engine, RunOptions, StartedRun};
 use gitops_core::event::GitEvent;
 use gitops_core::source::repo::Watcher;
+use tokio_util::sync::CancellationToken;
 
 use crate::progress;
 use crate::run::{Common, engine, run_options};
@@ -143,37 +144,25 @@ async fn handle(
             return Handled::Done;
         }
     };
-    let cancels: Vec<_> = runs.iter().map(|r| r.cancel_token()).collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, run) in runs.into_iter().enumerate() {
-        tasks.spawn(async move { (i, run.execute().await) });
-    }
-    let mut ended = Vec::new();
-    let mut interrupted = false;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        tokio::select! {
-            task = tasks.join_next() => match task {
-                Some(Ok(run)) => ended.push(run),
-                Some(Err(e)) => eprintln!("error: a run crashed: {e}"),
-                None => break,
-            },
-            _ = &mut ctrl_c, if !interrupted => {
-                interrupted = true;
+    let stop = CancellationToken::new();
+    let interrupt = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
                 eprintln!("interrupted: cancelling (running stages are being stopped)");
-                cancels.iter().for_each(|c| c.cancel());
+                stop.cancel();
             }
         }
-    }
-    ended.sort_by_key(|(i, _)| *i);
-    for (_, report) in ended {
+    });
+    let ended = StartedRun::execute_all(runs, &stop).await;
+    interrupt.abort();
+    for report in ended {
         match report {
             Ok(report) => eprintln!("{}", progress::summary(&report)),
             Err(e) => eprintln!("error: {e}"),
         }
     }
-    if interrupted {
+    if stop.is_cancelled() {
         return Handled::Interrupted;
     }
     match engine.settle(event).await {
