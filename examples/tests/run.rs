@@ -254,7 +254,7 @@ pipelines:
         .stage_results(&run_id)
         .unwrap()
         .into_iter()
-        .map(|s| s.id)
+        .map(|s| s.id.to_string())
         .collect();
     assert_eq!(recorded, ["first", "second"]);
 
@@ -284,7 +284,7 @@ pipelines:
         .stage_results(&run_id)
         .unwrap()
         .into_iter()
-        .map(|s| s.id)
+        .map(|s| s.id.to_string())
         .collect();
     recorded.sort();
     assert_eq!(

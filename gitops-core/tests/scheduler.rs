@@ -10,7 +10,8 @@ use gitops_core::config::Config;
 use gitops_core::event::GitEvent;
 use gitops_core::plan::{Changes, PlannedPipeline, Planner};
 use gitops_core::scheduler::{
-    RunEvent, RunReport, RunResult, RunSpec, Scheduler, SchedulerOptions, SkipReason, StageResult,
+    RunEvent, RunReport, RunResult, RunSpec, Scheduler, SchedulerOptions, SkipReason, StageReport,
+    StageResult,
 };
 
 fn event() -> GitEvent {
@@ -404,6 +405,81 @@ async fn outputs_feed_the_env_and_conditions_of_dependents() {
     assert_eq!(deploy.env["IMAGE"], "app:1");
     assert_eq!(deploy.env["MISSING"], "[]");
     assert_eq!(deploy.env["SHA"], "abc");
+}
+
+/// Reused results decide their dependents as results of this run would: a reused failure
+/// skips what needs it and lets `failure()` run, and so does a failure further up.
+#[tokio::test]
+async fn reused_results_decide_their_dependents_like_fresh_ones() {
+    let stages = r#"      build: { run: x }
+      lint: { run: x }
+      test: { run: x, needs: build }
+      report: { run: x, needs: test, if: "failure()" }
+      package: { run: x, needs: lint }
+      publish: { run: x, needs: package }
+      notify: { run: x, needs: package, if: "failure()" }
+"#;
+    let reused = |id: &str, result: StageResult| StageReport {
+        id: id.into(),
+        result,
+        attempts: 1,
+        flaky: false,
+        started_secs: Some(0.0),
+        finished_secs: Some(1.0),
+        outputs: Default::default(),
+        reused: false,
+    };
+    let failed = StageResult::Failure {
+        message: "exit code 1".into(),
+        exit_code: Some(1),
+    };
+    // `package` succeeded after `lint` failed (in a run where `lint` had continue_on_error,
+    // say): its ancestry has a failure all the same.
+    let reuse = [
+        reused("build", failed.clone()),
+        reused("lint", failed),
+        reused("package", StageResult::Success),
+    ]
+    .into_iter()
+    .map(|r| (r.id.to_string(), r))
+    .collect();
+    let backend = Arc::new(MemoryBackend::new().recording());
+    let registry = BackendRegistry::new().with_executor("local", backend.clone());
+    let report = Scheduler::new(registry)
+        .run(
+            pipeline(stages),
+            RunSpec::new(RunInfo::new("r", "p", event(), ".")).with_reuse(reuse),
+        )
+        .execute()
+        .await;
+    let r = |id: &str| report.stage(id).unwrap().result.clone();
+    assert_eq!(
+        r("test"),
+        StageResult::Skipped {
+            reason: SkipReason::NeedFailed {
+                need: "build".into()
+            }
+        }
+    );
+    assert_eq!(
+        r("report"),
+        StageResult::Success,
+        "failure() sees the reused failure"
+    );
+    assert_eq!(r("publish"), StageResult::Success);
+    assert_eq!(
+        r("notify"),
+        StageResult::Success,
+        "failure() sees the failure above the reused success"
+    );
+    assert!(report.stage("package").unwrap().reused);
+    let called: Vec<String> = backend.calls().into_iter().map(|c| c.stage).collect();
+    assert_eq!(
+        called.len(),
+        3,
+        "only report, publish and notify run: {called:?}"
+    );
+    assert_eq!(report.result, RunResult::Failure);
 }
 
 #[tokio::test]

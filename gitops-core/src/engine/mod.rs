@@ -235,7 +235,7 @@ impl Engine {
             })
             .map(|mut r| {
                 r.reused = true;
-                (r.id.clone(), r)
+                (r.id.to_string(), r)
             })
             .collect();
         let id = new_run_id();
@@ -276,7 +276,7 @@ impl Engine {
             .into_iter()
             .map(|mut r| {
                 r.reused = true;
-                (r.id.clone(), r)
+                (r.id.to_string(), r)
             })
             .collect();
         let mut checkout = None;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::PlannedStage;
-use crate::config::{BuiltGraph, Stage};
+use crate::config::{Action, BuiltGraph, Stage};
 use crate::graph::StageGraph;
 
 /// The stage has an `if:`.
@@ -58,12 +58,19 @@ impl Rows {
     }
 }
 
-/// A planned pipeline's stages for the scheduler's hot loop: the pipeline's [`Rows`] and a
-/// flag byte per stage (which depends on the environments too, so it is made per plan).
+/// A planned pipeline's stages for the scheduler's hot loop: the pipeline's [`Rows`], and what
+/// depends on the environments too, so it is made per plan: a flag byte per stage, and what
+/// runs it.
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
     built: BuiltGraph,
     flags: Vec<u8>,
+    /// The backends the stages name, in the order of their first stage.
+    backends: Vec<Arc<str>>,
+    /// The (backend, action) pairs the stages need, in the order of their first stage.
+    targets: Vec<(u32, Action)>,
+    /// Per stage: its pair in `targets`.
+    target_of: Vec<u32>,
 }
 
 impl Layout {
@@ -101,7 +108,52 @@ impl Layout {
                 f
             })
             .collect();
-        Layout { built, flags }
+        let mut layout = Layout {
+            built,
+            flags,
+            backends: Vec::new(),
+            targets: Vec::new(),
+            target_of: Vec::with_capacity(stages.len()),
+        };
+        for p in stages {
+            let b = match layout.backends.iter().position(|n| **n == *p.backend) {
+                Some(b) => b,
+                None => {
+                    layout.backends.push(Arc::from(p.backend.as_str()));
+                    layout.backends.len() - 1
+                }
+            } as u32;
+            let target = (b, p.action);
+            let t = match layout.targets.iter().position(|&t| t == target) {
+                Some(t) => t,
+                None => {
+                    layout.targets.push(target);
+                    layout.targets.len() - 1
+                }
+            };
+            layout.target_of.push(t as u32);
+        }
+        layout
+    }
+
+    /// The backends the stages name; stages refer to them by index.
+    pub(crate) fn backends(&self) -> &[Arc<str>] {
+        &self.backends
+    }
+
+    /// The (backend index, action) pairs the stages need; stages refer to them by index.
+    pub(crate) fn targets(&self) -> &[(u32, Action)] {
+        &self.targets
+    }
+
+    /// Stage `i`'s (backend, action) pair, an index into [`Layout::targets`].
+    pub(crate) fn target(&self, i: usize) -> usize {
+        self.target_of[i] as usize
+    }
+
+    /// Stage `i`'s backend, an index into [`Layout::backends`].
+    pub(crate) fn backend(&self, i: usize) -> usize {
+        self.targets[self.target(i)].0 as usize
     }
 
     fn rows(&self) -> &Rows {

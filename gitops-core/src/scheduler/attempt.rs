@@ -56,9 +56,9 @@ pub(super) struct Shared {
     /// thousands of stages cloning one token would all queue on one lock.
     pub cancel_shards: Vec<Arc<CancellationToken>>,
     pub start: Instant,
-    /// Indexed by (action, backend) slot, resolved once per run (`driver::start`).
+    /// What runs the stages of each of the layout's (backend, action) pairs, resolved once
+    /// per run (`driver::start`).
     pub targets: Vec<Target>,
-    pub backend_names: Vec<Arc<str>>,
     /// Where stage logs go: nowhere when no one follows the run (no line is masked and
     /// copied for no one).
     pub log: Option<Arc<LogTarget>>,
@@ -69,9 +69,6 @@ pub(super) struct Shared {
     pub env: BTreeMap<String, String>,
     pub pipeline: Arc<PlannedPipeline>,
     pub max_parallel: usize,
-    /// Per stage: its backend's index, and the slot of its (action, backend) target.
-    pub backend_of: Vec<u32>,
-    pub target_of: Vec<u32>,
     /// Per backend: how many of its stages may run at once.
     pub limits: Vec<usize>,
     /// The bookkeeping, shared by the stage tasks that settle their own ends.
@@ -91,6 +88,11 @@ pub(super) struct Job {
 }
 
 impl Shared {
+    /// The name of the layout's backend `b`.
+    pub fn backend_name(&self, b: usize) -> &Arc<str> {
+        &self.pipeline.layout.backends()[b]
+    }
+
     pub fn cancel_shard(&self, index: usize) -> &Arc<CancellationToken> {
         &self.cancel_shards[index % self.cancel_shards.len()]
     }
@@ -134,6 +136,7 @@ impl Drop for PanicGuard<'_> {
         };
         let (shared, index) = (self.shared.clone(), self.index);
         let report = StageReport::ended(
+            shared.pipeline.layout.id(index),
             StageResult::Failure {
                 message: "the stage's task panicked (a bug in its backend)".to_owned(),
                 exit_code: None,
@@ -267,17 +270,17 @@ async fn settle_then_next(
 /// backend and target are looked up, not carried, and times are seconds.
 async fn once(shared: &Shared, index: usize, ctx: impl FnOnce() -> StageContext) -> StageReport {
     let started = shared.start.elapsed().as_secs_f64();
-    let backend = shared.backend_of[index] as usize;
+    let backend = shared.pipeline.layout.backend(index);
     shared.emit(|at| RunEvent::StageStarted {
         stage: shared.pipeline.layout.id(index).to_string(),
         attempt: 1,
-        backend: shared.backend_names[backend].to_string(),
+        backend: shared.backend_name(backend).to_string(),
         at,
     });
     // The common case calls the executor directly: every task is allocated (and moved) at the
     // size of its future, and the gate's path would make all of them larger. Deploys, rare,
     // take that path boxed.
-    let result = match &shared.targets[shared.target_of[index] as usize] {
+    let result = match &shared.targets[shared.pipeline.layout.target(index)] {
         Target::Execute(e) => e.execute(ctx()).await,
         Target::Missing(m) => Err(BackendError::Failed(m.clone())),
         gated => Box::pin(call(shared, gated, backend, ctx(), None)).await.0,
@@ -288,7 +291,8 @@ async fn once(shared: &Shared, index: usize, ctx: impl FnOnce() -> StageContext)
         classify(result)
     };
     let finished = shared.start.elapsed().as_secs_f64();
-    StageReport::ended(result, 1, Some(started), Some(finished), outputs)
+    let id = shared.pipeline.layout.id(index);
+    StageReport::ended(id, result, 1, Some(started), Some(finished), outputs)
 }
 
 async fn attempts(mut job: Job) -> StageReport {
@@ -300,7 +304,7 @@ async fn attempts(mut job: Job) -> StageReport {
         shared.emit(|at| RunEvent::StageStarted {
             stage: job.ctx.stage.to_string(),
             attempt,
-            backend: shared.backend_names[job.backend].to_string(),
+            backend: shared.backend_name(job.backend).to_string(),
             at,
         });
         let (result, outputs) = match one_attempt(&mut job, attempt).await {
@@ -313,7 +317,8 @@ async fn attempts(mut job: Job) -> StageReport {
         };
         let done = |result, outputs| {
             let finished = shared.start.elapsed().as_secs_f64();
-            StageReport::ended(result, attempt, Some(started), Some(finished), outputs)
+            let id = &job.ctx.stage;
+            StageReport::ended(id, result, attempt, Some(started), Some(finished), outputs)
         };
         let Some(delay) = retry_delay(&job, attempt, &result) else {
             return done(result, outputs);
@@ -439,7 +444,7 @@ async fn call(
         });
     };
     let entered = gate
-        .enter(&ctx, action, &shared.backend_names[backend], &waiting)
+        .enter(&ctx, action, shared.backend_name(backend), &waiting)
         .await;
     let ticket = match entered {
         Ok(ticket) => ticket,

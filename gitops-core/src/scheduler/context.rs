@@ -37,8 +37,7 @@ impl Context for RuntimeContext<'_> {
                     (Some("outputs"), Some(key)) => Some(
                         self.states
                             .report(i)
-                            .outputs
-                            .get(key)
+                            .and_then(|r| r.outputs.get(key))
                             .map_or(Value::Null, |v| Value::String(v.clone())),
                     ),
                     (Some("result"), None) => Some(

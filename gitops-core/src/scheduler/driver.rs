@@ -37,6 +37,10 @@ pub(super) struct Core {
     ready: VecDeque<usize>,
     /// Per backend: stages whose needs have ended, waiting for a slot.
     queues: Vec<VecDeque<usize>>,
+    /// Stages in all `queues` together: most settles find none, without reading the queues.
+    queued: usize,
+    /// Per backend with a bound: its stages running (not counted for unbounded backends,
+    /// so that a stage's end writes no count beside the run's own).
     busy: Vec<usize>,
     /// Stages started whose end is not settled yet.
     running: usize,
@@ -189,9 +193,8 @@ impl Drop for Settling<'_> {
 /// Without a recorder it is done at once. The task's future holds what is returned across
 /// its awaits, so the rest (a recorder's calls) is a boxed future: every stage's task is
 /// allocated at its future's size.
-pub(super) fn settle(shared: &Arc<Shared>, index: usize, mut report: StageReport) -> Settled<'_> {
+pub(super) fn settle(shared: &Arc<Shared>, index: usize, report: StageReport) -> Settled<'_> {
     if let Some(recorder) = &shared.recorder {
-        report.id = shared.pipeline.layout.id(index).to_string();
         return Settled::Later(Box::pin(async move {
             record(shared, recorder.as_ref(), &report).await;
             settled(shared, index, report).carry_out(shared).await
@@ -226,7 +229,10 @@ fn settled(shared: &Arc<Shared>, index: usize, report: StageReport) -> Pumped {
     let mut out = Pumped::default();
     let mut core = shared.lock();
     core.running -= 1;
-    core.busy[shared.backend_of[index] as usize] -= 1;
+    let b = shared.pipeline.layout.backend(index);
+    if shared.limits[b] != usize::MAX {
+        core.busy[b] -= 1;
+    }
     core.finish(shared, index, report);
     core.pump(shared, true, &mut out);
     out
@@ -257,11 +263,9 @@ impl Shared {
     }
 }
 
-/// The run's shared state, with the stages it reuses already ended.
-pub(super) fn start(run: Run) -> Arc<Shared> {
+/// Ends the stages whose results `run` reuses.
+fn reuse(states: &mut Progress, run: &Run) {
     let pipeline = &run.pipeline;
-    let graph = pipeline.graph();
-    let mut states = Progress::new(pipeline.stages.iter().map(|s| s.id.as_str()));
     for (i, stage) in pipeline.stages.iter().enumerate() {
         if let Some(r) = run.spec.reuse.get(&stage.id) {
             let report = StageReport {
@@ -271,13 +275,29 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
             states.finish(i, report, stage.continue_on_error, false);
         }
     }
-    // Reused stages may have reused ancestors only; propagate ancestry failures in order.
+    // Reused stages may have reused ancestors only; propagate ancestry failures in order
+    // (the graph's order, which visits the reports at random: only for runs that reuse).
+    let graph = pipeline.graph();
     for &s in graph.order() {
-        if states.report(s.index()).reused
+        if states.report(s.index()).is_some_and(|r| r.reused)
             && graph.needs(s).any(|n| states.failed_ancestry(n.index()))
         {
             states.mark_failed_ancestry(s.index());
         }
+    }
+    for i in 0..states.len() {
+        if states.finished(i) {
+            states.pass_on(i, pipeline.layout.dependents(i));
+        }
+    }
+}
+
+/// The run's shared state, with the stages it reuses already ended.
+pub(super) fn start(run: Run) -> Arc<Shared> {
+    let pipeline = &run.pipeline;
+    let mut states = Progress::new(pipeline.stages.len());
+    if !run.spec.reuse.is_empty() {
+        reuse(&mut states, &run);
     }
     let layout = &pipeline.layout;
     let remaining: Vec<u32> = (0..states.len())
@@ -294,30 +314,12 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
         .collect();
 
     // Backends and their targets, resolved once per run.
-    let mut backend_names: Vec<Arc<str>> = Vec::new();
-    let mut slots: Vec<(usize, crate::config::Action)> = Vec::new();
-    let mut targets = Vec::new();
-    let mut backend_of = Vec::with_capacity(pipeline.stages.len());
-    let mut target_of = Vec::with_capacity(pipeline.stages.len());
-    for s in &pipeline.stages {
-        let b = match backend_names.iter().position(|n| **n == *s.backend) {
-            Some(b) => b,
-            None => {
-                backend_names.push(Arc::from(s.backend.as_str()));
-                backend_names.len() - 1
-            }
-        };
-        let t = match slots.iter().position(|&(sb, a)| sb == b && a == s.action) {
-            Some(t) => t,
-            None => {
-                slots.push((b, s.action));
-                targets.push(Target::new(s.action, &s.backend, &run.registry));
-                slots.len() - 1
-            }
-        };
-        backend_of.push(b as u32);
-        target_of.push(t as u32);
-    }
+    let backend_names = layout.backends();
+    let targets = layout
+        .targets()
+        .iter()
+        .map(|&(b, action)| Target::new(action, &backend_names[b as usize], &run.registry))
+        .collect();
     let limits = backend_names
         .iter()
         .map(|n| {
@@ -333,6 +335,7 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
         remaining,
         ready,
         queues: backend_names.iter().map(|_| VecDeque::new()).collect(),
+        queued: 0,
         busy: vec![0; backend_names.len()],
         running: 0,
         recording: 0,
@@ -367,15 +370,12 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
         run_cancel: run.cancel,
         start,
         targets,
-        backend_names,
         log,
         gate: run.spec.gate,
         recorder: run.spec.recorder,
         info: run.spec.info,
         env: run.spec.env,
         max_parallel: run.options.max_parallel.max(1),
-        backend_of,
-        target_of,
         limits,
         core: Mutex::new(core),
         ended: tokio::sync::Notify::new(),
@@ -395,7 +395,7 @@ impl Core {
         // A stage ending while the run is being cancelled must not start the next one before
         // the run's task sees it: every child token is cancelled with the run's, and a shard
         // is a lock few stages share.
-        let waiting = !self.ready.is_empty() || self.queues.iter().any(|q| !q.is_empty());
+        let waiting = !self.ready.is_empty() || self.queued > 0;
         if waiting && !self.cancelled && shared.cancel_shard(self.running).is_cancelled() {
             return self.cancel(shared, out);
         }
@@ -403,7 +403,8 @@ impl Core {
             match self.decide(shared, i) {
                 Decision::Skip(reason) => self.skip(shared, i, reason, &mut out.skipped),
                 Decision::Run => {
-                    self.queues[shared.backend_of[i] as usize].push_back(i);
+                    self.queues[shared.pipeline.layout.backend(i)].push_back(i);
+                    self.queued += 1;
                     shared.emit(|at| RunEvent::StageQueued {
                         stage: shared.pipeline.stages[i].id.clone(),
                         at,
@@ -427,7 +428,10 @@ impl Core {
                 out.spawn.push(i as u32);
             }
             self.running += 1;
-            self.busy[shared.backend_of[i] as usize] += 1;
+            let b = shared.pipeline.layout.backend(i);
+            if shared.limits[b] != usize::MAX {
+                self.busy[b] += 1;
+            }
         }
         if !self.ended && self.running == 0 && self.recording == 0 {
             self.ended = true;
@@ -439,6 +443,7 @@ impl Core {
     fn skip(&mut self, shared: &Shared, i: usize, reason: SkipReason, out: &mut Vec<Skipped>) {
         let finished = shared.start.elapsed().as_secs_f64();
         let report = StageReport::ended(
+            shared.pipeline.layout.id(i),
             StageResult::Skipped { reason },
             0,
             None,
@@ -446,12 +451,8 @@ impl Core {
             BTreeMap::new(),
         );
         if shared.recorder.is_some() {
-            let id = shared.pipeline.layout.id(i).to_string();
             self.recording += 1;
-            out.push(Skipped {
-                index: i,
-                report: StageReport { id, ..report },
-            });
+            out.push(Skipped { index: i, report });
         } else {
             self.finish(shared, i, report);
             // Its dependents are decided by the caller's loop.
@@ -467,6 +468,7 @@ impl Core {
         }
         self.cancelled = true;
         let queued: Vec<usize> = self.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
+        self.queued = 0;
         for i in queued {
             self.skip(shared, i, SkipReason::RunCancelled, &mut out.skipped);
         }
@@ -478,11 +480,16 @@ impl Core {
             return Decision::Skip(SkipReason::RunCancelled);
         }
         let layout = &shared.pipeline.layout;
-        let needs = layout.needs(i);
-        let needs_succeeded = needs.iter().all(|&n| self.states.ok(n as usize));
+        // Its own byte, not its needs': most stages' needs all succeeded.
+        let needs_succeeded = self.states.needs_ok(i);
+        debug_assert_eq!(
+            needs_succeeded,
+            layout.needs(i).iter().all(|&n| self.states.ok(n as usize))
+        );
         if layout.has(i, IMPLICIT_SUCCESS) && !needs_succeeded {
             // The first need, in config order, that did not succeed.
-            let need = needs
+            let need = layout
+                .needs(i)
                 .iter()
                 .map(|&n| n as usize)
                 .find(|&n| !self.states.ok(n))
@@ -496,9 +503,7 @@ impl Core {
         if layout.has(i, HAS_CONDITION) {
             let status = StageStatus {
                 needs_succeeded,
-                need_failed: needs
-                    .iter()
-                    .any(|&n| self.states.failed_ancestry(n as usize)),
+                need_failed: self.states.need_failed(i),
                 cancelled: false,
             };
             if let Some(c) = &shared.pipeline.stages[i].source.condition {
@@ -530,9 +535,13 @@ impl Core {
     }
 
     fn next_launchable(&mut self, shared: &Shared) -> Option<usize> {
-        (0..self.queues.len())
-            .find(|&b| !self.queues[b].is_empty() && self.busy[b] < shared.limits[b])
-            .and_then(|b| self.queues[b].pop_front())
+        if self.queued == 0 {
+            return None;
+        }
+        let b = (0..self.queues.len())
+            .find(|&b| !self.queues[b].is_empty() && self.busy[b] < shared.limits[b])?;
+        self.queued -= 1;
+        self.queues[b].pop_front()
     }
 
     fn job(&self, shared: &Arc<Shared>, i: usize) -> Job {
@@ -595,8 +604,8 @@ impl Core {
         ctx.timeout = timeout;
         Job {
             index: i,
-            backend: shared.backend_of[i] as usize,
-            target: shared.target_of[i] as usize,
+            backend: shared.pipeline.layout.backend(i),
+            target: shared.pipeline.layout.target(i),
             ctx,
             retry: if layout.has(i, POLICY) {
                 planned.source.retry.as_deref().cloned()
@@ -611,10 +620,14 @@ impl Core {
     /// Stores stage `i`'s report and counts it off its dependents' needs.
     fn finish(&mut self, shared: &Shared, i: usize, report: StageReport) {
         let layout = &shared.pipeline.layout;
-        let failed_need = layout
-            .needs(i)
-            .iter()
-            .any(|&n| self.states.failed_ancestry(n as usize));
+        let failed_need = self.states.need_failed(i);
+        debug_assert_eq!(
+            failed_need,
+            layout
+                .needs(i)
+                .iter()
+                .any(|&n| self.states.failed_ancestry(n as usize))
+        );
         let flaky = matches!(report.result, StageResult::Success) && report.attempts > 1;
         self.states.finish(
             i,
@@ -622,11 +635,10 @@ impl Core {
             layout.has(i, CONTINUE_ON_ERROR),
             failed_need,
         );
-        if shared.events.is_some() {
-            let report = self.states.report(i);
+        if let (Some(_), Some(report)) = (&shared.events, self.states.report(i)) {
             let duration_secs = report.duration().map_or(0.0, |d| d.as_secs_f64());
             shared.emit(|at| RunEvent::StageFinished {
-                stage: report.id.clone(),
+                stage: report.id.to_string(),
                 result: report.result.clone(),
                 attempts: report.attempts,
                 flaky: report.flaky,
@@ -634,6 +646,7 @@ impl Core {
                 at,
             });
         }
+        self.states.pass_on(i, layout.dependents(i));
         for &d in layout.dependents(i) {
             let d = d as usize;
             self.remaining[d] -= 1;
@@ -645,14 +658,15 @@ impl Core {
 }
 
 fn report(shared: &Shared) -> RunReport {
-    let states = std::mem::replace(&mut shared.lock().states, Progress::new(std::iter::empty()));
+    let states = std::mem::replace(&mut shared.lock().states, Progress::new(0));
     // Cancelling the run wakes its stages before its own task: the last ones can end, stopped
     // by it, before that task sees the cancellation. A stage ends `Cancelled` only when the
     // run was cancelled.
     let cancelled = shared.lock().cancelled
         || (0..states.len()).any(|i| {
-            let report = states.report(i);
-            !report.reused && report.result == StageResult::Cancelled
+            states
+                .report(i)
+                .is_some_and(|r| !r.reused && r.result == StageResult::Cancelled)
         });
     let result = if cancelled {
         RunResult::Cancelled
@@ -677,7 +691,7 @@ fn report(shared: &Shared) -> RunReport {
         pipeline: shared.pipeline.name.clone(),
         result,
         duration_secs,
-        stages: states.into_reports(),
+        stages: states.into_reports(|i| shared.pipeline.layout.id(i)),
     }
 }
 
@@ -689,7 +703,9 @@ mod tests {
     async fn a_panic_while_settling_fails_the_run_instead_of_hanging() {
         let shared = start(super::super::attempt::tests::one_stage_run());
         // Settling a stage that does not exist panics under the lock, as a bug there would.
-        let report = Progress::new(["x"].into_iter()).into_reports().remove(0);
+        let report = Progress::new(1)
+            .into_reports(|_| shared.pipeline.layout.id(0))
+            .remove(0);
         let bug = tokio::spawn({
             let shared = shared.clone();
             async move { settle(&shared, 99, report).next().await }

@@ -1,6 +1,8 @@
-//! What a run knows about its stages while it runs: the reports it will end with, filled in
-//! place as stages end (the run's result is these, not a copy of them), and a byte of flags per
-//! stage for the decisions of the hot loop.
+//! What a run knows about its stages while it runs: the reports it will end with, stored as
+//! stages end (the run's result is these, not a copy of them), and a byte of flags per stage
+//! for the decisions of the hot loop.
+
+use std::sync::Arc;
 
 use super::report::{SkipReason, StageReport, StageResult};
 
@@ -10,33 +12,24 @@ const FINISHED: u8 = 1;
 const OK: u8 = 2;
 /// It, or a stage it transitively needs, failed.
 const FAILED_ANCESTRY: u8 = 4;
+/// A stage it needs ended without counting as a success.
+const NEED_NOT_OK: u8 = 8;
+/// A stage it needs has `FAILED_ANCESTRY`.
+const NEED_FAILED: u8 = 16;
+/// What the ends of a stage's needs leave in its byte (see [`Progress::pass_on`]).
+const FROM_NEEDS: u8 = NEED_NOT_OK | NEED_FAILED;
 
 pub(super) struct Progress {
-    reports: Vec<StageReport>,
+    /// Filled as stages end: a run's reports are made once, when each stage ends.
+    reports: Vec<Option<StageReport>>,
     marks: Vec<u8>,
 }
 
 impl Progress {
-    /// Stages `ids`, none of them ended: a stage that never ends reads as skipped by the
-    /// run's cancellation.
-    pub fn new<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> Progress {
-        let n = ids.len();
-        let reports = ids
-            .map(|id| StageReport {
-                id: id.to_owned(),
-                ..StageReport::ended(
-                    StageResult::Skipped {
-                        reason: SkipReason::RunCancelled,
-                    },
-                    0,
-                    None,
-                    None,
-                    Default::default(),
-                )
-            })
-            .collect();
+    /// `n` stages, none of them ended.
+    pub fn new(n: usize) -> Progress {
         Progress {
-            reports,
+            reports: std::iter::repeat_with(|| None).take(n).collect(),
             marks: vec![0; n],
         }
     }
@@ -53,23 +46,51 @@ impl Progress {
         self.marks[i] & OK != 0
     }
 
+    /// Whether every stage that `i` needs and that has ended counted as a success.
+    pub fn needs_ok(&self, i: usize) -> bool {
+        self.marks[i] & NEED_NOT_OK == 0
+    }
+
+    /// Whether a stage that `i` needs has a failure in its ancestry.
+    pub fn need_failed(&self, i: usize) -> bool {
+        self.marks[i] & NEED_FAILED != 0
+    }
+
+    /// Passes what the end of stage `i` means for them on to the stages that need it
+    /// (`dependents`): once all of a stage's needs have ended, deciding whether it runs reads
+    /// its own byte instead of each need's. Most stages succeed, and write nothing here.
+    pub fn pass_on(&mut self, i: usize, dependents: &[u32]) {
+        let mark = self.marks[i];
+        let passed = if mark & OK == 0 { NEED_NOT_OK } else { 0 }
+            | if mark & FAILED_ANCESTRY != 0 {
+                NEED_FAILED
+            } else {
+                0
+            };
+        if passed != 0 {
+            for &d in dependents {
+                self.marks[d as usize] |= passed;
+            }
+        }
+    }
+
     pub fn failed_ancestry(&self, i: usize) -> bool {
         self.marks[i] & FAILED_ANCESTRY != 0
     }
 
+    /// The stage's report, once it has ended.
+    pub fn report(&self, i: usize) -> Option<&StageReport> {
+        self.reports[i].as_ref()
+    }
+
     /// The stage's result, once it has ended.
     pub fn result(&self, i: usize) -> Option<&StageResult> {
-        self.finished(i).then(|| &self.reports[i].result)
+        self.report(i).map(|r| &r.result)
     }
 
-    pub fn report(&self, i: usize) -> &StageReport {
-        &self.reports[i]
-    }
-
-    /// Records the end of stage `i`: `report` without its id (kept from the start). It counts
-    /// as a success for its dependents when it succeeded, or failed with `continue_on_error`;
-    /// a failure without it, or `failed_need` (a failure among its needs' ancestry), marks its
-    /// ancestry failed.
+    /// Records the end of stage `i`. It counts as a success for its dependents when it
+    /// succeeded, or failed with `continue_on_error`; a failure without it, or `failed_need`
+    /// (a failure among its needs' ancestry), marks its ancestry failed.
     pub fn finish(
         &mut self,
         i: usize,
@@ -80,11 +101,11 @@ impl Progress {
         let failed = report.result.is_failure();
         let ok = matches!(report.result, StageResult::Success) || (failed && continue_on_error);
         let failed_ancestry = (failed && !continue_on_error) || failed_need;
-        let slot = &mut self.reports[i];
-        let id = std::mem::take(&mut slot.id);
-        *slot = StageReport { id, ..report };
-        self.marks[i] =
-            FINISHED | if ok { OK } else { 0 } | if failed_ancestry { FAILED_ANCESTRY } else { 0 };
+        self.reports[i] = Some(report);
+        self.marks[i] = (self.marks[i] & FROM_NEEDS)
+            | FINISHED
+            | if ok { OK } else { 0 }
+            | if failed_ancestry { FAILED_ANCESTRY } else { 0 };
     }
 
     /// Marks a failure in the ancestry of stage `i` (a reused stage whose need failed).
@@ -92,7 +113,19 @@ impl Progress {
         self.marks[i] |= FAILED_ANCESTRY;
     }
 
-    pub fn into_reports(self) -> Vec<StageReport> {
+    /// The reports, in stage order; a stage that never ended (`id(i)` names stage `i`) reads
+    /// as skipped by the run's cancellation.
+    pub fn into_reports<'a>(self, id: impl Fn(usize) -> &'a Arc<str>) -> Vec<StageReport> {
         self.reports
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.unwrap_or_else(|| {
+                    let reason = SkipReason::RunCancelled;
+                    let result = StageResult::Skipped { reason };
+                    StageReport::ended(id(i), result, 0, None, None, Default::default())
+                })
+            })
+            .collect()
     }
 }

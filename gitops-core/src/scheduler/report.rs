@@ -1,6 +1,7 @@
 //! What a run ends with: per stage its result, attempts, timings and outputs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -79,8 +80,8 @@ pub enum SkipReason {
 /// One stage in a [`RunReport`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageReport {
-    /// The stage id.
-    pub id: String,
+    /// The stage id (shared with the plan's: a run of many stages copies none of them).
+    pub id: Arc<str>,
     /// How it ended.
     #[serde(flatten)]
     pub result: StageResult,
@@ -100,8 +101,9 @@ pub struct StageReport {
 }
 
 impl StageReport {
-    /// A stage that ended with `result` after `attempts` (its id is the run's to fill in).
+    /// Stage `id`, ended with `result` after `attempts`.
     pub(super) fn ended(
+        id: &Arc<str>,
         result: StageResult,
         attempts: u32,
         started_secs: Option<f64>,
@@ -109,7 +111,7 @@ impl StageReport {
         outputs: BTreeMap<String, String>,
     ) -> StageReport {
         StageReport {
-            id: String::new(),
+            id: id.clone(),
             result,
             attempts,
             flaky: false,
@@ -170,6 +172,6 @@ pub struct RunReport {
 impl RunReport {
     /// A stage's report.
     pub fn stage(&self, id: &str) -> Option<&StageReport> {
-        self.stages.iter().find(|s| s.id == id)
+        self.stages.iter().find(|s| &*s.id == id)
     }
 }
