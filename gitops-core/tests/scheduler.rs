@@ -592,6 +592,18 @@ impl gitops_core::backend::Executor for Journaling {
     }
 }
 
+/// A run of `stages` on a [`Journaling`] backend, and its journal.
+fn journaled_run(stages: &str) -> (gitops_core::scheduler::Run, Arc<Journal>) {
+    let journal = Arc::new(Journal::default());
+    let registry =
+        BackendRegistry::new().with_executor("local", Arc::new(Journaling(journal.clone())));
+    let run = Scheduler::new(registry).run(
+        pipeline(stages),
+        RunSpec::new(RunInfo::new("r", "p", event(), ".")),
+    );
+    (run, journal)
+}
+
 /// Records each stage 20 ms after it is told, so that a stage started before its needs are
 /// recorded would show.
 struct SlowRecorder(Arc<Journal>);
@@ -692,13 +704,8 @@ async fn a_backend_that_panics_fails_its_stage_and_the_run_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_future_is_dropped_starts_nothing_more() {
-    let journal = Arc::new(Journal::default());
-    let registry =
-        BackendRegistry::new().with_executor("local", Arc::new(Journaling(journal.clone())));
-    let run = Scheduler::new(registry).run(
-        pipeline("      slow: { run: x }\n      next: { run: x, needs: slow }\n"),
-        RunSpec::new(RunInfo::new("r", "p", event(), ".")),
-    );
+    let (run, journal) =
+        journaled_run("      slow: { run: x }\n      next: { run: x, needs: slow }\n");
     assert!(
         tokio::time::timeout(ms(100), run.execute()).await.is_err(),
         "the run is still going after 100 ms"
@@ -710,13 +717,8 @@ async fn a_run_whose_future_is_dropped_starts_nothing_more() {
 
 #[tokio::test]
 async fn a_run_whose_future_is_dropped_stops_its_running_stages() {
-    let journal = Arc::new(Journal::default());
-    let registry =
-        BackendRegistry::new().with_executor("local", Arc::new(Journaling(journal.clone())));
-    let run = Scheduler::new(registry).run(
-        pipeline("      held: { run: x }\n      next: { run: x, needs: held }\n"),
-        RunSpec::new(RunInfo::new("r", "p", event(), ".")),
-    );
+    let (run, journal) =
+        journaled_run("      held: { run: x }\n      next: { run: x, needs: held }\n");
     let token = run.cancel_token();
     assert!(
         tokio::time::timeout(ms(100), run.execute()).await.is_err(),
@@ -739,13 +741,7 @@ async fn a_long_chain_runs_in_order_and_leaves_other_tasks_their_turns() {
             i => format!("      s{i}: {{ run: x, needs: s{} }}\n", i - 1),
         })
         .collect();
-    let journal = Arc::new(Journal::default());
-    let registry =
-        BackendRegistry::new().with_executor("local", Arc::new(Journaling(journal.clone())));
-    let run = Scheduler::new(registry).run(
-        pipeline(&stages),
-        RunSpec::new(RunInfo::new("r", "p", event(), ".")),
-    );
+    let (run, journal) = journaled_run(&stages);
     // A task on the same runtime keeps getting polled while the chain runs.
     let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let ticker = {
@@ -770,13 +766,7 @@ async fn a_long_chain_runs_in_order_and_leaves_other_tasks_their_turns() {
 // once ends the run before that task sees the cancellation. The run is cancelled all the same.
 #[tokio::test]
 async fn a_run_cancelled_while_its_last_stage_runs_is_cancelled_not_failed() {
-    let journal = Arc::new(Journal::default());
-    let registry =
-        BackendRegistry::new().with_executor("local", Arc::new(Journaling(journal.clone())));
-    let run = Scheduler::new(registry).run(
-        pipeline("      held: { run: x }\n"),
-        RunSpec::new(RunInfo::new("r", "p", event(), ".")),
-    );
+    let (run, journal) = journaled_run("      held: { run: x }\n");
     let token = run.cancel_token();
     let task = tokio::spawn(run.execute());
     while journal.entries().is_empty() {
