@@ -228,11 +228,7 @@ fn settled(shared: &Arc<Shared>, index: usize, report: StageReport) -> Pumped {
     let _settling = Settling(shared);
     let mut out = Pumped::default();
     let mut core = shared.lock();
-    core.running -= 1;
-    let b = shared.pipeline.layout.backend(index);
-    if shared.limits[b] != usize::MAX {
-        core.busy[b] -= 1;
-    }
+    core.count_running(shared, index, false);
     core.finish(shared, index, report);
     core.pump(shared, true, &mut out);
     out
@@ -427,11 +423,7 @@ impl Core {
             } else {
                 out.spawn.push(i as u32);
             }
-            self.running += 1;
-            let b = shared.pipeline.layout.backend(i);
-            if shared.limits[b] != usize::MAX {
-                self.busy[b] += 1;
-            }
+            self.count_running(shared, i, true);
         }
         if !self.ended && self.running == 0 && self.recording == 0 {
             self.ended = true;
@@ -531,6 +523,26 @@ impl Core {
             graph: shared.pipeline.graph(),
             states: &self.states,
             status,
+        }
+    }
+
+    /// Counts stage `i` as started (`true`) or as ended: in the run's count, and in its
+    /// backend's when that backend has a bound (`next_launchable` reads the others' as 0).
+    fn count_running(&mut self, shared: &Shared, i: usize, started: bool) {
+        if started {
+            self.running += 1;
+        } else {
+            self.running -= 1;
+        }
+        let b = shared.pipeline.layout.backend(i);
+        // Unbounded backends' counts are never written: a stage's end touches no more memory
+        // shared with the other workers than it must.
+        if shared.limits[b] != usize::MAX {
+            if started {
+                self.busy[b] += 1;
+            } else {
+                self.busy[b] -= 1;
+            }
         }
     }
 
