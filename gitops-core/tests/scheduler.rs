@@ -541,6 +541,137 @@ async fn ten_thousand_no_op_stages_run_to_completion() {
     );
 }
 
+/// Each stage waits until all `n` have started (a rendezvous), then succeeds.
+struct Rendezvous(tokio::sync::Barrier);
+
+#[async_trait::async_trait]
+impl gitops_core::backend::Executor for Rendezvous {
+    async fn execute(
+        &self,
+        _ctx: gitops_core::backend::StageContext,
+    ) -> Result<gitops_core::backend::Completion, gitops_core::backend::BackendError> {
+        self.0.wait().await;
+        Ok(gitops_core::backend::Completion::success())
+    }
+}
+
+/// `n` stages that need nothing, named `s0`, `s1`, ...
+fn parallel_stages(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("      s{i}: {{ run: x }}\n"))
+        .collect()
+}
+
+// One worker: the task that runs the first stage must hand the others on while it waits.
+#[tokio::test]
+async fn stages_that_wait_for_each_other_all_start() {
+    let n = 40;
+    let registry = BackendRegistry::new()
+        .with_executor("local", Arc::new(Rendezvous(tokio::sync::Barrier::new(n))));
+    let options = SchedulerOptions::default().with_max_parallel(n);
+    let run = Scheduler::with_options(registry, options).run(
+        pipeline(&parallel_stages(n)),
+        RunSpec::new(RunInfo::new("r", "p", event(), ".")),
+    );
+    let report = tokio::time::timeout(Duration::from_secs(10), run.execute())
+        .await
+        .expect("every stage started, so the rendezvous was reached");
+    assert_eq!(report.result, RunResult::Success);
+    assert_eq!(max_overlap(&report, |_| true), n);
+}
+
+/// Notes the most tasks alive on the runtime while any stage ran; succeeds at once.
+#[derive(Default)]
+struct TaskCount(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl gitops_core::backend::Executor for TaskCount {
+    async fn execute(
+        &self,
+        _ctx: gitops_core::backend::StageContext,
+    ) -> Result<gitops_core::backend::Completion, gitops_core::backend::BackendError> {
+        let alive = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        self.0
+            .fetch_max(alive, std::sync::atomic::Ordering::Relaxed);
+        Ok(gitops_core::backend::Completion::success())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_whose_backend_returns_at_once_do_not_each_cost_a_task() {
+    let backend = Arc::new(TaskCount::default());
+    let registry = BackendRegistry::new().with_executor("local", backend.clone());
+    let options = SchedulerOptions::default().with_max_parallel(2000);
+    let report = Scheduler::with_options(registry, options)
+        .run(
+            pipeline(&parallel_stages(2000)),
+            RunSpec::new(RunInfo::new("r", "p", event(), ".")),
+        )
+        .execute()
+        .await;
+    assert_eq!(report.result, RunResult::Success);
+    // The run's own task is the test's; the stages run in one task per worker at most.
+    let most = backend.0.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((1..=2).contains(&most), "{most} tasks alive at once");
+}
+
+/// Cancels the run (through the token it holds) from the first stage it runs, which then
+/// succeeds; counts its calls.
+struct CancelsTheRun {
+    token: std::sync::OnceLock<tokio_util::sync::CancellationToken>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl gitops_core::backend::Executor for CancelsTheRun {
+    async fn execute(
+        &self,
+        _ctx: gitops_core::backend::StageContext,
+    ) -> Result<gitops_core::backend::Completion, gitops_core::backend::BackendError> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(token) = self.token.get() {
+            token.cancel();
+        }
+        Ok(gitops_core::backend::Completion::success())
+    }
+}
+
+// One worker, so that the first stage's task still holds the others, started but not run.
+#[tokio::test]
+async fn stages_started_but_not_yet_run_when_the_run_is_cancelled_never_run() {
+    let backend = Arc::new(CancelsTheRun {
+        token: std::sync::OnceLock::new(),
+        calls: Default::default(),
+    });
+    let registry = BackendRegistry::new().with_executor("local", backend.clone());
+    let options = SchedulerOptions::default().with_max_parallel(10);
+    let run = Scheduler::with_options(registry, options).run(
+        pipeline(&parallel_stages(10)),
+        RunSpec::new(RunInfo::new("r", "p", event(), ".")),
+    );
+    let _ = backend.token.set(run.cancel_token());
+    let report = run.execute().await;
+    assert_eq!(backend.calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let ran: Vec<_> = report
+        .stages
+        .iter()
+        .filter(|s| s.result == StageResult::Success)
+        .collect();
+    assert_eq!(ran.len(), 1, "{report:#?}");
+    let skipped = StageResult::Skipped {
+        reason: SkipReason::RunCancelled,
+    };
+    assert_eq!(
+        report.stages.iter().filter(|s| s.result == skipped).count(),
+        9,
+        "{report:#?}"
+    );
+    assert_eq!(report.result, RunResult::Cancelled);
+}
+
 /// What happened, in order: `start X` from the executor, `record X` from the recorder.
 #[derive(Default)]
 struct Journal(std::sync::Mutex<Vec<String>>);
@@ -623,8 +754,9 @@ impl gitops_core::scheduler::RunRecorder for SlowRecorder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stage_is_recorded_before_any_stage_that_needs_it_starts() {
-    // `skipped` is skipped (its need failed), `after` runs anyway and needs it.
-    let stages = "      a: { run: x }\n      b: { run: x, needs: a }\n      fail: { run: x, needs: a }\n      skipped: { run: x, needs: fail }\n      after: { run: x, needs: [b, skipped], if: always() }\n      last: { run: x, needs: after }\n";
+    // `skipped` is skipped (its need failed), `after` runs anyway and needs it; `slow` waits
+    // on its backend, then on the recorder.
+    let stages = "      a: { run: x }\n      slow: { run: x, needs: a }\n      b: { run: x, needs: a }\n      fail: { run: x, needs: a }\n      skipped: { run: x, needs: fail }\n      after: { run: x, needs: [b, skipped], if: always() }\n      last: { run: x, needs: after }\n";
     let journal = Arc::new(Journal::default());
     let registry =
         BackendRegistry::new().with_executor("local", Arc::new(Journaling(journal.clone())));

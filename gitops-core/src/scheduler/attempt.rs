@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use super::driver::{self, Core, Settled};
+use super::driver::{self, Caller, Core, Settled};
 use super::events::RunEvent;
 use super::report::{StageReport, StageResult};
 use super::{DeploymentGate, GateRefusal, RunRecorder, WaitReason};
@@ -69,6 +69,8 @@ pub(super) struct Shared {
     pub env: BTreeMap<String, String>,
     pub pipeline: Arc<PlannedPipeline>,
     pub max_parallel: usize,
+    /// How many runners may take plain stages at once: the runtime's workers.
+    pub width: usize,
     /// Per backend: how many of its stages may run at once.
     pub limits: Vec<usize>,
     /// The bookkeeping, shared by the stage tasks that settle their own ends.
@@ -122,6 +124,7 @@ impl Shared {
 struct PanicGuard<'a> {
     index: usize,
     shared: &'a Arc<Shared>,
+    caller: Caller,
     reported: bool,
 }
 
@@ -134,7 +137,7 @@ impl Drop for PanicGuard<'_> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (shared, index) = (self.shared.clone(), self.index);
+        let (shared, index, caller) = (self.shared.clone(), self.index, self.caller);
         let report = StageReport::ended(
             shared.pipeline.layout.id(index),
             StageResult::Failure {
@@ -147,8 +150,9 @@ impl Drop for PanicGuard<'_> {
             BTreeMap::new(),
         );
         runtime.spawn(async move {
-            if let Some(next) = driver::settle(&shared, index, report).next().await {
-                spawn_plain(shared, next);
+            // A runner's stage: this task takes over as the runner.
+            if let Some(next) = driver::settle(&shared, index, report, caller).next().await {
+                run_plain(shared, next).await;
             }
         });
     }
@@ -189,36 +193,38 @@ fn classify(returned: Result<Completion, BackendError>) -> (StageResult, BTreeMa
 }
 
 impl<'a> PanicGuard<'a> {
-    fn new(index: usize, shared: &'a Arc<Shared>) -> Self {
+    fn new(index: usize, shared: &'a Arc<Shared>, caller: Caller) -> Self {
         PanicGuard {
             index,
             shared,
+            caller,
             reported: false,
         }
     }
 
-    /// Settles the stage's end (its report, its dependents); a plain stage started for the
-    /// caller to run comes back from it.
+    /// Settles the stage's end (its report, its dependents); for a runner, the plain stage
+    /// it runs next comes back from it.
     fn report(mut self, report: StageReport) -> Settled<'a> {
         self.reported = true;
-        driver::settle(self.shared, self.index, report)
+        driver::settle(self.shared, self.index, report, self.caller)
     }
 }
 
-/// Starts a plain stage (see [`Shared::plain_context`]), most stages of most pipelines: its
-/// task carries the stage's index instead of a context, and builds the context on the worker
-/// that runs it, straight into the backend's call. Every task is allocated, and moved, at the
-/// size of its future, in steps of 128 bytes: this one's is 144 bytes, which puts the task in
-/// 256 (at 168 it took 384).
+/// Spawns a runner (see [`driver::settle`]) that runs plain stage `index` first (see
+/// [`Shared::plain_context`]), most stages of most pipelines: its task carries the stage's
+/// index instead of a context, and builds the context on the worker that runs it, straight
+/// into the backend's call.
 pub(super) fn spawn_plain(shared: Arc<Shared>, index: usize) {
     tokio::spawn(run_plain(shared, index));
 }
 
-/// Runs plain stage `index`, then each plain stage that its end hands back, in this task.
+/// A runner: runs plain stage `index`, then each plain stage that its end hands back, in this
+/// task. When a stage's future is first pending, the runner parks: the stages that become
+/// ready meanwhile go to another.
 async fn run_plain(shared: Arc<Shared>, mut index: usize) {
     loop {
-        let guard = PanicGuard::new(index, &shared);
-        let done = once(&shared, index, || shared.plain_context(index)).await;
+        let guard = PanicGuard::new(index, &shared, Caller::Runner);
+        let done = once(&shared, index, true, Shared::plain_context).await;
         let Some(next) = guard.report(done).next().await else {
             return;
         };
@@ -238,7 +244,7 @@ pub(super) fn spawn(job: Job) {
             let Job {
                 index, ctx, shared, ..
             } = job;
-            let done = once(&shared, index, move || ctx);
+            let done = once(&shared, index, false, move |_: &Shared, _| ctx);
             settle_then_next(&shared, index, done).await;
         });
     } else {
@@ -249,18 +255,16 @@ pub(super) fn spawn(job: Job) {
     }
 }
 
-/// Awaits `done` under a panic guard, settles it, and starts the plain stage handed back in
-/// a task of its own (this one's future is larger).
+/// Awaits `done` under a panic guard and settles it; the plain stages it starts go to
+/// runners (this task's future is larger than a runner's).
 async fn settle_then_next(
     shared: &Arc<Shared>,
     index: usize,
     done: impl std::future::Future<Output = StageReport>,
 ) {
-    let guard = PanicGuard::new(index, shared);
-    let done = done.await;
-    if let Some(next) = guard.report(done).next().await {
-        spawn_plain(shared.clone(), next);
-    }
+    let guard = PanicGuard::new(index, shared, Caller::Task);
+    let next = guard.report(done.await).next().await;
+    debug_assert!(next.is_none(), "only runners are handed stages");
 }
 
 /// A stage with one attempt and no timeout; its context is made by `ctx` when the backend is
@@ -268,7 +272,14 @@ async fn settle_then_next(
 ///
 /// Every stage's task holds this future across the backend's call, so it keeps little: the
 /// backend and target are looked up, not carried, and times are seconds.
-async fn once(shared: &Shared, index: usize, ctx: impl FnOnce() -> StageContext) -> StageReport {
+///
+/// A runner (`runner`) parks when the backend's future is first pending.
+async fn once(
+    shared: &Arc<Shared>,
+    index: usize,
+    runner: bool,
+    ctx: impl FnOnce(&Shared, usize) -> StageContext,
+) -> StageReport {
     let started = shared.start.elapsed().as_secs_f64();
     let backend = shared.pipeline.layout.backend(index);
     shared.emit(|at| RunEvent::StageStarted {
@@ -280,11 +291,20 @@ async fn once(shared: &Shared, index: usize, ctx: impl FnOnce() -> StageContext)
     // The common case calls the executor directly: every task is allocated (and moved) at the
     // size of its future, and the gate's path would make all of them larger. Deploys, rare,
     // take that path boxed.
-    let result = match &shared.targets[shared.pipeline.layout.target(index)] {
-        Target::Execute(e) => e.execute(ctx()).await,
-        Target::Missing(m) => Err(BackendError::Failed(m.clone())),
-        gated => Box::pin(call(shared, gated, backend, ctx(), None)).await.0,
+    let returned = match &shared.targets[shared.pipeline.layout.target(index)] {
+        Target::Execute(e) => e.execute(ctx(shared, index)),
+        Target::Missing(m) => Box::pin(std::future::ready(Err(BackendError::Failed(m.clone())))),
+        gated => {
+            let ctx = ctx(shared, index);
+            Box::pin(async move { call(shared, gated, backend, ctx, None).await.0 })
+        }
     };
+    let result = Parking {
+        returned,
+        shared,
+        park: runner.then_some(index as u32),
+    }
+    .await;
     let (result, outputs) = if stopped_by_run(shared, &result) {
         (StageResult::Cancelled, BTreeMap::new())
     } else {
@@ -293,6 +313,36 @@ async fn once(shared: &Shared, index: usize, ctx: impl FnOnce() -> StageContext)
     let finished = shared.start.elapsed().as_secs_f64();
     let id = shared.pipeline.layout.id(index);
     StageReport::ended(id, result, 1, Some(started), Some(finished), outputs)
+}
+
+type Returned<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Completion, BackendError>> + Send + 'a>,
+>;
+
+/// A backend's call that parks the runner of stage `park` (see [`Shared::park`]) when it is
+/// first pending.
+struct Parking<'a> {
+    returned: Returned<'a>,
+    shared: &'a Arc<Shared>,
+    park: Option<u32>,
+}
+
+impl std::future::Future for Parking<'_> {
+    type Output = Result<Completion, BackendError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        let polled = this.returned.as_mut().poll(cx);
+        if polled.is_pending()
+            && let Some(index) = this.park.take()
+        {
+            this.shared.park(index as usize);
+        }
+        polled
+    }
 }
 
 async fn attempts(mut job: Job) -> StageReport {

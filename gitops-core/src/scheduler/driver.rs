@@ -3,9 +3,12 @@
 //!
 //! The bookkeeping is shared by the run's stage tasks, behind one lock: the task of a stage
 //! that ends settles it itself (its report, its dependents' counts) and starts the stages that
-//! became ready, running one of them next itself. A stage costs at most one task, and no
-//! round trip through a driver task that would have to be woken for every stage. The run's
-//! own task starts the first stages, handles the run's cancellation and waits for the end. O(stages + edges) bookkeeping, no polling, and no
+//! became ready. Plain stages (most of them) run in runners, tasks that each run one stage
+//! after another, at most one runner per worker taking ready stages at a time: a runner whose
+//! stage waits hands the ready ones on to a new runner. A stage costs at most one task (none
+//! when its backend returns at once), and no round trip through a driver task that would have
+//! to be woken for every stage. The run's own task starts the first stages, handles the run's
+//! cancellation and waits for the end. O(stages + edges) bookkeeping, no polling, and no
 //! allocation per stage beyond the task and what the stage's own templates need.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -35,6 +38,11 @@ pub(super) struct Core {
     /// Per stage: its needs that have not ended yet.
     remaining: Vec<u32>,
     ready: VecDeque<usize>,
+    /// Plain stages started, waiting for a runner to take them.
+    plain: VecDeque<u32>,
+    /// Runners that will take from `plain` when their stage ends: those not parked on a
+    /// stage that waits.
+    runners: usize,
     /// Per backend: stages whose needs have ended, waiting for a slot.
     queues: Vec<VecDeque<usize>>,
     /// Stages in all `queues` together: most settles find none, without reading the queues.
@@ -60,20 +68,29 @@ struct Skipped {
     report: StageReport,
 }
 
+/// Who settles a stage's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Caller {
+    /// The stage's own task (a stage with retries, a timeout, or a context to render).
+    Task,
+    /// A runner: a task that runs plain stages one after another, taking the next from the
+    /// run's `plain` list as each ends.
+    Runner,
+}
+
 /// What settling leaves to do once the lock is released.
 #[derive(Default)]
 struct Pumped {
     /// Skipped stages to record, then settle (only with a recorder).
     skipped: Vec<Skipped>,
-    /// Plain stages started, to spawn: a thousand stages made ready at once are spawned
-    /// while the other workers already settle the first of them.
+    /// Runners to spawn, each with the plain stage it runs first.
     spawn: Vec<u32>,
-    /// A plain stage started for the caller's task to run.
+    /// The plain stage a runner that settled takes next.
     next: Option<usize>,
 }
 
 impl Pumped {
-    /// Spawns the stages started; returns the one for the caller.
+    /// Spawns the runners hired; returns the stage for the caller.
     fn spawn_started(&mut self, shared: &Arc<Shared>) -> Option<usize> {
         for i in self.spawn.drain(..) {
             attempt::spawn_plain(shared.clone(), i as usize);
@@ -81,7 +98,7 @@ impl Pumped {
         self.next
     }
 
-    /// Spawns the stages started, then records and settles the skipped ones (whose
+    /// Spawns the runners hired, then records and settles the skipped ones (whose
     /// dependents may be skipped or started in turn); returns the stage for the caller.
     async fn carry_out(mut self, shared: &Arc<Shared>) -> Option<usize> {
         loop {
@@ -156,7 +173,7 @@ async fn drive_shared(shared: Arc<Shared>) -> RunReport {
             _ = &mut cancelled, if !seen => {
                 seen = true;
                 let mut out = Pumped::default();
-                shared.lock().cancel(&shared, &mut out);
+                shared.lock().cancel(&shared, false, &mut out);
                 out.carry_out(&shared).await;
             }
             // A permit is kept when the end comes before this waits.
@@ -186,21 +203,34 @@ impl Drop for Settling<'_> {
 
 /// Settles the end of stage `index` from its task: records it (when the run has a recorder,
 /// before any stage that needs it starts), counts it off its dependents, and starts what
-/// became ready. One plain stage among those (see [`Shared::plain_context`]) may be handed
-/// back instead of spawned, for the caller's task to run next: a chain of stages then runs
-/// in one task, without a task or a wakeup per stage.
+/// became ready. Plain stages (see [`Shared::plain_context`]) started go to the run's
+/// `plain` list, and a runner that settles gets the next of them back to run itself: a
+/// chain of stages, or a thousand made ready at once whose backends return at once, runs in
+/// as many tasks as the runtime has workers, without a task or a wakeup per stage. A
+/// runner whose stage waits parks (see [`Shared::park`]), and another takes over.
 ///
 /// Without a recorder it is done at once. The task's future holds what is returned across
 /// its awaits, so the rest (a recorder's calls) is a boxed future: every stage's task is
 /// allocated at its future's size.
-pub(super) fn settle(shared: &Arc<Shared>, index: usize, report: StageReport) -> Settled<'_> {
+pub(super) fn settle(
+    shared: &Arc<Shared>,
+    index: usize,
+    report: StageReport,
+    caller: Caller,
+) -> Settled<'_> {
     if let Some(recorder) = &shared.recorder {
         return Settled::Later(Box::pin(async move {
+            // Recording waits: the ready stages must not wait with it.
+            if caller == Caller::Runner {
+                shared.park(index);
+            }
             record(shared, recorder.as_ref(), &report).await;
-            settled(shared, index, report).carry_out(shared).await
+            settled(shared, index, report, caller)
+                .carry_out(shared)
+                .await
         }));
     }
-    let mut out = settled(shared, index, report);
+    let mut out = settled(shared, index, report, caller);
     debug_assert!(
         out.skipped.is_empty(),
         "skips are settled at once without a recorder"
@@ -224,13 +254,16 @@ impl Settled<'_> {
 }
 
 /// Stage `index` ended (and is recorded): its report and dependents, under the lock.
-fn settled(shared: &Arc<Shared>, index: usize, report: StageReport) -> Pumped {
+fn settled(shared: &Arc<Shared>, index: usize, report: StageReport, caller: Caller) -> Pumped {
     let _settling = Settling(shared);
     let mut out = Pumped::default();
     let mut core = shared.lock();
+    if caller == Caller::Runner && core.states.take_parked(index) {
+        core.runners += 1;
+    }
     core.count_running(shared, index, false);
     core.finish(shared, index, report);
-    core.pump(shared, true, &mut out);
+    core.pump(shared, caller == Caller::Runner, &mut out);
     out
 }
 
@@ -248,6 +281,28 @@ impl Shared {
         // The lock is never held across a backend call; a panic under it (a bug) leaves
         // counts that are still worth reporting from.
         self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The runner of stage `index` waits on it (its backend's future is pending, or a
+    /// recorder is): the runner stops counting as one that takes ready stages until the
+    /// stage is settled, and another is spawned for the plain stages waiting, if any. Every
+    /// stage that waits may so cost a task of its own, as it would have had anyway; those
+    /// that return at once cost none.
+    pub(super) fn park(self: &Arc<Self>, index: usize) {
+        let mut hired = Vec::new();
+        {
+            let _settling = Settling(self);
+            let mut core = self.lock();
+            // A stage that waited on its backend may wait again on the recorder.
+            if !core.states.park(index) {
+                return;
+            }
+            core.runners -= 1;
+            core.hire(self, &mut hired);
+        }
+        for i in hired {
+            attempt::spawn_plain(self.clone(), i as usize);
+        }
     }
 
     /// Sends the event `event` makes of the time since the run started, when anyone follows
@@ -330,6 +385,8 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
         states,
         remaining,
         ready,
+        plain: VecDeque::new(),
+        runners: 0,
         queues: backend_names.iter().map(|_| VecDeque::new()).collect(),
         queued: 0,
         busy: vec![0; backend_names.len()],
@@ -372,6 +429,10 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
         info: run.spec.info,
         env: run.spec.env,
         max_parallel: run.options.max_parallel.max(1),
+        // More runners than workers would only take turns at the lock.
+        width: tokio::runtime::Handle::try_current()
+            .map_or(1, |h| h.metrics().num_workers())
+            .max(1),
         limits,
         core: Mutex::new(core),
         ended: tokio::sync::Notify::new(),
@@ -382,8 +443,8 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
 impl Core {
     /// Decides the ready stages and starts what may start. Without a recorder, stages it skips
     /// are settled at once; with one, they are returned, to be recorded outside the lock and
-    /// settled then. With `take`, the first plain stage started is returned instead of
-    /// spawned, for the caller to run.
+    /// settled then. With `take` (the caller is a runner), the next plain stage started is
+    /// returned for the caller to run, or, when there is none, the runner is counted out.
     fn pump(&mut self, shared: &Arc<Shared>, take: bool, out: &mut Pumped) {
         if self.abandoned {
             return;
@@ -391,9 +452,9 @@ impl Core {
         // A stage ending while the run is being cancelled must not start the next one before
         // the run's task sees it: every child token is cancelled with the run's, and a shard
         // is a lock few stages share.
-        let waiting = !self.ready.is_empty() || self.queued > 0;
+        let waiting = !self.ready.is_empty() || self.queued > 0 || !self.plain.is_empty();
         if waiting && !self.cancelled && shared.cancel_shard(self.running).is_cancelled() {
-            return self.cancel(shared, out);
+            return self.cancel(shared, take, out);
         }
         while let Some(i) = self.ready.pop_front() {
             match self.decide(shared, i) {
@@ -418,16 +479,33 @@ impl Core {
                 .has(i, RENDERS | ENVIRONMENT | POLICY)
             {
                 attempt::spawn(self.job(shared, i));
-            } else if take && out.next.is_none() {
-                out.next = Some(i);
             } else {
-                out.spawn.push(i as u32);
+                self.plain.push_back(i as u32);
             }
             self.count_running(shared, i, true);
         }
+        if take {
+            out.next = self.plain.pop_front().map(|i| i as usize);
+            if out.next.is_none() {
+                self.runners -= 1;
+            }
+        }
+        self.hire(shared, &mut out.spawn);
         if !self.ended && self.running == 0 && self.recording == 0 {
             self.ended = true;
             shared.ended.notify_one();
+        }
+    }
+
+    /// Hires runners for the plain stages waiting, up to one per worker, each with the stage
+    /// it runs first.
+    fn hire(&mut self, shared: &Shared, spawn: &mut Vec<u32>) {
+        while self.runners < shared.width {
+            let Some(i) = self.plain.pop_front() else {
+                break;
+            };
+            self.runners += 1;
+            spawn.push(i);
         }
     }
 
@@ -451,9 +529,10 @@ impl Core {
         }
     }
 
-    /// The run was cancelled: queued stages are skipped, running ones stop through their
-    /// tokens, and nothing more starts.
-    fn cancel(&mut self, shared: &Arc<Shared>, out: &mut Pumped) {
+    /// The run was cancelled: queued stages and plain ones no runner took yet are skipped,
+    /// running ones stop through their tokens, and nothing more starts. `take` as for
+    /// [`pump`](Core::pump).
+    fn cancel(&mut self, shared: &Arc<Shared>, take: bool, out: &mut Pumped) {
         if self.ended {
             // Every stage had ended before the run's task saw the cancellation.
             return;
@@ -464,7 +543,12 @@ impl Core {
         for i in queued {
             self.skip(shared, i, SkipReason::RunCancelled, &mut out.skipped);
         }
-        self.pump(shared, false, out);
+        for i in std::mem::take(&mut self.plain) {
+            let i = i as usize;
+            self.count_running(shared, i, false);
+            self.skip(shared, i, SkipReason::RunCancelled, &mut out.skipped);
+        }
+        self.pump(shared, take, out);
     }
 
     fn decide(&self, shared: &Shared, i: usize) -> Decision {
@@ -720,7 +804,7 @@ mod tests {
             .remove(0);
         let bug = tokio::spawn({
             let shared = shared.clone();
-            async move { settle(&shared, 99, report).next().await }
+            async move { settle(&shared, 99, report, Caller::Task).next().await }
         });
         assert!(bug.await.unwrap_err().is_panic());
         let run = tokio::spawn(drive_shared(shared));

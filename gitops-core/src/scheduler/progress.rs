@@ -16,6 +16,8 @@ const FAILED_ANCESTRY: u8 = 4;
 const NEED_NOT_OK: u8 = 8;
 /// A stage it needs has `FAILED_ANCESTRY`.
 const NEED_FAILED: u8 = 16;
+/// Its runner parked while it ran (see `Shared::park`): it is counted again when it settles.
+const PARKED: u8 = 32;
 /// What the ends of a stage's needs leave in its byte (see [`Progress::pass_on`]).
 const FROM_NEEDS: u8 = NEED_NOT_OK | NEED_FAILED;
 
@@ -72,6 +74,20 @@ impl Progress {
                 self.marks[d as usize] |= passed;
             }
         }
+    }
+
+    /// Notes that the runner of stage `i` parked; false when it already had.
+    pub fn park(&mut self, i: usize) -> bool {
+        let first = self.marks[i] & PARKED == 0;
+        self.marks[i] |= PARKED;
+        first
+    }
+
+    /// Whether the runner of stage `i` parked; clears the note.
+    pub fn take_parked(&mut self, i: usize) -> bool {
+        let parked = self.marks[i] & PARKED != 0;
+        self.marks[i] &= !PARKED;
+        parked
     }
 
     pub fn failed_ancestry(&self, i: usize) -> bool {
