@@ -58,6 +58,18 @@ impl Rows {
     }
 }
 
+/// The index of the first item of `items` that `is`, pushing one `make` makes when none is.
+fn index_or_push<T>(
+    items: &mut Vec<T>,
+    is: impl Fn(&T) -> bool,
+    make: impl FnOnce() -> T,
+) -> usize {
+    items.iter().position(is).unwrap_or_else(|| {
+        items.push(make());
+        items.len() - 1
+    })
+}
+
 /// A planned pipeline's stages for the scheduler's hot loop: the pipeline's [`Rows`], and what
 /// depends on the environments too, so it is made per plan: a flag byte per stage, and what
 /// runs it.
@@ -116,21 +128,13 @@ impl Layout {
             target_of: Vec::with_capacity(stages.len()),
         };
         for p in stages {
-            let b = match layout.backends.iter().position(|n| **n == *p.backend) {
-                Some(b) => b,
-                None => {
-                    layout.backends.push(Arc::from(p.backend.as_str()));
-                    layout.backends.len() - 1
-                }
-            } as u32;
+            let b = index_or_push(
+                &mut layout.backends,
+                |n| **n == *p.backend,
+                || Arc::from(p.backend.as_str()),
+            ) as u32;
             let target = (b, p.action);
-            let t = match layout.targets.iter().position(|&t| t == target) {
-                Some(t) => t,
-                None => {
-                    layout.targets.push(target);
-                    layout.targets.len() - 1
-                }
-            };
+            let t = index_or_push(&mut layout.targets, |&t| t == target, || target);
             layout.target_of.push(t as u32);
         }
         layout

@@ -91,7 +91,7 @@ struct Pumped {
 
 impl Pumped {
     /// Spawns the runners hired; returns the stage for the caller.
-    fn spawn_started(&mut self, shared: &Arc<Shared>) -> Option<usize> {
+    fn spawn_hired(&mut self, shared: &Arc<Shared>) -> Option<usize> {
         for i in self.spawn.drain(..) {
             attempt::spawn_plain(shared.clone(), i as usize);
         }
@@ -102,7 +102,7 @@ impl Pumped {
     /// dependents may be skipped or started in turn); returns the stage for the caller.
     async fn carry_out(mut self, shared: &Arc<Shared>) -> Option<usize> {
         loop {
-            self.spawn_started(shared);
+            self.spawn_hired(shared);
             if self.skipped.is_empty() {
                 return self.next;
             }
@@ -235,7 +235,7 @@ pub(super) fn settle(
         out.skipped.is_empty(),
         "skips are settled at once without a recorder"
     );
-    Settled::Now(out.spawn_started(shared))
+    Settled::Now(out.spawn_hired(shared))
 }
 
 /// What [`settle`] returns: the stage to run next, now or once a recorder is done.
