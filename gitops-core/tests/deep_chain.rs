@@ -24,7 +24,7 @@ fn a_chain_of_100_000_stages_plans_and_runs() {
     let config = Config::new().with_pipeline("p", pipeline);
     let event: gitops_core::event::GitEvent = serde_json::from_str(r#"{"kind":"push","repo":"o/r","sha":"a","ref":"refs/heads/main","branch":"main","before":null,"after":"a","created":true,"deleted":false,"forced":false}"#).unwrap();
     let planned = Planner::new().plan_named(&event, &config, "p").unwrap();
-    assert_eq!(planned.order.len(), n);
+    assert_eq!(planned.order().len(), n);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()

@@ -69,16 +69,16 @@ impl BackendRegistry {
     pub fn check(&self, pipeline: &PlannedPipeline) -> Result<(), PlanError> {
         for stage in &pipeline.stages {
             let (ok, needed) = match stage.action {
-                Action::Run => (self.executors.contains_key(&stage.backend), "an executor"),
+                Action::Run => (self.executors.contains_key(&*stage.backend), "an executor"),
                 Action::Deploy | Action::Stop => {
-                    (self.deployers.contains_key(&stage.backend), "a deployer")
+                    (self.deployers.contains_key(&*stage.backend), "a deployer")
                 }
             };
             if !ok {
                 return Err(PlanError::UnknownBackend {
                     pipeline: pipeline.name.clone(),
-                    stage: stage.id.clone(),
-                    backend: stage.backend.clone(),
+                    stage: stage.id.to_string(),
+                    backend: stage.backend.to_string(),
                     needed,
                     known: self.names().join(", "),
                 });

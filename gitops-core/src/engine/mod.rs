@@ -293,11 +293,11 @@ impl Engine {
             checkout = Some(record.workdir.clone());
         }
         self.ledger.claim_run(run_id)?;
-        let mut backends: Vec<String> = pipeline
+        let mut backends: Vec<&str> = pipeline
             .stages
             .iter()
-            .filter(|s| !reuse.contains_key(&s.id) && s.action == crate::config::Action::Run)
-            .map(|s| s.backend.clone())
+            .filter(|s| !reuse.contains_key(&*s.id) && s.action == crate::config::Action::Run)
+            .map(|s| &*s.backend)
             .collect();
         backends.sort_unstable();
         backends.dedup();

@@ -187,9 +187,9 @@ impl StageGraph {
         &self.ids[stage.index()]
     }
 
-    /// The id of a stage, shared.
-    pub(crate) fn shared_id(&self, stage: StageId) -> &Arc<str> {
-        &self.ids[stage.index()]
+    /// The stages' ids, shared, in config order.
+    pub(crate) fn shared_ids(&self) -> &[Arc<str>] {
+        &self.ids
     }
 
     /// The stage with this id.

@@ -21,7 +21,7 @@ pub(crate) const CONTINUE_ON_ERROR: u8 = 16;
 pub(crate) const ENVIRONMENT: u8 = 32;
 
 /// Needs and dependents in compressed rows (stage `i`'s are `list[at[i]..at[i + 1]]`,
-/// ascending), ids and commands: what depends on the pipeline's stages alone, built once with
+/// ascending) and commands: what depends on the pipeline's stages alone, built once with
 /// its graph and shared by every plan of it.
 #[derive(Debug, Default)]
 pub(crate) struct Rows {
@@ -29,8 +29,7 @@ pub(crate) struct Rows {
     needs: Vec<u32>,
     dependents_at: Vec<u32>,
     dependents: Vec<u32>,
-    /// Ids and commands, shared with every context of the stage without copying.
-    ids: Vec<Arc<str>>,
+    /// Commands, shared with every context of the stage without copying.
     commands: Vec<Option<Arc<str>>>,
 }
 
@@ -49,7 +48,6 @@ impl Rows {
             rows.dependents.extend(deps);
             rows.dependents_at.push(rows.dependents.len() as u32);
         }
-        rows.ids = graph.stages().map(|s| graph.shared_id(s).clone()).collect();
         rows.commands = stages
             .iter()
             .map(|s| s.run.as_deref().map(Arc::from))
@@ -131,7 +129,7 @@ impl Layout {
             let b = index_or_push(
                 &mut layout.backends,
                 |n| **n == *p.backend,
-                || Arc::from(p.backend.as_str()),
+                || p.backend.clone(),
             ) as u32;
             let target = (b, p.action);
             let t = index_or_push(&mut layout.targets, |&t| t == target, || target);
@@ -176,9 +174,9 @@ impl Layout {
         &r.dependents[r.dependents_at[i] as usize..r.dependents_at[i + 1] as usize]
     }
 
-    /// Stage `i`'s id.
+    /// Stage `i`'s id (the graph's).
     pub(crate) fn id(&self, i: usize) -> &Arc<str> {
-        &self.rows().ids[i]
+        &self.built.graph.shared_ids()[i]
     }
 
     /// Stage `i`'s `run` command.

@@ -118,23 +118,17 @@ pub struct Plan {
 }
 
 /// One triggered pipeline.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PlannedPipeline {
     /// The pipeline's name.
     pub name: String,
     /// Its stages, in config order.
     pub stages: Vec<PlannedStage>,
-    /// Stage ids in an order where each comes after its needs.
-    pub order: Vec<String>,
     /// The rendered concurrency group.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<PlannedConcurrency>,
     /// With a `paths` filter: whether it was checked (false when the changed paths were unknown).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub paths_checked: Option<bool>,
-    #[serde(skip)]
     graph: GraphRef,
-    #[serde(skip)]
     pub(crate) layout: Layout,
 }
 
@@ -147,6 +141,36 @@ impl PlannedPipeline {
     /// A stage by id.
     pub fn stage(&self, id: &str) -> Option<&PlannedStage> {
         self.graph.get(id).map(|s| &self.stages[s.index()])
+    }
+
+    /// Stage ids in an order where each comes after its needs (read from the graph, which the
+    /// plan shares with its pipeline: a plan of many stages copies no id).
+    pub fn order(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        let graph = self.graph();
+        graph.order().iter().map(move |&s| graph.id(s))
+    }
+}
+
+impl Serialize for PlannedPipeline {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            name: &'a str,
+            stages: &'a [PlannedStage],
+            order: Vec<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            concurrency: &'a Option<PlannedConcurrency>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            paths_checked: Option<bool>,
+        }
+        Json {
+            name: &self.name,
+            stages: &self.stages,
+            order: self.order().collect(),
+            concurrency: &self.concurrency,
+            paths_checked: self.paths_checked,
+        }
+        .serialize(s)
     }
 }
 
@@ -170,36 +194,59 @@ pub struct PlannedConcurrency {
     pub on_conflict: OnConflict,
 }
 
-/// One stage of a triggered pipeline.
-#[derive(Debug, Clone, Serialize)]
+/// One stage of a triggered pipeline. What the event cannot change (its needs, its command) is
+/// read from the stage as configured, which the plan shares; its id is the graph's, and its
+/// backend's name is one allocation shared by the plan's stages of that backend.
+#[derive(Debug, Clone)]
 pub struct PlannedStage {
     /// The stage id.
-    pub id: String,
-    /// Its direct needs.
-    pub needs: Vec<String>,
+    pub id: Arc<str>,
     /// The backend that runs it.
-    pub backend: String,
+    pub backend: Arc<str>,
     /// What it does.
     pub action: Action,
     /// The environment instance it deploys to or stops (`preview-pr-7`).
     pub environment: Option<String>,
-    /// The command, exactly as written.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run: Option<String>,
     /// A failure does not fail the run.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub continue_on_error: bool,
     /// What most stages do not have (read it with [`details`](Self::details)): allocated only
     /// for a stage that has some, so that a plan of many plain stages stays small.
-    #[serde(flatten)]
     pub(crate) details: Option<Box<PlannedDetails>>,
     /// The stage as configured: the scheduler renders its templates from this, never from the
     /// partly rendered text above (event data must not be read as template syntax).
-    #[serde(skip)]
     pub(crate) source: Arc<Stage>,
     /// The environment it deploys to or stops, as configured.
-    #[serde(skip)]
     pub(crate) environment_settings: Option<Arc<Environment>>,
+}
+
+impl Serialize for PlannedStage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            id: &'a str,
+            needs: &'a [String],
+            backend: &'a str,
+            action: Action,
+            environment: &'a Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            run: Option<&'a str>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            continue_on_error: bool,
+            #[serde(flatten)]
+            details: Option<&'a PlannedDetails>,
+        }
+        Json {
+            id: &self.id,
+            needs: self.needs(),
+            backend: &self.backend,
+            action: self.action,
+            environment: &self.environment,
+            run: self.run(),
+            continue_on_error: self.continue_on_error,
+            details: self.details.as_deref(),
+        }
+        .serialize(s)
+    }
 }
 
 /// The parts of a [`PlannedStage`] that most stages do not have.
@@ -245,6 +292,16 @@ static NO_DETAILS: std::sync::LazyLock<PlannedDetails> =
     std::sync::LazyLock::new(PlannedDetails::default);
 
 impl PlannedStage {
+    /// Its direct needs.
+    pub fn needs(&self) -> &[String] {
+        &self.source.needs
+    }
+
+    /// The command, exactly as written.
+    pub fn run(&self) -> Option<&str> {
+        self.source.run.as_deref()
+    }
+
     /// Its environment's config name, rendered `env` and `with`, condition, skip, timeout and
     /// retry policy (all empty for a plain stage).
     pub fn details(&self) -> &PlannedDetails {
@@ -315,7 +372,7 @@ impl Planner {
     ///     repo: "o/r".into(), sha: Some("abc".into()),
     /// };
     /// let plan = Planner::new().plan(&push("main"), &config, &Changes::Unknown).unwrap();
-    /// assert_eq!(plan.pipelines[0].order, ["test"]);
+    /// assert_eq!(plan.pipelines[0].order().collect::<Vec<_>>(), ["test"]);
     /// assert!(Planner::new().plan(&push("dev"), &config, &Changes::Unknown).unwrap().pipelines.is_empty());
     /// ```
     pub fn plan(
@@ -372,8 +429,10 @@ fn plan_pipeline(
         })?;
     let graph = GraphRef(cached);
     let mut stages = Vec::with_capacity(pipeline.stages.len());
-    for (id, stage) in &pipeline.stages {
-        stages.push(plan_stage(name, id, stage, config, event, &ctx)?);
+    let mut backends = Vec::new();
+    for ((id, stage), shared_id) in pipeline.stages.iter().zip(graph.shared_ids()) {
+        let id = (shared_id, id.as_str());
+        stages.push(plan_stage(name, id, stage, config, &mut backends, &ctx)?);
     }
     for &s in graph.order() {
         if stages[s.index()].skip().is_some() {
@@ -391,11 +450,6 @@ fn plan_pipeline(
             }
         }
     }
-    let order = graph
-        .order()
-        .iter()
-        .map(|&s| graph.id(s).to_owned())
-        .collect();
     let concurrency = pipeline.concurrency.as_ref().map(|c| PlannedConcurrency {
         group: c.group.template.render_partial(&ctx),
         on_conflict: c.on_conflict,
@@ -404,7 +458,6 @@ fn plan_pipeline(
     Ok(PlannedPipeline {
         name: name.to_owned(),
         stages,
-        order,
         concurrency,
         paths_checked,
         graph,
@@ -412,14 +465,17 @@ fn plan_pipeline(
     })
 }
 
+/// Plans one stage. `id` is the graph's shared id and the stage's key in the config (the same
+/// text); `backends` the backend names already in the plan, to share.
 fn plan_stage(
     pipeline: &str,
-    id: &str,
+    (shared_id, id): (&Arc<str>, &str),
     stage: &Arc<Stage>,
     config: &Config,
-    event: &GitEvent,
+    backends: &mut Vec<Arc<str>>,
     ctx: &EventContext<'_>,
 ) -> Result<PlannedStage, PlanError> {
+    let event = ctx.0;
     let env_config = stage
         .environment()
         .and_then(|e| config.environments.get_key_value(e));
@@ -429,9 +485,16 @@ fn plan_stage(
     };
     let backend = stage
         .backend
-        .clone()
-        .or_else(|| env_config.map(|(_, e)| e.backend.clone()))
-        .unwrap_or_else(|| "local".to_owned());
+        .as_deref()
+        .or_else(|| env_config.map(|(_, e)| e.backend.as_str()))
+        .unwrap_or("local");
+    let backend = match backends.iter().find(|b| ***b == *backend) {
+        Some(b) => b.clone(),
+        None => {
+            backends.push(Arc::from(backend));
+            backends[backends.len() - 1].clone()
+        }
+    };
     let skip = stage
         .condition
         .as_ref()
@@ -459,12 +522,10 @@ fn plan_stage(
         retry: stage.retry.as_deref().cloned(),
     };
     Ok(PlannedStage {
-        id: id.to_owned(),
-        needs: stage.needs.clone(),
+        id: shared_id.clone(),
         backend,
         action: stage.action(),
         environment,
-        run: stage.run.clone(),
         continue_on_error: stage.continue_on_error,
         details: (!details.is_empty()).then(|| Box::new(details)),
         source: stage.clone(),

@@ -318,7 +318,7 @@ impl Shared {
 fn reuse(states: &mut Progress, run: &Run) {
     let pipeline = &run.pipeline;
     for (i, stage) in pipeline.stages.iter().enumerate() {
-        if let Some(r) = run.spec.reuse.get(&stage.id) {
+        if let Some(r) = run.spec.reuse.get(&*stage.id) {
             let report = StageReport {
                 reused: true,
                 ..r.clone()
@@ -463,7 +463,7 @@ impl Core {
                     self.queues[shared.pipeline.layout.backend(i)].push_back(i);
                     self.queued += 1;
                     shared.emit(|at| RunEvent::StageQueued {
-                        stage: shared.pipeline.stages[i].id.clone(),
+                        stage: shared.pipeline.stages[i].id.to_string(),
                         at,
                     });
                 }
@@ -570,7 +570,7 @@ impl Core {
                 .map(|&n| n as usize)
                 .find(|&n| !self.states.ok(n))
                 .unwrap_or(i);
-            let name = shared.pipeline.stages[need].id.clone();
+            let name = shared.pipeline.stages[need].id.to_string();
             return Decision::Skip(match self.states.result(need) {
                 Some(StageResult::Skipped { .. }) => SkipReason::NeedSkipped { need: name },
                 _ => SkipReason::NeedFailed { need: name },
