@@ -8,7 +8,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [name, shape, n, loops] = args.as_slice() else {
         eprintln!(
-            "usage: profile_run IMPL SHAPE N LOOPS (IMPL: gitops, minimal, spawn_join, dagx, dagrs)"
+            "usage: profile_run IMPL SHAPE N LOOPS (IMPL: gitops, minimal, minimal_config, spawn_join, dagx, dagrs)"
         );
         std::process::exit(2);
     };
@@ -28,6 +28,7 @@ fn main() {
             eprintln!("unknown implementation {name}");
             std::process::exit(2);
         };
+        gitops_benches::settle();
         let t = std::time::Instant::now();
         let leftover = gitops_benches::impls::run_on(&rt, run);
         timed += t.elapsed();

@@ -55,6 +55,16 @@ fn status_mb(field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// A pause before every timed scheduler run, the same for every implementation, so that each run
+/// starts on an idle runtime however long its preparation took. Without it the runs that follow
+/// a short preparation start early and, in `chain`, measured slower: `minimal` took 0.9 to 1.1
+/// µs a stage started at once after its preparation (a few milliseconds) and 0.4 to 0.6 after
+/// this pause, while `gitops`, whose preparation (config and plan) takes about as long as the
+/// pause, gave the same either way. An engine starts its runs on a runtime that was idle.
+pub fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(250));
+}
+
 /// The 2-worker multi-thread runtime every scheduler runs on.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -13,7 +13,7 @@ use std::time::Instant;
 use gitops_benches::impls::{IMPLS, gitops_pipeline, prepare, run_on};
 use gitops_benches::shapes::Shape;
 use gitops_benches::{
-    peak_rss_mb, planner_bench, reset_peak_rss, rss_mb, runtime, webhook_fixtures,
+    peak_rss_mb, planner_bench, reset_peak_rss, rss_mb, runtime, settle, webhook_fixtures,
 };
 use gitops_core::graph::StageGraph;
 use gitops_core::plan::Planner;
@@ -29,7 +29,12 @@ fn main() -> ExitCode {
             .map(String::as_str)
             .filter(|a| !a.starts_with("--"))
             .collect();
-        return match run_cell(&cell) {
+        let reps = if args.iter().any(|a| a == "--quick") {
+            Reps::Quick
+        } else {
+            Reps::Full
+        };
+        return match run_cell(&cell, reps) {
             Some(v) => {
                 println!("{v}");
                 ExitCode::SUCCESS
@@ -107,7 +112,7 @@ fn main() -> ExitCode {
         let mut results: Vec<Vec<Value>> = vec![Vec::new(); group.len()];
         for _ in 0..rounds {
             for (cell, results) in group.iter().zip(results.iter_mut()) {
-                match run_cell_process(&exe, cell) {
+                match run_cell_process(&exe, cell, quick) {
                     Ok(v) => {
                         if !json_out {
                             eprint!(".");
@@ -144,10 +149,11 @@ fn main() -> ExitCode {
 }
 
 /// Runs `cell` in a process of its own: its result line.
-fn run_cell_process(exe: &std::path::Path, cell: &[String]) -> Result<Value, String> {
+fn run_cell_process(exe: &std::path::Path, cell: &[String], quick: bool) -> Result<Value, String> {
     let out = Command::new(exe)
         .arg("--cell")
         .args(cell)
+        .args(quick.then_some("--quick"))
         .output()
         .map_err(|e| format!("cannot run it: {e}"))?;
     let line = String::from_utf8_lossy(&out.stdout);
@@ -187,12 +193,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Repetitions of a timed run within one cell process (the rounds add more).
-fn reps(n: usize) -> usize {
-    if n >= 100_000 { 1 } else { 3 }
+/// How many timed runs a cell process makes (the rounds add more).
+#[derive(Clone, Copy)]
+enum Reps {
+    /// Three below 100,000 stages, one at 100,000.
+    Full,
+    /// One (`--quick`).
+    Quick,
 }
 
-fn run_cell(cell: &[&str]) -> Option<Value> {
+impl Reps {
+    fn of(self, n: usize) -> usize {
+        match self {
+            Reps::Full if n < 100_000 => 3,
+            _ => 1,
+        }
+    }
+}
+
+fn run_cell(cell: &[&str], reps: Reps) -> Option<Value> {
     let [bench, imp, shape, n] = cell else {
         return None;
     };
@@ -206,11 +225,12 @@ fn run_cell(cell: &[&str]) -> Option<Value> {
             let needs = Shape::from_name(shape)?.needs(n);
             let rt = runtime();
             let mut times = Vec::new();
-            for _ in 0..reps(n) {
+            for _ in 0..reps.of(n) {
                 let run = rt.block_on(prepare(imp, &needs))?;
                 // What the run itself adds: its peak above the resident size before it, with
                 // its graph (for gitops, the plan) already built.
                 peak = peak.max(peak_rss_mb().unwrap_or(0.0));
+                settle();
                 let before = reset_peak_rss().then(rss_mb).flatten();
                 let start = Instant::now();
                 let leftover = run_on(&rt, run);
@@ -234,7 +254,7 @@ fn run_cell(cell: &[&str]) -> Option<Value> {
                     )
                 })
                 .collect();
-            (0..reps(n))
+            (0..reps.of(n))
                 .map(|_| {
                     let start = Instant::now();
                     match *imp {
@@ -326,65 +346,76 @@ fn run_cell(cell: &[&str]) -> Option<Value> {
     Some(v)
 }
 
+/// One line of a scheduler table: the shape and N, a column per implementation, the ratios.
+fn scheduler_line(shape: &str, n: &str, cell: impl Fn(&str) -> String, ratios: &[String]) {
+    let mut line = format!("{shape:<8} {n:>7} ");
+    for imp in IMPLS {
+        line += &format!(" {:>w$}", cell(imp), w = imp.len().max(8));
+    }
+    line.push(' ');
+    for r in ratios {
+        line += &format!(" {r:>9}");
+    }
+    println!("{line}");
+}
+
 fn print_table(rows: &[Value]) {
     let get = |b: &str, s: &str, n: u64, i: &str| {
         rows.iter()
             .find(|r| r["bench"] == b && r["shape"] == s && r["n"] == n && r["impl"] == i)
             .cloned()
     };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".to_owned(),
+    };
+    let scheduler_rows = || {
+        Shape::ALL.into_iter().flat_map(|shape| {
+            SIZES.into_iter().filter_map(move |n| {
+                let cell = move |i: &str| get("scheduler", shape.name(), n as u64, i);
+                cell("gitops").map(|_| (shape, n, cell))
+            })
+        })
+    };
+    let header = |ratios: &[&str]| {
+        let ratios: Vec<String> = ratios.iter().map(|r| r.to_string()).collect();
+        scheduler_line("shape", "n", |imp| imp.to_owned(), &ratios);
+    };
+    println!("Scheduler: µs per stage, no-op stages, 2 worker threads");
+    header(&["÷minimal", "dagrs÷", "dagx÷"]);
+    for (shape, n, cell) in scheduler_rows() {
+        let per = |i: &str| cell(i).and_then(|r| r["per_stage_us"].as_f64());
+        let ratios = [
+            ratio(per("gitops"), per("minimal")),
+            ratio(per("dagrs"), per("gitops")),
+            ratio(per("dagx"), per("gitops")),
+        ];
+        scheduler_line(
+            shape.name(),
+            &n.to_string(),
+            |i| per(i).map_or("-".to_owned(), |p| format!("{p:.2}")),
+            &ratios,
+        );
+    }
     println!(
-        "Scheduler: µs per stage (peak RSS MiB / what the run adds, MiB), no-op stages, 2 worker threads"
+        "\nScheduler memory: peak RSS MiB of the cell's process / what the run adds, MiB (minimal_config: minimal given the same config as gitops)"
     );
-    println!(
-        "{:<8} {:>7}  {:>16} {:>16} {:>16} {:>16} {:>16}  {:>9} {:>8} {:>8}",
-        "shape",
-        "n",
-        "gitops",
-        "spawn_join",
-        "minimal",
-        "dagx",
-        "dagrs",
-        "÷minimal",
-        "dagrs÷",
-        "dagx÷"
-    );
-    for shape in Shape::ALL {
-        for n in SIZES {
-            let cell = |i: &str| get("scheduler", shape.name(), n as u64, i);
-            if cell("gitops").is_none() {
-                continue;
-            }
-            let fmt = |i: &str| {
-                cell(i).map_or("-".to_owned(), |r| {
-                    let run = r["run_mb"]
-                        .as_f64()
-                        .map_or("-".to_owned(), |m| format!("{m:.0}"));
-                    format!(
-                        "{:.2} ({:.0}/{run})",
-                        r["per_stage_us"].as_f64().unwrap_or(0.0),
-                        r["peak_rss_mb"].as_f64().unwrap_or(0.0)
-                    )
-                })
-            };
-            let per = |i: &str| cell(i).and_then(|r| r["per_stage_us"].as_f64());
-            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-                _ => "-".to_owned(),
-            };
-            println!(
-                "{:<8} {:>7}  {:>16} {:>16} {:>16} {:>16} {:>16}  {:>9} {:>8} {:>8}",
-                shape.name(),
-                n,
-                fmt("gitops"),
-                fmt("spawn_join"),
-                fmt("minimal"),
-                fmt("dagx"),
-                fmt("dagrs"),
-                ratio(per("gitops"), per("minimal")),
-                ratio(per("dagrs"), per("gitops")),
-                ratio(per("dagx"), per("gitops"))
-            );
-        }
+    header(&["÷minimal", "÷min_cfg"]);
+    for (shape, n, cell) in scheduler_rows() {
+        let peak = |i: &str| cell(i).and_then(|r| r["peak_rss_mb"].as_f64());
+        let ratios = [
+            ratio(peak("gitops"), peak("minimal")),
+            ratio(peak("gitops"), peak("minimal_config")),
+        ];
+        let fmt = |i: &str| {
+            cell(i).map_or("-".to_owned(), |r| {
+                let run = r["run_mb"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |m| format!("{m:.0}"));
+                format!("{:.0}/{run}", r["peak_rss_mb"].as_f64().unwrap_or(0.0))
+            })
+        };
+        scheduler_line(shape.name(), &n.to_string(), fmt, &ratios);
     }
     println!(
         "\nGraph construction: µs per stage (config built in code → plan with its petgraph DAG; the DAG alone)"
@@ -458,7 +489,8 @@ mod tests {
 
     #[test]
     fn a_scheduler_cell_reports_what_its_run_adds_within_its_peak() {
-        let row = run_cell(&["scheduler", "gitops", "chain", "10000"]).expect("a known cell");
+        let row =
+            run_cell(&["scheduler", "gitops", "chain", "10000"], Reps::Full).expect("a known cell");
         let run = row["run_mb"].as_f64().expect("run_mb is measured");
         let peak = row["peak_rss_mb"]
             .as_f64()
