@@ -430,8 +430,8 @@ fn plan_pipeline(
     let graph = GraphRef(cached);
     let mut stages = Vec::with_capacity(pipeline.stages.len());
     let mut backends = Vec::new();
-    for ((id, stage), shared_id) in pipeline.stages.iter().zip(graph.shared_ids()) {
-        let id = (shared_id, id.as_str());
+    // The graph's ids are the config's keys, in the same order.
+    for (stage, id) in pipeline.stages.values().zip(graph.shared_ids()) {
         stages.push(plan_stage(name, id, stage, config, &mut backends, &ctx)?);
     }
     for &s in graph.order() {
@@ -465,11 +465,11 @@ fn plan_pipeline(
     })
 }
 
-/// Plans one stage. `id` is the graph's shared id and the stage's key in the config (the same
-/// text); `backends` the backend names already in the plan, to share.
+/// Plans one stage. `id` is the graph's (shared with the plan); `backends` the backend names
+/// already in the plan, to share.
 fn plan_stage(
     pipeline: &str,
-    (shared_id, id): (&Arc<str>, &str),
+    id: &Arc<str>,
     stage: &Arc<Stage>,
     config: &Config,
     backends: &mut Vec<Arc<str>>,
@@ -522,7 +522,7 @@ fn plan_stage(
         retry: stage.retry.as_deref().cloned(),
     };
     Ok(PlannedStage {
-        id: shared_id.clone(),
+        id: id.clone(),
         backend,
         action: stage.action(),
         environment,
