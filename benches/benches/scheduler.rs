@@ -1,6 +1,9 @@
 //! Scheduler throughput on no-op stages, ours against the hand-written `minimal` scheduler and
 //! the `spawn_join` floor, in every shape at N = 1,000 and 10,000 (`compare` runs all of them,
-//! up to 100,000 and with dagx and dagrs, each in its own process).
+//! up to 100,000 and with dagx and dagrs, each in its own process). Its iterations follow one
+//! another without `compare`'s pause (`gitops_benches::settle`), which would make each cost a
+//! quarter of a second: `minimal`'s `chain` reads slower here than in `compare` (see
+//! benches/README.md, "a pause before every run").
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use gitops_benches::impls::{prepare, run_on};
