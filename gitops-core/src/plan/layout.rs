@@ -57,7 +57,7 @@ impl Rows {
 }
 
 /// The index of the first item of `items` that `is`, pushing one `make` makes when none is.
-fn index_or_push<T>(
+pub(super) fn index_or_push<T>(
     items: &mut Vec<T>,
     is: impl Fn(&T) -> bool,
     make: impl FnOnce() -> T,

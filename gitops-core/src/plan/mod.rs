@@ -488,13 +488,8 @@ fn plan_stage(
         .as_deref()
         .or_else(|| env_config.map(|(_, e)| e.backend.as_str()))
         .unwrap_or("local");
-    let backend = match backends.iter().find(|b| ***b == *backend) {
-        Some(b) => b.clone(),
-        None => {
-            backends.push(Arc::from(backend));
-            backends[backends.len() - 1].clone()
-        }
-    };
+    let b = layout::index_or_push(backends, |b| **b == *backend, || Arc::from(backend));
+    let backend = backends[b].clone();
     let skip = stage
         .condition
         .as_ref()
