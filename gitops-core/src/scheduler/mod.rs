@@ -6,8 +6,9 @@
 //! of those stages in the same task, with at most one such task per worker taking ready
 //! stages; a task whose stage waits hands the ready ones on to a new task. Stages whose
 //! backends return at once (a chain, or thousands in parallel) cost no task and no wakeup
-//! each, and every stage that waits still runs concurrently with the others. `if:` is evaluated when a stage becomes ready (default `success()`); retries,
-//! timeouts and cancellation are enforced here, so every backend gets them the same way.
+//! each, and every stage that waits still runs concurrently with the others. `if:` is
+//! evaluated when a stage becomes ready (default `success()`); retries, timeouts and
+//! cancellation are enforced here, so every backend gets them the same way.
 //! Everything that happens is published as [`RunEvent`]s to any number of subscribers, and
 //! the run ends with a [`RunReport`].
 //!
