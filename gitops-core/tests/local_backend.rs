@@ -266,9 +266,12 @@ mod deployer {
 
     fn ctx(workdir: &Path, with: serde_json::Value) -> StageContext {
         let run = Arc::new(RunInfo::new("r1", "p", pr_event("t", "b"), workdir));
-        let mut ctx = StageContext::new(run, "deploy");
+        let mut ctx = StageContext::new(run, "deploy").with_environment(EnvironmentTarget::new(
+            "preview-pr-5",
+            "preview",
+            None,
+        ));
         ctx.with = with.as_object().unwrap().clone();
-        ctx.environment = Some(EnvironmentTarget::new("preview-pr-5", "preview", None));
         ctx
     }
 

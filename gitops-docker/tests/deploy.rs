@@ -19,9 +19,12 @@ use common::{EnvGuard, backend, get, image, labelled};
 
 /// A deploy (or stop) context for `env` with `with`.
 fn context(run: &Arc<RunInfo>, env: &str, with: serde_json::Value) -> StageContext {
-    let mut c = StageContext::new(run.clone(), "deploy");
+    let mut c = StageContext::new(run.clone(), "deploy").with_environment(EnvironmentTarget::new(
+        env.to_owned(),
+        "preview",
+        None,
+    ));
     c.with = with.as_object().unwrap().clone();
-    c.environment = Some(EnvironmentTarget::new(env.to_owned(), "preview", None));
     c
 }
 

@@ -137,8 +137,9 @@ pub struct StageContext {
     pub env: BTreeMap<String, String>,
     /// The stage's (and, for deployments, its environment's) `with` parameters, rendered.
     pub with: serde_json::Map<String, serde_json::Value>,
-    /// For `deploy` and `stop` stages: the environment.
-    pub environment: Option<EnvironmentTarget>,
+    /// For `deploy` and `stop` stages: the environment (boxed: most stages have none, and
+    /// every stage's context is moved into its backend's future).
+    pub environment: Option<Box<EnvironmentTarget>>,
     /// The stage's `timeout`, for backends that also tell the platform (a Kubernetes Job's
     /// deadline); the scheduler enforces it in any case by cancelling.
     pub timeout: Option<std::time::Duration>,
@@ -236,7 +237,7 @@ impl StageContext {
 
     /// Sets the environment target.
     pub fn with_environment(mut self, target: EnvironmentTarget) -> Self {
-        self.environment = Some(target);
+        self.environment = Some(Box::new(target));
         self
     }
 

@@ -383,7 +383,7 @@ impl Engine {
         ctx.command = like.inputs.command.as_deref().map(Arc::from);
         ctx.env = like.inputs.env.clone();
         ctx.with = like.inputs.with.clone();
-        ctx.environment = Some(target.clone());
+        ctx.environment = Some(Box::new(target.clone()));
         ctx.cancel = cancel.clone();
 
         let holder = format!("{} of {}", action_name(action), env.name);

@@ -676,7 +676,7 @@ impl Core {
             {
                 let event = &shared.info.event;
                 let settings = planned.environment_settings.as_deref();
-                ctx.environment = Some(
+                ctx.environment = Some(Box::new(
                     EnvironmentTarget::new(
                         name.clone(),
                         config.clone(),
@@ -689,7 +689,7 @@ impl Core {
                             .map(|pr| pr.number),
                     )
                     .with_policy(settings.map(EnvironmentPolicy::of).unwrap_or_default()),
-                );
+                ));
             }
         }
         let timeout = if layout.has(i, POLICY) {
