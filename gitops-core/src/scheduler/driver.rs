@@ -758,18 +758,10 @@ fn report(shared: &Shared) -> RunReport {
     // Cancelling the run wakes its stages before its own task: the last ones can end, stopped
     // by it, before that task sees the cancellation. A stage ends `Cancelled` only when the
     // run was cancelled.
-    let cancelled = shared.lock().cancelled
-        || (0..states.len()).any(|i| {
-            states
-                .report(i)
-                .is_some_and(|r| !r.reused && r.result == StageResult::Cancelled)
-        });
+    let cancelled = shared.lock().cancelled || states.stopped();
     let result = if cancelled {
         RunResult::Cancelled
-    } else if (0..states.len()).any(|i| {
-        states.result(i).is_some_and(StageResult::is_failure)
-            && !shared.pipeline.layout.has(i, CONTINUE_ON_ERROR)
-    }) {
+    } else if states.failed() {
         RunResult::Failure
     } else {
         RunResult::Success

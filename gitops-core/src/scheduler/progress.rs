@@ -25,6 +25,10 @@ pub(super) struct Progress {
     /// Filled as stages end: a run's reports are made once, when each stage ends.
     reports: Vec<Option<StageReport>>,
     marks: Vec<u8>,
+    /// A stage failed, timed out or was cancelled without `continue_on_error`.
+    failed: bool,
+    /// A stage (not a reused one) ended cancelled: stopped by the run.
+    stopped: bool,
 }
 
 impl Progress {
@@ -33,7 +37,20 @@ impl Progress {
         Progress {
             reports: std::iter::repeat_with(|| None).take(n).collect(),
             marks: vec![0; n],
+            failed: false,
+            stopped: false,
         }
+    }
+
+    /// Whether a stage failed, timed out or was cancelled without `continue_on_error`: the
+    /// run failed. Noted as stages end, so that the run's end reads no report.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Whether a stage (not a reused one) ended cancelled, stopped by the run.
+    pub fn stopped(&self) -> bool {
+        self.stopped
     }
 
     pub fn len(&self) -> usize {
@@ -117,6 +134,8 @@ impl Progress {
         let failed = report.result.is_failure();
         let ok = matches!(report.result, StageResult::Success) || (failed && continue_on_error);
         let failed_ancestry = (failed && !continue_on_error) || failed_need;
+        self.failed |= failed && !continue_on_error;
+        self.stopped |= !report.reused && report.result == StageResult::Cancelled;
         self.reports[i] = Some(report);
         self.marks[i] = (self.marks[i] & FROM_NEEDS)
             | FINISHED
@@ -143,5 +162,80 @@ impl Progress {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(id: &Arc<str>, result: StageResult) -> StageReport {
+        StageReport::ended(id, result, 1, Some(0.0), Some(1.0), Default::default())
+    }
+
+    #[test]
+    fn reports_come_back_in_stage_order_with_the_stages_that_never_ended() {
+        let ids: Vec<Arc<str>> = (0..6).map(|i| Arc::from(format!("s{i}"))).collect();
+        let mut progress = Progress::new(ids.len());
+        let failure = StageResult::Failure {
+            message: "no".into(),
+            exit_code: Some(1),
+        };
+        // Out of order, one failed with continue_on_error, two never end.
+        for (i, result) in [
+            (4, StageResult::Success),
+            (0, StageResult::Success),
+            (3, failure.clone()),
+            (1, StageResult::Success),
+        ] {
+            progress.finish(i, ended(&ids[i], result), i == 3, false);
+        }
+        assert_eq!(progress.result(3), Some(&failure));
+        assert_eq!(progress.report(2), None);
+        assert!(!progress.failed() && !progress.stopped());
+        let reports = progress.into_reports(|i| &ids[i]);
+        let got: Vec<(&str, &str)> = reports.iter().map(|r| (&*r.id, r.result.name())).collect();
+        assert_eq!(
+            got,
+            [
+                ("s0", "success"),
+                ("s1", "success"),
+                ("s2", "skipped"),
+                ("s3", "failure"),
+                ("s4", "success"),
+                ("s5", "skipped"),
+            ]
+        );
+        assert_eq!(
+            reports[5].result,
+            StageResult::Skipped {
+                reason: SkipReason::RunCancelled
+            }
+        );
+    }
+
+    #[test]
+    fn a_failure_fails_the_run_and_a_stage_cancelled_stops_it() {
+        let id: Arc<str> = Arc::from("s");
+        let failure = StageResult::Failure {
+            message: "no".into(),
+            exit_code: None,
+        };
+        let mut progress = Progress::new(1);
+        progress.finish(0, ended(&id, failure), false, false);
+        assert!(progress.failed() && !progress.stopped());
+
+        let mut progress = Progress::new(1);
+        progress.finish(0, ended(&id, StageResult::Cancelled), false, false);
+        assert!(progress.stopped());
+
+        // A reused report's cancellation was an earlier run's.
+        let mut progress = Progress::new(1);
+        let reused = StageReport {
+            reused: true,
+            ..ended(&id, StageResult::Cancelled)
+        };
+        progress.finish(0, reused, false, false);
+        assert!(!progress.stopped());
     }
 }
