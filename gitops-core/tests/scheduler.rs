@@ -529,7 +529,10 @@ async fn ten_thousand_no_op_stages_run_to_completion() {
     let registry = BackendRegistry::new().with_executor("local", Arc::new(MemoryBackend::new()));
     let options = SchedulerOptions::default().with_max_parallel(10_000);
     let report = Scheduler::with_options(registry, options)
-        .run(p, RunSpec::new(RunInfo::new("r", "p", event(), ".")))
+        .run(
+            p.clone(),
+            RunSpec::new(RunInfo::new("r", "p", event(), ".")),
+        )
         .execute()
         .await;
     assert_eq!(report.result, RunResult::Success);
@@ -539,6 +542,32 @@ async fn ten_thousand_no_op_stages_run_to_completion() {
             .iter()
             .all(|s| s.result == StageResult::Success && s.attempts == 1)
     );
+    assert_times_honour_needs(&p, &report);
+}
+
+/// The report lists the stages in config order, and each started after every stage it needs
+/// ended, and ended after it started: however the stages ended (two workers end them out of
+/// order) and however their start was taken (a runner going straight on reads no clock).
+fn assert_times_honour_needs(p: &PlannedPipeline, report: &RunReport) {
+    let ids: Vec<&str> = report.stages.iter().map(|s| &*s.id).collect();
+    let config: Vec<&str> = p.stages.iter().map(|s| &*s.id).collect();
+    assert_eq!(ids, config, "the report is not in config order");
+    let by_id: std::collections::HashMap<&str, &StageReport> =
+        report.stages.iter().map(|s| (&*s.id, s)).collect();
+    for (stage, planned) in report.stages.iter().zip(&p.stages) {
+        let (started, finished) = (stage.started_secs.unwrap(), stage.finished_secs.unwrap());
+        assert!(started <= finished, "{} ended before it started", stage.id);
+        for need in planned.needs() {
+            let need = by_id[need.as_str()];
+            assert!(
+                started >= need.finished_secs.unwrap(),
+                "{} started at {started} before its need {} ended at {:?}",
+                stage.id,
+                need.id,
+                need.finished_secs
+            );
+        }
+    }
 }
 
 /// Each stage waits until all `n` have started (a rendezvous), then succeeds.
@@ -892,6 +921,7 @@ async fn a_long_chain_runs_in_order_and_leaves_other_tasks_their_turns() {
     let report = run.execute().await;
     ticker.abort();
     assert_eq!(report.result, RunResult::Success);
+    assert_times_honour_needs(&pipeline(&stages), &report);
     let started: Vec<String> = journal.entries();
     let expected: Vec<String> = (0..n).map(|i| format!("start s{i}")).collect();
     assert_eq!(started, expected);

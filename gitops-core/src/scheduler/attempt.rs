@@ -95,6 +95,11 @@ impl Shared {
         &self.pipeline.layout.backends()[b]
     }
 
+    /// Seconds since the run started.
+    pub fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
     pub fn cancel_shard(&self, index: usize) -> &Arc<CancellationToken> {
         &self.cancel_shards[index % self.cancel_shards.len()]
     }
@@ -146,7 +151,7 @@ impl Drop for PanicGuard<'_> {
             },
             1,
             None,
-            Some(shared.start.elapsed().as_secs_f64()),
+            Some(shared.now()),
             BTreeMap::new(),
         );
         runtime.spawn(async move {
@@ -222,13 +227,26 @@ pub(super) fn spawn_plain(shared: Arc<Shared>, index: usize) {
 /// task. When a stage's future is first pending, the runner parks: the stages that become
 /// ready meanwhile go to another.
 async fn run_plain(shared: Arc<Shared>, mut index: usize) {
+    // When the next stage starts, when the runner goes straight on to it (see
+    // `Settled::Now`); NaN: read the clock.
+    let mut from = f64::NAN;
     loop {
         let guard = PanicGuard::new(index, &shared, Caller::Runner);
-        let done = once(&shared, index, true, Shared::plain_context).await;
-        let Some(next) = guard.report(done).next().await else {
+        let started = if from.is_nan() { shared.now() } else { from };
+        let done = once(&shared, index as u32, started, true, Shared::plain_context).await;
+        let settled = guard.report(done);
+        // Not after waiting for a recorder, nor after giving up the worker below.
+        from = match settled {
+            Settled::Now(_, from) => from,
+            Settled::Later(_) => f64::NAN,
+        };
+        let Some(next) = settled.next().await else {
             return;
         };
         index = next;
+        if !tokio::task::coop::has_budget_remaining() {
+            from = f64::NAN;
+        }
         // A long chain in one task still gives the worker's other tasks their turns.
         tokio::task::coop::consume_budget().await;
     }
@@ -244,7 +262,13 @@ pub(super) fn spawn(job: Job) {
             let Job {
                 index, ctx, shared, ..
             } = job;
-            let done = once(&shared, index, false, move |_: &Shared, _| ctx);
+            let done = once(
+                &shared,
+                index as u32,
+                shared.now(),
+                false,
+                move |_: &Shared, _| ctx,
+            );
             settle_then_next(&shared, index, done).await;
         });
     } else {
@@ -273,36 +297,42 @@ async fn settle_then_next(
 /// Every stage's task holds this future across the backend's call, so it keeps little: the
 /// backend and target are looked up, not carried, and times are seconds.
 ///
-/// A runner (`runner`) parks when the backend's future is first pending.
+/// A runner (`runner`) parks when the backend's future is first pending. The stage started
+/// at `started`, in seconds since the run started.
 async fn once(
     shared: &Arc<Shared>,
-    index: usize,
+    index: u32,
+    started: f64,
     runner: bool,
     ctx: impl FnOnce(&Shared, usize) -> StageContext,
 ) -> StageReport {
-    let started = shared.start.elapsed().as_secs_f64();
-    let backend = shared.pipeline.layout.backend(index);
-    shared.emit(|at| RunEvent::StageStarted {
-        stage: shared.pipeline.layout.id(index).to_string(),
-        attempt: 1,
-        backend: shared.backend_name(backend).to_string(),
-        at,
-    });
-    // The common case calls the executor directly: every task is allocated (and moved) at the
-    // size of its future, and the gate's path would make all of them larger. Deploys, rare,
-    // take that path boxed.
-    let returned = match &shared.targets[shared.pipeline.layout.target(index)] {
-        Target::Execute(e) => e.execute(ctx(shared, index)),
-        Target::Missing(m) => Box::pin(std::future::ready(Err(BackendError::Failed(m.clone())))),
-        gated => {
-            let ctx = ctx(shared, index);
-            Box::pin(async move { call(shared, gated, backend, ctx, None).await.0 })
+    let returned = {
+        let index = index as usize;
+        let backend = shared.pipeline.layout.backend(index);
+        shared.emit(|at| RunEvent::StageStarted {
+            stage: shared.pipeline.layout.id(index).to_string(),
+            attempt: 1,
+            backend: shared.backend_name(backend).to_string(),
+            at,
+        });
+        // The common case calls the executor directly: every task is allocated (and moved) at
+        // the size of its future, and the gate's path would make all of them larger. Deploys,
+        // rare, take that path boxed.
+        match &shared.targets[shared.pipeline.layout.target(index)] {
+            Target::Execute(e) => e.execute(ctx(shared, index)),
+            Target::Missing(m) => {
+                Box::pin(std::future::ready(Err(BackendError::Failed(m.clone()))))
+            }
+            gated => {
+                let ctx = ctx(shared, index);
+                Box::pin(async move { call(shared, gated, backend, ctx, None).await.0 })
+            }
         }
     };
     let result = Parking {
         returned,
         shared,
-        park: runner.then_some(index as u32),
+        park: runner.then_some(index),
     }
     .await;
     let (result, outputs) = if stopped_by_run(shared, &result) {
@@ -310,8 +340,8 @@ async fn once(
     } else {
         classify(result)
     };
-    let finished = shared.start.elapsed().as_secs_f64();
-    let id = shared.pipeline.layout.id(index);
+    let finished = shared.now();
+    let id = shared.pipeline.layout.id(index as usize);
     StageReport::ended(id, result, 1, Some(started), Some(finished), outputs)
 }
 
@@ -347,7 +377,7 @@ impl std::future::Future for Parking<'_> {
 
 async fn attempts(mut job: Job) -> StageReport {
     let shared = job.shared.clone();
-    let started = shared.start.elapsed().as_secs_f64();
+    let started = shared.now();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -366,7 +396,7 @@ async fn attempts(mut job: Job) -> StageReport {
             Attempt::Cancelled => (StageResult::Cancelled, BTreeMap::new()),
         };
         let done = |result, outputs| {
-            let finished = shared.start.elapsed().as_secs_f64();
+            let finished = shared.now();
             let id = &job.ctx.stage;
             StageReport::ended(id, result, attempt, Some(started), Some(finished), outputs)
         };

@@ -60,6 +60,8 @@ pub(super) struct Core {
     ended: bool,
     /// A stage task panicked while settling (a bug here): the counts cannot be trusted.
     broken: bool,
+    /// The latest end settled, in seconds since the run started.
+    latest_end: f64,
 }
 
 /// A stage skipped while settling, to be recorded before it is settled in turn.
@@ -87,6 +89,8 @@ struct Pumped {
     spawn: Vec<u32>,
     /// The plain stage a runner that settled takes next.
     next: Option<usize>,
+    /// When it starts: the latest end settled when it was taken (see [`Settled::Now`]).
+    from: f64,
 }
 
 impl Pumped {
@@ -235,19 +239,24 @@ pub(super) fn settle(
         out.skipped.is_empty(),
         "skips are settled at once without a recorder"
     );
-    Settled::Now(out.spawn_hired(shared))
+    Settled::Now(out.spawn_hired(shared), out.from)
 }
 
 /// What [`settle`] returns: the stage to run next, now or once a recorder is done.
 pub(super) enum Settled<'a> {
-    Now(Option<usize>),
+    /// The stage, and when it starts: the latest end settled when it was taken. That is no
+    /// earlier than the ends of its needs, and earlier than the moment it was taken by no
+    /// more than the settling of an end (typically under a microsecond), so that a runner that goes
+    /// straight on reads the clock once a stage instead of twice (the read is a large part
+    /// of what a stage that returns at once costs).
+    Now(Option<usize>, f64),
     Later(std::pin::Pin<Box<dyn std::future::Future<Output = Option<usize>> + Send + 'a>>),
 }
 
 impl Settled<'_> {
     pub async fn next(self) -> Option<usize> {
         match self {
-            Settled::Now(next) => next,
+            Settled::Now(next, _) => next,
             Settled::Later(later) => later.await,
         }
     }
@@ -309,7 +318,7 @@ impl Shared {
     /// the run (nothing is built otherwise).
     pub(super) fn emit(&self, event: impl FnOnce(f64) -> RunEvent) {
         if let Some(events) = &self.events {
-            let _ = events.send(event(self.start.elapsed().as_secs_f64()));
+            let _ = events.send(event(self.now()));
         }
     }
 }
@@ -397,6 +406,7 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
         abandoned: false,
         ended: false,
         broken: false,
+        latest_end: 0.0,
     };
 
     let start = Instant::now();
@@ -486,6 +496,7 @@ impl Core {
         }
         if take {
             out.next = self.plain.pop_front().map(|i| i as usize);
+            out.from = self.latest_end;
             if out.next.is_none() {
                 self.runners -= 1;
             }
@@ -511,7 +522,7 @@ impl Core {
 
     /// Ends stage `i` as skipped: at once, or (with a recorder) once it is recorded.
     fn skip(&mut self, shared: &Shared, i: usize, reason: SkipReason, out: &mut Vec<Skipped>) {
-        let finished = shared.start.elapsed().as_secs_f64();
+        let finished = shared.now();
         let report = StageReport::ended(
             shared.pipeline.layout.id(i),
             StageResult::Skipped { reason },
@@ -725,6 +736,9 @@ impl Core {
                 .any(|&n| self.states.failed_ancestry(n as usize))
         );
         let flaky = matches!(report.result, StageResult::Success) && report.attempts > 1;
+        if let Some(end) = report.finished_secs {
+            self.latest_end = self.latest_end.max(end);
+        }
         self.states.finish(
             i,
             StageReport { flaky, ..report },
@@ -766,7 +780,7 @@ fn report(shared: &Shared) -> RunReport {
     } else {
         RunResult::Success
     };
-    let duration_secs = shared.start.elapsed().as_secs_f64();
+    let duration_secs = shared.now();
     shared.emit(|at| RunEvent::RunFinished {
         run_id: shared.info.id.clone(),
         result,
