@@ -641,9 +641,11 @@ async fn stages_whose_backend_returns_at_once_do_not_each_cost_a_task() {
         .execute()
         .await;
     assert_eq!(report.result, RunResult::Success);
-    // The run's own task is the test's; the stages run in one task per worker at most.
+    // The run's own task is the test's; the stages run in one task per worker at most, and
+    // one more for the instant a runner whose budget is spent hands over to a new one (a
+    // task a stage would make 2,000 alive at once).
     let most = backend.0.load(std::sync::atomic::Ordering::Relaxed);
-    assert!((1..=2).contains(&most), "{most} tasks alive at once");
+    assert!((1..=3).contains(&most), "{most} tasks alive at once");
 }
 
 /// Cancels the run (through the token it holds) from the first stage it runs, which then
@@ -896,10 +898,13 @@ async fn a_run_whose_future_is_dropped_stops_its_running_stages() {
 }
 
 // One thread, and stages that return without waiting: the chain runs in one task, which must
-// still let the runtime's other tasks have their turns.
+// still let the runtime's other tasks have their turns. A task that is woken gets one every
+// few hundred stages; one that yields (`yield_now`: woken once the runtime has polled its
+// driver) gets one whenever the runtime polls its driver, which the chain lets it do too.
 #[tokio::test]
 async fn a_long_chain_runs_in_order_and_leaves_other_tasks_their_turns() {
-    let n = 5_000;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let n = 20_000;
     let stages: String = (0..n)
         .map(|i| match i {
             0 => "      s0: { run: x }\n".to_owned(),
@@ -907,25 +912,38 @@ async fn a_long_chain_runs_in_order_and_leaves_other_tasks_their_turns() {
         })
         .collect();
     let (run, journal) = journaled_run(&stages);
-    // A task on the same runtime keeps getting polled while the chain runs.
-    let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let ticker = {
-        let ticks = ticks.clone();
+    let (woken, yielding) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let woken_task = {
+        let woken = woken.clone();
+        tokio::spawn(std::future::poll_fn(move |cx| {
+            woken.fetch_add(1, Ordering::Relaxed);
+            cx.waker().wake_by_ref();
+            std::task::Poll::<()>::Pending
+        }))
+    };
+    let yielding_task = {
+        let yielding = yielding.clone();
         tokio::spawn(async move {
             loop {
-                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                yielding.fetch_add(1, Ordering::Relaxed);
                 tokio::task::yield_now().await;
             }
         })
     };
     let report = run.execute().await;
-    ticker.abort();
+    let (woken, yielding) = (
+        woken.load(Ordering::Relaxed),
+        yielding.load(Ordering::Relaxed),
+    );
+    woken_task.abort();
+    yielding_task.abort();
     assert_eq!(report.result, RunResult::Success);
     assert_times_honour_needs(&pipeline(&stages), &report);
     let started: Vec<String> = journal.entries();
     let expected: Vec<String> = (0..n).map(|i| format!("start s{i}")).collect();
     assert_eq!(started, expected);
-    assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > 10);
+    assert!(woken > n / 1_000, "a woken task got {woken} turns");
+    assert!(yielding >= 2, "a task that yields got {yielding} turns");
 }
 
 // Cancelling the run wakes its stages before the run's own task: a last stage that stops at

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, broadcast};
@@ -77,6 +78,9 @@ pub(super) struct Shared {
     pub core: std::sync::Mutex<Core>,
     /// Notified once every stage has ended.
     pub ended: Notify,
+    /// When a runner last yielded to the runtime (see [`Shared::time_to_yield`]): seconds
+    /// since the run started, as `f64` bits.
+    pub yielded: AtomicU64,
 }
 
 pub(super) struct Job {
@@ -98,6 +102,18 @@ impl Shared {
     /// Seconds since the run started.
     pub fn now(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
+    }
+
+    /// Whether a runner whose budget is spent yields to the runtime, rather than handing its
+    /// next stage to a task of its own (see [`run_plain`]): when none has for a millisecond.
+    fn time_to_yield(&self) -> bool {
+        let now = self.now();
+        let last = f64::from_bits(self.yielded.load(Ordering::Relaxed));
+        if now - last < 0.001 {
+            return false;
+        }
+        self.yielded.store(now.to_bits(), Ordering::Relaxed);
+        true
     }
 
     pub fn cancel_shard(&self, index: usize) -> &Arc<CancellationToken> {
@@ -244,11 +260,22 @@ async fn run_plain(shared: Arc<Shared>, mut index: usize) {
             return;
         };
         index = next;
-        if !tokio::task::coop::has_budget_remaining() {
+        // A long chain in one task still gives the worker's other tasks their turns: a stage
+        // spends a unit of the task's budget, and once it is spent the runner hands its next
+        // stage to a new runner, a task that the worker queues behind the others. Only once a
+        // millisecond does it yield to the runtime instead, which also lets the runtime poll
+        // its driver (I/O, timers) and run the tasks that yielded: on an otherwise idle worker
+        // that wakes another worker too, and when that happened every 128 stages (every time
+        // the budget was spent), the wakeups cost more than the stages.
+        if tokio::task::coop::has_budget_remaining() {
+            tokio::task::coop::consume_budget().await;
+        } else if shared.time_to_yield() {
             from = f64::NAN;
+            tokio::task::yield_now().await;
+        } else {
+            spawn_plain(shared, index);
+            return;
         }
-        // A long chain in one task still gives the worker's other tasks their turns.
-        tokio::task::coop::consume_budget().await;
     }
 }
 

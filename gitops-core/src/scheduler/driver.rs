@@ -446,6 +446,7 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
         limits,
         core: Mutex::new(core),
         ended: tokio::sync::Notify::new(),
+        yielded: std::sync::atomic::AtomicU64::new(0f64.to_bits()),
         pipeline: run.pipeline,
     })
 }
