@@ -1,15 +1,16 @@
 //! The run's bookkeeping: in-degree counts, a ready worklist, per-backend queues within the
 //! parallelism bounds.
 //!
-//! The bookkeeping is shared by the run's stage tasks, behind one lock: the task of a stage
-//! that ends settles it itself (its report, its dependents' counts) and starts the stages that
-//! became ready. Plain stages (most of them) run in runners, tasks that each run one stage
-//! after another, at most one runner per worker taking ready stages at a time: a runner whose
-//! stage waits hands the ready ones on to a new runner. A stage costs at most one task (none
-//! when its backend returns at once), and no round trip through a driver task that would have
-//! to be woken for every stage. The run's own task starts the first stages, handles the run's
-//! cancellation and waits for the end. O(stages + edges) bookkeeping, no polling, and no
-//! allocation per stage beyond the task and what the stage's own templates need.
+//! The bookkeeping is shared by the run's stage tasks, behind one lock: the task of a stage that
+//! ends settles it itself (its report, its dependents' counts) and starts the stages that became
+//! ready. Plain stages (most of them) run in runners, tasks that each run one stage after another,
+//! at most one runner per worker taking ready stages at a time: a runner whose stage waits hands
+//! the ready ones on to a new runner. A stage costs at most one task (none when its backend returns
+//! at once: a runner goes on in a new task only when it has spent tokio's budget, every 128 such
+//! stages), and no round trip through a driver task that would have to be woken for every stage.
+//! The run's own task starts the first stages, handles the run's cancellation and waits for the
+//! end. O(stages + edges) bookkeeping, no polling, and no allocation per stage beyond the task and
+//! what the stage's own templates need.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
