@@ -60,6 +60,19 @@ pub enum Error {
     /// The event cannot be planned with this config.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The event may not run: its repository is not served, or it is a pull request from a
+    /// fork that no maintainer approved (the reason says which, and what would let it).
+    #[error("{reason}")]
+    Refused {
+        /// Why, for people.
+        reason: String,
+    },
+    /// A secret of the policy could not be read from the host.
+    #[error("{message}")]
+    Secret {
+        /// What is missing.
+        message: String,
+    },
 }
 
 /// `Result` with [`Error`] as the default error.

@@ -31,9 +31,11 @@ pub mod plan;
 pub mod release;
 pub mod repo;
 pub mod scheduler;
+pub mod secret;
 pub mod source;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trust;
 
 pub use error::{Error, Result};
 pub use semver;

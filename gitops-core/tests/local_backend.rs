@@ -215,9 +215,10 @@ async fn secrets_are_masked_in_every_line_and_still_reach_the_command() {
         &event,
         "      leak: { run: 'echo token is $API_TOKEN; echo \"$API_TOKEN\" >&2; test \"$API_TOKEN\" = s3cr3t-value' }\n",
     );
-    let mut spec =
-        RunSpec::new(RunInfo::new("r", "p", event, dir.path())).with_secret("s3cr3t-value");
-    spec.env.insert("API_TOKEN".into(), "s3cr3t-value".into());
+    let spec = RunSpec::new(RunInfo::new("r", "p", event, dir.path())).with_secret(
+        "API_TOKEN",
+        gitops_core::secret::Secret::new("s3cr3t-value"),
+    );
     let run = Scheduler::new(registry()).run(p, spec);
     let mut rx = run.subscribe();
     let report: RunReport = run.execute().await;

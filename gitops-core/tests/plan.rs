@@ -23,14 +23,20 @@ fn pr(action: &str, number: u64, base: &str, merged: bool) -> GitEvent {
             head: RefTip {
                 git_ref: "feature".into(),
                 sha: Some("a1".into()),
+                repo: None,
             },
             base: RefTip {
                 git_ref: base.into(),
                 sha: Some("b2".into()),
+                repo: None,
             },
+            author: None,
+            fork: false,
+            labels: Vec::new(),
         }),
         repo: "octo/app".into(),
         sha: Some("a1".into()),
+        actor: None,
     }
 }
 
@@ -47,6 +53,7 @@ fn push(branch: &str) -> GitEvent {
         }),
         repo: "octo/app".into(),
         sha: Some("c1".into()),
+        actor: None,
     }
 }
 
@@ -59,6 +66,7 @@ fn tag(name: &str) -> GitEvent {
         }),
         repo: "octo/app".into(),
         sha: Some("d1".into()),
+        actor: None,
     }
 }
 
@@ -317,6 +325,7 @@ fn named_environments_and_events_that_plan_nothing() {
         payload: EventPayload::Ping,
         repo: "o/r".into(),
         sha: None,
+        actor: None,
     };
     assert!(plan(&ping, &Changes::Unknown).pipelines.is_empty());
     let branch = GitEvent {
@@ -326,6 +335,7 @@ fn named_environments_and_events_that_plan_nothing() {
         }),
         repo: "o/r".into(),
         sha: None,
+        actor: None,
     };
     assert!(plan(&branch, &Changes::Unknown).pipelines.is_empty());
 }

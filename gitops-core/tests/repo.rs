@@ -111,6 +111,7 @@ fn changed_paths_of_pushes_and_pull_requests() {
         }),
         repo: "o/r".into(),
         sha: Some(next.clone()),
+        actor: None,
     };
     assert_eq!(
         repo.changes_for(&push),
@@ -139,14 +140,20 @@ fn changed_paths_of_pushes_and_pull_requests() {
             head: RefTip {
                 git_ref: "feature".into(),
                 sha: Some(head.clone()),
+                repo: None,
             },
             base: RefTip {
                 git_ref: "main".into(),
                 sha: Some(main_tip),
+                repo: None,
             },
+            author: None,
+            fork: false,
+            labels: Vec::new(),
         }),
         repo: "o/r".into(),
         sha: Some(head.clone()),
+        actor: None,
     };
     assert_eq!(repo.merge_base("main", &head).unwrap(), Some(next.clone()));
     assert_eq!(

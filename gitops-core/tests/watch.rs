@@ -26,7 +26,8 @@ fn init(dir: &Path) -> String {
     commit(dir, "app.txt", "zero")
 }
 
-/// The events of one poll, as JSON without `repo` (to compare whole events).
+/// The events of one poll, as JSON without `repo` (to compare whole events; a pull request's
+/// base is in the repository watched, and says so).
 fn poll(w: &mut Watcher) -> Vec<Value> {
     let p = w.poll().unwrap();
     assert!(!p.baseline);
@@ -34,7 +35,10 @@ fn poll(w: &mut Watcher) -> Vec<Value> {
         .iter()
         .map(|e| {
             let mut v = serde_json::to_value(e).unwrap();
-            v.as_object_mut().unwrap().remove("repo");
+            let repo = v.as_object_mut().unwrap().remove("repo").unwrap();
+            if let Some(base) = v.get_mut("base") {
+                assert_eq!(base.as_object_mut().unwrap().remove("repo"), Some(repo));
+            }
             v
         })
         .collect()
@@ -43,17 +47,21 @@ fn poll(w: &mut Watcher) -> Vec<Value> {
 fn push(branch: &str, before: Option<&str>, after: Option<&str>, forced: bool) -> Value {
     json!({"kind": "push", "sha": after, "ref": format!("refs/heads/{branch}"), "branch": branch,
         "before": before, "after": after, "created": before.is_none(), "deleted": after.is_none(),
-        "forced": forced})
+        "forced": forced, "actor": null})
 }
 
 fn tag(action: &str, name: &str, version: Option<&str>, sha: Option<&str>) -> Value {
-    json!({"kind": "tag", "sha": sha, "action": action, "name": name, "version": version})
+    json!({"kind": "tag", "sha": sha, "action": action, "name": name, "version": version,
+        "actor": null})
 }
 
+/// A pull request ref's event: the watcher cannot know where its head came from, so it is a
+/// stranger's (`fork`, no head repository).
 fn pr(action: &str, n: u64, head: &str, base: &str, merged: bool) -> Value {
     json!({"kind": "pull_request", "sha": head, "action": action, "number": n, "title": "",
-        "draft": false, "merged": merged,
-        "head": {"ref": format!("refs/pull/{n}/head"), "sha": head},
+        "draft": false, "merged": merged, "fork": true, "labels": [], "author": null,
+        "actor": null,
+        "head": {"ref": format!("refs/pull/{n}/head"), "sha": head, "repo": null},
         "base": {"ref": "main", "sha": base}})
 }
 
@@ -312,7 +320,10 @@ fn a_remote_repository_is_watched_from_a_git_daemon_on_loopback() {
     );
     assert_eq!(json[0]["before"], zero.as_str());
     assert_eq!(json[1]["name"], "v1.0.0");
-    assert_eq!(json[2]["base"], json!({"ref": "trunk", "sha": one}));
+    assert_eq!(
+        json[2]["base"],
+        json!({"ref": "trunk", "sha": one, "repo": json[2]["repo"]})
+    );
 }
 
 #[test]

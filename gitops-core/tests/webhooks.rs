@@ -52,8 +52,11 @@ fn github_pull_request_opened_fixture() {
             "sha": "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
             "action": "opened", "number": 2, "title": "Update the README with new information.",
             "draft": false, "merged": false,
-            "head": {"ref": "changes", "sha": "ec26c3e57ca3a959ca5aad62de7213c562f8c821"},
-            "base": {"ref": "master", "sha": "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"}
+            "head": {"ref": "changes", "sha": "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
+                     "repo": "Codertocat/Hello-World"},
+            "base": {"ref": "master", "sha": "f95f852bd8fca8fcc58a9a2d6c842781e32a215e",
+                     "repo": "Codertocat/Hello-World"},
+            "fork": false, "labels": ["bug"], "author": "Codertocat", "actor": "Codertocat"
         })
     );
     let back: GitEvent = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
@@ -107,7 +110,7 @@ fn github_push_fixture_and_variants() {
             "sha": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
             "ref": "refs/heads/master", "branch": "master",
             "before": null, "after": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
-            "created": true, "deleted": false, "forced": false
+            "created": true, "deleted": false, "forced": false, "actor": "Codertocat"
         })
     );
     let mut forced = base.clone();
@@ -144,7 +147,7 @@ fn github_push_fixture_and_variants() {
     assert_eq!(
         event(Provider::GitHub, "push", &tag),
         json!({"kind": "tag", "repo": "Codertocat/Hello-World", "sha": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
-               "action": "created", "name": "v1.2.0", "version": "1.2.0"})
+               "action": "created", "name": "v1.2.0", "version": "1.2.0", "actor": "Codertocat"})
     );
     let mut moved = tag.clone();
     moved["before"] = json!("1111111111111111111111111111111111111111");
@@ -180,11 +183,11 @@ fn github_create_and_delete() {
             "create",
             &create_delete("tag", "v2.0.0-rc.1")
         ),
-        json!({"kind": "tag", "repo": "octo/app", "sha": null, "action": "created", "name": "v2.0.0-rc.1", "version": "2.0.0-rc.1"})
+        json!({"kind": "tag", "repo": "octo/app", "sha": null, "action": "created", "name": "v2.0.0-rc.1", "version": "2.0.0-rc.1", "actor": "octocat"})
     );
     assert_eq!(
         event(Provider::GitHub, "delete", &create_delete("tag", "v1")),
-        json!({"kind": "tag", "repo": "octo/app", "sha": null, "action": "deleted", "name": "v1", "version": null})
+        json!({"kind": "tag", "repo": "octo/app", "sha": null, "action": "deleted", "name": "v1", "version": null, "actor": "octocat"})
     );
     assert_eq!(
         event(
@@ -192,7 +195,7 @@ fn github_create_and_delete() {
             "create",
             &create_delete("branch", "feature/x")
         ),
-        json!({"kind": "branch", "repo": "octo/app", "sha": null, "action": "created", "name": "feature/x"})
+        json!({"kind": "branch", "repo": "octo/app", "sha": null, "action": "created", "name": "feature/x", "actor": "octocat"})
     );
     assert_eq!(
         event(Provider::GitHub, "delete", &create_delete("branch", "old"))["action"],
@@ -213,7 +216,8 @@ fn github_release_fixture_and_variants() {
     assert_eq!(
         event(Provider::GitHub, "release", &base),
         json!({"kind": "release", "repo": "Codertocat/Hello-World", "sha": null,
-               "action": "published", "tag": "0.0.1", "version": "0.0.1", "prerelease": false, "draft": false})
+               "action": "published", "tag": "0.0.1", "version": "0.0.1", "prerelease": false, "draft": false,
+               "actor": "Codertocat"})
     );
     let mut pre = base.clone();
     pre["action"] = json!("prereleased");
@@ -256,7 +260,7 @@ fn github_ping() {
                       "repository": {"full_name": "octo/app"}});
     assert_eq!(
         event(Provider::GitHub, "ping", &ping),
-        json!({"kind": "ping", "repo": "octo/app", "sha": null})
+        json!({"kind": "ping", "repo": "octo/app", "sha": null, "actor": null})
     );
     let org = json!({"zen": "x", "hook_id": 1, "organization": {"login": "octo-org"}});
     assert_eq!(event(Provider::GitHub, "ping", &org)["repo"], "octo-org");
@@ -269,7 +273,7 @@ fn gitlab_push_fixture_and_variants() {
         "kind": "push", "repo": "mike/diaspora", "sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
         "ref": "refs/heads/master", "branch": "master",
         "before": "95790bf891e76fee5e1747ab589903a6a1f80f22", "after": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
-        "created": false, "deleted": false, "forced": false
+        "created": false, "deleted": false, "forced": false, "actor": "jsmith"
     });
     assert_eq!(event(Provider::GitLab, "Push Hook", &base), expected);
     assert_eq!(event(Provider::GitLab, "push", &base), expected);
@@ -299,7 +303,7 @@ fn gitlab_tag_push() {
     assert_eq!(
         event(Provider::GitLab, "Tag Push Hook", &tag),
         json!({"kind": "tag", "repo": "mike/diaspora", "sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
-               "action": "created", "name": "v1.0.0", "version": "1.0.0"})
+               "action": "created", "name": "v1.0.0", "version": "1.0.0", "actor": "jsmith"})
     );
     let mut del = tag.clone();
     del["before"] = json!("da1560886d4f094c3e6c9ef40349f7d38b5d27d7");
@@ -320,8 +324,10 @@ fn gitlab_merge_request_fixture_and_actions() {
         json!({"kind": "pull_request", "repo": "gitlabhq/gitlab-test",
                "sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7", "action": "opened", "number": 1,
                "title": "MS-Viewport", "draft": false, "merged": false,
-               "head": {"ref": "ms-viewport", "sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"},
-               "base": {"ref": "master", "sha": null}})
+               "head": {"ref": "ms-viewport", "sha": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+                        "repo": "awesome_space/awesome_project"},
+               "base": {"ref": "master", "sha": null, "repo": "awesome_space/awesome_project"},
+               "fork": false, "labels": ["API"], "author": null, "actor": "user1"})
     );
     let with = |action: &str, extra: &[(&str, Value)]| {
         let mut p = base.clone();
@@ -373,7 +379,8 @@ fn gitlab_release() {
     assert_eq!(
         event(Provider::GitLab, "Release Hook", &body),
         json!({"kind": "release", "repo": "example/release-webhook-example", "sha": "ee0a3fb31ac16e11b9dbb596ad16d4af654d08f8",
-               "action": "published", "tag": "v1.1.0-rc.2", "version": "1.1.0-rc.2", "prerelease": true, "draft": false})
+               "action": "published", "tag": "v1.1.0-rc.2", "version": "1.1.0-rc.2", "prerelease": true, "draft": false,
+               "actor": null})
     );
     let mut deleted = body.clone();
     deleted["action"] = json!("delete");
@@ -441,4 +448,45 @@ fn bad_payloads_give_clear_errors() {
         assert!(parse(Provider::GitHub, "push", body).is_err());
     }
     assert!("bitbucket".parse::<Provider>().is_err());
+}
+
+#[test]
+fn pull_requests_from_forks_say_so() {
+    let base = fixture_json("github/pull_request.opened.json");
+    let mut fork = base.clone();
+    set(
+        &mut fork,
+        "pull_request.head.repo.full_name",
+        json!("evil/Hello-World"),
+    );
+    let e = event(Provider::GitHub, "pull_request", &fork);
+    assert_eq!(
+        (e["fork"].clone(), e["head"]["repo"].clone()),
+        (json!(true), json!("evil/Hello-World"))
+    );
+    // The fork was deleted: its head has no repository, and it is still a stranger's.
+    let mut gone = base.clone();
+    set(&mut gone, "pull_request.head.repo", Value::Null);
+    let e = event(Provider::GitHub, "pull_request", &gone);
+    assert_eq!(
+        (e["fork"].clone(), e["head"]["repo"].clone()),
+        (json!(true), Value::Null)
+    );
+    let mr = fixture_json("gitlab/merge_request.json");
+    let mut fork = mr.clone();
+    fork["object_attributes"]["source_project_id"] = json!(99);
+    assert_eq!(
+        event(Provider::GitLab, "Merge Request Hook", &fork)["fork"],
+        true
+    );
+    let mut unknown = mr.clone();
+    unknown["object_attributes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("source_project_id");
+    assert_eq!(
+        event(Provider::GitLab, "Merge Request Hook", &unknown)["fork"],
+        true
+    );
+    assert_eq!(event(Provider::GitLab, "Merge Request Hook", &mr)["fork"], false);
 }

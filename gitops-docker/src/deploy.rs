@@ -327,9 +327,9 @@ impl DockerBackend {
                 binds.push(format!("{}:{path}", self.volume(env, volume).await?));
             }
             let vars: Vec<String> = ctx
-                .env
-                .iter()
-                .chain(&service.env)
+                .variables()
+                .into_iter()
+                .chain(service.env.iter().map(|(k, v)| (k.clone(), v.clone())))
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             let labels = HashMap::from([

@@ -196,11 +196,10 @@ impl Executor for DockerBackend {
                 std::fs::set_permissions(outputs.path(), std::fs::Permissions::from_mode(0o777));
         }
         let mut env: Vec<String> = ctx
-            .gitops_env()
+            .variables()
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        env.extend(ctx.env.iter().map(|(k, v)| format!("{k}={v}")));
         env.push(format!("GITOPS_OUTPUT={OUTPUT_DIR}/outputs"));
         let labels = HashMap::from([
             ("gitops.managed".to_owned(), "true".to_owned()),

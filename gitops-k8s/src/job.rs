@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures_util::AsyncBufReadExt;
 use gitops_core::backend::{BackendError, Completion, Executor, LogStream, StageContext};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, LogParams, PostParams};
 use serde_json::json;
@@ -113,6 +113,13 @@ impl KubernetesBackend {
         for (k, v) in ctx.params().string_map("env")?.unwrap_or_default() {
             env.push(json!({"name": k, "value": v}));
         }
+        // Secrets never in the Job's spec, which anyone who may read Jobs reads: a Secret of
+        // the Job's name holds them (see `create_secret`).
+        env.extend(
+            ctx.secrets.keys().map(
+                |k| json!({"name": k, "valueFrom": {"secretKeyRef": {"name": name, "key": k}}}),
+            ),
+        );
         env.push(json!({"name": "GITOPS_OUTPUT", "value": OUTPUT_PATH}));
         let labels = json!({
             MANAGED_BY.0: MANAGED_BY.1,
@@ -241,7 +248,8 @@ impl Ended {
 
 #[async_trait]
 impl Executor for KubernetesBackend {
-    /// Runs the stage as a Job and waits for it (see the crate docs).
+    /// Runs the stage as a Job and waits for it (see the crate docs). Its secrets go in a
+    /// Secret of the Job's name, made before the Job and deleted after it.
     async fn execute(&self, ctx: StageContext) -> Result<Completion, BackendError> {
         let ns = namespace(&ctx)?;
         let name = names::unique_dns_label(
@@ -256,6 +264,104 @@ impl Executor for KubernetesBackend {
             .map(|e| json!({names::ENVIRONMENT: names::label_value(&e.name)}))
             .unwrap_or_else(|| json!({}));
         self.ensure_namespace(&ns, env_label).await?;
+        if ctx.secrets.is_empty() {
+            return self.run_job(&ctx, &ns, &name, job).await;
+        }
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let secret = stage_secret(&ctx, &name, &job["metadata"]["labels"])?;
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .map_err(|e| api_error(&format!("creating Secret {ns}/{name}"), e))?;
+        let ran = self.run_job(&ctx, &ns, &name, job).await;
+        let deleted = match secrets.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(api_error(&format!("deleting Secret {ns}/{name}"), e)),
+        };
+        let completion = ran?;
+        deleted?;
+        Ok(completion)
+    }
+
+    /// Deletes, with their pods, the Jobs of `run_id` in any namespace that a crashed process
+    /// left running, and their Secrets.
+    async fn abandon(&self, run_id: &str) -> Result<usize, BackendError> {
+        let selector = format!("{RUN}={}", names::label_value(run_id));
+        let all: Api<Job> = Api::all(self.client.clone());
+        let left = all
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| api_error("listing the run's Jobs", e))?;
+        let mut removed = 0;
+        for job in left.items {
+            let (Some(ns), Some(name)) = (job.metadata.namespace, job.metadata.name) else {
+                continue;
+            };
+            let jobs: Api<Job> = Api::namespaced(self.client.clone(), &ns);
+            self.delete_job(&jobs, &ns, &name).await?;
+            removed += 1;
+        }
+        let all: Api<Secret> = Api::all(self.client.clone());
+        let left = all
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| api_error("listing the run's Secrets", e))?;
+        for secret in left.items {
+            let (Some(ns), Some(name)) = (secret.metadata.namespace, secret.metadata.name) else {
+                continue;
+            };
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+            match secrets.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => removed += 1,
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(api_error(&format!("deleting Secret {ns}/{name}"), e)),
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The Secret holding a stage's secrets, named and labelled as its Job.
+fn stage_secret(
+    ctx: &StageContext,
+    name: &str,
+    labels: &serde_json::Value,
+) -> Result<Secret, BackendError> {
+    let data: BTreeMap<String, k8s_openapi::ByteString> = ctx
+        .secrets
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                k8s_openapi::ByteString(v.expose().as_bytes().to_vec()),
+            )
+        })
+        .collect();
+    let labels: BTreeMap<String, String> = serde_json::from_value(labels.clone())
+        .map_err(|e| BackendError::Failed(format!("the Secret's labels: {e}")))?;
+    Ok(Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Default::default()
+    })
+}
+
+impl KubernetesBackend {
+    /// Creates the stage's Job `name` in `ns`, follows it to its end and reads its result.
+    async fn run_job(
+        &self,
+        ctx: &StageContext,
+        ns: &str,
+        name: &str,
+        job: serde_json::Value,
+    ) -> Result<Completion, BackendError> {
+        let (ns, name) = (ns.to_owned(), name.to_owned());
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &ns);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let job: Job = serde_json::from_value(job)
@@ -358,27 +464,6 @@ impl Executor for KubernetesBackend {
         };
         completion.outputs = outputs(&message);
         Ok(completion)
-    }
-
-    /// Deletes, with their pods, the Jobs of `run_id` in any namespace that a crashed process
-    /// left running.
-    async fn abandon(&self, run_id: &str) -> Result<usize, BackendError> {
-        let all: Api<Job> = Api::all(self.client.clone());
-        let selector = format!("{RUN}={}", names::label_value(run_id));
-        let left = all
-            .list(&kube::api::ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| api_error("listing the run's Jobs", e))?;
-        let mut removed = 0;
-        for job in left.items {
-            let (Some(ns), Some(name)) = (job.metadata.namespace, job.metadata.name) else {
-                continue;
-            };
-            let jobs: Api<Job> = Api::namespaced(self.client.clone(), &ns);
-            self.delete_job(&jobs, &ns, &name).await?;
-            removed += 1;
-        }
-        Ok(removed)
     }
 }
 

@@ -1013,8 +1013,25 @@ impl FakeCluster {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default());
         for var in container["env"].as_array().into_iter().flatten() {
-            let (Some(name), Some(value)) = (var["name"].as_str(), var["value"].as_str()) else {
+            let Some(name) = var["name"].as_str() else {
                 continue;
+            };
+            let value = match (var["value"].as_str(), &var["valueFrom"]["secretKeyRef"]) {
+                (Some(value), _) => value.to_owned(),
+                (None, reference) if reference.is_object() => {
+                    match self.secret_value(namespace, reference) {
+                        Ok(value) => value,
+                        // As a kubelet does: the container is not created, the pod waits.
+                        Err(message) => {
+                            let waiting = json!({"phase": "Pending", "containerStatuses": [
+                                {"name": container["name"], "ready": false, "state": {"waiting": {
+                                    "reason": "CreateContainerConfigError", "message": message}}}]});
+                            self.update_status("/api/v1", "pods", namespace, pod, waiting);
+                            return;
+                        }
+                    }
+                }
+                _ => continue,
             };
             if value == message_path {
                 cmd.env(name, &message_file);
@@ -1053,6 +1070,27 @@ impl FakeCluster {
             None => run.await.map_err(|e| e.to_string()),
         };
         self.finish(namespace, job, pod, container, outcome, &message_file);
+    }
+
+    /// The value a `secretKeyRef` names, decoded, as a kubelet reads it; or why there is none
+    /// (its message).
+    fn secret_value(&self, namespace: &str, reference: &Value) -> Result<String, String> {
+        let (name, key) = (
+            reference["name"].as_str().unwrap_or_default(),
+            reference["key"].as_str().unwrap_or_default(),
+        );
+        let secret = self
+            .get("/api/v1", "secrets", namespace, name)
+            .ok_or_else(|| format!("secret \"{name}\" not found"))?;
+        let encoded = secret["data"][key].clone();
+        if encoded.is_null() {
+            return Err(format!(
+                "couldn't find key {key} in Secret {namespace}/{name}"
+            ));
+        }
+        let bytes: k8s_openapi::ByteString = serde_json::from_value(encoded)
+            .map_err(|e| format!("Secret {namespace}/{name} key {key}: {e}"))?;
+        String::from_utf8(bytes.0).map_err(|e| format!("Secret {namespace}/{name}: {e}"))
     }
 
     fn update_status(&self, api: &str, plural: &str, namespace: &str, name: &str, status: Value) {

@@ -254,6 +254,7 @@ impl TerraformBackend {
             generated.0 = Some(path);
         }
         let tf = Terraform::new(&settings.binary, &settings.dir)
+            .with_envs(ctx.variables())
             .with_env("TF_PLUGIN_CACHE_DIR", cache.to_string_lossy())
             .with_log(ctx.log.clone())
             .with_cancel((*ctx.cancel).clone(), self.grace)
@@ -300,7 +301,7 @@ impl TerraformBackend {
         let output = p.scratch.path().join("outputs");
         let mut cmd = tokio::process::Command::new("sh");
         cmd.arg("-c").arg(command).current_dir(&p.settings.dir);
-        cmd.envs(ctx.gitops_env());
+        gitops_core::backend::process::stage_environment(&mut cmd, ctx.variables());
         cmd.env("GITOPS_OUTPUT", &output);
         cmd.env("TF_IN_AUTOMATION", "1").env("TF_INPUT", "0");
         cmd.env("GITOPS_TF_WORKSPACE", &p.settings.workspace);
@@ -311,7 +312,6 @@ impl TerraformBackend {
             .map(|f| format!("-var-file={}", f.display()))
             .collect();
         cmd.env("GITOPS_TF_VAR_ARGS", var_args.join(" "));
-        cmd.envs(&ctx.env);
         let stop = StopPolicy::new(StopSignal::Interrupt, self.grace);
         let exit = run_streaming(cmd, &ctx.cancel, stop, |stream, line| {
             ctx.log.line(stream, line)

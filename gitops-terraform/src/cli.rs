@@ -142,7 +142,7 @@ impl OutputValue {
 }
 
 /// Runs terraform commands in one working directory.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Terraform {
     binary: PathBuf,
     dir: PathBuf,
@@ -152,6 +152,18 @@ pub struct Terraform {
     grace: Duration,
     lock_timeout: Duration,
     mask: Vec<String>,
+}
+
+impl std::fmt::Debug for Terraform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Variables may hold secrets: their names only.
+        f.debug_struct("Terraform")
+            .field("binary", &self.binary)
+            .field("dir", &self.dir)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("lock_timeout", &self.lock_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What one command did.
@@ -179,7 +191,14 @@ impl Terraform {
         }
     }
 
-    /// Sets an environment variable for every command.
+    /// Sets environment variables for every command (later ones win).
+    pub fn with_envs(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.env.extend(vars);
+        self
+    }
+
+    /// Sets an environment variable for every command. Commands get nothing else of this
+    /// process's environment but `PATH`, `HOME`, `LANG` and `TZ`.
     pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -232,7 +251,9 @@ impl Terraform {
         let command = args.first().cloned().unwrap_or_default();
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.args(args).current_dir(&self.dir);
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        // Nothing of this process's environment but the basics: a configuration under review
+        // can read every variable terraform has.
+        gitops_core::backend::process::stage_environment(&mut cmd, self.env.iter().cloned());
         let mut ui = UiReader::new(&self.log, &self.mask, json_ui).expecting(expected_changes);
         let stop = StopPolicy::new(StopSignal::Interrupt, self.grace);
         let exit = run_streaming(cmd, &self.cancel, stop, |stream, line| {

@@ -36,6 +36,7 @@ fn event() -> GitEvent {
         }),
         repo: "bench/repo".into(),
         sha: Some("abc".into()),
+        actor: None,
     }
 }
 

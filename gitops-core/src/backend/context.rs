@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 use super::{BackendError, LogSink};
 use crate::config::{Approval, Environment, OnBusy};
 use crate::event::GitEvent;
+use crate::secret::Secret;
+use crate::trust::TrustLevel;
 
 /// What all stages of one run share.
 #[derive(Debug, Clone)]
@@ -22,8 +24,11 @@ pub struct RunInfo {
     pub event: GitEvent,
     /// The checkout of the event's commit the stages run in.
     pub workdir: PathBuf,
-    /// Who or what caused the run (a user name, `webhook`, `watch`), as the ledger shows it.
+    /// Who or what caused the run (the event's forge user, else a user name, `webhook`,
+    /// `watch`), as the ledger shows it.
     pub actor: Option<String>,
+    /// How far the engine trusts the run's event (none for runs made without an engine).
+    pub trust: Option<TrustLevel>,
 }
 
 impl RunInfo {
@@ -40,6 +45,7 @@ impl RunInfo {
             event,
             workdir: workdir.into(),
             actor: None,
+            trust: None,
         }
     }
 
@@ -135,6 +141,10 @@ pub struct StageContext {
     pub command: Option<Arc<str>>,
     /// The stage's `env`, rendered.
     pub env: BTreeMap<String, String>,
+    /// The secrets this stage may have, by the name of the variable that carries each. A
+    /// backend hands them to what it runs like `env` (or as the platform's secret objects),
+    /// and never writes them where others can read them.
+    pub secrets: BTreeMap<String, Secret>,
     /// The stage's (and, for deployments, its environment's) `with` parameters, rendered.
     pub with: serde_json::Map<String, serde_json::Value>,
     /// For `deploy` and `stop` stages: the environment (boxed: most stages have none, and
@@ -191,6 +201,7 @@ impl StageContext {
             attempt: 1,
             command: None,
             env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             with: serde_json::Map::new(),
             environment: None,
             timeout: None,
@@ -208,6 +219,12 @@ impl StageContext {
     /// Adds an environment variable.
     pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a secret variable.
+    pub fn with_secret(mut self, key: impl Into<String>, value: Secret) -> Self {
+        self.secrets.insert(key.into(), value);
         self
     }
 
@@ -239,6 +256,24 @@ impl StageContext {
     pub fn with_environment(mut self, target: EnvironmentTarget) -> Self {
         self.environment = Some(Box::new(target));
         self
+    }
+
+    /// Every variable of what the stage runs, later ones winning: the `GITOPS_*` variables,
+    /// the stage's `env`, and its secrets (exposed: hand them only to the process or
+    /// platform object that needs them, never to a log or record).
+    pub fn variables(&self) -> Vec<(String, String)> {
+        let mut vars: Vec<(String, String)> = self
+            .gitops_env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        vars.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        vars.extend(
+            self.secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned())),
+        );
+        vars
     }
 
     /// The `GITOPS_*` variables every backend passes to what it runs: the event's data, which

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::secret::{Masker, Secret};
+
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -35,17 +37,17 @@ type Callback = dyn Fn(LogLine) + Send + Sync;
 /// What the sinks of one run share: where lines go and what to mask.
 pub(crate) struct LogTarget {
     callback: Box<Callback>,
-    secrets: Vec<String>,
+    masker: Masker,
 }
 
 impl LogTarget {
     pub(crate) fn new(
-        secrets: Vec<String>,
+        masker: Masker,
         callback: impl Fn(LogLine) + Send + Sync + 'static,
     ) -> Arc<LogTarget> {
         Arc::new(LogTarget {
             callback: Box::new(callback),
-            secrets,
+            masker,
         })
     }
 }
@@ -67,9 +69,6 @@ impl fmt::Debug for LogSink {
     }
 }
 
-/// Masks occurrences of secret values.
-const MASK: &str = "***";
-
 impl LogSink {
     /// A sink that drops every line.
     pub fn discard() -> Self {
@@ -87,8 +86,9 @@ impl LogSink {
         secrets: Vec<String>,
         f: impl Fn(LogLine) + Send + Sync + 'static,
     ) -> Self {
+        let secrets: Vec<Secret> = secrets.into_iter().map(Secret::new).collect();
         LogSink {
-            target: Some(LogTarget::new(secrets, f)),
+            target: Some(LogTarget::new(Masker::new(&secrets), f)),
             stage: Arc::from(stage),
             attempt,
         }
@@ -112,23 +112,9 @@ impl LogSink {
             stage: self.stage.to_string(),
             attempt: self.attempt,
             stream,
-            line: mask(text, &target.secrets),
+            line: target.masker.mask(text),
         })
     }
-}
-
-/// Replaces every occurrence of a secret with `***`, longest secrets first so that one secret
-/// containing another is masked whole.
-pub(crate) fn mask(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_owned();
-    let mut sorted: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
-    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for s in sorted {
-        if out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), MASK);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -16,6 +16,23 @@ use tokio_util::sync::CancellationToken;
 
 use super::LogStream;
 
+/// The variables of this process that a stage's process keeps (besides those the stage is
+/// given): nothing else of the host's environment (a server's webhook secret, say) reaches
+/// what a pull request runs.
+pub const HOST_VARIABLES: &[&str] = &["PATH", "HOME", "LANG", "TZ"];
+
+/// Clears `cmd`'s environment but for [`HOST_VARIABLES`], then sets `vars` (see
+/// [`StageContext::variables`](super::StageContext::variables)).
+pub fn stage_environment(cmd: &mut Command, vars: impl IntoIterator<Item = (String, String)>) {
+    cmd.env_clear();
+    for name in HOST_VARIABLES {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
+    cmd.envs(vars);
+}
+
 /// How a program ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {

@@ -51,6 +51,7 @@ impl Environment {
             on_locked: OnBusy::Wait,
             on_pinned: OnBusy::Wait,
             auto_stop_after: None,
+            deploy_from: None,
         }
     }
 

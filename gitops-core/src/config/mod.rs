@@ -24,13 +24,13 @@ use std::path::Path;
 pub use de::{Condition, TemplateString, format_duration, parse_duration};
 pub use locate::Position;
 pub use model::{
-    Action, Approval, Concurrency, Config, Environment, OnBusy, OnConflict, PULL_REQUEST_TYPES,
-    Pipeline, PullRequestTrigger, PullRequestType, PushTrigger, ReleaseTrigger, Retry, SemverReq,
-    Stage, TagTrigger, Triggers,
+    Action, Approval, Concurrency, Config, DeployFrom, DeployFromTags, Environment, OnBusy,
+    OnConflict, PULL_REQUEST_TYPES, Pipeline, PullRequestTrigger, PullRequestType, PushTrigger,
+    ReleaseTrigger, Retry, SemverReq, Stage, TagTrigger, Triggers,
 };
 pub use patterns::{Glob, Globs};
 
-use locate::Locations;
+pub(crate) use locate::Locations;
 pub(crate) use model::BuiltGraph;
 
 /// The file name gitops reads at the root of a repository.
@@ -68,7 +68,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn single(file: &str, position: Position, message: impl Into<String>) -> Self {
+    pub(crate) fn single(file: &str, position: Position, message: impl Into<String>) -> Self {
         ConfigError {
             diagnostics: vec![Diagnostic {
                 file: file.to_owned(),
@@ -195,7 +195,28 @@ impl Config {
     }
 }
 
-fn from_yaml(file: &str, e: &serde_yaml::Error) -> ConfigError {
+/// Why `name` cannot be an environment variable of a stage: not letters, digits and `_`
+/// starting with a letter or `_`, or in the `GITOPS_` prefix that gitops sets.
+pub(crate) fn bad_variable_name(name: &str) -> Option<String> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        Some(format!(
+            "invalid environment variable name \"{name}\" (use letters, digits and '_')"
+        ))
+    } else if name.starts_with("GITOPS_") {
+        Some(format!(
+            "environment variable \"{name}\": the GITOPS_ prefix is reserved for the variables gitops sets"
+        ))
+    } else {
+        None
+    }
+}
+
+pub(crate) fn from_yaml(file: &str, e: &serde_yaml::Error) -> ConfigError {
     let position = e
         .location()
         .map_or(Position { line: 1, column: 1 }, |l| Position {

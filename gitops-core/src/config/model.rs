@@ -25,7 +25,7 @@ pub struct Config {
 }
 
 /// An environment that pipelines deploy to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Environment {
@@ -55,6 +55,40 @@ pub struct Environment {
     /// `Engine::reconcile`.
     #[serde(default, deserialize_with = "duration::option::deserialize")]
     pub auto_stop_after: Option<Duration>,
+    /// The refs that may deploy to (or stop) it: a deploy from any other fails before its
+    /// backend is called. Default: any ref its trust level allows.
+    #[serde(default)]
+    pub deploy_from: Option<DeployFrom>,
+}
+
+/// `deploy_from:` of an environment: the branches and tags whose events may deploy to it. A
+/// pull request's event matches neither (its head branch is not the repository's).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DeployFrom {
+    /// Branches whose pushes may deploy (globs).
+    #[serde(default)]
+    pub branches: Option<Globs>,
+    /// Tags (and releases of tags) that may deploy.
+    #[serde(default)]
+    pub tags: Option<DeployFromTags>,
+}
+
+/// `deploy_from: { tags: ... }`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DeployFromTags {
+    /// A semver requirement the tag must meet (a tag that is not semver never does).
+    #[serde(default)]
+    pub semver: Option<SemverReq>,
+    /// Whether pre-release tags may match the requirement (default false: never).
+    #[serde(default)]
+    pub prerelease: bool,
+    /// Tag names that match (globs).
+    #[serde(default)]
+    pub names: Option<Globs>,
 }
 
 /// Whether deployments to an environment need someone's approval.

@@ -14,10 +14,12 @@ use crate::backend::{
 use crate::config::Action;
 use crate::event::GitEvent;
 use crate::ledger::{
-    DeploymentRecord, DeploymentResult, EnvironmentRecord, EnvironmentStatus, NewDeployment, now,
+    DeploymentInputs, DeploymentRecord, DeploymentResult, EnvironmentRecord, EnvironmentStatus,
+    NewDeployment, now,
 };
 use crate::repo::Repository;
 use crate::scheduler::{GateRefusal, WaitReason};
+use crate::secret::Masker;
 use crate::{Error, Result};
 
 /// An environment as `gitops envs` shows it: its record and what runs there now.
@@ -378,10 +380,30 @@ impl Engine {
         )
         .with_pull_request(env.pull_request)
         .with_policy(EnvironmentPolicy::default());
+        // The secrets of the level the deployment was made at, read from the host again: a
+        // pull request's preview is stopped with its own secrets, not with production's.
+        let level = like
+            .trust
+            .unwrap_or_else(|| crate::trust::level(&event, &self.policy));
+        let (secrets, masked) = match self.direct_secrets(
+            level,
+            &like.inputs.config_name,
+            &super::RunOptions::default(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                remove(checkout);
+                return Err(e);
+            }
+        };
+        let masker = Masker::new(masked.iter());
+        let mut info = info;
+        info.trust = Some(level);
         let cancel = Arc::new(cancel.unwrap_or_default());
         let mut ctx = StageContext::new(Arc::new(info), action_name(action));
         ctx.command = like.inputs.command.as_deref().map(Arc::from);
         ctx.env = like.inputs.env.clone();
+        ctx.secrets = secrets;
         ctx.with = like.inputs.with.clone();
         ctx.environment = Some(Box::new(target.clone()));
         ctx.cancel = cancel.clone();
@@ -413,10 +435,15 @@ impl Engine {
             stage: None,
             event: Some(event),
             triggered_by: Some(actor.to_owned()),
-            inputs: like.inputs.clone(),
+            inputs: DeploymentInputs {
+                secrets: ctx.secrets.keys().cloned().collect(),
+                ..like.inputs.clone()
+            }
+            .masked(&masker),
             rollback_of,
             repo: env.repo.clone(),
             pull_request: env.pull_request,
+            trust: Some(level),
         };
         let outcome = async {
             let id = self.ledger.begin_deployment(&record)?;
@@ -424,6 +451,7 @@ impl Engine {
                 Action::Stop => deployer.stop(ctx).await,
                 _ => deployer.deploy(ctx).await,
             };
+            let returned = crate::scheduler::masked(returned, &masker);
             let _ = self
                 .environments
                 .finish(id, &returned, cancel.is_cancelled())

@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 mod environments;
+mod trust;
 
 pub use environments::{EnvironmentState, StopReason, Stopped};
 
@@ -25,7 +26,10 @@ use crate::repo::Repository;
 use crate::scheduler::{
     Run, RunEvent, RunReport, RunResult, RunSpec, Scheduler, SchedulerOptions, StageResult,
 };
+use crate::secret::Secret;
+use crate::trust::Policy;
 use crate::{Error, Result};
+use trust::RunSecrets;
 
 /// How runs are started.
 #[derive(Debug, Clone, Default)]
@@ -35,18 +39,21 @@ pub struct RunOptions {
     pub in_place: bool,
     /// Variables every stage gets, also readable as `env.*` in expressions.
     pub env: BTreeMap<String, String>,
-    /// Values masked in every log line.
-    pub secrets: Vec<String>,
-    /// Who starts the runs, as the ledger records it (a user name, `webhook`, `watch`).
+    /// Secrets the stages of trusted runs get, as variables of these names (as a policy secret
+    /// with no scope: see [`Policy`]); masked wherever they would show.
+    pub secrets: BTreeMap<String, Secret>,
+    /// Who starts the runs, as the ledger records it (a user name, `webhook`, `watch`) when the
+    /// event names no forge user.
     pub actor: Option<String>,
+    /// The ref whose `.gitops.yml` defines the environments (`refs/heads/main`,
+    /// `refs/remotes/origin/main`); default: the branch the repository's `HEAD` names.
+    pub trusted_ref: Option<String>,
 }
 
 impl RunOptions {
-    /// Passes `name=value` to every stage and masks the value in logs.
+    /// Gives the stages of trusted runs the secret `name` with `value`, masked in logs.
     pub fn with_secret_env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        let value = value.into();
-        self.secrets.push(value.clone());
-        self.env.insert(name.into(), value);
+        self.secrets.insert(name.into(), Secret::new(value));
         self
     }
 }
@@ -60,6 +67,7 @@ pub struct Engine {
     scheduler: Scheduler,
     load: LoadOptions,
     local_runs: LocalRuns,
+    policy: Arc<Policy>,
 }
 
 /// What [`Engine::handle`] did with an event.
@@ -86,6 +94,8 @@ pub struct StartedRun {
     /// For a resumed run: the executors of the stages it will run again, asked to remove what
     /// the crashed process left of them.
     abandoned: Vec<Arc<dyn crate::backend::Executor>>,
+    /// What the engine wants the people running it to know (see [`Plan::notes`]).
+    pub notes: Vec<String>,
 }
 
 /// The cancellation tokens of the runs this engine executes now, by run id: a newer run of a
@@ -122,7 +132,20 @@ impl Engine {
             scheduler: Scheduler::with_options(registry, options),
             load,
             local_runs: LocalRuns::default(),
+            policy: Arc::new(Policy::default()),
         })
+    }
+
+    /// The same engine under `policy`: the repositories it serves, who may run what, the
+    /// secrets (see [`crate::trust`]).
+    pub fn with_policy(mut self, policy: Policy) -> Engine {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// The policy it runs under.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// The ledger.
@@ -135,43 +158,82 @@ impl Engine {
         &self.state_dir
     }
 
-    /// What `event` would run in `repo`, with the config of the event's commit.
-    pub fn plan(&self, event: &GitEvent, repo: &Repository) -> Result<Plan> {
+    /// What `event` would run in `repo`: the pipelines of the event's commit, the environments
+    /// of the trusted ref, the stages its trust level refuses. An event that may not run at all
+    /// is an [`Error::Refused`].
+    pub fn plan(&self, event: &GitEvent, repo: &Repository, options: &RunOptions) -> Result<Plan> {
+        Ok(self.planned(event, repo, options)?.0)
+    }
+
+    /// The plan of `event` in `repo`, with its trust level, commit, config text and trusted
+    /// environments.
+    fn planned(
+        &self,
+        event: &GitEvent,
+        repo: &Repository,
+        options: &RunOptions,
+    ) -> Result<(Plan, Planned)> {
+        let level = self.admit(event)?;
         let commit = repo.commit_for(event)?;
-        let config = repo.config_at(&commit, &self.load)?;
-        Ok(Planner::new().plan(event, &config, &repo.changes_for(event))?)
+        let text = repo.config_text_at(&commit)?;
+        let config = Config::parse_with(CONFIG_FILE, &text, &self.load)?;
+        let trusted = self.trusted_environments(repo, options);
+        let effective = trust::with_trusted_environments(config.clone(), &trusted);
+        let mut plan = Planner::new().plan(event, &effective, &repo.changes_for(event))?;
+        for p in &mut plan.pipelines {
+            self.scheduler.registry().check(p)?;
+            trust::refuse_stages(p, level, event, &trusted);
+        }
+        plan.notes = trust::notes(&config, &plan.pipelines, &trusted);
+        Ok((
+            plan,
+            Planned {
+                level,
+                commit,
+                text,
+                trusted,
+            },
+        ))
     }
 
     /// Plans `event` and prepares a run of each pipeline it triggers (none when it triggers
     /// nothing). Nothing is started before every pipeline's backends are known to exist.
+    ///
+    /// The event's trust level decides what it may do (see [`crate::trust`]): an event of a
+    /// repository the policy does not serve, or a pull request from a fork that no one
+    /// approved, is an [`Error::Refused`]; deploy and stop stages it may not carry out are
+    /// refused (see [`Plan::notes`] and each stage's `refused`), and its stages get the
+    /// secrets its level allows.
     pub fn start(
         &self,
         event: &GitEvent,
         repo: &Repository,
         options: &RunOptions,
     ) -> Result<Vec<StartedRun>> {
-        let commit = repo.commit_for(event)?;
-        let text = repo.config_text_at(&commit)?;
-        let config = Config::parse_with(CONFIG_FILE, &text, &self.load)?;
-        let plan = Planner::new().plan(event, &config, &repo.changes_for(event))?;
-        for p in &plan.pipelines {
-            self.scheduler.registry().check(p)?;
-        }
+        let (plan, planned) = self.planned(event, repo, options)?;
+        let secrets = self.run_secrets(planned.level, options)?;
         let mut runs = Vec::new();
         for pipeline in plan.pipelines {
             let id = new_run_id();
-            let (workdir, checkout) = self.workdir(repo, &commit, &id, options)?;
-            let mut record = RunRecord::new(&id, &pipeline.name, event.clone(), &text, &workdir);
+            let (workdir, checkout) = self.workdir(repo, &planned.commit, &id, options)?;
+            let mut record =
+                RunRecord::new(&id, &pipeline.name, event.clone(), &planned.text, &workdir);
             record.repo = Some(repo.path().to_path_buf());
-            record.commit = Some(commit.clone());
+            record.commit = Some(planned.commit.clone());
+            record.actor = event.actor.clone().or_else(|| options.actor.clone());
+            record.trust = Some(planned.level);
+            record.trusted_config = planned.trusted.text.clone();
             self.ledger.begin_run(&record)?;
-            runs.push(self.prepare(
+            let mut run = self.prepare(
                 record,
                 Arc::new(pipeline),
                 BTreeMap::new(),
                 options,
+                &secrets,
                 checkout,
-            ));
+            );
+            run.notes = plan.notes.clone();
+            runs.push(run);
         }
         Ok(runs)
     }
@@ -205,7 +267,8 @@ impl Engine {
         options: &RunOptions,
     ) -> Result<StartedRun> {
         let old = self.ledger.run(run_id)?;
-        let pipeline = Arc::new(self.replan(&old)?);
+        let (pipeline, trusted_text) = self.replan(&old, options)?;
+        let pipeline = Arc::new(pipeline);
         let results = self.ledger.stage_results(run_id)?;
         let again: HashSet<StageId> = match from {
             Some(stage) => {
@@ -240,6 +303,10 @@ impl Engine {
             .collect();
         let id = new_run_id();
         let repo = old.repo.as_ref().map(Repository::open).transpose()?;
+        let level = old
+            .trust
+            .unwrap_or_else(|| crate::trust::level(&old.event, &self.policy));
+        let secrets = self.run_secrets(level, options)?;
         let (workdir, checkout) = match (&repo, &old.commit) {
             (Some(repo), Some(commit)) => self.workdir(repo, commit, &id, options)?,
             _ => (old.workdir.clone(), None),
@@ -249,11 +316,14 @@ impl Engine {
         record.repo = old.repo.clone();
         record.commit = old.commit.clone();
         record.rerun_of = Some(old.id.clone());
+        record.actor = options.actor.clone().or_else(|| old.actor.clone());
+        record.trust = Some(level);
+        record.trusted_config = trusted_text;
         self.ledger.begin_run(&record)?;
         for r in reuse.values() {
             self.ledger.record_stage(&id, r)?;
         }
-        Ok(self.prepare(record, pipeline, reuse, options, checkout))
+        Ok(self.prepare(record, pipeline, reuse, options, &secrets, checkout))
     }
 
     /// Resumes a run that a crash interrupted: the stages it recorded are kept, the others run.
@@ -269,7 +339,12 @@ impl Engine {
                 status,
             });
         }
-        let pipeline = Arc::new(self.replan(&record)?);
+        let (pipeline, _) = self.replan(&record, options)?;
+        let pipeline = Arc::new(pipeline);
+        let level = record
+            .trust
+            .unwrap_or_else(|| crate::trust::level(&record.event, &self.policy));
+        let secrets = self.run_secrets(level, options)?;
         let reuse: BTreeMap<String, _> = self
             .ledger
             .stage_results(run_id)?
@@ -305,7 +380,7 @@ impl Engine {
             .iter()
             .filter_map(|b| self.scheduler.registry().executor(b).cloned())
             .collect();
-        let mut started = self.prepare(record, pipeline, reuse, options, checkout);
+        let mut started = self.prepare(record, pipeline, reuse, options, &secrets, checkout);
         started.abandoned = abandoned;
         Ok(started)
     }
@@ -315,11 +390,29 @@ impl Engine {
         Ok(self.ledger.interrupted_runs()?)
     }
 
-    fn replan(&self, record: &RunRecord) -> Result<PlannedPipeline> {
+    /// The pipeline of a recorded run, planned again: with the environments of the trusted
+    /// ref as they are now (those recorded with the run when its repository is gone), and the
+    /// stages its trust level refuses. Also the trusted config's text.
+    fn replan(
+        &self,
+        record: &RunRecord,
+        options: &RunOptions,
+    ) -> Result<(PlannedPipeline, Option<String>)> {
         let config = Config::parse_with(CONFIG_FILE, &record.config, &self.load)?;
-        let pipeline = Planner::new().plan_named(&record.event, &config, &record.pipeline)?;
+        let repo = record.repo.as_ref().and_then(|r| Repository::open(r).ok());
+        let trusted = match &repo {
+            Some(repo) => self.trusted_environments(repo, options),
+            None => self.recorded_environments(record.trusted_config.as_deref()),
+        };
+        let level = record
+            .trust
+            .unwrap_or_else(|| crate::trust::level(&record.event, &self.policy));
+        let effective = trust::with_trusted_environments(config, &trusted);
+        let mut pipeline =
+            Planner::new().plan_named(&record.event, &effective, &record.pipeline)?;
         self.scheduler.registry().check(&pipeline)?;
-        Ok(pipeline)
+        trust::refuse_stages(&mut pipeline, level, &record.event, &trusted);
+        Ok((pipeline, trusted.text))
     }
 
     fn workdir(
@@ -343,6 +436,7 @@ impl Engine {
         pipeline: Arc<PlannedPipeline>,
         reuse: BTreeMap<String, crate::scheduler::StageReport>,
         options: &RunOptions,
+        secrets: &RunSecrets,
         checkout: Option<PathBuf>,
     ) -> StartedRun {
         let mut info = RunInfo::new(
@@ -351,13 +445,16 @@ impl Engine {
             record.event,
             record.workdir,
         );
-        info.actor = options.actor.clone();
+        info.actor = record.actor.clone().or_else(|| options.actor.clone());
+        info.trust = record.trust;
         let mut spec = RunSpec::new(info)
             .with_reuse(reuse)
             .with_recorder(Arc::new(self.ledger.clone()))
             .with_gate(Arc::new(self.environments.clone()));
-        spec.env = options.env.clone();
-        spec.secrets = options.secrets.clone();
+        spec.env = self.stage_env(options);
+        spec.secrets = secrets.all.clone();
+        spec.environment_secrets = secrets.by_environment.clone();
+        spec.masked = secrets.masked.clone();
         StartedRun {
             id: record.id.clone(),
             repo: spec.info.event.repo.clone(),
@@ -373,8 +470,30 @@ impl Engine {
             },
             run: self.scheduler.run(pipeline, spec),
             abandoned: Vec::new(),
+            notes: Vec::new(),
         }
     }
+
+    /// The variables every stage gets: `options.env`, and the host's variables that the
+    /// policy passes on (`pass_env`).
+    fn stage_env(&self, options: &RunOptions) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        for name in &self.policy.pass_env {
+            if let Ok(value) = std::env::var(name) {
+                env.insert(name.clone(), value);
+            }
+        }
+        env.extend(options.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+}
+
+/// What planning an event found besides its plan.
+struct Planned {
+    level: crate::trust::TrustLevel,
+    commit: String,
+    text: String,
+    trusted: trust::TrustedEnvironments,
 }
 
 /// Kills the process groups that have a process working inside `dir`; returns how many.

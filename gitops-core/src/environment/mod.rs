@@ -25,6 +25,7 @@ use crate::ledger::{
     ApprovalStatus, DeploymentInputs, DeploymentResult, Ledger, LedgerError, NewDeployment,
 };
 use crate::scheduler::{DeploymentGate, GateRefusal, GateTicket, WaitReason};
+use crate::secret::Masker;
 
 /// The environments of one state dir, as the runs of an engine see them.
 #[derive(Debug, Clone)]
@@ -281,10 +282,13 @@ pub fn new_deployment(ctx: &StageContext, action: Action, backend: &str) -> Opti
             env: ctx.env.clone(),
             with: ctx.with.clone(),
             auto_stop_after_secs: env.policy.auto_stop_after.map(|d| d.as_secs_f64()),
-        },
+            secrets: ctx.secrets.keys().cloned().collect(),
+        }
+        .masked(&Masker::new(ctx.secrets.values())),
         rollback_of: None,
         repo: event.repo.clone(),
         pull_request: env.pull_request,
+        trust: ctx.run.trust,
     })
 }
 

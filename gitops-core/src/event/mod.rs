@@ -16,6 +16,10 @@ pub struct GitEvent {
     pub repo: String,
     /// The commit to build; `None` for deletions and where the payload does not carry one.
     pub sha: Option<String>,
+    /// The forge user who caused the event (GitHub `sender.login`, GitLab `user_username` or
+    /// `user.username`); `None` where the source has none (the repository watcher).
+    #[serde(default)]
+    pub actor: Option<String>,
 }
 
 /// The kind of an event and its fields.
@@ -69,10 +73,22 @@ pub struct PullRequestEvent {
     pub draft: bool,
     /// The pull request was merged (only ever true with action `closed`).
     pub merged: bool,
-    /// The source branch and its tip.
+    /// The source branch and its tip, and the repository it is in.
     pub head: RefTip,
     /// The target branch and, where the forge sends it, its tip.
     pub base: RefTip,
+    /// The head branch is in another repository than the base (GitHub `head.repo` differs from
+    /// `base.repo`, GitLab `source_project_id` from `target_project_id`), or where it is not
+    /// known (a deleted fork, a pull request ref seen by the watcher): the engine then treats
+    /// the pull request as coming from a stranger.
+    #[serde(default)]
+    pub fork: bool,
+    /// The labels on the pull request, by name.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Who opened the pull request, where the forge says.
+    #[serde(default)]
+    pub author: Option<String>,
 }
 
 /// A branch and the commit at its tip.
@@ -83,6 +99,9 @@ pub struct RefTip {
     pub git_ref: String,
     /// The commit at its tip, when known.
     pub sha: Option<String>,
+    /// The repository the branch is in (`owner/name`), when known.
+    #[serde(default)]
+    pub repo: Option<String>,
 }
 
 /// The fields of a `tag` event.
@@ -216,6 +235,7 @@ impl GitEvent {
             }),
             repo: repo.to_owned(),
             sha: Some(after.to_owned()),
+            actor: None,
         }
     }
 
@@ -229,6 +249,7 @@ impl GitEvent {
             }),
             repo: repo.to_owned(),
             sha: Some(sha.to_owned()),
+            actor: None,
         }
     }
 
@@ -251,15 +272,47 @@ impl GitEvent {
                 head: RefTip {
                     git_ref: head.0.to_owned(),
                     sha: Some(head.1.to_owned()),
+                    repo: Some(repo.to_owned()),
                 },
                 base: RefTip {
                     git_ref: base.0.to_owned(),
                     sha: Some(base.1.to_owned()),
+                    repo: Some(repo.to_owned()),
                 },
+                fork: false,
+                labels: Vec::new(),
+                author: None,
             }),
             repo: repo.to_owned(),
             sha: Some(head.1.to_owned()),
+            actor: None,
         }
+    }
+
+    /// The same pull request event, from a fork: its head branch is in `head_repo`.
+    pub fn from_fork(mut self, head_repo: &str) -> GitEvent {
+        if let EventPayload::PullRequest(pr) = &mut self.payload {
+            pr.fork = true;
+            pr.head.repo = Some(head_repo.to_owned());
+        }
+        self
+    }
+
+    /// The same event, caused by forge user `actor`.
+    pub fn with_actor(mut self, actor: &str) -> GitEvent {
+        self.actor = Some(actor.to_owned());
+        self
+    }
+
+    /// The same pull request event, with `labels`.
+    pub fn with_labels<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        labels: I,
+    ) -> GitEvent {
+        if let EventPayload::PullRequest(pr) = &mut self.payload {
+            pr.labels = labels.into_iter().map(Into::into).collect();
+        }
+        self
     }
 
     /// The same pull request event, merged (for `closed`).
@@ -359,12 +412,13 @@ mod tests {
             }),
             repo: "o/r".into(),
             sha: Some("abc".into()),
+            actor: Some("alice".into()),
         };
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"kind": "tag", "action": "created", "name": "v1.2.0",
-                "version": "1.2.0", "repo": "o/r", "sha": "abc"})
+                "version": "1.2.0", "repo": "o/r", "sha": "abc", "actor": "alice"})
         );
         let back: GitEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, event);

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::{Ledger, LedgerError, now, process_alive};
 use crate::config::Action;
 use crate::event::GitEvent;
+use crate::secret::Masker;
+use crate::trust::TrustLevel;
 
 /// What a deployment was given: enough to make it again (a rollback redeploys these inputs).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -28,6 +30,30 @@ pub struct DeploymentInputs {
     /// The environment's `auto_stop_after`, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_stop_after_secs: Option<f64>,
+    /// The names of the secrets it had (never their values: a rollback reads them again from
+    /// the host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+}
+
+impl DeploymentInputs {
+    /// The same inputs with every value `masker` knows masked (a secret that reached `env` or
+    /// `with` some other way than as a secret is never written to the ledger).
+    pub fn masked(mut self, masker: &Masker) -> Self {
+        if masker.is_empty() {
+            return self;
+        }
+        masker.mask_values(&mut self.env);
+        if let Some(c) = &mut self.command {
+            masker.mask_in_place(c);
+        }
+        let mut with = serde_json::Value::Object(std::mem::take(&mut self.with));
+        masker.mask_json(&mut with);
+        if let serde_json::Value::Object(w) = with {
+            self.with = w;
+        }
+        self
+    }
 }
 
 /// A deployment to record as started.
@@ -60,6 +86,9 @@ pub struct NewDeployment {
     pub repo: String,
     /// The pull request that owns the environment.
     pub pull_request: Option<u64>,
+    /// The trust level of the event it came from (its secrets, and those of a rollback or a
+    /// stop of it, are that level's).
+    pub trust: Option<TrustLevel>,
 }
 
 /// How a deployment ended.
@@ -140,6 +169,8 @@ pub struct DeploymentRecord {
     pub started_at: f64,
     /// Unix time it ended.
     pub finished_at: Option<f64>,
+    /// The trust level of the event it came from (none in ledgers older than trust levels).
+    pub trust: Option<TrustLevel>,
 }
 
 /// Whether an environment runs something.
@@ -222,7 +253,7 @@ fn bad_value(i: usize, what: &str, value: &str) -> rusqlite::Error {
     )
 }
 
-const SELECT_DEPLOYMENT: &str = "SELECT id, environment, action, backend, version, sha, run_id, stage, event, triggered_by, inputs, outputs, result, message, rollback_of, started_at, finished_at, pid FROM deployments";
+const SELECT_DEPLOYMENT: &str = "SELECT id, environment, action, backend, version, sha, run_id, stage, event, triggered_by, inputs, outputs, result, message, rollback_of, started_at, finished_at, pid, trust FROM deployments";
 
 fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRecord> {
     let action: String = r.get(2)?;
@@ -240,6 +271,11 @@ fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRecord> {
     let mut result =
         DeploymentResult::parse(&result).ok_or_else(|| bad_value(12, "result", &result))?;
     let pid: u32 = r.get(17)?;
+    let trust: Option<String> = r.get(18)?;
+    let trust = match trust {
+        None => None,
+        Some(t) => Some(TrustLevel::parse(&t).ok_or_else(|| bad_value(18, "trust level", &t))?),
+    };
     if result == DeploymentResult::Running && !process_alive(pid) {
         result = DeploymentResult::Interrupted;
     }
@@ -261,6 +297,7 @@ fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRecord> {
         rollback_of: r.get(14)?,
         started_at: r.get(15)?,
         finished_at: r.get(16)?,
+        trust,
     })
 }
 
@@ -322,8 +359,8 @@ impl Ledger {
                 ],
             )?;
             tx.execute(
-                "INSERT INTO deployments (environment, action, backend, version, sha, run_id, stage, event, triggered_by, inputs, outputs, result, rollback_of, pid, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, '{}', 'running', ?11, ?12, ?13)",
+                "INSERT INTO deployments (environment, action, backend, version, sha, run_id, stage, event, triggered_by, inputs, outputs, result, rollback_of, pid, started_at, trust)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, '{}', 'running', ?11, ?12, ?13, ?14)",
                 params![
                     d.environment,
                     action,
@@ -337,7 +374,8 @@ impl Ledger {
                     inputs,
                     d.rollback_of,
                     std::process::id(),
-                    at
+                    at,
+                    d.trust.map(TrustLevel::as_str)
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -641,6 +679,7 @@ mod tests {
             rollback_of: None,
             repo: "o/r".into(),
             pull_request: None,
+            trust: None,
         }
     }
 

@@ -22,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::event::GitEvent;
 use crate::scheduler::{RunRecorder, RunResult, StageReport};
+use crate::trust::TrustLevel;
 
 /// Why the ledger could not be read or written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,6 +105,12 @@ pub struct RunRecord {
     pub started_at: f64,
     /// Unix time it ended.
     pub finished_at: Option<f64>,
+    /// Who caused it: the event's forge user, else who started it (a user name, `webhook`).
+    pub actor: Option<String>,
+    /// The trust level the engine gave its event.
+    pub trust: Option<TrustLevel>,
+    /// The text of the trusted ref's `.gitops.yml`, whose environments it deployed to.
+    pub trusted_config: Option<String>,
 }
 
 impl RunRecord {
@@ -122,6 +129,9 @@ impl RunRecord {
             pid: std::process::id(),
             started_at: now(),
             finished_at: None,
+            actor: None,
+            trust: None,
+            trusted_config: None,
         }
     }
 
@@ -196,7 +206,8 @@ impl Ledger {
             path: path.clone(),
             message: e.to_string(),
         };
-        std::fs::create_dir_all(state_dir).map_err(|e| err(&e))?;
+        private_dir(state_dir).map_err(|e| err(&e))?;
+        private_files(&path).map_err(|e| err(&e))?;
         let mut conn = Connection::open(&path).map_err(|e| err(&e))?;
         schema::prepare(&mut conn).map_err(|e| err(&e))?;
         Ok(Ledger {
@@ -245,6 +256,54 @@ impl Ledger {
         })
     }
 
+    /// Records that a maintainer trusts pull request `number` of `repo` (a fork's) to run: at
+    /// commit `sha` only, or at any commit when `None`.
+    pub fn trust_pull_request(
+        &self,
+        repo: &str,
+        number: u64,
+        sha: Option<&str>,
+        by: &str,
+    ) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO trusted_pull_requests (repo, number, sha, trusted_by, trusted_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![repo, number as i64, sha.unwrap_or(""), by, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Withdraws every trust in pull request `number` of `repo`; false when there was none.
+    pub fn distrust_pull_request(&self, repo: &str, number: u64) -> Result<bool, LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM trusted_pull_requests WHERE repo = ?1 AND number = ?2",
+                params![repo, number as i64],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    /// Whether pull request `number` of `repo` is trusted at commit `sha` (trusted at any
+    /// commit, or at that one). `repo` `None` matches any repository's pull request of that
+    /// number (for a state dir that serves one repository).
+    pub fn pull_request_trusted(
+        &self,
+        repo: &str,
+        number: u64,
+        sha: Option<&str>,
+    ) -> Result<bool, LedgerError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM trusted_pull_requests WHERE (repo = ?1 OR repo = '*') AND number = ?2 AND (sha = '' OR sha = ?3)",
+                params![repo, number as i64, sha.unwrap_or("")],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+        })
+    }
+
     /// Records that a run started.
     pub fn begin_run(&self, run: &RunRecord) -> Result<(), LedgerError> {
         let event = serde_json::to_string(&run.event).map_err(|e| LedgerError::Corrupt {
@@ -253,8 +312,8 @@ impl Ledger {
         })?;
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?10)",
+                "INSERT INTO runs (id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, actor, trust, trusted_config)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, ?12, ?13)",
                 params![
                     run.id,
                     run.pipeline,
@@ -265,7 +324,10 @@ impl Ledger {
                     run.workdir.display().to_string(),
                     run.rerun_of,
                     run.pid,
-                    run.started_at
+                    run.started_at,
+                    run.actor,
+                    run.trust.map(TrustLevel::as_str),
+                    run.trusted_config
                 ],
             )
             .map(|_| ())
@@ -366,7 +428,7 @@ impl Ledger {
     }
 }
 
-const SELECT_RUN: &str = "SELECT id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, finished_at FROM runs";
+const SELECT_RUN: &str = "SELECT id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, finished_at, actor, trust, trusted_config FROM runs";
 
 struct RawRun {
     id: String,
@@ -381,6 +443,9 @@ struct RawRun {
     pid: u32,
     started_at: f64,
     finished_at: Option<f64>,
+    actor: Option<String>,
+    trust: Option<String>,
+    trusted_config: Option<String>,
 }
 
 fn raw_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
@@ -397,6 +462,9 @@ fn raw_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
         pid: r.get(9)?,
         started_at: r.get(10)?,
         finished_at: r.get(11)?,
+        actor: r.get(12)?,
+        trust: r.get(13)?,
+        trusted_config: r.get(14)?,
     })
 }
 
@@ -410,6 +478,12 @@ impl RawRun {
             serde_json::from_str(&self.event).map_err(|e| corrupt(format!("event: {e}")))?;
         let status = RunStatus::parse(&self.status)
             .ok_or_else(|| corrupt(format!("status \"{}\"", self.status)))?;
+        let trust = match &self.trust {
+            None => None,
+            Some(t) => {
+                Some(TrustLevel::parse(t).ok_or_else(|| corrupt(format!("trust level \"{t}\"")))?)
+            }
+        };
         Ok(RunRecord {
             id: self.id,
             pipeline: self.pipeline,
@@ -423,8 +497,44 @@ impl RawRun {
             pid: self.pid,
             started_at: self.started_at,
             finished_at: self.finished_at,
+            actor: self.actor,
+            trust,
+            trusted_config: self.trusted_config,
         })
     }
+}
+
+/// Creates `dir` readable by its owner only (0700); an existing one is left as it is.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Makes the ledger file and SQLite's files beside it readable by their owner only (0600),
+/// creating the ledger so before SQLite does (SQLite gives its -wal and -shm files the
+/// ledger's mode).
+fn private_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        if file.exists() {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]

@@ -94,6 +94,18 @@ const MIGRATIONS: &[&str] = &[
         received_at REAL NOT NULL,
         PRIMARY KEY (provider, id)
     );",
+    "ALTER TABLE runs ADD COLUMN actor TEXT;
+    ALTER TABLE runs ADD COLUMN trust TEXT;
+    ALTER TABLE runs ADD COLUMN trusted_config TEXT;
+    ALTER TABLE deployments ADD COLUMN trust TEXT;
+    CREATE TABLE trusted_pull_requests (
+        repo TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        sha TEXT NOT NULL,
+        trusted_by TEXT NOT NULL,
+        trusted_at REAL NOT NULL,
+        PRIMARY KEY (repo, number, sha)
+    );",
 ];
 
 pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {

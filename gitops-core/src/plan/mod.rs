@@ -115,6 +115,10 @@ pub struct Plan {
     pub event: GitEvent,
     /// The pipelines it triggers, in config order.
     pub pipelines: Vec<PlannedPipeline>,
+    /// What the engine wants the people running it to know (an environment the event's
+    /// config defines differently from the trusted ref, which is not used).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// One triggered pipeline.
@@ -274,6 +278,11 @@ pub struct PlannedDetails {
     /// Retry policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// Why the stage may not do what it asks (deploy to or stop an environment that its
+    /// event's trust level or the environment's protection does not allow): it fails with this
+    /// message before its backend is called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 impl PlannedDetails {
@@ -285,6 +294,7 @@ impl PlannedDetails {
             && self.skip.is_none()
             && self.timeout.is_none()
             && self.retry.is_none()
+            && self.refused.is_none()
     }
 }
 
@@ -315,6 +325,21 @@ impl PlannedStage {
 
     fn set_skip(&mut self, skip: PlannedSkip) {
         self.details.get_or_insert_with(Default::default).skip = Some(skip);
+    }
+
+    /// The environment it deploys to or stops, as named in config (`preview`).
+    pub fn configured_environment(&self) -> Option<&str> {
+        self.source.environment()
+    }
+
+    /// Why the stage may not do what it asks, when it may not (see [`PlannedDetails::refused`]).
+    pub fn refused(&self) -> Option<&str> {
+        self.details().refused.as_deref()
+    }
+
+    /// Refuses the stage: it will fail with `why` before its backend is called.
+    pub(crate) fn refuse(&mut self, why: String) {
+        self.details.get_or_insert_with(Default::default).refused = Some(why);
     }
 }
 
@@ -369,7 +394,7 @@ impl Planner {
     ///         git_ref: format!("refs/heads/{branch}"), branch: branch.into(),
     ///         before: None, after: Some("abc".into()), created: false, deleted: false, forced: false,
     ///     }),
-    ///     repo: "o/r".into(), sha: Some("abc".into()),
+    ///     repo: "o/r".into(), sha: Some("abc".into()), actor: None,
     /// };
     /// let plan = Planner::new().plan(&push("main"), &config, &Changes::Unknown).unwrap();
     /// assert_eq!(plan.pipelines[0].order().collect::<Vec<_>>(), ["test"]);
@@ -390,6 +415,7 @@ impl Planner {
         Ok(Plan {
             event: event.clone(),
             pipelines,
+            notes: Vec::new(),
         })
     }
 
@@ -515,6 +541,7 @@ fn plan_stage(
         skip,
         timeout: stage.timeout.map(format_duration),
         retry: stage.retry.as_deref().cloned(),
+        refused: None,
     };
     Ok(PlannedStage {
         id: id.clone(),

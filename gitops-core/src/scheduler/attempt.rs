@@ -19,6 +19,7 @@ use crate::backend::{
 };
 use crate::config::{Action, Retry};
 use crate::plan::PlannedPipeline;
+use crate::secret::{Masker, Secret};
 
 /// What runs a stage.
 pub(super) enum Target {
@@ -68,6 +69,12 @@ pub(super) struct Shared {
     /// What a plain stage's context is built from, on the worker that runs it.
     pub info: Arc<RunInfo>,
     pub env: BTreeMap<String, String>,
+    /// Secrets every stage gets.
+    pub secrets: BTreeMap<String, Secret>,
+    /// Secrets the deploy and stop stages of an environment get, by its config name.
+    pub environment_secrets: BTreeMap<String, BTreeMap<String, Secret>>,
+    /// Masks every secret of the run in what its stages return.
+    pub masker: Masker,
     pub pipeline: Arc<PlannedPipeline>,
     pub max_parallel: usize,
     /// How many runners may take plain stages at once: the runtime's workers.
@@ -132,6 +139,7 @@ impl Shared {
             attempt: 1,
             command: layout.command(index).clone(),
             env: self.env.clone(),
+            secrets: self.secrets.clone(),
             with: serde_json::Map::new(),
             environment: None,
             timeout: None,
@@ -179,6 +187,35 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
+/// What a backend returned, with every secret masked in its outputs and messages: what it
+/// returns is shown (report, events) and recorded (ledger).
+pub(crate) fn masked(
+    returned: Result<Completion, BackendError>,
+    masker: &Masker,
+) -> Result<Completion, BackendError> {
+    if masker.is_empty() {
+        return returned;
+    }
+    match returned {
+        Ok(mut completion) => {
+            masker.mask_values(&mut completion.outputs);
+            if let Outcome::Failure { message, .. } = &mut completion.outcome {
+                masker.mask_in_place(message);
+            }
+            Ok(completion)
+        }
+        Err(BackendError::Cancelled) => Err(BackendError::Cancelled),
+        Err(e) => {
+            let mut text = e.to_string();
+            if masker.mask_in_place(&mut text) {
+                Err(BackendError::Failed(text))
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
 enum Attempt {
     /// The backend returned.
     Returned(Result<Completion, BackendError>),
@@ -186,8 +223,12 @@ enum Attempt {
     Cancelled,
 }
 
-/// A stage's result from what its backend returned.
-fn classify(returned: Result<Completion, BackendError>) -> (StageResult, BTreeMap<String, String>) {
+/// A stage's result from what its backend returned, secrets masked.
+fn classify(
+    returned: Result<Completion, BackendError>,
+    masker: &Masker,
+) -> (StageResult, BTreeMap<String, String>) {
+    let returned = masked(returned, masker);
     match returned {
         Ok(Completion {
             outcome: Outcome::Success,
@@ -352,7 +393,7 @@ async fn once(
             }
             gated => {
                 let ctx = ctx(shared, index);
-                Box::pin(async move { call(shared, gated, backend, ctx, None).await.0 })
+                Box::pin(async move { call(shared, index, gated, backend, ctx, None).await.0 })
             }
         }
     };
@@ -365,7 +406,7 @@ async fn once(
     let (result, outputs) = if stopped_by_run(shared, &result) {
         (StageResult::Cancelled, BTreeMap::new())
     } else {
-        classify(result)
+        classify(result, &shared.masker)
     };
     let finished = shared.now();
     let id = shared.pipeline.layout.id(index as usize);
@@ -415,7 +456,7 @@ async fn attempts(mut job: Job) -> StageReport {
             at,
         });
         let (result, outputs) = match one_attempt(&mut job, attempt).await {
-            Attempt::Returned(returned) => classify(returned),
+            Attempt::Returned(returned) => classify(returned, &shared.masker),
             Attempt::TimedOut => {
                 let after_secs = job.timeout.map_or(0.0, |t| t.as_secs_f64());
                 (StageResult::TimedOut { after_secs }, BTreeMap::new())
@@ -450,7 +491,10 @@ async fn attempts(mut job: Job) -> StageReport {
 /// The wait before the next attempt, when the stage gets one: exponential from `backoff`.
 fn retry_delay(job: &Job, attempt: u32, result: &StageResult) -> Option<Duration> {
     let retry = job.retry.as_ref()?;
-    if attempt > retry.max || job.shared.run_cancel.is_cancelled() {
+    if attempt > retry.max
+        || job.shared.run_cancel.is_cancelled()
+        || job.shared.pipeline.stages[job.index].refused().is_some()
+    {
         return None;
     }
     let exit_code = match result {
@@ -491,7 +535,7 @@ async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
     ctx.attempt = attempt;
     ctx.cancel = token.clone();
     ctx.log = LogSink::shared(shared.log.as_ref(), &ctx.stage, attempt);
-    let (result, timed_out) = call(&shared, target, job.backend, ctx, job.timeout).await;
+    let (result, timed_out) = call(&shared, job.index, target, job.backend, ctx, job.timeout).await;
     if timed_out {
         return Attempt::TimedOut;
     }
@@ -516,12 +560,14 @@ fn stopped_by_run(shared: &Shared, result: &Result<Completion, BackendError>) ->
     !succeeded && shared.run_cancel.is_cancelled()
 }
 
-/// Calls the stage's backend within `limit`, cancelling its token when the limit passes (and
-/// then waiting for the backend to stop); true when it timed out. Deploy and stop stages pass
-/// through the run's gate first: time spent waiting there (for an approval, a lock, a pin) does
-/// not count against the limit.
+/// Calls the backend of stage `index` within `limit`, cancelling its token when the limit
+/// passes (and then waiting for the backend to stop); true when it timed out. Deploy and stop
+/// stages pass through the run's gate first: time spent waiting there (for an approval, a lock,
+/// a pin) does not count against the limit. One that its plan refuses (see
+/// [`PlannedStage::refused`](crate::plan::PlannedStage::refused)) fails before either.
 async fn call(
     shared: &Shared,
+    index: usize,
     target: &Target,
     backend: usize,
     ctx: StageContext,
@@ -534,6 +580,9 @@ async fn call(
         Target::Deploy(d) => (d, Action::Deploy),
         Target::Stop(d) => (d, Action::Stop),
     };
+    if let Some(why) = shared.pipeline.stages[index].refused() {
+        return (Err(BackendError::Failed(why.to_owned())), false);
+    }
     let invoke = |ctx| async move {
         match action {
             Action::Stop => deployer.stop(ctx).await,
@@ -559,6 +608,7 @@ async fn call(
         Err(GateRefusal::Refused(message)) => return (Err(BackendError::Failed(message)), false),
     };
     let (returned, timed_out) = bounded(invoke(ctx), limit, &token).await;
+    let returned = masked(returned, &shared.masker);
     gate.leave(ticket, &returned, token.is_cancelled()).await;
     (returned, timed_out)
 }
@@ -591,6 +641,7 @@ fn placeholder(ctx: &StageContext) -> StageContext {
         attempt: ctx.attempt,
         command: None,
         env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
         with: serde_json::Map::new(),
         environment: None,
         timeout: ctx.timeout,

@@ -413,8 +413,9 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
     let start = Instant::now();
     // Whoever subscribed made the channel; the receivers may have been dropped since.
     let events = run.events.into_inner().filter(|e| e.receiver_count() > 0);
+    let masker = run.spec.masker();
     let log = events.clone().map(|events| {
-        LogTarget::new(run.spec.secrets.clone(), move |l: LogLine| {
+        LogTarget::new(masker.clone(), move |l: LogLine| {
             let at = start.elapsed().as_secs_f64();
             let _ = events.send(RunEvent::Log {
                 stage: l.stage,
@@ -439,6 +440,9 @@ pub(super) fn start(run: Run) -> Arc<Shared> {
         recorder: run.spec.recorder,
         info: run.spec.info,
         env: run.spec.env,
+        secrets: run.spec.secrets,
+        environment_secrets: run.spec.environment_secrets,
+        masker,
         max_parallel: run.options.max_parallel.max(1),
         // More runners than workers would only take turns at the lock.
         width: tokio::runtime::Handle::try_current()
@@ -689,6 +693,10 @@ impl Core {
             {
                 let event = &shared.info.event;
                 let settings = planned.environment_settings.as_deref();
+                if let Some(secrets) = shared.environment_secrets.get(config) {
+                    ctx.secrets
+                        .extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
                 ctx.environment = Some(Box::new(
                     EnvironmentTarget::new(
                         name.clone(),

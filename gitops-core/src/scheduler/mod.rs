@@ -52,7 +52,9 @@ use serde::Serialize;
 use crate::backend::{BackendError, BackendRegistry, Completion, RunInfo, StageContext};
 use crate::config::Action;
 use crate::plan::PlannedPipeline;
+use crate::secret::{Masker, Secret};
 
+pub(crate) use attempt::masked;
 pub use events::RunEvent;
 pub use report::{RunReport, RunResult, SkipReason, StageReport, StageResult};
 
@@ -182,8 +184,15 @@ pub trait DeploymentGate: Send + Sync + 'static {
 pub struct RunSpec {
     /// The run's id, pipeline, event and checkout.
     pub info: Arc<RunInfo>,
-    /// Values masked in every log line.
-    pub secrets: Vec<String>,
+    /// Secrets every stage gets, as variables named by their keys (never readable as `env.*`
+    /// in expressions).
+    pub secrets: BTreeMap<String, Secret>,
+    /// Secrets that only the deploy and stop stages of an environment get, by the
+    /// environment's name in config.
+    pub environment_secrets: BTreeMap<String, BTreeMap<String, Secret>>,
+    /// More values to mask (the host's secrets this run does not get). Every secret above is
+    /// masked too: in log lines, outputs, failure messages and the report.
+    pub masked: Vec<Secret>,
     /// Values of `env.*` in expressions (a stage's literal `env` values take precedence).
     pub env: BTreeMap<String, String>,
     /// Results of an earlier run to reuse instead of running those stages (rerun, resume).
@@ -199,7 +208,9 @@ impl RunSpec {
     pub fn new(info: RunInfo) -> Self {
         RunSpec {
             info: Arc::new(info),
-            secrets: Vec::new(),
+            secrets: BTreeMap::new(),
+            environment_secrets: BTreeMap::new(),
+            masked: Vec::new(),
             env: BTreeMap::new(),
             reuse: BTreeMap::new(),
             recorder: None,
@@ -213,10 +224,21 @@ impl RunSpec {
         self
     }
 
-    /// Masks `value` in logs.
-    pub fn with_secret(mut self, value: impl Into<String>) -> Self {
-        self.secrets.push(value.into());
+    /// Gives every stage the secret `name` (a variable of that name), masked wherever it
+    /// would show.
+    pub fn with_secret(mut self, name: impl Into<String>, value: Secret) -> Self {
+        self.secrets.insert(name.into(), value);
         self
+    }
+
+    /// Every value this run masks: its secrets and the others it was told of.
+    pub fn masker(&self) -> Masker {
+        Masker::new(
+            self.secrets
+                .values()
+                .chain(self.environment_secrets.values().flat_map(|m| m.values()))
+                .chain(&self.masked),
+        )
     }
 
     /// Reuses these results.

@@ -85,7 +85,8 @@ async fn demo() -> Result<(), Error> {
     let common = Common {
         state: state.clone(),
         report: None,
-        secret_env: Vec::new(),
+        policy: Default::default(),
+        trusted_ref: None,
         max_parallel: None,
     };
     let mut options = RunOptions::default();

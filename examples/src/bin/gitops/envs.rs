@@ -60,6 +60,7 @@ fn deployment_json(d: &DeploymentRecord) -> serde_json::Value {
         "rollback_of": d.rollback_of,
         "run_id": d.run_id,
         "triggered_by": d.triggered_by,
+        "trust": d.trust.map(|t| t.as_str()),
         "url": d.outputs.get("url"),
         "message": d.message,
         "started_at": d.started_at,
@@ -211,5 +212,48 @@ pub fn decide(run: &str, stage: &str, approve: bool, common: Common) -> Result<(
         engine.reject(run, stage, &by).map_err(err)?;
         println!("Rejected: stage {stage} of run {run} fails (rejected by {by}).");
     }
+    Ok(())
+}
+
+/// `gitops trust-pr`: lets a fork's pull request run (or, with `revoke`, no longer).
+pub fn trust_pr(
+    number: u64,
+    sha: Option<&str>,
+    repo: Option<&str>,
+    revoke: bool,
+    common: Common,
+) -> Result<(), String> {
+    if let Some(sha) = sha {
+        if sha.len() != 40 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "error: --sha {sha}: give the full 40-character commit id of the pull request's head"
+            ));
+        }
+    }
+    let ledger = open(&common)?.ledger().clone();
+    let repo_key = repo.unwrap_or("*");
+    if revoke {
+        return if ledger
+            .distrust_pull_request(repo_key, number)
+            .map_err(err)?
+        {
+            println!("Pull request #{number} is no longer trusted.");
+            Ok(())
+        } else {
+            Err(format!("error: pull request #{number} was not trusted"))
+        };
+    }
+    let by = actor();
+    ledger
+        .trust_pull_request(repo_key, number, sha, &by)
+        .map_err(err)?;
+    let at = match sha {
+        Some(sha) => format!("at commit {}", &sha[..12]),
+        None => "at every commit (pass --sha to trust one commit only)".to_owned(),
+    };
+    let of = repo.map_or_else(String::new, |r| format!(" of {r}"));
+    println!(
+        "Pull request #{number}{of} is trusted {at} by {by}: its stages run, without secrets, deploying nothing."
+    );
     Ok(())
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gitops_core::trust::{Policy, SecretSpec};
 
 /// GitOps pipelines from Git events: plan and run pipelines, deploy environments, roll back.
 #[derive(Parser)]
@@ -186,6 +187,24 @@ enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// Let a pull request from a fork run its stages (without secrets, deploying nothing), as
+    /// the trust label would; recorded in the ledger.
+    #[command(name = "trust-pr")]
+    TrustPr {
+        /// The pull request (merge request) number.
+        number: u64,
+        /// Only at this commit (its head's full sha): a later push needs trusting again.
+        #[arg(long)]
+        sha: Option<String>,
+        /// The repository (`owner/name`); default: any repository this state dir serves.
+        #[arg(long)]
+        repo_name: Option<String>,
+        /// Withdraw the trust instead.
+        #[arg(long)]
+        revoke: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// Print a pipeline's stage graph in Graphviz DOT.
     Graph {
         /// The pipeline.
@@ -206,9 +225,22 @@ struct CommonArgs {
     /// Write the run report (JSON) to this file.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Pass this environment variable to every stage and mask its value in logs (repeatable).
+    /// Pass this environment variable as a secret to the stages of trusted runs (pushes, tags,
+    /// releases), masked in logs; as `{ from_env: NAME }` in a policy (repeatable).
     #[arg(long = "secret-env", value_name = "NAME")]
     secret_env: Vec<String>,
+    /// Pass this variable of the host to every stage (repeatable); stages get nothing else of
+    /// the host's environment but PATH, HOME, LANG and TZ.
+    #[arg(long = "pass-env", value_name = "NAME")]
+    pass_env: Vec<String>,
+    /// The policy file: repositories served, forks, secrets and their scopes, protection rules
+    /// (see the README's "Security model").
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// The ref whose .gitops.yml defines the environments (default: the branch HEAD names;
+    /// for serve, that branch of origin when the clone has one).
+    #[arg(long, value_name = "REF")]
+    trusted_ref: Option<String>,
     /// Stages running at once (default: the number of CPUs).
     #[arg(long)]
     max_parallel: Option<usize>,
@@ -228,6 +260,9 @@ impl StateArg {
             state: self.state,
             report: None,
             secret_env: Vec::new(),
+            pass_env: Vec::new(),
+            policy: None,
+            trusted_ref: None,
             max_parallel: None,
         }
         .resolve()
@@ -236,10 +271,29 @@ impl StateArg {
 
 impl CommonArgs {
     fn resolve(self) -> Result<run::Common, String> {
+        let mut policy = match &self.policy {
+            Some(path) => Policy::load(path).map_err(|e| e.to_string())?,
+            None => Policy::default(),
+        };
+        for name in self.secret_env {
+            if policy.secrets.contains_key(&name) {
+                return Err(format!(
+                    "error: --secret-env {name}: the policy defines a secret {name} too"
+                ));
+            }
+            if std::env::var_os(&name).is_none() {
+                return Err(format!(
+                    "error: --secret-env {name}: no such environment variable"
+                ));
+            }
+            policy = policy.with_secret(name.clone(), SecretSpec::from_env(name));
+        }
+        policy = policy.with_pass_env(self.pass_env);
         Ok(run::Common {
             state: run::state_dir(self.state)?,
             report: self.report,
-            secret_env: self.secret_env,
+            policy,
+            trusted_ref: self.trusted_ref,
             max_parallel: self.max_parallel,
         })
     }
@@ -345,6 +399,15 @@ fn main() -> ExitCode {
             config,
         } => commands::plan(&event, repo.as_deref(), config.as_deref()),
         Command::Graph { pipeline, config } => commands::graph(&pipeline, &config),
+        Command::TrustPr {
+            number,
+            sha,
+            repo_name,
+            revoke,
+            state,
+        } => state
+            .resolve()
+            .and_then(|c| envs::trust_pr(number, sha.as_deref(), repo_name.as_deref(), revoke, c)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ use gitops_core::engine::{Engine, RunOptions, StartedRun};
 use gitops_core::event::GitEvent;
 use gitops_core::repo::Repository;
 use gitops_core::scheduler::{RunReport, RunResult};
+use gitops_core::trust::Policy;
 
 use crate::progress;
 
@@ -16,7 +17,9 @@ use crate::progress;
 pub struct Common {
     pub state: PathBuf,
     pub report: Option<PathBuf>,
-    pub secret_env: Vec<String>,
+    /// The policy file's, with `--secret-env` and `--pass-env` added.
+    pub policy: Policy,
+    pub trusted_ref: Option<String>,
     pub max_parallel: Option<usize>,
 }
 
@@ -66,18 +69,26 @@ pub fn engine(common: &Common) -> Result<Engine, String> {
     if let Some(n) = common.max_parallel {
         options = options.with_max_parallel(n);
     }
-    Engine::with_options(&common.state, registry, options).map_err(|e| format!("error: {e}"))
+    Engine::with_options(&common.state, registry, options)
+        .map(|e| e.with_policy(common.policy.clone()))
+        .map_err(|e| format!("error: {e}"))
 }
 
 pub fn run_options(common: &Common) -> Result<RunOptions, String> {
     let mut options = RunOptions::default();
     options.actor = Some(crate::envs::actor());
-    for name in &common.secret_env {
-        let value = std::env::var(name)
-            .map_err(|_| format!("error: --secret-env {name}: no such environment variable"))?;
-        options = options.with_secret_env(name.clone(), value);
-    }
+    options.trusted_ref = common.trusted_ref.clone();
     Ok(options)
+}
+
+/// Prints what the engine noted about a run (environments of the event's config not used).
+pub fn print_notes(runs: &[StartedRun]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for note in runs.iter().flat_map(|r| &r.notes) {
+        if seen.insert(note) {
+            eprintln!("note: {note}");
+        }
+    }
 }
 
 pub async fn run(
@@ -100,7 +111,8 @@ pub async fn run(
     options.in_place = in_place;
     let runs = engine
         .start(&event, &repo, &options)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("error: {e}"))?;
+    print_notes(&runs);
     let result = if runs.is_empty() {
         println!(
             "No pipeline matches this {} event: nothing to run.",

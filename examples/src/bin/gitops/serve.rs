@@ -91,6 +91,13 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let mut options = run_options(&common)?;
         options.actor = Some("webhook".to_owned());
+        // The clone's own branches are not fetched into: its origin's default branch is the
+        // trusted one.
+        if options.trusted_ref.is_none() && repo.remote_url("origin").is_some() {
+            options.trusted_ref = repo
+                .head_branch()
+                .map(|b| format!("refs/remotes/origin/{b}"));
+        }
         let cancel = CancellationToken::new();
         let worker = tokio::spawn(work(rx, engine, repo, options, cancel.clone()));
         (Sink::Queue(tx), Some((worker, cancel)))
@@ -273,7 +280,10 @@ async fn work(
         let (e, r, o, ev) = (engine.clone(), repo.clone(), options.clone(), event.clone());
         let started = tokio::task::spawn_blocking(move || e.start(&ev, &r, &o)).await;
         let runs = match started {
-            Ok(Ok(runs)) => runs,
+            Ok(Ok(runs)) => {
+                crate::run::print_notes(&runs);
+                runs
+            }
             Ok(Err(e)) => {
                 eprintln!("error: {} event: {e}", event.kind());
                 continue;

@@ -42,6 +42,9 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
     };
     let mut options = run_options(&common)?;
     options.actor = Some("watch".to_owned());
+    if options.trusted_ref.is_none() {
+        options.trusted_ref = args.base_branch.as_ref().map(|b| format!("refs/heads/{b}"));
+    }
     eprintln!(
         "watching {} every {}s{}",
         args.repo,
@@ -138,7 +141,10 @@ async fn handle(
         return Handled::Done;
     }
     let runs = match engine.start(event, watcher.repository(), options) {
-        Ok(runs) => runs,
+        Ok(runs) => {
+            crate::run::print_notes(&runs);
+            runs
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return Handled::Done;

@@ -159,10 +159,8 @@ impl LocalBackend {
             .stdout(log)
             .stderr(err_log)
             .process_group(0);
-        for (k, v) in ctx.gitops_env() {
-            cmd.env(k, v);
-        }
-        cmd.envs(&ctx.env).env("PORT", port.to_string());
+        crate::backend::process::stage_environment(&mut cmd, ctx.variables());
+        cmd.env("PORT", port.to_string());
         let mut child = cmd.spawn().map_err(|e| {
             BackendError::Unavailable(format!("cannot start {}: {e}", self.shell.display()))
         })?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use tokio::process::Command;
 
 use super::LocalBackend;
-use crate::backend::process::{Exit, StopPolicy, StopSignal, run_streaming};
+use crate::backend::process::{Exit, StopPolicy, StopSignal, run_streaming, stage_environment};
 use crate::backend::{BackendError, StageContext};
 
 pub(super) async fn run(
@@ -18,11 +18,8 @@ pub(super) async fn run(
 ) -> Result<Exit, BackendError> {
     let mut cmd = Command::new(&backend.shell);
     cmd.arg("-c").arg(command).current_dir(dir);
-    for (k, v) in ctx.gitops_env() {
-        cmd.env(k, v);
-    }
+    stage_environment(&mut cmd, ctx.variables());
     cmd.env("GITOPS_OUTPUT", output);
-    cmd.envs(&ctx.env);
     let stop = StopPolicy::new(StopSignal::Terminate, backend.kill_grace);
     run_streaming(cmd, &ctx.cancel, stop, |stream, line| {
         ctx.log.line(stream, line)

@@ -53,6 +53,7 @@ pub fn events_between(
         payload,
         repo: repo_name.to_owned(),
         sha: sha.cloned(),
+        actor: None,
     };
     for (name, before, after) in changed(old, new) {
         match kind(name) {
@@ -116,11 +117,18 @@ pub fn events_between(
                             head: RefTip {
                                 git_ref: name.clone(),
                                 sha: head.cloned(),
+                                repo: None,
                             },
                             base: RefTip {
                                 git_ref: base_branch.to_owned(),
                                 sha: base_sha.cloned(),
+                                repo: Some(repo_name.to_owned()),
                             },
+                            // A pull request ref says nothing of where its head came from:
+                            // a stranger's, unless the policy says that here they are members'.
+                            fork: true,
+                            labels: Vec::new(),
+                            author: None,
                         }),
                         head,
                     ),

@@ -22,6 +22,21 @@ struct Organization {
     login: String,
 }
 
+/// A GitHub user (`sender`, `pull_request.user`).
+#[derive(Deserialize)]
+struct User {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct Label {
+    name: String,
+}
+
+fn login(user: Option<User>) -> Option<String> {
+    user.map(|u| u.login)
+}
+
 #[derive(Deserialize)]
 struct Push {
     #[serde(rename = "ref")]
@@ -35,6 +50,8 @@ struct Push {
     #[serde(default)]
     forced: bool,
     repository: Repository,
+    #[serde(default)]
+    sender: Option<User>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +60,8 @@ struct PullRequestHook {
     number: u64,
     pull_request: PullRequest,
     repository: Repository,
+    #[serde(default)]
+    sender: Option<User>,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +73,10 @@ struct PullRequest {
     merged: Option<bool>,
     head: Branch,
     base: Branch,
+    #[serde(default)]
+    user: Option<User>,
+    #[serde(default)]
+    labels: Vec<Label>,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +84,9 @@ struct Branch {
     #[serde(rename = "ref")]
     git_ref: String,
     sha: String,
+    /// Null when the head's fork was deleted.
+    #[serde(default)]
+    repo: Option<Repository>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +95,8 @@ struct CreateDelete {
     git_ref: String,
     ref_type: String,
     repository: Repository,
+    #[serde(default)]
+    sender: Option<User>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +104,8 @@ struct ReleaseHook {
     action: String,
     release: Release,
     repository: Repository,
+    #[serde(default)]
+    sender: Option<User>,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +123,8 @@ struct Release {
 struct Ping {
     repository: Option<Repository>,
     organization: Option<Organization>,
+    #[serde(default)]
+    sender: Option<User>,
 }
 
 pub(super) fn parse(event_type: &str, body: &[u8]) -> Result<GitEvent, WebhookError> {
@@ -112,6 +144,7 @@ pub(super) fn parse(event_type: &str, body: &[u8]) -> Result<GitEvent, WebhookEr
                 payload: EventPayload::Ping,
                 repo,
                 sha: None,
+                actor: login(ping.sender),
             })
         }
         other => Err(WebhookError::Unsupported {
@@ -160,12 +193,20 @@ fn push(p: Push) -> Result<GitEvent, WebhookError> {
         payload,
         repo: p.repository.full_name,
         sha,
+        actor: login(p.sender),
     })
 }
 
 fn pull_request(h: PullRequestHook) -> GitEvent {
     let pr = h.pull_request;
     let sha = Some(pr.head.sha.clone());
+    let head_repo = pr.head.repo.map(|r| r.full_name);
+    let base_repo = pr
+        .base
+        .repo
+        .map_or_else(|| h.repository.full_name.clone(), |r| r.full_name);
+    // A head whose repository is gone (a deleted fork) is a stranger's.
+    let fork = head_repo.as_deref() != Some(base_repo.as_str());
     GitEvent {
         payload: EventPayload::PullRequest(PullRequestEvent {
             action: h.action,
@@ -176,14 +217,20 @@ fn pull_request(h: PullRequestHook) -> GitEvent {
             head: RefTip {
                 git_ref: pr.head.git_ref,
                 sha: Some(pr.head.sha),
+                repo: head_repo,
             },
             base: RefTip {
                 git_ref: pr.base.git_ref,
                 sha: Some(pr.base.sha),
+                repo: Some(base_repo),
             },
+            fork,
+            labels: pr.labels.into_iter().map(|l| l.name).collect(),
+            author: login(pr.user),
         }),
         repo: h.repository.full_name,
         sha,
+        actor: login(h.sender),
     }
 }
 
@@ -220,6 +267,7 @@ fn create_delete(event_type: &str, c: CreateDelete) -> Result<GitEvent, WebhookE
         payload,
         repo: c.repository.full_name,
         sha: None,
+        actor: login(c.sender),
     })
 }
 
@@ -241,5 +289,6 @@ fn release(h: ReleaseHook) -> GitEvent {
         }),
         repo: h.repository.full_name,
         sha,
+        actor: login(h.sender),
     }
 }

@@ -29,12 +29,28 @@ struct Push {
     after: Option<String>,
     checkout_sha: Option<String>,
     project: Project,
+    #[serde(default)]
+    user_username: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct MergeRequestHook {
     project: Project,
     object_attributes: MergeRequest,
+    #[serde(default)]
+    user: Option<User>,
+    #[serde(default)]
+    labels: Vec<Label>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    username: String,
+}
+
+#[derive(Deserialize)]
+struct Label {
+    title: String,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +65,14 @@ struct MergeRequest {
     target_branch: String,
     last_commit: Option<Commit>,
     oldrev: Option<String>,
+    #[serde(default)]
+    source_project_id: Option<u64>,
+    #[serde(default)]
+    target_project_id: Option<u64>,
+    #[serde(default)]
+    source: Option<Project>,
+    #[serde(default)]
+    target: Option<Project>,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +151,7 @@ fn push(p: Push) -> Result<GitEvent, WebhookError> {
         }),
         repo: p.project.path_with_namespace,
         sha,
+        actor: p.user_username,
     })
 }
 
@@ -156,6 +181,7 @@ fn tag_push(p: Push) -> Result<GitEvent, WebhookError> {
         }),
         repo: p.project.path_with_namespace,
         sha,
+        actor: p.user_username,
     })
 }
 
@@ -174,6 +200,16 @@ fn merge_request(h: MergeRequestHook) -> GitEvent {
         _ => raw,
     };
     let head_sha = mr.last_commit.map(|c| c.id);
+    let repo = h.project.path_with_namespace;
+    // Without both project ids the source cannot be told apart from a fork's: treat it as one.
+    let fork = match (mr.source_project_id, mr.target_project_id) {
+        (Some(source), Some(target)) => source != target,
+        _ => true,
+    };
+    let head_repo = mr.source.map(|p| p.path_with_namespace);
+    let base_repo = mr
+        .target
+        .map_or_else(|| repo.clone(), |p| p.path_with_namespace);
     GitEvent {
         payload: EventPayload::PullRequest(PullRequestEvent {
             action,
@@ -184,14 +220,20 @@ fn merge_request(h: MergeRequestHook) -> GitEvent {
             head: RefTip {
                 git_ref: mr.source_branch,
                 sha: head_sha.clone(),
+                repo: head_repo,
             },
             base: RefTip {
                 git_ref: mr.target_branch,
                 sha: None,
+                repo: Some(base_repo),
             },
+            fork,
+            labels: h.labels.into_iter().map(|l| l.title).collect(),
+            author: None,
         }),
-        repo: h.project.path_with_namespace,
+        repo,
         sha: head_sha,
+        actor: h.user.map(|u| u.username),
     }
 }
 
@@ -220,5 +262,6 @@ fn release(h: ReleaseHook) -> GitEvent {
         }),
         repo: h.project.path_with_namespace,
         sha,
+        actor: None,
     }
 }
