@@ -488,5 +488,8 @@ fn pull_requests_from_forks_say_so() {
         event(Provider::GitLab, "Merge Request Hook", &unknown)["fork"],
         true
     );
-    assert_eq!(event(Provider::GitLab, "Merge Request Hook", &mr)["fork"], false);
+    assert_eq!(
+        event(Provider::GitLab, "Merge Request Hook", &mr)["fork"],
+        false
+    );
 }

@@ -370,7 +370,7 @@ impl KubernetesBackend {
             .await
             .map_err(|e| api_error(&format!("creating Job {ns}/{name}"), e))?;
 
-        let log = self.follow_log(&pods, &name, &ctx);
+        let log = self.follow_log(&pods, &name, ctx);
         let ended = wait::until(
             &jobs,
             Selector::Name(&name),

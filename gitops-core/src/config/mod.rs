@@ -39,6 +39,22 @@ pub const CONFIG_FILE: &str = ".gitops.yml";
 /// The backends every config may name; others must be registered by the embedding application.
 pub const BUILTIN_BACKENDS: &[&str] = &["local", "docker", "terraform", "kubernetes"];
 
+/// The longest instance name: a DNS label's, so that every backend can name its objects after
+/// it (Kubernetes namespaces, Docker containers).
+pub const MAX_INSTANCE_NAME: usize = 63;
+
+/// Whether `name` can name an environment instance: a DNS label (`[a-z0-9][a-z0-9-]*`, at most
+/// [`MAX_INSTANCE_NAME`] characters). Rendered from event data, a name is a stranger's text:
+/// this keeps `..`, `/` and the like out of paths and object names.
+pub fn is_instance_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= MAX_INSTANCE_NAME
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// One located problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {

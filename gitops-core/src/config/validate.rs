@@ -24,6 +24,13 @@ pub(super) fn validate(config: &Config, loc: &Locations, options: &LoadOptions) 
     let backend_known = |b: &str| options.backends.iter().any(|k| k == b);
     let backends = options.backends.join(", ");
     for (name, env) in &config.environments {
+        // Without a `name`, the key names its instances (`<key>`, `<key>-pr-<n>`).
+        if env.name.is_none() && !super::is_instance_name(name) {
+            out.push((
+                loc.key(&["environments", name]),
+                format!("invalid environment name \"{name}\" (use lowercase letters, digits and '-', starting with a letter or digit, at most {} characters)", super::MAX_INSTANCE_NAME),
+            ));
+        }
         check_name(
             &mut out,
             loc.key(&["environments", name]),

@@ -55,7 +55,7 @@ pub enum PlanError {
     },
     /// An environment's `name` template renders to an unusable name for this event.
     #[error(
-        "pipeline \"{pipeline}\", stage \"{stage}\": environment \"{environment}\" has no usable name for this event (rendered \"{rendered}\")"
+        "pipeline \"{pipeline}\", stage \"{stage}\": environment \"{environment}\" has no usable name for this event (rendered \"{rendered}\"; an instance name is lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters)"
     )]
     BadEnvironmentName {
         /// The pipeline.
@@ -578,12 +578,7 @@ fn instance_name(
         (None, Some(pr)) if env.per_pull_request => format!("{key}-pr-{}", pr.number),
         _ => key.to_owned(),
     };
-    let usable = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !usable {
+    if !crate::config::is_instance_name(&name) {
         return Err(PlanError::BadEnvironmentName {
             pipeline: pipeline.to_owned(),
             stage: stage.to_owned(),

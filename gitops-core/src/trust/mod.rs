@@ -115,7 +115,7 @@ pub fn fork_may_run(
             from_a_fork(pr)
         )),
         ForkRule::Approve => {
-            if approved_by_ledger || pr.labels.iter().any(|l| *l == policy.trust_label) {
+            if approved_by_ledger || pr.labels.contains(&policy.trust_label) {
                 Ok(())
             } else {
                 Err(format!(

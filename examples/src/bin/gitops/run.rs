@@ -109,9 +109,11 @@ pub async fn run(
     let engine = engine(&common)?;
     let mut options = run_options(&common)?;
     options.in_place = in_place;
-    let runs = engine
-        .start(&event, &repo, &options)
-        .map_err(|e| format!("error: {e}"))?;
+    let runs = engine.start(&event, &repo, &options).map_err(|e| match e {
+        // Located config errors read `file:line:col: message`, as `gitops validate` prints them.
+        gitops_core::Error::Config(e) => e.to_string(),
+        e => format!("error: {e}"),
+    })?;
     print_notes(&runs);
     let result = if runs.is_empty() {
         println!(

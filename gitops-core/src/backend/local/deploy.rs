@@ -177,6 +177,13 @@ impl LocalBackend {
         let failed = |message: String| {
             crate::backend::process::kill_group(pgid, Signal::SIGKILL);
             let _ = std::fs::remove_file(root.join(SERVER_PID));
+            // The server is gone and its log stays: without the secrets it printed.
+            let masker = crate::secret::Masker::new(ctx.secrets.values());
+            if let Ok(mut text) = std::fs::read_to_string(&log_path) {
+                if masker.mask_in_place(&mut text) {
+                    let _ = std::fs::write(&log_path, text);
+                }
+            }
             message
         };
         loop {
