@@ -574,3 +574,89 @@ async fn abandon_deletes_the_jobs_a_crashed_process_left() {
     );
     assert_eq!(backend.abandon("run-1").await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stages_secrets_come_from_a_secret_that_is_deleted_with_it_never_from_the_job_spec() {
+    let cluster = FakeCluster::new();
+    let backend = KubernetesBackend::new(cluster.client());
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = stage(
+        dir.path(),
+        "publish",
+        // Split, so that the Job's command does not hold the value it checks.
+        "test \"$NPM_TOKEN\" = npm-secret-\"\"42 && echo seen=yes >> \"$GITOPS_OUTPUT\"",
+    )
+    .with_secret(
+        "NPM_TOKEN",
+        gitops_core::secret::Secret::new("npm-secret-42"),
+    );
+    let done = backend.execute(ctx).await.unwrap();
+    assert_eq!(done.outcome, Outcome::Success, "the stage saw its secret");
+    assert_eq!(done.outputs["seen"], "yes");
+    let jobs = cluster.list("/apis/batch/v1", "jobs", Some("gitops-ci"));
+    let job = serde_json::to_string(&jobs[0]).unwrap();
+    assert!(!job.contains("npm-secret-42"), "{job}");
+    let env = &jobs[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    let reference = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "NPM_TOKEN")
+        .unwrap();
+    assert_eq!(
+        reference["valueFrom"]["secretKeyRef"],
+        json!({"name": "gitops-run-1-publish-1", "key": "NPM_TOKEN"})
+    );
+    assert!(reference.get("value").is_none());
+    // The Secret went with the stage; creating it was seen by the API.
+    assert!(
+        cluster
+            .list("/api/v1", "secrets", Some("gitops-ci"))
+            .is_empty()
+    );
+    assert!(
+        cluster
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("POST /api/v1/namespaces/gitops-ci/secrets")),
+        "{:#?}",
+        cluster.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_reference_that_resolves_to_nothing_keeps_the_pod_from_starting() {
+    // The fake kubelet, as a real one: a missing Secret is CreateContainerConfigError.
+    let cluster = FakeCluster::new();
+    let client = cluster.client();
+    let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    ns.create(
+        &Default::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "t"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> = kube::Api::namespaced(client, "t");
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c",
+        "image": "busybox", "command": ["true"],
+        "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "X"}}}]}]}}}});
+    jobs.create(&Default::default(), &serde_json::from_value(job).unwrap())
+        .await
+        .unwrap();
+    let mut waiting = None;
+    for _ in 0..100 {
+        let pods = cluster.list("/api/v1", "pods", Some("t"));
+        waiting = pods
+            .first()
+            .map(|p| p["status"]["containerStatuses"][0]["state"]["waiting"].clone())
+            .filter(|w| !w.is_null());
+        if waiting.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = waiting.expect("the pod waits");
+    assert_eq!(waiting["reason"], "CreateContainerConfigError");
+    assert_eq!(waiting["message"], "secret \"nope\" not found");
+}
