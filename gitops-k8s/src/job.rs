@@ -380,6 +380,11 @@ impl Executor for KubernetesBackend {
         }
         Ok(removed)
     }
+
+    /// `image`, `command`, `env` and `namespace` (see the crate docs).
+    fn params(&self) -> gitops_core::config::ParamSchema {
+        crate::params::executor()
+    }
 }
 
 #[cfg(test)]
