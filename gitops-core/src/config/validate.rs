@@ -76,8 +76,11 @@ pub(super) fn validate(config: &Config, loc: &Locations, options: &LoadOptions) 
             pipeline,
             &backend_known,
             &backends,
-            options,
         );
+        for (id, stage) in &pipeline.stages {
+            let sp = ["pipelines", name, "stages", id.as_str()];
+            check_stage_params(&mut out, config, loc, &sp, stage, options);
+        }
     }
     out
 }
@@ -205,7 +208,6 @@ fn check_pipeline(
     pipeline: &Pipeline,
     backend_known: &dyn Fn(&str) -> bool,
     backends: &str,
-    options: &LoadOptions,
 ) {
     let base = ["pipelines", name];
     check_name(out, loc.key(&base), "pipeline", name);
@@ -263,7 +265,6 @@ fn check_pipeline(
         let sp = ["pipelines", name, "stages", id.as_str()];
         check_name(out, loc.key(&sp), "stage", id);
         check_stage(out, config, loc, &sp, stage, backend_known, backends);
-        check_stage_params(out, config, loc, &sp, stage, options);
         // Stage references can only be checked against a sound graph.
         let Some(graph) = &graph else { continue };
         let me = graph.get(id);
