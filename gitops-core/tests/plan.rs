@@ -194,7 +194,7 @@ fn release_tags_deploy_production_and_prereleases_do_not() {
     let deploy = p.pipelines[0].stage("deploy").unwrap();
     assert_eq!(deploy.environment.as_deref(), Some("production"));
     assert_eq!(&*deploy.backend, "terraform");
-    assert_eq!(deploy.details().with["version"], json!("1.2.0"));
+    assert_eq!(deploy.details().with["vars"]["version"], json!("1.2.0"));
     assert!(
         plan(&tag("v1.3.0-rc.1"), &Changes::Unknown)
             .pipelines

@@ -55,7 +55,7 @@ const LABEL: &str = "gitops.environment";
 const SERVICE_LABEL: &str = "gitops.service";
 
 /// What a service may set.
-const SERVICE_KEYS: [&str; 7] = [
+pub(crate) const SERVICE_KEYS: [&str; 7] = [
     "image",
     "port",
     "host_port",
@@ -66,7 +66,7 @@ const SERVICE_KEYS: [&str; 7] = [
 ];
 
 /// What `with` may set besides one service's keys.
-const DEPLOY_KEYS: [&str; 3] = ["services", "primary", "ready_timeout"];
+pub(crate) const DEPLOY_KEYS: [&str; 3] = ["services", "primary", "ready_timeout"];
 
 fn failed(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Failed(format!("{what}: {e}"))
@@ -640,5 +640,10 @@ impl Deployer for DockerBackend {
                 .map_err(|e| failed(&format!("removing volume {}", v.name), e))?;
         }
         Ok(Completion::success())
+    }
+
+    /// One service's keys, or `services`, with `primary` and `ready_timeout`.
+    fn params(&self) -> gitops_core::config::ParamSchema {
+        crate::params::deployer()
     }
 }

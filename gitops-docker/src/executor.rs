@@ -346,6 +346,11 @@ impl Executor for DockerBackend {
         }
         Ok(removed)
     }
+
+    /// `image` and `command`, or the build's `dockerfile`, `context` and `tag`.
+    fn params(&self) -> gitops_core::config::ParamSchema {
+        crate::params::executor()
+    }
 }
 
 /// A few random bits for container names (two attempts of one stage never collide).

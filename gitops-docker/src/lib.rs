@@ -37,6 +37,7 @@ mod build;
 mod busybox;
 pub mod deploy;
 mod executor;
+mod params;
 
 use bollard::Docker;
 
@@ -173,5 +174,6 @@ impl DockerBackendBuilder {
             let builder = self.clone();
             async move { builder.build().await.map_err(|e| e.to_string()) }
         })
+        .with_params(params::executor(), params::deployer())
     }
 }

@@ -431,6 +431,11 @@ impl Deployer for KubernetesBackend {
             Err(WaitError::Api(e)) => Err(api_error(&format!("watching namespace {ns}"), e)),
         }
     }
+
+    /// `manifests`, `image`, `namespace`, `service` and `rollout_timeout` (see the module docs).
+    fn params(&self) -> gitops_core::config::ParamSchema {
+        crate::params::deployer()
+    }
 }
 
 #[cfg(test)]

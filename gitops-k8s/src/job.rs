@@ -320,6 +320,11 @@ impl Executor for KubernetesBackend {
         }
         Ok(removed)
     }
+
+    /// `image`, `command`, `env` and `namespace` (see the crate docs).
+    fn params(&self) -> gitops_core::config::ParamSchema {
+        crate::params::executor()
+    }
 }
 
 /// The Secret holding a stage's secrets, named and labelled as its Job.

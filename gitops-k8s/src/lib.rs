@@ -32,6 +32,7 @@
 pub mod deploy;
 mod job;
 mod names;
+mod params;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod wait;
@@ -113,6 +114,7 @@ impl KubernetesBackend {
                 .await
                 .map_err(|e| e.to_string())
         })
+        .with_params(params::executor(), params::deployer())
     }
 
     /// How long finished Jobs stay before Kubernetes removes them (`ttlSecondsAfterFinished`).

@@ -17,7 +17,7 @@ use crate::TerraformBackend;
 use crate::cli::{Terraform, TerraformError};
 
 /// What `with` may set.
-const KEYS: [&str; 9] = [
+pub(crate) const KEYS: [&str; 9] = [
     "dir",
     "binary",
     "workspace",
@@ -445,6 +445,12 @@ impl Executor for TerraformBackend {
             },
         }
     }
+
+    /// `dir`, `binary`, `workspace`, `vars`, `var_files`, `backend_config`, `lock_timeout`,
+    /// `expose_sensitive` and `action` (see the crate docs).
+    fn params(&self) -> gitops_core::config::ParamSchema {
+        crate::params::schema()
+    }
 }
 
 #[async_trait]
@@ -528,5 +534,10 @@ impl Deployer for TerraformBackend {
             }
             Err(e) => failure(e),
         }
+    }
+
+    /// The same keys as a stage's.
+    fn params(&self) -> gitops_core::config::ParamSchema {
+        crate::params::schema()
     }
 }

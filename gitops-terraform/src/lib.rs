@@ -44,6 +44,7 @@
 
 mod backend;
 mod cli;
+mod params;
 mod plan;
 mod ui;
 

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 
 use super::{BackendError, Completion, Deployer, Executor, StageContext};
+use crate::config::ParamSchema;
 
 type Make<B> = Box<
     dyn Fn() -> Pin<Box<dyn Future<Output = Result<B, String>> + Send>> + Send + Sync + 'static,
@@ -15,9 +16,14 @@ type Make<B> = Box<
 
 /// A backend made by `make` at its first use. When making it fails, that stage fails with
 /// [`BackendError::Unavailable`] and the message, and the next stage tries again.
+///
+/// Its parameters must be known before it is made (configs are checked before any stage
+/// runs): they are those given to [`with_params`](Self::with_params), else an open schema.
 pub struct Lazy<B> {
     make: Make<B>,
     backend: tokio::sync::OnceCell<B>,
+    run_params: ParamSchema,
+    deploy_params: ParamSchema,
 }
 
 impl<B> std::fmt::Debug for Lazy<B> {
@@ -38,7 +44,17 @@ impl<B: Send + Sync + 'static> Lazy<B> {
         Lazy {
             make: Box::new(move || Box::pin(make())),
             backend: tokio::sync::OnceCell::new(),
+            run_params: ParamSchema::open(),
+            deploy_params: ParamSchema::open(),
         }
+    }
+
+    /// Declares the backend's parameters: `run` those of its `run` stages
+    /// ([`Executor::params`]), `deploy` those of its deployments ([`Deployer::params`]).
+    pub fn with_params(mut self, run: ParamSchema, deploy: ParamSchema) -> Self {
+        self.run_params = run;
+        self.deploy_params = deploy;
+        self
     }
 
     /// The backend, made now if it was not yet.
@@ -59,6 +75,10 @@ impl<B: Executor> Executor for Lazy<B> {
     async fn abandon(&self, run_id: &str) -> Result<usize, BackendError> {
         self.get().await?.abandon(run_id).await
     }
+
+    fn params(&self) -> ParamSchema {
+        self.run_params.clone()
+    }
 }
 
 #[async_trait]
@@ -69,5 +89,9 @@ impl<B: Deployer> Deployer for Lazy<B> {
 
     async fn stop(&self, ctx: StageContext) -> Result<Completion, BackendError> {
         self.get().await?.stop(ctx).await
+    }
+
+    fn params(&self) -> ParamSchema {
+        self.deploy_params.clone()
     }
 }

@@ -26,6 +26,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use crate::config::ParamSchema;
+
 pub use context::{
     EnvironmentPolicy, EnvironmentTarget, Params, RunInfo, StageContext, checkout_path,
 };
@@ -120,6 +122,14 @@ pub trait Executor: Send + Sync + 'static {
         let _ = run_id;
         Ok(0)
     }
+
+    /// What a `run` stage on this backend may set in `with`, checked when a config loads. A
+    /// parameter that is a command must be declared as one
+    /// ([`ParamKind::Command`](crate::config::params::ParamKind::Command)), so that `${{ }}` is
+    /// refused in it. The default accepts anything and declares no command.
+    fn params(&self) -> ParamSchema {
+        ParamSchema::open()
+    }
 }
 
 /// Deploys releases to environments and stops (tears down) environments.
@@ -133,4 +143,12 @@ pub trait Deployer: Send + Sync + 'static {
 
     /// Removes everything `ctx.environment` runs.
     async fn stop(&self, ctx: StageContext) -> Result<Completion, BackendError>;
+
+    /// What deploy and stop stages on this backend, and environments deployed by it, may set in
+    /// `with`, checked when a config loads. A parameter that is a command must be declared as one
+    /// ([`ParamKind::Command`](crate::config::params::ParamKind::Command)), so that `${{ }}` is
+    /// refused in it. The default accepts anything and declares no command.
+    fn params(&self) -> ParamSchema {
+        ParamSchema::open()
+    }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Deployer, Executor};
-use crate::config::Action;
+use crate::config::{Action, LoadOptions};
 use crate::plan::{PlanError, PlannedPipeline};
 
 /// Maps the backend names used in config to [`Executor`]s and [`Deployer`]s.
@@ -62,6 +62,24 @@ impl BackendRegistry {
         names.sort();
         names.dedup();
         names
+    }
+
+    /// What configs run on this registry may use: its backend names, and the `with` parameters
+    /// each declares for `run` stages and for deployments; what `Engine` loads configs with.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            backends: self.names(),
+            run_params: self
+                .executors
+                .iter()
+                .map(|(name, e)| (name.clone(), e.params()))
+                .collect(),
+            deploy_params: self
+                .deployers
+                .iter()
+                .map(|(name, d)| (name.clone(), d.params()))
+                .collect(),
+        }
     }
 
     /// Checks, before anything runs, that every stage of `pipeline` has a backend that can do

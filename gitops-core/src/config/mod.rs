@@ -15,9 +15,11 @@ mod build;
 mod de;
 mod locate;
 mod model;
+pub mod params;
 mod patterns;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -28,6 +30,7 @@ pub use model::{
     OnConflict, PULL_REQUEST_TYPES, Pipeline, PullRequestTrigger, PullRequestType, PushTrigger,
     ReleaseTrigger, Retry, SemverReq, Stage, TagTrigger, Triggers,
 };
+pub use params::ParamSchema;
 pub use patterns::{Glob, Globs};
 
 pub(crate) use locate::Locations;
@@ -107,18 +110,27 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// What a config may refer to beyond itself.
+/// What a config may refer to beyond itself: the backends, and what each accepts in `with`
+/// (`BackendRegistry::load_options` gives those of the registered backends).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LoadOptions {
     /// Backend names that stages and environments may use.
     pub backends: Vec<String>,
+    /// By backend name, the `with` of its `run` stages; a backend not here is not checked.
+    pub run_params: BTreeMap<String, ParamSchema>,
+    /// By backend name, the `with` of its deploy and stop stages and of its environments; a
+    /// backend not here is not checked.
+    pub deploy_params: BTreeMap<String, ParamSchema>,
 }
 
 impl Default for LoadOptions {
+    /// The built-in backend names, with no parameters checked.
     fn default() -> Self {
         LoadOptions {
             backends: BUILTIN_BACKENDS.iter().map(|s| s.to_string()).collect(),
+            run_params: BTreeMap::new(),
+            deploy_params: BTreeMap::new(),
         }
     }
 }
@@ -128,6 +140,30 @@ impl LoadOptions {
     pub fn with_backend(mut self, name: impl Into<String>) -> Self {
         self.backends.push(name.into());
         self
+    }
+
+    /// Checks the `with` of `run` stages on backend `name` against `schema` (and allows the
+    /// name).
+    pub fn with_run_params(mut self, name: impl Into<String>, schema: ParamSchema) -> Self {
+        let name = name.into();
+        self.allow(&name);
+        self.run_params.insert(name, schema);
+        self
+    }
+
+    /// Checks the `with` of deploy and stop stages and of environments on backend `name`
+    /// against `schema` (and allows the name).
+    pub fn with_deploy_params(mut self, name: impl Into<String>, schema: ParamSchema) -> Self {
+        let name = name.into();
+        self.allow(&name);
+        self.deploy_params.insert(name, schema);
+        self
+    }
+
+    fn allow(&mut self, name: &str) {
+        if !self.backends.iter().any(|b| b == name) {
+            self.backends.push(name.to_owned());
+        }
     }
 }
 
@@ -190,8 +226,13 @@ impl Config {
         }
     }
 
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file with the built-in backends.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Config, ConfigError> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| {
             ConfigError::single(
@@ -207,7 +248,7 @@ impl Config {
                 format!("not UTF-8: {e}"),
             )
         })?;
-        Self::parse(&name, &text)
+        Self::parse_with(&name, &text, options)
     }
 }
 

@@ -3,7 +3,8 @@
 
 use super::LoadOptions;
 use super::locate::{Locations, Position};
-use super::model::{Config, Pipeline, Stage};
+use super::model::{Action, Config, Pipeline, Stage};
+use super::params::{self, ParamSchema};
 use crate::expr::{Scope, StageRef, Template};
 use crate::graph::GraphProblem;
 
@@ -59,6 +60,16 @@ pub(super) fn validate(config: &Config, loc: &Locations, options: &LoadOptions) 
             &env.with,
             &EVENT_ONLY,
         );
+        if let Some(schema) = options.deploy_params.get(&env.backend) {
+            check_with(
+                &mut out,
+                loc,
+                &["environments", name, "with"],
+                &env.with,
+                schema,
+                &env.backend,
+            );
+        }
     }
     if config.pipelines.is_empty() {
         out.push((loc.key(&["pipelines"]), "no pipelines defined".to_owned()));
@@ -73,6 +84,10 @@ pub(super) fn validate(config: &Config, loc: &Locations, options: &LoadOptions) 
             &backend_known,
             &backends,
         );
+        for (id, stage) in &pipeline.stages {
+            let sp = ["pipelines", name, "stages", id.as_str()];
+            check_stage_params(&mut out, config, loc, &sp, stage, options);
+        }
     }
     out
 }
@@ -385,5 +400,59 @@ fn check_stage(
                 format!("stage \"{id}\": unknown backend \"{b}\" (known: {backends})"),
             ));
         }
+    }
+}
+
+/// Checks a stage's `with` against what its backend accepts: for a `run` stage its backend's
+/// run parameters, for `deploy` and `stop` those of its environment's backend.
+fn check_stage_params(
+    out: &mut Found,
+    config: &Config,
+    loc: &Locations,
+    sp: &[&str],
+    stage: &Stage,
+    options: &LoadOptions,
+) {
+    let (backend, schemas) = match stage.action() {
+        Action::Run => (
+            Some(stage.backend.as_deref().unwrap_or("local")),
+            &options.run_params,
+        ),
+        Action::Deploy | Action::Stop => (
+            stage.backend.as_deref().or_else(|| {
+                let env = stage.environment()?;
+                Some(config.environments.get(env)?.backend.as_str())
+            }),
+            &options.deploy_params,
+        ),
+    };
+    let Some(backend) = backend else { return };
+    if let Some(schema) = schemas.get(backend) {
+        let path = [sp, &["with"]].concat();
+        check_with(out, loc, &path, &stage.with, schema, backend);
+    }
+}
+
+/// Reports, located, what `schema` finds wrong in the `with` at `base`.
+fn check_with(
+    out: &mut Found,
+    loc: &Locations,
+    base: &[&str],
+    with: &indexmap::IndexMap<String, serde_json::Value>,
+    schema: &ParamSchema,
+    backend: &str,
+) {
+    for problem in params::check(schema, with, &format!("backend \"{backend}\"")) {
+        let path: Vec<&str> = base
+            .iter()
+            .copied()
+            .chain(problem.path.iter().map(String::as_str))
+            .collect();
+        let pos = if problem.at_key {
+            loc.key(&path)
+        } else {
+            loc.value(&path)
+        };
+        out.push((pos, format!("{}: {}", label(&path), problem.message)));
     }
 }

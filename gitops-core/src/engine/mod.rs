@@ -122,9 +122,7 @@ impl Engine {
     ) -> Result<Engine> {
         let state_dir = state_dir.into();
         let ledger = Ledger::open(&state_dir)?;
-        let load = LoadOptions {
-            backends: registry.names(),
-        };
+        let load = registry.load_options();
         Ok(Engine {
             state_dir,
             environments: Environments::new(ledger.clone()),

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use gitops_core::config::{Action, Config, LoadOptions};
+use gitops_core::config::{Action, Config};
 use gitops_core::event::GitEvent;
 use gitops_core::plan::{Changes, Planner};
 use gitops_core::repo::Repository;
@@ -34,7 +34,7 @@ fn print_json(value: &impl serde::Serialize) -> Outcome {
 }
 
 pub fn validate(path: &Path) -> Outcome {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let config = Config::load_with(path, &crate::run::load_options()).map_err(|e| e.to_string())?;
     let stages: usize = config.pipelines.values().map(|p| p.stages.len()).sum();
     println!(
         "{}: ok ({} pipelines, {} stages, {} environments)",
@@ -66,14 +66,14 @@ pub fn plan(event_file: &Path, repo: Option<&Path>, config: Option<&Path>) -> Ou
             let repo = Repository::open(dir).map_err(|e| format!("error: {e}"))?;
             let commit = repo.commit_for(&event).map_err(|e| format!("error: {e}"))?;
             let config = repo
-                .config_at(&commit, &LoadOptions::default())
+                .config_at(&commit, &crate::run::load_options())
                 .map_err(|e| e.to_string())?;
             (config, repo.changes_for(&event))
         }
         None => {
             let path = config.unwrap_or(Path::new(".gitops.yml"));
             (
-                Config::load(path).map_err(|e| e.to_string())?,
+                Config::load_with(path, &crate::run::load_options()).map_err(|e| e.to_string())?,
                 Changes::Unknown,
             )
         }
@@ -85,7 +85,7 @@ pub fn plan(event_file: &Path, repo: Option<&Path>, config: Option<&Path>) -> Ou
 }
 
 pub fn graph(pipeline: &str, path: &Path) -> Outcome {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let config = Config::load_with(path, &crate::run::load_options()).map_err(|e| e.to_string())?;
     let Some(p) = config.pipelines.get(pipeline) else {
         let known: Vec<&str> = config.pipelines.keys().map(String::as_str).collect();
         return Err(format!(

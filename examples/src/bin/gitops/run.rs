@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use gitops_core::backend::BackendRegistry;
 use gitops_core::backend::local::LocalBackend;
+use gitops_core::config::LoadOptions;
 use gitops_core::engine::{Engine, RunOptions, StartedRun};
 use gitops_core::event::GitEvent;
 use gitops_core::repo::Repository;
@@ -40,23 +41,24 @@ pub fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf, String> {
     }
 }
 
-/// The engine of the state dir: the local backend runs stages and deploys environments under
-/// `<state>/environments`; `docker` runs them on the engine at `DOCKER_HOST` or the local socket
-/// (asked only when a stage uses it); `terraform` drives the CLI on PATH, keeping local state
-/// under `<state>/terraform`; `k8s` uses the cluster of `KUBECONFIG` or the one it runs in
-/// (asked only when a stage uses it).
-pub fn engine(common: &Common) -> Result<Engine, String> {
+/// The app's backends, for the state dir `state`: the local backend runs stages and deploys
+/// environments under `<state>/environments`; `docker` runs them on the engine at `DOCKER_HOST`
+/// or the local socket (asked only when a stage uses it); `terraform` drives the CLI on PATH,
+/// keeping local state under `<state>/terraform`; `k8s` uses the cluster of `KUBECONFIG` or the
+/// one it runs in (asked only when a stage uses it). Building it connects to nothing and touches
+/// no file.
+pub fn registry(state: &Path) -> BackendRegistry {
     let local = Arc::new(
         LocalBackend::builder()
-            .with_environments_dir(common.state.join("environments"))
+            .with_environments_dir(state.join("environments"))
             .build(),
     );
     let docker = Arc::new(gitops_docker::DockerBackend::builder().lazy());
     let terraform = Arc::new(gitops_terraform::TerraformBackend::new(
-        common.state.join("terraform"),
+        state.join("terraform"),
     ));
     let k8s = Arc::new(gitops_k8s::KubernetesBackend::lazy());
-    let registry = BackendRegistry::new()
+    BackendRegistry::new()
         .with_executor("local", local.clone())
         .with_deployer("local", local)
         .with_executor("docker", docker.clone())
@@ -64,7 +66,19 @@ pub fn engine(common: &Common) -> Result<Engine, String> {
         .with_executor("terraform", terraform.clone())
         .with_deployer("terraform", terraform)
         .with_executor("k8s", k8s.clone())
-        .with_deployer("k8s", k8s);
+        .with_deployer("k8s", k8s)
+}
+
+/// What the commands that only read a config (`validate`, `plan`, `graph`) check it with: the
+/// backend names and parameters of [`registry`], the very ones `run` loads configs with. The
+/// state dir plays no part in them, so none is needed.
+pub fn load_options() -> LoadOptions {
+    registry(Path::new("")).load_options()
+}
+
+/// The engine of the state dir, on [`registry`].
+pub fn engine(common: &Common) -> Result<Engine, String> {
+    let registry = registry(&common.state);
     let mut options = gitops_core::scheduler::SchedulerOptions::default();
     if let Some(n) = common.max_parallel {
         options = options.with_max_parallel(n);

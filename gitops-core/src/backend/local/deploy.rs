@@ -25,6 +25,7 @@ use nix::unistd::Pid;
 
 use super::{LocalBackend, process};
 use crate::backend::{BackendError, Completion, Deployer, StageContext, checkout_path};
+use crate::config::ParamSchema;
 
 const SERVER_PID: &str = "server.pid";
 const SERVER_LOG: &str = "server.log";
@@ -234,6 +235,7 @@ impl Deployer for LocalBackend {
     /// Puts the release into the environment's directory (see the module docs) and, with
     /// `serve`, starts the process that serves it.
     async fn deploy(&self, ctx: StageContext) -> Result<Completion, BackendError> {
+        refuse_templates(&ctx)?;
         let root = self.environment_dir(&ctx)?;
         let files = files(&ctx)?;
         let build = ctx.param_str("build")?;
@@ -326,4 +328,23 @@ impl Deployer for LocalBackend {
         }
         Ok(Completion::success())
     }
+
+    /// `files`, `build`, `serve`, `port` and `ready_timeout` (see the module docs).
+    fn params(&self) -> ParamSchema {
+        super::params::deploy()
+    }
+}
+
+/// Refuses `build` and `serve` holding `${{ }}`: config validation refuses them at load time, and
+/// this catches a context made in code that skipped it. (The scheduler hands backends `with`
+/// already rendered, so a template it expanded cannot be seen here.)
+fn refuse_templates(ctx: &StageContext) -> Result<(), BackendError> {
+    for key in ["build", "serve"] {
+        if ctx.param_str(key)?.is_some_and(|c| c.contains("${{")) {
+            return Err(InvalidParameters(format!(
+                "`with.{key}` is a command, and commands are never template-expanded, so that event data cannot inject commands; pass values through `env` and read $NAME"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! [`Deployer`]: super::Deployer
 
 mod deploy;
+mod params;
 mod process;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{BackendError, Completion, Executor, StageContext};
+use crate::config::ParamSchema;
 
 /// Runs stages as local processes.
 #[derive(Debug, Clone)]
@@ -106,5 +108,10 @@ impl Executor for LocalBackend {
         let outputs = super::read_outputs(output_file.path())
             .map_err(|e| BackendError::Failed(format!("cannot read $GITOPS_OUTPUT: {e}")))?;
         status.into_completion(outputs)
+    }
+
+    /// None: the command is the stage's `run`.
+    fn params(&self) -> ParamSchema {
+        params::run()
     }
 }
