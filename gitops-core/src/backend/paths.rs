@@ -490,6 +490,35 @@ impl Checkout {
         })
     }
 
+    /// The entries of the directory at `rel`, in name order, each as `rel/<name>` with what it
+    /// resolves to: a link is followed (inside the checkout; it may lead out of `rel`), and one
+    /// that leads out of the checkout, or a FIFO, device or socket, is an error. For reading
+    /// what a directory holds, as a program given the directory would (terraform, kubectl).
+    pub fn list(
+        &self,
+        key: &str,
+        rel: impl AsRef<Path>,
+    ) -> Result<Vec<(PathBuf, Resolved)>, BackendError> {
+        let rel = rel.as_ref();
+        let found = self.must(key, rel, Want::Any)?;
+        if found.kind != Kind::Dir {
+            return Err(BackendError::InvalidParameters(format!(
+                "`with.{key}`: \"{}\" is a file, not a directory",
+                rel.display()
+            )));
+        }
+        let fd = found
+            .open_dir()
+            .map_err(|r| r.error(key, rel, Path::new(""), "the checkout", Want::Any))?;
+        let mut out = Vec::new();
+        for name in names(fd, &self.root.join(&found.path))? {
+            if let Some(resolved) = self.find(key, found.path.join(&name))? {
+                out.push((rel.join(&name), resolved));
+            }
+        }
+        Ok(out)
+    }
+
     /// Everything under the directory at `rel` that `keep` keeps (it is asked about each path,
     /// relative to that directory; a directory it drops is not entered), parents before their
     /// entries, in name order within a directory.
@@ -537,18 +566,10 @@ impl Checkout {
         while let Some(dir) = dirs.pop() {
             let fd = open_real_dir(top.as_fd(), &dir)
                 .map_err(|r| r.error(key, &base.join(&dir), base, checkout, Want::Any))?;
-            let mut names = Vec::new();
-            let mut listing =
-                Dir::from_fd(fd).map_err(|e| io_failed("cannot list", &self.root.join(base), e))?;
-            for entry in listing.iter() {
-                let entry = entry
-                    .map_err(|e| io_failed("cannot list", &self.root.join(base.join(&dir)), e))?;
-                let name = OsStr::from_bytes(entry.file_name().to_bytes());
-                if name != "." && name != ".." {
-                    names.push(name.to_owned());
-                }
-            }
-            names.sort();
+            let listing = fd
+                .try_clone()
+                .map_err(|e| io_failed("cannot open", &self.root.join(base.join(&dir)), e))?;
+            let names = names(fd, &self.root.join(base.join(&dir)))?;
             let mut subdirs = Vec::new();
             for name in names {
                 let path = dir.join(&name);
@@ -652,6 +673,21 @@ impl Checkout {
         }
         Ok(())
     }
+}
+
+/// The names in the directory open as `fd`, sorted, without `.` and `..`.
+fn names(fd: OwnedFd, path: &Path) -> Result<Vec<OsString>, BackendError> {
+    let mut names = Vec::new();
+    let mut dir = Dir::from_fd(fd).map_err(|e| io_failed("cannot list", path, e))?;
+    for entry in dir.iter() {
+        let entry = entry.map_err(|e| io_failed("cannot list", path, e))?;
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name != "." && name != ".." {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Copies the open `file` (at `from` in the checkout) to `to`, with its permission bits (no

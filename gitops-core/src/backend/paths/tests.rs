@@ -428,3 +428,44 @@ fn a_file_swapped_for_a_fifo_after_the_check_is_caught() {
         "`with.x`: \"config.yaml\" changed while it was being opened"
     );
 }
+
+#[test]
+fn list_follows_links_inside_the_checkout_and_refuses_the_rest() {
+    let (_tmp, c) = tree(|r| {
+        write(r, "infra/main.tf", "");
+        write(r, "common/providers.tf", "");
+        link(r, "infra/providers.tf", "../common/providers.tf");
+        std::fs::create_dir(r.join("infra/modules")).unwrap();
+    });
+    assert_eq!(
+        c.list("dir", "infra").unwrap(),
+        vec![
+            (
+                "infra/main.tf".into(),
+                resolved("infra/main.tf", Kind::File)
+            ),
+            ("infra/modules".into(), resolved("infra/modules", Kind::Dir)),
+            (
+                "infra/providers.tf".into(),
+                resolved("common/providers.tf", Kind::File)
+            ),
+        ]
+    );
+    let (_tmp, c) = tree(|r| {
+        write(r, "infra/main.tf", "");
+        link(r, "infra/passwd.tf", "/etc/passwd");
+    });
+    assert_eq!(
+        message(c.list("dir", "infra")),
+        "`with.dir`: \"infra/passwd.tf\" is a symbolic link to /etc/passwd, which leads out of the checkout"
+    );
+    let (_tmp, c) = tree(|r| {
+        write(r, "infra/main.tf", "");
+        fifo(r, "infra/x.tf");
+    });
+    let got = quickly(move || message(c.list("dir", "infra")));
+    assert_eq!(
+        got,
+        "`with.dir`: \"infra/x.tf\" is a FIFO, not a file or directory"
+    );
+}
