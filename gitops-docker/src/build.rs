@@ -1,13 +1,20 @@
 //! Image builds: a stage with `with: { dockerfile, context, tag }` builds an image from the
 //! checkout. The context is sent as a tar stream honouring `.dockerignore`; build output streams
 //! as log lines; the outputs are `image` (the tag) and `image_id`.
+//!
+//! The context is read through [`Checkout`]: a link in it goes into the archive as a link when
+//! it leads inside the context, as Docker's own client sends it; one leading out of the context
+//! or the checkout, and a FIFO, device or socket, fail the build before anything is sent.
 
 use gitops_core::backend::BackendError::InvalidParameters;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures_util::StreamExt;
-use gitops_core::backend::{BackendError, Completion, LogStream, StageContext, checkout_path};
+use gitops_core::backend::paths::{EntryKind, Kind};
+use gitops_core::backend::{
+    BackendError, Checkout, Completion, LogStream, StageContext, checkout_path,
+};
 
 use crate::DockerBackend;
 
@@ -23,15 +30,11 @@ struct Ignore {
 }
 
 impl Ignore {
-    fn read(context: &Path) -> Result<Ignore, BackendError> {
-        let text = match std::fs::read_to_string(context.join(".dockerignore")) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => {
-                return Err(BackendError::Failed(format!(
-                    "cannot read .dockerignore: {e}"
-                )));
-            }
+    fn read(checkout: &Checkout, context: &Path) -> Result<Ignore, BackendError> {
+        let path = context.join(".dockerignore");
+        let text = match checkout.find("context", &path)? {
+            Some(_) => checkout.read_to_string("context", &path)?,
+            None => String::new(),
         };
         let mut rules = Vec::new();
         for (n, line) in text.lines().enumerate() {
@@ -72,33 +75,44 @@ impl Ignore {
     }
 }
 
-/// The build context as a tar archive: every file under `context` that `.dockerignore` keeps
-/// (the Dockerfile and `.dockerignore` always go).
-fn context_tar(context: &Path, dockerfile: &str) -> Result<Vec<u8>, BackendError> {
-    let ignore = Ignore::read(context)?;
+/// The build context as a tar archive: every file and link under `context` (as `with.context`
+/// names it; `real` is where it resolved to) that `.dockerignore` keeps (the Dockerfile and
+/// `.dockerignore` always go).
+fn context_tar(
+    checkout: &Checkout,
+    context: &Path,
+    real: &Path,
+    dockerfile: &str,
+) -> Result<Vec<u8>, BackendError> {
+    let ignore = Ignore::read(checkout, real)?;
     let mut tar = tar::Builder::new(Vec::new());
-    tar.follow_symlinks(false);
-    let mut stack = vec![PathBuf::new()];
     let fail =
         |e: std::io::Error| BackendError::Failed(format!("cannot pack the build context: {e}"));
-    while let Some(dir) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(context.join(&dir))
-            .map_err(fail)?
-            .collect::<Result<_, _>>()
-            .map_err(fail)?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let rel = dir.join(entry.file_name());
-            let Some(name) = rel.to_str() else { continue };
-            let always = name == dockerfile || name == ".dockerignore";
-            if !always && ignore.excludes(name) {
-                continue;
+    let entries = checkout.walk("context", context, |rel| {
+        rel.to_str().is_some_and(|name| {
+            name == dockerfile || name == ".dockerignore" || !ignore.excludes(name)
+        })
+    })?;
+    for entry in entries {
+        match entry.kind {
+            EntryKind::Dir => {}
+            EntryKind::File => {
+                let mut file = checkout.open_file("context", real.join(&entry.path))?;
+                let mut header = tar::Header::new_gnu();
+                header.set_metadata(&file.metadata().map_err(fail)?);
+                // The size is what was read, should the file change meanwhile.
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut file, &mut bytes).map_err(fail)?;
+                header.set_size(bytes.len() as u64);
+                tar.append_data(&mut header, &entry.path, bytes.as_slice())
+                    .map_err(fail)?;
             }
-            let kind = entry.file_type().map_err(fail)?;
-            if kind.is_dir() {
-                stack.push(rel);
-            } else {
-                tar.append_path_with_name(entry.path(), &rel)
+            EntryKind::Symlink { target, .. } => {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                tar.append_link(&mut header, &entry.path, &target)
                     .map_err(fail)?;
             }
         }
@@ -117,8 +131,18 @@ pub(crate) async fn build(
         .unwrap_or("Dockerfile")
         .to_owned();
     checkout_path("dockerfile", &dockerfile)?;
-    let context = ctx.run.workdir.join(&context_rel);
-    if !context.join(&dockerfile).is_file() {
+    let checkout = Checkout::open(&ctx.run.workdir)?;
+    let context = checkout.resolve("context", &context_rel)?;
+    if context.kind != Kind::Dir {
+        return Err(InvalidParameters(format!(
+            "`with.context`: \"{}\" is a file, not a directory",
+            context_rel.display()
+        )));
+    }
+    let is_file = checkout
+        .find("dockerfile", context.path.join(&dockerfile))?
+        .is_some_and(|r| r.kind == Kind::File);
+    if !is_file {
         return Err(InvalidParameters(format!(
             "`with.dockerfile`: {dockerfile} is not a file in the build context {}",
             context_rel.display()
@@ -137,10 +161,12 @@ pub(crate) async fn build(
             format!("gitops-{repo}:{}", &version[..version.len().min(12)])
         }
     };
-    let (dir, df) = (context.clone(), dockerfile.clone());
-    let archive = tokio::task::spawn_blocking(move || context_tar(&dir, &df))
-        .await
-        .map_err(|e| BackendError::Failed(format!("packing the build context failed: {e}")))??;
+    let df = dockerfile.clone();
+    let archive = tokio::task::spawn_blocking(move || {
+        context_tar(&checkout, &context_rel, &context.path, &df)
+    })
+    .await
+    .map_err(|e| BackendError::Failed(format!("packing the build context failed: {e}")))??;
     let options = BuildImageOptionsBuilder::default()
         .dockerfile(&dockerfile)
         .t(&tag)
@@ -191,4 +217,74 @@ pub(crate) async fn build(
         done = done.with_output("image_id", id);
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entries of an archive: path, and the link target of a link.
+    fn listing(archive: &[u8]) -> Vec<(String, Option<String>)> {
+        tar::Archive::new(archive)
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let path = e.path().unwrap().display().to_string();
+                let link = e.link_name().unwrap().map(|l| l.display().to_string());
+                (path, link)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_context_keeps_links_inside_and_refuses_links_out_and_fifos() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("app/static")).unwrap();
+        std::fs::write(root.join("app/Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(root.join("app/static/index.html"), "hi").unwrap();
+        std::os::unix::fs::symlink("static/index.html", root.join("app/home.html")).unwrap();
+        let checkout = Checkout::open(root).unwrap();
+        let archive = context_tar(&checkout, Path::new("app"), Path::new("app"), "Dockerfile");
+        assert_eq!(
+            listing(&archive.unwrap()),
+            vec![
+                ("Dockerfile".to_owned(), None),
+                ("home.html".to_owned(), Some("static/index.html".to_owned())),
+                ("static/index.html".to_owned(), None),
+            ]
+        );
+
+        std::os::unix::fs::symlink("/etc/passwd", root.join("app/passwd")).unwrap();
+        let refused = context_tar(&checkout, Path::new("app"), Path::new("app"), "Dockerfile");
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "invalid parameters: `with.context`: \"app/passwd\" is a symbolic link to /etc/passwd, which leads out of the checkout"
+        );
+        std::fs::remove_file(root.join("app/passwd")).unwrap();
+
+        std::os::unix::fs::symlink("../../secret", root.join("app/static/secret")).unwrap();
+        std::fs::write(root.join("secret"), "").unwrap();
+        let refused = context_tar(&checkout, Path::new("app"), Path::new("app"), "Dockerfile");
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "invalid parameters: `with.context`: \"app/static/secret\" is a symbolic link to ../../secret, which leads out of \"app\""
+        );
+        std::fs::remove_file(root.join("app/static/secret")).unwrap();
+
+        let fifo = root.join("app/pipe");
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        let refused = context_tar(&checkout, Path::new("app"), Path::new("app"), "Dockerfile");
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "invalid parameters: `with.context`: \"app/pipe\" is a FIFO, not a file or directory"
+        );
+        // What .dockerignore leaves out is not looked at.
+        std::fs::write(root.join("app/.dockerignore"), "pipe\n").unwrap();
+        assert!(context_tar(&checkout, Path::new("app"), Path::new("app"), "Dockerfile").is_ok());
+    }
 }

@@ -13,7 +13,10 @@
 //!
 //! `with` of a deploy:
 //! - `manifests` (required): files of the checkout, each holding one or more YAML documents of
-//!   namespaced objects (their namespace, when given, must be the environment's);
+//!   namespaced objects (their namespace, when given, must be the environment's), or
+//!   directories whose `.yaml`, `.yml` and `.json` files are read in name order (not their
+//!   subdirectories, as `kubectl apply -f DIR`); read through [`Checkout`], so a link leading
+//!   out of the checkout, a FIFO, a device or a socket is refused;
 //! - `image`: every container (and init container) whose image has this image's repository gets
 //!   this image, tag or digest included, as kustomize's `images` does;
 //! - `namespace`: the namespace (default `gitops-<environment>`);
@@ -35,9 +38,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gitops_core::backend::{
-    BackendError, Completion, Deployer, LogStream, StageContext, checkout_path,
-};
+use gitops_core::backend::paths::Kind;
+use gitops_core::backend::{BackendError, Checkout, Completion, Deployer, LogStream, StageContext};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
@@ -129,11 +131,25 @@ fn manifests(ctx: &StageContext, ns: &str, env: &str) -> Result<Vec<Manifest>, B
         }
     };
     let image = with.str("image")?;
-    let mut out: Vec<Manifest> = Vec::new();
+    let checkout = Checkout::open(&ctx.run.workdir)?;
+    let mut files = Vec::new();
     for path in &paths {
-        let rel = checkout_path("manifests", path)?;
-        let text = std::fs::read_to_string(ctx.run.workdir.join(&rel))
-            .map_err(|e| InvalidParameters(format!("manifest {path}: {e}")))?;
+        if checkout.resolve("manifests", path)?.kind == Kind::File {
+            files.push(path.clone());
+            continue;
+        }
+        for (named, entry) in checkout.list("manifests", path)? {
+            let yaml = named
+                .extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
+            if yaml && entry.kind == Kind::File {
+                files.push(named.display().to_string());
+            }
+        }
+    }
+    let mut out: Vec<Manifest> = Vec::new();
+    for path in &files {
+        let text = checkout.read_to_string("manifests", path)?;
         for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
             let at = format!("{path}: document {}", i + 1);
             let mut object = <Value as serde::Deserialize>::deserialize(doc)

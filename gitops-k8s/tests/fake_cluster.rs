@@ -433,7 +433,7 @@ async fn bad_manifests_are_located_errors() {
         ),
         (
             json!({"manifests": ["missing.yaml"]}),
-            "manifest missing.yaml: No such file or directory (os error 2)",
+            "`with.manifests`: \"missing.yaml\" is not in the checkout",
         ),
         (
             json!({"manifests": ["../etc/passwd"]}),

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use gitops_core::backend::paths::Kind;
 use gitops_core::backend::process::{StopPolicy, StopSignal, run_streaming};
 use gitops_core::backend::{
-    BackendError, Completion, Deployer, Executor, StageContext, checkout_path, read_outputs,
+    BackendError, Checkout, Completion, Deployer, Executor, StageContext, checkout_path,
+    read_outputs,
 };
 
 use crate::TerraformBackend;
@@ -36,6 +38,9 @@ const OVERRIDE_FILE: &str = "gitops_backend_override.tf";
 struct Settings {
     /// The configuration's directory (absolute).
     dir: PathBuf,
+    /// The checkout, and the configuration's directory in it as `with.dir` names it.
+    checkout: Checkout,
+    rel: PathBuf,
     binary: PathBuf,
     workspace: String,
     vars: Option<serde_json::Map<String, serde_json::Value>>,
@@ -70,7 +75,11 @@ impl Settings {
         }
         let rel = checkout_path("dir", with.str("dir")?.unwrap_or("."))?;
         let dir = ctx.run.workdir.join(&rel);
-        if !dir.is_dir() {
+        let checkout = Checkout::open(&ctx.run.workdir)?;
+        if checkout
+            .find("dir", &rel)?
+            .is_none_or(|r| r.kind != Kind::Dir)
+        {
             return Err(InvalidParameters(format!(
                 "`with.dir`: {} is not a directory of the checkout",
                 rel.display()
@@ -91,8 +100,18 @@ impl Settings {
             .strings("var_files")?
             .unwrap_or_default()
             .iter()
-            .map(|f| checkout_path("var_files", &rel.join(f).to_string_lossy()))
-            .map(|p| p.map(|p| ctx.run.workdir.join(p)))
+            .map(|f| {
+                let path = checkout_path("var_files", &rel.join(f).to_string_lossy())?;
+                // Terraform gets the file's own path, with no link on the way.
+                let file = checkout.resolve("var_files", &path)?;
+                if file.kind != Kind::File {
+                    return Err(InvalidParameters(format!(
+                        "`with.var_files`: \"{}\" is a directory, not a file",
+                        path.display()
+                    )));
+                }
+                Ok(ctx.run.workdir.join(file.path))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let backend_config = with
             .string_map("backend_config")?
@@ -105,6 +124,8 @@ impl Settings {
         }
         Ok(Settings {
             dir,
+            checkout,
+            rel,
             binary: with
                 .str("binary")?
                 .map_or_else(|| backend.binary.clone(), PathBuf::from),
@@ -121,19 +142,23 @@ impl Settings {
     }
 }
 
-/// Whether the configuration in `dir` declares where its state lives (a `backend` or `cloud`
-/// block); without one, the backend keeps its state in the state dir.
-fn declares_backend(dir: &Path) -> Result<bool, BackendError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| BackendError::Failed(format!("cannot read {}: {e}", dir.display())))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == OVERRIDE_FILE {
+/// Whether the configuration at `rel` in `checkout` declares where its state lives (a
+/// `backend` or `cloud` block); without one, the backend keeps its state in the state dir.
+///
+/// Terraform reads the files of the directory, following links: each entry must stay in the
+/// checkout and be a file or a directory (a FIFO there would hang terraform, and this scan).
+fn declares_backend(checkout: &Checkout, rel: &Path) -> Result<bool, BackendError> {
+    for (path, resolved) in checkout.list("dir", rel)? {
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let tf = name.ends_with(".tf") || name.ends_with(".tf.json");
+        if name == OVERRIDE_FILE || resolved.kind != Kind::File || !tf {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
+        let text = String::from_utf8_lossy(&checkout.read("dir", &resolved.path)?).into_owned();
         let found = if name.ends_with(".tf") {
             text.lines().map(str::trim_start).any(|l| {
                 l.starts_with("backend \"")
@@ -151,6 +176,22 @@ fn declares_backend(dir: &Path) -> Result<bool, BackendError> {
         }
     }
     Ok(false)
+}
+
+/// Writes `text` to a new file at `path` in the checkout, in place of whatever is there: never
+/// through a link, nor into a FIFO.
+fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    // `create_new` (O_EXCL) fails on a link rather than following it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?
+        .write_all(text.as_bytes())
 }
 
 /// A name for the files of one configuration: its repository and directory.
@@ -237,7 +278,7 @@ impl TerraformBackend {
         let cache = self.state_dir.join("plugin-cache");
         std::fs::create_dir_all(&cache).map_err(|e| io("creating the plugin cache", e))?;
         let mut generated = Generated(None);
-        if !declares_backend(&settings.dir).map_err(Prep::Backend)? {
+        if !declares_backend(&settings.checkout, &settings.rel).map_err(Prep::Backend)? {
             let states = self
                 .state_dir
                 .join("states")
@@ -250,7 +291,7 @@ impl TerraformBackend {
                 hcl_string(&states.join("workspaces")),
             );
             let path = settings.dir.join(OVERRIDE_FILE);
-            std::fs::write(&path, config).map_err(|e| io("writing the backend override", e))?;
+            write_new(&path, &config).map_err(|e| io("writing the backend override", e))?;
             generated.0 = Some(path);
         }
         let tf = Terraform::new(&settings.binary, &settings.dir)

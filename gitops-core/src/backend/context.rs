@@ -161,6 +161,9 @@ pub struct StageContext {
 }
 
 /// `rel`, a path from `with.<key>`, when it stays inside the checkout (no `..`, not absolute).
+///
+/// This checks the text only; open what a config names through
+/// [`Checkout`](super::paths::Checkout), which also refuses links leading out and special files.
 pub fn checkout_path(key: &str, rel: &str) -> Result<PathBuf, BackendError> {
     let path = PathBuf::from(rel);
     let inside = path

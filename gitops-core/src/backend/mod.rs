@@ -19,6 +19,7 @@ pub mod local;
 mod log;
 pub mod memory;
 mod outputs;
+pub mod paths;
 pub mod process;
 mod registry;
 
@@ -35,6 +36,7 @@ pub use lazy::Lazy;
 pub(crate) use log::LogTarget;
 pub use log::{LogLine, LogSink, LogStream};
 pub use outputs::read_outputs;
+pub use paths::Checkout;
 pub use registry::BackendRegistry;
 
 /// How a stage ended, from the backend's point of view.

@@ -4,7 +4,9 @@
 //!
 //! `with` parameters of a deploy:
 //! - `files`: a path or a list of paths in the checkout to put into the release (default: the
-//!   whole checkout, without `.git`);
+//!   whole checkout, without `.git`), opened through [`Checkout`]: a named link is copied as what
+//!   it leads to, links below a named directory are kept as links when they lead inside it, and
+//!   anything leading out of the checkout, or a FIFO, device or socket, fails the deploy;
 //! - `build`: a shell command run in the new release directory before it goes live;
 //! - `serve`: a shell command started in the release directory that serves it, with `$PORT` set
 //!   to a free loopback port (or `port`); the deploy succeeds once the port accepts connections
@@ -15,7 +17,7 @@
 //! stops the server and removes the directory.
 
 use crate::backend::BackendError::InvalidParameters;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::{LocalBackend, process};
-use crate::backend::{BackendError, Completion, Deployer, StageContext, checkout_path};
+use crate::backend::{BackendError, Checkout, Completion, Deployer, StageContext};
 use crate::config::ParamSchema;
 
 const SERVER_PID: &str = "server.pid";
@@ -77,36 +79,42 @@ async fn stop_server(dir: &Path) {
     }
 }
 
-/// Copies `from` to `to`, leaving out `.git` and `skip` (the environments directory, when it
-/// lies inside the checkout).
-fn copy_tree(from: &Path, to: &Path, skip: &Path) -> Result<(), BackendError> {
-    let meta = std::fs::symlink_metadata(from).map_err(|e| io("cannot read", from, e))?;
-    if meta.is_dir() {
-        std::fs::create_dir_all(to).map_err(|e| io("cannot create", to, e))?;
-        for entry in std::fs::read_dir(from).map_err(|e| io("cannot list", from, e))? {
-            let entry = entry.map_err(|e| io("cannot list", from, e))?;
-            let path = entry.path();
-            if entry.file_name() == ".git" || path.canonicalize().is_ok_and(|p| p == skip) {
-                continue;
+/// Copies what `name` (from `files`) leads to in `checkout` into the release `next`, at `name`
+/// (`.` and `..` taken as written), leaving out `.git` and `skip` (the environments directory,
+/// when it lies inside the checkout).
+fn copy_files(
+    checkout: &Checkout,
+    name: &str,
+    next: &Path,
+    skip: Option<&Path>,
+) -> Result<(), BackendError> {
+    let Some(found) = checkout.find("files", name)? else {
+        return Err(InvalidParameters(format!(
+            "`with.files`: {name} is not in the checkout"
+        )));
+    };
+    let mut at = PathBuf::new();
+    for c in Path::new(name).components() {
+        match c {
+            Component::Normal(s) => at.push(s),
+            Component::CurDir => {}
+            Component::ParentDir if at.pop() => {}
+            _ => {
+                return Err(InvalidParameters(format!(
+                    "`with.files`: \"{name}\" is not a path inside the checkout"
+                )));
             }
-            copy_tree(&path, &to.join(entry.file_name()), skip)?;
         }
-    } else if meta.file_type().is_symlink() {
-        let target = std::fs::read_link(from).map_err(|e| io("cannot read", from, e))?;
-        std::os::unix::fs::symlink(target, to).map_err(|e| io("cannot create", to, e))?;
-    } else {
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
-        }
-        std::fs::copy(from, to).map_err(|e| io("cannot copy", from, e))?;
     }
-    Ok(())
+    checkout.copy_tree("files", name, &next.join(at), |p| {
+        p.file_name() != Some(".git".as_ref()) && skip != Some(found.path.join(p).as_path())
+    })
 }
 
-/// The paths named by `files`, checked to stay inside the checkout.
-fn files(ctx: &StageContext) -> Result<Vec<PathBuf>, BackendError> {
+/// The paths named by `files` (the whole checkout when there are none).
+fn files(ctx: &StageContext) -> Result<Vec<String>, BackendError> {
     let names: Vec<String> = match ctx.with.get("files") {
-        None => return Ok(vec![PathBuf::new()]),
+        None => return Ok(vec![String::new()]),
         Some(serde_json::Value::String(s)) => vec![s.clone()],
         Some(serde_json::Value::Array(items)) => items
             .iter()
@@ -122,10 +130,7 @@ fn files(ctx: &StageContext) -> Result<Vec<PathBuf>, BackendError> {
             )));
         }
     };
-    names
-        .iter()
-        .map(|name| checkout_path("files", name))
-        .collect()
+    Ok(names)
 }
 
 /// A free port on 127.0.0.1.
@@ -256,19 +261,14 @@ impl Deployer for LocalBackend {
             }
         }
         std::fs::create_dir_all(&next).map_err(|e| io("cannot create", &next, e))?;
+        let checkout = Checkout::open(&ctx.run.workdir)?;
         let skip = root
             .parent()
             .and_then(|p| p.canonicalize().ok())
-            .unwrap_or_default();
-        for path in &files {
-            let from = ctx.run.workdir.join(path);
-            if !from.exists() {
-                return Err(InvalidParameters(format!(
-                    "`with.files`: {} is not in the checkout",
-                    path.display()
-                )));
-            }
-            copy_tree(&from, &next.join(path), &skip)?;
+            .zip(ctx.run.workdir.canonicalize().ok())
+            .and_then(|(envs, workdir)| envs.strip_prefix(workdir).ok().map(Path::to_owned));
+        for name in &files {
+            copy_files(&checkout, name, &next, skip.as_deref())?;
         }
         if let Some(build) = build {
             let output = root.join("build.output");
