@@ -21,7 +21,7 @@ mod validate;
 use std::fmt;
 use std::path::Path;
 
-pub use de::{Condition, TemplateString, format_duration, parse_duration};
+pub use de::{Condition, MAX_DURATION, TemplateString, format_duration, parse_duration};
 pub use locate::Position;
 pub use model::{
     Action, Approval, Concurrency, Config, Environment, OnBusy, OnConflict, PULL_REQUEST_TYPES,
