@@ -258,12 +258,14 @@ impl KubernetesBackend {
             LogStream::Stdout,
             &format!("waiting for {} {} to roll out", m.kind, m.name),
         );
-        let deadline = tokio::time::Instant::now() + timeout;
+        // Past what the clock can add, no deadline: the stage's own timeout and cancellation
+        // still stop the wait.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         let kind = m.kind.clone();
         let result = wait::until(
             &api,
             Selector::Name(&m.name),
-            Some(deadline),
+            deadline,
             &ctx.cancel,
             |o: &DynamicObject| {
                 let value = serde_json::to_value(o).ok()?;
@@ -329,8 +331,8 @@ impl Deployer for KubernetesBackend {
         let (env, ns) = target(&ctx)?;
         let objects = manifests(&ctx, &ns, &env)?;
         let timeout = ctx
-            .param_u64("rollout_timeout")?
-            .map_or(self.rollout_timeout, Duration::from_secs);
+            .param_seconds("rollout_timeout")?
+            .unwrap_or(self.rollout_timeout);
         let primary = ctx.param_str("service")?.map(str::to_owned);
         if let Some(name) = &primary {
             if !objects
@@ -420,8 +422,8 @@ impl Deployer for KubernetesBackend {
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Completion::success()),
             Err(e) => return Err(api_error(&format!("deleting namespace {ns}"), e)),
         }
-        let deadline = tokio::time::Instant::now() + self.rollout_timeout;
-        match wait::until_gone(&api, &ns, Some(deadline), &ctx.cancel).await {
+        let deadline = tokio::time::Instant::now().checked_add(self.rollout_timeout);
+        match wait::until_gone(&api, &ns, deadline, &ctx.cancel).await {
             Ok(()) => Ok(Completion::success()),
             Err(WaitError::Cancelled) => Err(BackendError::Cancelled),
             Err(WaitError::TimedOut) => Err(BackendError::Failed(format!(

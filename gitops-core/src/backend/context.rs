@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::{Component, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{BackendError, LogSink};
-use crate::config::{Approval, Environment, OnBusy};
+use crate::config::{Approval, Environment, MAX_DURATION, OnBusy};
 use crate::event::GitEvent;
 
 /// What all stages of one run share.
@@ -178,6 +179,11 @@ impl StageContext {
         self.params().u64(key)
     }
 
+    /// `with.<key>` as a number of seconds, up to [`MAX_DURATION`]; see [`Params::seconds`].
+    pub fn param_seconds(&self, key: &str) -> Result<Option<Duration>, BackendError> {
+        self.params().seconds(key)
+    }
+
     /// The stage's `with` as typed [`Params`].
     pub fn params(&self) -> Params<'_> {
         Params::new(&self.with, "with")
@@ -336,6 +342,23 @@ impl<'a> Params<'a> {
             Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
             Some(serde_json::Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
             Some(_) => Err(self.invalid(key, "a whole number")),
+        }
+    }
+
+    /// `key` as a number of seconds (a whole number, or a string of digits) up to
+    /// [`MAX_DURATION`] (7 days); `None` when absent or null; a longer one is an error naming
+    /// the key, so that no deadline made from it can overflow.
+    pub fn seconds(&self, key: &str) -> Result<Option<Duration>, BackendError> {
+        match self.u64(key)? {
+            None => Ok(None),
+            Some(secs) if secs <= MAX_DURATION.as_secs() => Ok(Some(Duration::from_secs(secs))),
+            Some(_) => Err(self.invalid(
+                key,
+                &format!(
+                    "a number of seconds up to {} (7 days)",
+                    MAX_DURATION.as_secs()
+                ),
+            )),
         }
     }
 

@@ -144,7 +144,12 @@ impl LocalBackend {
         release: &Path,
         command: &str,
         port: u16,
+        timeout: Duration,
     ) -> Result<(), BackendError> {
+        // Before anything starts: nothing is left running when the time cannot be a deadline.
+        let deadline = tokio::time::Instant::now()
+            .checked_add(timeout)
+            .ok_or_else(|| ctx.params().invalid("ready_timeout", "a shorter time"))?;
         let log_path = root.join(SERVER_LOG);
         let log =
             std::fs::File::create(&log_path).map_err(|e| io("cannot create", &log_path, e))?;
@@ -174,8 +179,6 @@ impl LocalBackend {
                 return Err(io("cannot write", &pid_file, e));
             }
         }
-        let timeout = Duration::from_secs(ctx.param_u64("ready_timeout")?.unwrap_or(10));
-        let deadline = tokio::time::Instant::now() + timeout;
         let failed = |message: String| {
             crate::backend::process::kill_group(pgid, Signal::SIGKILL);
             let _ = std::fs::remove_file(root.join(SERVER_PID));
@@ -240,6 +243,9 @@ impl Deployer for LocalBackend {
             ),
             None => None,
         };
+        let ready_timeout = ctx
+            .param_seconds("ready_timeout")?
+            .unwrap_or(Duration::from_secs(10));
         let next = root.join("release.next");
         let release = root.join("release");
         let old = root.join("release.old");
@@ -304,7 +310,8 @@ impl Deployer for LocalBackend {
                     Some(p) => p,
                     None => free_port()?,
                 };
-                self.serve(&ctx, &root, &release, command, port).await?;
+                self.serve(&ctx, &root, &release, command, port, ready_timeout)
+                    .await?;
                 format!("http://127.0.0.1:{port}/")
             }
             None => format!("file://{}/", release.display()),
