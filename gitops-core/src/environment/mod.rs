@@ -427,10 +427,19 @@ impl DeploymentGate for Environments {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&ticket.deployment);
-        // A deployment that lost its lock failed, whatever its backend said after.
+        // A deployment that lost its lock and did not succeed failed for that reason, whatever
+        // its backend said when the lock's loss cancelled it.
+        let succeeded = matches!(
+            returned,
+            Ok(Completion {
+                outcome: Outcome::Success,
+                ..
+            })
+        );
         let lost = held
             .as_ref()
             .and_then(|g| g.revocation().reason())
+            .filter(|_| !succeeded)
             .map(|reason| Err(BackendError::Failed(reason.to_owned())));
         let (returned, cancelled) = match &lost {
             Some(lost) => (lost, false),
