@@ -10,7 +10,7 @@
 //!   environment: preview
 //!   with:
 //!     primary: web                 # whose address is the `url` output (default: the first with a port)
-//!     ready_timeout: 60            # seconds for every service to be ready (default 30)
+//!     ready_timeout: 60            # seconds for every service to be ready (default 30, at most 7 days)
 //!     services:
 //!       web: { image: "app:${{ event.sha }}", port: 8080, env: { DB: "db:5432" } }
 //!       db:  { image: "db:16", volumes: ["data:/var/lib/db"] }

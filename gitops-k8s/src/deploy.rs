@@ -18,7 +18,8 @@
 //!   this image, tag or digest included, as kustomize's `images` does;
 //! - `namespace`: the namespace (default `gitops-<environment>`);
 //! - `service`: the Service whose address is the `url` output (default the first);
-//! - `rollout_timeout`: seconds to wait for Deployments and StatefulSets (default the backend's).
+//! - `rollout_timeout`: seconds to wait for Deployments and StatefulSets (default the backend's,
+//!   at most 7 days).
 //!
 //! Each object is applied with server-side apply under the field manager `gitops` (conflicts
 //! forced: the pipeline owns what it deploys), labelled `app.kubernetes.io/managed-by: gitops`

@@ -8,7 +8,8 @@
 //! - `build`: a shell command run in the new release directory before it goes live;
 //! - `serve`: a shell command started in the release directory that serves it, with `$PORT` set
 //!   to a free loopback port (or `port`); the deploy succeeds once the port accepts connections
-//!   (within `ready_timeout` seconds, default 10), and `url` is `http://127.0.0.1:PORT/`.
+//!   (within `ready_timeout` seconds, default 10, at most 7 days), and `url` is
+//!   `http://127.0.0.1:PORT/`.
 //!
 //! Outputs: `url` (the server's, else a `file://` URL of the release), `path`, and `version`
 //! when the deployment has one. Redeploying swaps the release and restarts the server; stopping
