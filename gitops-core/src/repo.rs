@@ -146,6 +146,17 @@ impl Repository {
     /// The content of the file at `path` (slash-separated, from the root) in `commit`, or
     /// `None` when the commit has no such file.
     pub fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, RepoError> {
+        self.read_file_at_most(commit, path, u64::MAX)
+    }
+
+    /// [`read_file`](Self::read_file), refusing (before reading it) a file of more than
+    /// `limit` bytes.
+    pub fn read_file_at_most(
+        &self,
+        commit: &str,
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, RepoError> {
         let repo = self.local();
         let tree = self.commit_tree(&repo, commit)?;
         let entry = tree
@@ -154,6 +165,18 @@ impl Repository {
         let Some(entry) = entry else { return Ok(None) };
         if !entry.mode().is_blob() {
             return Ok(None);
+        }
+        if limit < u64::MAX {
+            let size = repo
+                .find_header(entry.oid())
+                .map_err(|e| self.read_err(format!("{path} at {commit}"), e))?
+                .size();
+            if size > limit {
+                return Err(self.read_err(
+                    format!("{path} at {commit}"),
+                    format!("it is {size} bytes, more than the {limit} allowed"),
+                ));
+            }
         }
         let object = entry
             .object()
@@ -170,7 +193,7 @@ impl Repository {
     /// The text of `.gitops.yml` at `commit`.
     pub fn config_text_at(&self, commit: &str) -> Result<String, crate::Error> {
         let bytes = self
-            .read_file(commit, CONFIG_FILE)?
+            .read_file_at_most(commit, CONFIG_FILE, crate::config::MAX_CONFIG_BYTES as u64)?
             .ok_or_else(|| RepoError::NoConfig {
                 file: CONFIG_FILE,
                 commit: commit.to_owned(),

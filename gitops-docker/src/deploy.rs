@@ -10,7 +10,7 @@
 //!   environment: preview
 //!   with:
 //!     primary: web                 # whose address is the `url` output (default: the first with a port)
-//!     ready_timeout: 60            # seconds for every service to be ready (default 30)
+//!     ready_timeout: 60            # seconds for every service to be ready (default 30, at most 7 days)
 //!     services:
 //!       web: { image: "app:${{ event.sha }}", port: 8080, env: { DB: "db:5432" } }
 //!       db:  { image: "db:16", volumes: ["data:/var/lib/db"] }
@@ -534,7 +534,9 @@ impl Deployer for DockerBackend {
     async fn deploy(&self, ctx: StageContext) -> Result<Completion, BackendError> {
         let env = environment(&ctx)?;
         let (services, primary) = services(&ctx)?;
-        let timeout = Duration::from_secs(ctx.param_u64("ready_timeout")?.unwrap_or(30));
+        let timeout = ctx
+            .param_seconds("ready_timeout")?
+            .unwrap_or(Duration::from_secs(30));
         let mut old = self.container_ids(&env).await?;
         if services.iter().any(|s| s.host_port.is_some()) {
             // The old release holds the fixed port: it goes first (and is not removed again
@@ -554,7 +556,9 @@ impl Deployer for DockerBackend {
                 cleanup.names.push(name.0);
                 name.1?;
             }
-            let deadline = tokio::time::Instant::now() + timeout;
+            let deadline = tokio::time::Instant::now()
+                .checked_add(timeout)
+                .ok_or_else(|| ctx.params().invalid("ready_timeout", "a shorter time"))?;
             let mut urls = Vec::new();
             for (service, name) in services.iter().zip(&cleanup.names) {
                 let published = self.published(name, service).await?;

@@ -21,7 +21,8 @@
 //!   this image, tag or digest included, as kustomize's `images` does;
 //! - `namespace`: the namespace (default `gitops-<environment>`);
 //! - `service`: the Service whose address is the `url` output (default the first);
-//! - `rollout_timeout`: seconds to wait for Deployments and StatefulSets (default the backend's).
+//! - `rollout_timeout`: seconds to wait for Deployments and StatefulSets (default the backend's,
+//!   at most 7 days).
 //!
 //! Each object is applied with server-side apply under the field manager `gitops` (conflicts
 //! forced: the pipeline owns what it deploys), labelled `app.kubernetes.io/managed-by: gitops`
@@ -274,12 +275,14 @@ impl KubernetesBackend {
             LogStream::Stdout,
             &format!("waiting for {} {} to roll out", m.kind, m.name),
         );
-        let deadline = tokio::time::Instant::now() + timeout;
+        // Past what the clock can add, no deadline: the stage's own timeout and cancellation
+        // still stop the wait.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         let kind = m.kind.clone();
         let result = wait::until(
             &api,
             Selector::Name(&m.name),
-            Some(deadline),
+            deadline,
             &ctx.cancel,
             |o: &DynamicObject| {
                 let value = serde_json::to_value(o).ok()?;
@@ -345,8 +348,8 @@ impl Deployer for KubernetesBackend {
         let (env, ns) = target(&ctx)?;
         let objects = manifests(&ctx, &ns, &env)?;
         let timeout = ctx
-            .param_u64("rollout_timeout")?
-            .map_or(self.rollout_timeout, Duration::from_secs);
+            .param_seconds("rollout_timeout")?
+            .unwrap_or(self.rollout_timeout);
         let primary = ctx.param_str("service")?.map(str::to_owned);
         if let Some(name) = &primary {
             if !objects
@@ -436,8 +439,8 @@ impl Deployer for KubernetesBackend {
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Completion::success()),
             Err(e) => return Err(api_error(&format!("deleting namespace {ns}"), e)),
         }
-        let deadline = tokio::time::Instant::now() + self.rollout_timeout;
-        match wait::until_gone(&api, &ns, Some(deadline), &ctx.cancel).await {
+        let deadline = tokio::time::Instant::now().checked_add(self.rollout_timeout);
+        match wait::until_gone(&api, &ns, deadline, &ctx.cancel).await {
             Ok(()) => Ok(Completion::success()),
             Err(WaitError::Cancelled) => Err(BackendError::Cancelled),
             Err(WaitError::TimedOut) => Err(BackendError::Failed(format!(

@@ -753,7 +753,8 @@ impl FakeCluster {
             target.namespace.clone(),
         );
         let inner = self.inner.clone();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+        // A client may ask for any number: no more than a day, as no watch needs longer.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout.min(86_400));
         let wanted = move |k: &Key, o: &Value| {
             k.api == api
                 && k.plural == plural

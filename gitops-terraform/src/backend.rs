@@ -134,8 +134,8 @@ impl Settings {
             var_files,
             backend_config,
             lock_timeout: with
-                .u64("lock_timeout")?
-                .map_or(backend.lock_timeout, Duration::from_secs),
+                .seconds("lock_timeout")?
+                .unwrap_or(backend.lock_timeout),
             expose_sensitive: with.strings("expose_sensitive")?.unwrap_or_default(),
             action,
         })

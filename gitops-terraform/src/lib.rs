@@ -26,7 +26,7 @@
 //!   `var_files`: more files, relative to `dir`;
 //! - `backend_config`: `-backend-config` pairs for `init`;
 //! - `lock_timeout`: seconds `plan`, `apply` and `destroy` wait for the state lock (default 0:
-//!   a held lock fails at once, saying who holds it);
+//!   a held lock fails at once, saying who holds it; at most 7 days);
 //! - `expose_sensitive`: sensitive outputs to pass on as outputs (others read `(sensitive)`);
 //! - `action`: what a stage without `run` does, `plan` (default) or `validate`.
 //!

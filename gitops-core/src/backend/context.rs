@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::{Component, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{BackendError, LogSink};
-use crate::config::{Approval, Environment, OnBusy};
+use crate::config::{Approval, Environment, MAX_DURATION, OnBusy};
 use crate::event::GitEvent;
 use crate::secret::Secret;
 use crate::trust::TrustLevel;
@@ -189,6 +190,11 @@ impl StageContext {
     /// null; anything else is an [`InvalidParameters`](BackendError::InvalidParameters) error.
     pub fn param_u64(&self, key: &str) -> Result<Option<u64>, BackendError> {
         self.params().u64(key)
+    }
+
+    /// `with.<key>` as a number of seconds, up to [`MAX_DURATION`]; see [`Params::seconds`].
+    pub fn param_seconds(&self, key: &str) -> Result<Option<Duration>, BackendError> {
+        self.params().seconds(key)
     }
 
     /// The stage's `with` as typed [`Params`].
@@ -374,6 +380,23 @@ impl<'a> Params<'a> {
             Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
             Some(serde_json::Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
             Some(_) => Err(self.invalid(key, "a whole number")),
+        }
+    }
+
+    /// `key` as a number of seconds (a whole number, or a string of digits) up to
+    /// [`MAX_DURATION`] (7 days); `None` when absent or null; a longer one is an error naming
+    /// the key, so that no deadline made from it can overflow.
+    pub fn seconds(&self, key: &str) -> Result<Option<Duration>, BackendError> {
+        match self.u64(key)? {
+            None => Ok(None),
+            Some(secs) if secs <= MAX_DURATION.as_secs() => Ok(Some(Duration::from_secs(secs))),
+            Some(_) => Err(self.invalid(
+                key,
+                &format!(
+                    "a number of seconds up to {} (7 days)",
+                    MAX_DURATION.as_secs()
+                ),
+            )),
         }
     }
 

@@ -9,6 +9,24 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::expr::{Expr, Template};
 
+/// The longest duration a config may give (`timeout`, `retry.backoff`, `auto_stop_after`), and
+/// the longest a backend takes from its parameters (`ready_timeout`, ...): 7 days. Longer ones
+/// are refused rather than overflowing the clock arithmetic that deadlines are made of.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `MAX_DURATION` as a config writes it.
+const MAX_DURATION_TEXT: &str = "7d";
+
+/// `source` for an error message: whole when short, else its start and its length, so that a
+/// huge value does not make a huge message.
+pub(crate) fn excerpt(source: &str) -> String {
+    const SHOWN: usize = 60;
+    match source.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}... ({} bytes)", &source[..end], source.len()),
+        None => source.to_owned(),
+    }
+}
+
 /// A string field that may hold `${{ }}` expressions. Numbers and booleans are taken as text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateString {
@@ -21,8 +39,8 @@ pub struct TemplateString {
 impl<'de> Deserialize<'de> for TemplateString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         parse_scalar(d, |source| {
-            let template =
-                Template::parse(source).map_err(|e| format!("{} in \"{source}\"", e.message))?;
+            let template = Template::parse(source)
+                .map_err(|e| format!("{} in \"{}\"", e.message, excerpt(source)))?;
             Ok(TemplateString {
                 source: source.to_owned(),
                 template,
@@ -58,8 +76,14 @@ impl<'de> Deserialize<'de> for Condition {
                 _ => trimmed,
             }
             .to_owned();
-            let expr = Expr::parse(&source)
-                .map_err(|e| format!("{} (at offset {}) in `if: {source}`", e.message, e.offset))?;
+            let expr = Expr::parse(&source).map_err(|e| {
+                format!(
+                    "{} (at offset {}) in `if: {}`",
+                    e.message,
+                    e.offset,
+                    excerpt(&source)
+                )
+            })?;
             Ok(Condition { source, expr })
         })
     }
@@ -149,13 +173,30 @@ where
     Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
 }
 
-/// Parses `90s`, `10m`, `1h30m`, `500ms` or a bare number of seconds.
+/// Parses `90s`, `10m`, `1h30m`, `2d`, `500ms` or a bare number of seconds, up to
+/// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    let total = parse_any_duration(text)?;
+    if total > MAX_DURATION {
+        return Err(format!(
+            "duration \"{}\" exceeds the longest allowed, {MAX_DURATION_TEXT}",
+            excerpt(text)
+        ));
+    }
+    Ok(total)
+}
+
+fn parse_any_duration(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    let bad = || format!("invalid duration \"{text}\" (expected e.g. 500ms, 90s, 10m, 1h30m)");
+    let bad = || {
+        format!(
+            "invalid duration \"{}\" (expected e.g. 500ms, 90s, 10m, 1h30m)",
+            excerpt(text)
+        )
+    };
     let mut total = Duration::ZERO;
     let mut rest = text;
     if rest.is_empty() {
@@ -176,6 +217,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
             "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+            "d" => Duration::from_secs(n.checked_mul(24 * 3600).ok_or_else(bad)?),
             _ => return Err(bad()),
         };
         total = total.checked_add(unit).ok_or_else(bad)?;
@@ -249,9 +291,51 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86400)));
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(format_duration(Duration::ZERO), "0s");
+    }
+
+    /// At the limit in every unit, and one step past it.
+    #[test]
+    fn durations_are_capped_at_seven_days() {
+        assert_eq!(MAX_DURATION, Duration::from_secs(604_800));
+        for at in [
+            "7d",
+            "168h",
+            "10080m",
+            "604800s",
+            "604800",
+            "604800000ms",
+            "6d23h60m",
+        ] {
+            assert_eq!(parse_duration(at), Ok(MAX_DURATION), "{at}");
+        }
+        for past in [
+            "8d",
+            "7d1ms",
+            "604801",
+            "604800001ms",
+            "18446744073709551615",
+            "999999999999h",
+        ] {
+            let err = parse_duration(past).unwrap_err();
+            assert_eq!(
+                err,
+                format!("duration \"{past}\" exceeds the longest allowed, 7d"),
+                "{past}"
+            );
+        }
+    }
+
+    #[test]
+    fn excerpts_keep_messages_short() {
+        assert_eq!(excerpt("short"), "short");
+        let long = "é".repeat(1000);
+        let e = excerpt(&long);
+        assert!(e.starts_with(&"é".repeat(60)), "{e}");
+        assert!(e.ends_with("... (2000 bytes)"), "{e}");
     }
 }

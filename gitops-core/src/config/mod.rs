@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-pub use de::{Condition, TemplateString, format_duration, parse_duration};
+pub use de::{Condition, MAX_DURATION, TemplateString, format_duration, parse_duration};
 pub use locate::Position;
 pub use model::{
     Action, Approval, Concurrency, Config, DeployFrom, DeployFromTags, Environment, OnBusy,
@@ -35,6 +35,10 @@ pub use patterns::{Glob, Globs};
 
 pub(crate) use locate::Locations;
 pub(crate) use model::BuiltGraph;
+
+/// The largest `.gitops.yml` read (4 MiB): a pull request's file is a stranger's, and a config
+/// of real pipelines is a few kilobytes.
+pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 
 /// The file name gitops reads at the root of a repository.
 pub const CONFIG_FILE: &str = ".gitops.yml";
@@ -184,6 +188,16 @@ impl Config {
                 file,
                 Position { line: 1, column: 1 },
                 "the file is empty",
+            ));
+        }
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::single(
+                file,
+                Position { line: 1, column: 1 },
+                format!(
+                    "the file is {} bytes, more than the {MAX_CONFIG_BYTES} allowed",
+                    text.len()
+                ),
             ));
         }
         // The indexer reads the whole document first, so syntax errors are reported as such

@@ -186,7 +186,12 @@ fn check_value(
             Ok(t) => check_template(out, loc, &refs, &t, scope),
             Err(e) => out.push((
                 loc.value(&refs),
-                format!("{}: {} in \"{s}\"", label(&refs), e.message),
+                format!(
+                    "{}: {} in \"{}\"",
+                    label(&refs),
+                    e.message,
+                    super::de::excerpt(s)
+                ),
             )),
         },
         serde_json::Value::Array(items) => {

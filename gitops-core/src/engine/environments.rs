@@ -8,9 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
-use crate::backend::{
-    BackendError, Completion, EnvironmentPolicy, EnvironmentTarget, RunInfo, StageContext,
-};
+use crate::backend::{BackendError, EnvironmentPolicy, EnvironmentTarget, RunInfo, StageContext};
 use crate::config::Action;
 use crate::event::GitEvent;
 use crate::ledger::{
@@ -18,7 +16,7 @@ use crate::ledger::{
     NewDeployment, now,
 };
 use crate::repo::Repository;
-use crate::scheduler::{GateRefusal, WaitReason};
+use crate::scheduler::{DEPLOYER_PANICKED, GateRefusal, WaitReason};
 use crate::secret::Masker;
 use crate::{Error, Result};
 
@@ -308,6 +306,11 @@ impl Engine {
 
     /// Deploys or stops `env` directly (not from a pipeline) with the inputs of `like`: under
     /// the environment's lock, recorded in the ledger like any deployment.
+    ///
+    /// Once the lock is taken, the rest runs in a task of its own, so that however it ends the
+    /// deployment is recorded and the lock released: a panicking deployer fails the deployment
+    /// (its call is a task too), a lost lock cancels and fails it, and dropping this future
+    /// cancels it (the task records that and releases the lock once the deployer has stopped).
     async fn direct(
         &self,
         env: &EnvironmentRecord,
@@ -445,24 +448,48 @@ impl Engine {
             pull_request: env.pull_request,
             trust: Some(level),
         };
-        let outcome = async {
-            let id = self.ledger.begin_deployment(&record)?;
-            let returned: std::result::Result<Completion, BackendError> = match action {
-                Action::Stop => deployer.stop(ctx).await,
-                _ => deployer.deploy(ctx).await,
-            };
-            let returned = crate::scheduler::masked(returned, &masker);
-            let _ = self
-                .environments
-                .finish(id, &returned, cancel.is_cancelled())
-                .await;
-            self.ledger
-                .deployment(id)?
-                .ok_or_else(|| fail(format!("deployment #{id} vanished from the ledger")))
-        }
-        .await;
-        self.environments.release(guard).await;
-        remove(checkout);
+        ctx.cancel = Arc::new(guard.revocation().token().clone());
+        let (ledger, environments) = (self.ledger.clone(), self.environments.clone());
+        let name = env.name.clone();
+        let stop_if_dropped = CancellationToken::clone(&cancel).drop_guard();
+        let locked = tokio::spawn(async move {
+            let outcome = async {
+                let id = ledger.begin_deployment(&record)?;
+                let call = tokio::spawn(async move {
+                    match action {
+                        Action::Stop => deployer.stop(ctx).await,
+                        _ => deployer.deploy(ctx).await,
+                    }
+                });
+                let returned = match call.await {
+                    Ok(returned) => returned,
+                    Err(e) if e.is_panic() => {
+                        Err(BackendError::Failed(DEPLOYER_PANICKED.to_owned()))
+                    }
+                    Err(_) => Err(BackendError::Cancelled),
+                };
+                let lost = guard.revocation().reason();
+                let returned = match lost {
+                    Some(reason) => Err(BackendError::Failed(reason.to_owned())),
+                    None => returned,
+                };
+                let returned = crate::scheduler::masked(returned, &masker);
+                let cancelled = cancel.is_cancelled() && lost.is_none();
+                let _ = environments.finish(id, &returned, cancelled).await;
+                ledger.deployment(id)?.ok_or_else(|| Error::Environment {
+                    environment: name.clone(),
+                    message: format!("deployment #{id} vanished from the ledger"),
+                })
+            }
+            .await;
+            environments.release(guard).await;
+            remove(checkout);
+            outcome
+        });
+        let outcome = locked
+            .await
+            .unwrap_or_else(|e| Err(fail(format!("the deployment's task failed: {e}"))));
+        stop_if_dropped.disarm();
         outcome
     }
 }

@@ -9,7 +9,10 @@
 //! as the environment's config says (`on_locked`, `on_pinned`).
 //!
 //! Locks are rows in the ledger with an owner and an expiry, renewed while the deployment runs:
-//! a lock whose process died is free at once, one whose machine vanished when it expires.
+//! a lock whose process died is free at once, one whose machine vanished when it expires. A lock
+//! is given back however its deployment ends (its [`LockGuard`] releases it when dropped, and the
+//! scheduler leaves the gate even when a backend panics); a deployment whose lock cannot be
+//! renewed is cancelled and recorded as failed rather than going on unlocked.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -24,7 +27,7 @@ use crate::config::{Action, Approval, OnBusy};
 use crate::ledger::{
     ApprovalStatus, DeploymentInputs, DeploymentResult, Ledger, LedgerError, NewDeployment,
 };
-use crate::scheduler::{DeploymentGate, GateRefusal, GateTicket, WaitReason};
+use crate::scheduler::{DeploymentGate, GateRefusal, GateTicket, Revocation, WaitReason};
 use crate::secret::Masker;
 
 /// The environments of one state dir, as the runs of an engine see them.
@@ -42,23 +45,63 @@ struct Inner {
     held: Mutex<HashMap<i64, LockGuard>>,
 }
 
-/// A held environment lock; released with [`Environments::release`].
+/// A held environment lock, renewed until released with [`Environments::release`]; dropped
+/// without that (its deployment panicked, or its future was dropped), it releases the lock from
+/// a blocking task of the runtime.
 #[derive(Debug)]
 pub struct LockGuard {
     environment: String,
     holder: String,
     heartbeat: JoinHandle<()>,
+    ledger: Ledger,
+    released: bool,
+    lost: Revocation,
+}
+
+impl LockGuard {
+    /// Revoked when the lock could not be renewed, saying so: give its token to what works
+    /// under the lock, and fail the work with its reason.
+    pub fn revocation(&self) -> &Revocation {
+        &self.lost
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        if self.released {
+            return;
+        }
+        let ledger = self.ledger.clone();
+        let (e, h) = (
+            std::mem::take(&mut self.environment),
+            std::mem::take(&mut self.holder),
+        );
+        let release = move || {
+            let _ = ledger.release_lock(&e, &h);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(release)),
+            Err(_) => release(),
+        }
+    }
 }
 
 impl Environments {
     /// The environments recorded in `ledger`; waits re-check every 100 ms, locks live 30 s
     /// unless renewed.
     pub fn new(ledger: Ledger) -> Self {
+        Self::with_timing(ledger, Duration::from_millis(100), Duration::from_secs(30))
+    }
+
+    /// With other timings, for tests: waits re-check every `poll`, locks live `lock_ttl`.
+    #[doc(hidden)]
+    pub fn with_timing(ledger: Ledger, poll: Duration, lock_ttl: Duration) -> Self {
         Environments {
             inner: Arc::new(Inner {
                 ledger,
-                poll: Duration::from_millis(100),
-                lock_ttl: Duration::from_secs(30),
+                poll,
+                lock_ttl,
                 held: Mutex::new(HashMap::new()),
             }),
         }
@@ -132,6 +175,7 @@ impl Environments {
 
     /// Takes `environment`'s lock for `holder`, waiting while someone else holds it (or failing,
     /// with `on_locked: fail`); with `respect_pin`, also waits while the environment is pinned.
+    /// The guard's [`revocation`](LockGuard::revocation) is a child of `cancel`.
     pub async fn acquire(
         &self,
         environment: &str,
@@ -162,7 +206,7 @@ impl Environments {
                 self.pause(cancel).await?;
                 continue;
             }
-            let guard = self.guard(environment, holder);
+            let guard = self.guard(environment, holder, cancel);
             if respect_pin {
                 let e = environment.to_owned();
                 let pinned = self
@@ -197,36 +241,33 @@ impl Environments {
         }
     }
 
-    /// A guard for a lock just taken, renewing it until released.
-    fn guard(&self, environment: &str, holder: &str) -> LockGuard {
+    /// A guard for a lock just taken, renewing it until released; when it cannot, the guard's
+    /// revocation (a child of `cancel`) is revoked.
+    fn guard(&self, environment: &str, holder: &str, cancel: &CancellationToken) -> LockGuard {
         let ledger = self.inner.ledger.clone();
         let ttl = self.inner.lock_ttl;
-        let (e, h) = (environment.to_owned(), holder.to_owned());
+        let lost = Revocation::child_of(cancel);
+        let (e, h, revoke) = (environment.to_owned(), holder.to_owned(), lost.clone());
         let heartbeat = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                let (l, e, h) = (ledger.clone(), e.clone(), h.clone());
-                let renewed =
-                    tokio::task::spawn_blocking(move || l.renew_lock(&e, &h, ttl.as_secs_f64()))
-                        .await;
-                if !matches!(renewed, Ok(Ok(true))) {
-                    return;
-                }
-            }
+            let why = renew_until_lost(&ledger, &e, &h, ttl).await;
+            revoke.revoke(format!("lost the lock on environment \"{e}\": {why}"));
         });
         LockGuard {
             environment: environment.to_owned(),
             holder: holder.to_owned(),
             heartbeat,
+            ledger: self.inner.ledger.clone(),
+            released: false,
+            lost,
         }
     }
 
     /// Releases a lock.
-    pub async fn release(&self, guard: LockGuard) {
+    pub async fn release(&self, mut guard: LockGuard) {
         guard.heartbeat.abort();
-        let _ = self
-            .blocking(move |l| l.release_lock(&guard.environment, &guard.holder))
-            .await;
+        guard.released = true;
+        let (e, h) = (guard.environment.clone(), guard.holder.clone());
+        let _ = self.blocking(move |l| l.release_lock(&e, &h)).await;
     }
 
     /// Records the end of deployment `id` from what its backend returned.
@@ -259,6 +300,42 @@ impl Environments {
         };
         self.blocking(move |l| l.finish_deployment(id, result, message.as_deref(), &outputs))
             .await
+    }
+}
+
+/// Renews `holder`'s lock on `environment` every third of `ttl` until it cannot; says why.
+/// A renewal that fails (the database busy, say) is tried again while the lock still has time
+/// left; one that finds the lock no longer ours is final.
+async fn renew_until_lost(
+    ledger: &Ledger,
+    environment: &str,
+    holder: &str,
+    ttl: Duration,
+) -> String {
+    let mut renewed = tokio::time::Instant::now();
+    let mut wait = ttl / 3;
+    loop {
+        tokio::time::sleep(wait).await;
+        let (l, e, h) = (ledger.clone(), environment.to_owned(), holder.to_owned());
+        let result =
+            tokio::task::spawn_blocking(move || l.renew_lock(&e, &h, ttl.as_secs_f64())).await;
+        let error = match result {
+            Ok(Ok(true)) => {
+                renewed = tokio::time::Instant::now();
+                wait = ttl / 3;
+                continue;
+            }
+            Ok(Ok(false)) => {
+                return "it expired or was released, and is no longer held by this deployment"
+                    .to_owned();
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        if renewed.elapsed() + ttl / 3 >= ttl {
+            return format!("cannot renew it: {error}");
+        }
+        wait = ttl / 10;
     }
 }
 
@@ -333,12 +410,13 @@ impl DeploymentGate for Environments {
                 return Err(refusal);
             }
         };
+        let ticket = GateTicket::new(id).with_revocation(guard.revocation().clone());
         self.inner
             .held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, guard);
-        Ok(GateTicket::new(id))
+        Ok(ticket)
     }
 
     async fn leave(
@@ -347,15 +425,163 @@ impl DeploymentGate for Environments {
         returned: &Result<Completion, BackendError>,
         cancelled: bool,
     ) {
-        let _ = self.finish(ticket.deployment, returned, cancelled).await;
         let held = self
             .inner
             .held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&ticket.deployment);
+        // A deployment that lost its lock and did not succeed failed for that reason, whatever
+        // its backend said when the lock's loss cancelled it.
+        let succeeded = matches!(
+            returned,
+            Ok(Completion {
+                outcome: Outcome::Success,
+                ..
+            })
+        );
+        let lost = held
+            .as_ref()
+            .and_then(|g| g.revocation().reason())
+            .filter(|_| !succeeded)
+            .map(|reason| Err(BackendError::Failed(reason.to_owned())));
+        let (returned, cancelled) = match &lost {
+            Some(lost) => (lost, false),
+            None => (returned, cancelled),
+        };
+        let _ = self.finish(ticket.deployment, returned, cancelled).await;
         if let Some(guard) = held {
             self.release(guard).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::{MemoryBackend, Script};
+    use crate::backend::{BackendRegistry, RunInfo};
+    use crate::config::{Config, LoadOptions};
+    use crate::ledger::DeploymentRecord;
+    use crate::plan::{Changes, Planner};
+    use crate::scheduler::{RunSpec, Scheduler, StageResult};
+
+    const HOLDER: &str = "run r stage deploy";
+
+    fn push() -> crate::event::GitEvent {
+        serde_json::from_str(
+            r#"{"kind":"push","repo":"o/r","sha":"abc","ref":"refs/heads/main","branch":"main",
+            "before":null,"after":"abc","created":true,"deleted":false,"forced":false}"#,
+        )
+        .unwrap()
+    }
+
+    fn last_deployment(ledger: &Ledger) -> Option<DeploymentRecord> {
+        ledger
+            .history(Some("staging"), 1)
+            .unwrap()
+            .into_iter()
+            .next()
+    }
+
+    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(5), "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A deploy of 30 s under a lock that lives 300 ms: when someone else takes the lock, the
+    /// heartbeat's next renewal fails and the deployment stops at once, failed and saying why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deployment_that_loses_its_lock_is_cancelled_and_recorded_as_failed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(tmp.path()).unwrap();
+        let envs = Environments::with_timing(
+            ledger.clone(),
+            Duration::from_millis(20),
+            Duration::from_millis(300),
+        );
+        let yaml = "version: 1\nenvironments:\n  staging: { backend: mem }\npipelines:\n  ci:\n    on: { push: {} }\n    stages:\n      deploy: { deploy: staging }\n";
+        let config =
+            Config::parse_with("f", yaml, &LoadOptions::default().with_backend("mem")).unwrap();
+        let plan = Planner::new()
+            .plan(&push(), &config, &Changes::Unknown)
+            .unwrap();
+        let slow =
+            MemoryBackend::new().with_script("deploy", Script::ok().delay(Duration::from_secs(30)));
+        let registry = BackendRegistry::new().with_deployer("mem", Arc::new(slow));
+        let spec = RunSpec::new(RunInfo::new("r", "ci", push(), ".")).with_gate(Arc::new(envs));
+        let run = Scheduler::new(registry).run(Arc::new(plan.pipelines[0].clone()), spec);
+        let started = std::time::Instant::now();
+        let report = tokio::spawn(run.execute());
+
+        eventually("the deployment starts", || {
+            last_deployment(&ledger).is_some_and(|d| d.result == DeploymentResult::Running)
+        })
+        .await;
+        // Lived through a few renewals: the heartbeat keeps a lock it holds.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            ledger
+                .try_lock("staging", "probe", 60.0)
+                .unwrap()
+                .as_deref(),
+            Some(HOLDER)
+        );
+        ledger.release_lock("staging", HOLDER).unwrap();
+        assert_eq!(ledger.try_lock("staging", "thief", 60.0).unwrap(), None);
+
+        let report = tokio::time::timeout(Duration::from_secs(5), report)
+            .await
+            .expect("the deployment stopped when its lock was lost")
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let expected = "lost the lock on environment \"staging\": it expired or was released, \
+                        and is no longer held by this deployment";
+        assert_eq!(
+            report.stage("deploy").unwrap().result,
+            StageResult::Failure {
+                message: expected.to_owned(),
+                exit_code: None
+            }
+        );
+        let d = last_deployment(&ledger).unwrap();
+        assert_eq!(d.result, DeploymentResult::Failure);
+        assert_eq!(d.message.as_deref(), Some(expected));
+        // The new holder's lock is left alone.
+        assert_eq!(
+            ledger
+                .try_lock("staging", "probe", 60.0)
+                .unwrap()
+                .as_deref(),
+            Some("thief")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lock_guard_dropped_without_release_releases_the_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(tmp.path()).unwrap();
+        let envs = Environments::new(ledger.clone());
+        let target = EnvironmentTarget::new("staging", "staging", None);
+        let cancel = CancellationToken::new();
+        let guard = envs
+            .acquire("staging", HOLDER, &target, false, &cancel, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            ledger
+                .try_lock("staging", "probe", 60.0)
+                .unwrap()
+                .as_deref(),
+            Some(HOLDER)
+        );
+        drop(guard);
+        eventually("the dropped guard releases the lock", || {
+            ledger.try_lock("staging", "next", 60.0).unwrap().is_none()
+        })
+        .await;
     }
 }

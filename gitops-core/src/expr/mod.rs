@@ -10,6 +10,9 @@
 //! against a [`Context`] when the values are known ([`Expr::eval`]). Evaluation is three-valued:
 //! what the context cannot tell yet (a stage's outputs, at planning time) is unknown, and `&&`/`||`
 //! still decide where one side settles the answer.
+//!
+//! Expressions come from whoever opens a pull request, so their size is bounded where they are
+//! parsed: [`MAX_EXPRESSION_LEN`] bytes of text and [`MAX_EXPRESSION_DEPTH`] levels.
 
 mod eval;
 mod lexer;
@@ -21,7 +24,24 @@ use std::fmt;
 pub use eval::{Context, StageStatus, Value, event_value};
 pub use template::{Segment, Template, render_json};
 
+/// The deepest expression [`Expr::parse`] accepts. A literal or a name is one level deep, and each
+/// operator, `!`, function call and pair of parentheses around it adds one: a chain of N terms
+/// joined by `||` (or `&&`) is N deep. Checking, evaluating and printing an expression recurse
+/// once per level, so this bounds their stack as well as the parser's.
+pub const MAX_EXPRESSION_DEPTH: usize = 64;
+
+/// The longest expression [`Expr::parse`] accepts, in bytes (the text of an `if:`, or inside one
+/// `${{ }}`).
+pub const MAX_EXPRESSION_LEN: usize = 16 * 1024;
+
+/// The longest template with expressions in it that [`Template::parse`] accepts, in bytes.
+pub const MAX_TEMPLATE_LEN: usize = 64 * 1024;
+
 /// A parsed expression.
+///
+/// One made by [`Expr::parse`] is at most [`MAX_EXPRESSION_DEPTH`] deep; one built by hand should
+/// keep to that too, since checking, evaluating and printing it recurse once per level (dropping
+/// it does not).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     /// A literal value.
@@ -34,6 +54,32 @@ pub enum Expr {
     Binary(BinaryOp, Box<Expr>, Box<Expr>),
     /// `name(args)`.
     Call(Function, Vec<Expr>),
+}
+
+/// Takes the tree apart with a stack of its own: dropping it recursively would overflow the
+/// stack on an expression built by hand deeper than the parser allows.
+impl Drop for Expr {
+    fn drop(&mut self) {
+        fn take_children(e: &mut Expr, into: &mut Vec<Expr>) {
+            let mut take = |b: &mut Box<Expr>| {
+                into.push(std::mem::replace(&mut **b, Expr::Literal(Value::Null)));
+            };
+            match e {
+                Expr::Not(a) => take(a),
+                Expr::Binary(_, a, b) => {
+                    take(a);
+                    take(b);
+                }
+                Expr::Call(_, args) => into.append(args),
+                Expr::Literal(_) | Expr::Path(_) => {}
+            }
+        }
+        let mut rest = Vec::new();
+        take_children(self, &mut rest);
+        while let Some(mut e) = rest.pop() {
+            take_children(&mut e, &mut rest);
+        }
+    }
 }
 
 /// A binary operator.

@@ -1,6 +1,6 @@
 //! Strings with `${{ expression }}` parts.
 
-use super::{Context, Expr, ExprError};
+use super::{Context, Expr, ExprError, MAX_TEMPLATE_LEN};
 
 /// A string with `${{ }}` expressions in it.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +27,18 @@ impl Template {
     /// assert!(Template::parse("app:${{ event.sha").is_err());
     /// ```
     pub fn parse(text: &str) -> Result<Template, ExprError> {
+        // A literal costs nothing to render; one with expressions is bounded, since each of
+        // them may expand to text of its own.
+        if text.len() > MAX_TEMPLATE_LEN && text.contains("${{") {
+            return Err(ExprError::new(
+                0,
+                format!(
+                    "template too long: {} bytes with `${{{{ }}}}` in them, more than the \
+                     {MAX_TEMPLATE_LEN} allowed",
+                    text.len()
+                ),
+            ));
+        }
         let mut segments = Vec::new();
         let mut rest = text;
         let mut base = 0;

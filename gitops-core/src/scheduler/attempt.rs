@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::driver::{self, Caller, Core, Settled};
 use super::events::RunEvent;
 use super::report::{StageReport, StageResult};
-use super::{DeploymentGate, GateRefusal, RunRecorder, WaitReason};
+use super::{DEPLOYER_PANICKED, DeploymentGate, GateRefusal, GateTicket, RunRecorder, WaitReason};
 use crate::backend::{
     BackendError, BackendRegistry, Completion, Deployer, Executor, LogSink, LogTarget, Outcome,
     RunInfo, StageContext,
@@ -607,10 +607,60 @@ async fn call(
         Err(GateRefusal::Cancelled) => return (Err(BackendError::Cancelled), false),
         Err(GateRefusal::Refused(message)) => return (Err(BackendError::Failed(message)), false),
     };
-    let (returned, timed_out) = bounded(invoke(ctx), limit, &token).await;
+    let mut ctx = ctx;
+    let revocation = ticket.revocation.clone();
+    if let Some(r) = &revocation {
+        ctx.cancel = Arc::new(r.token().clone());
+    }
+    let entered = Entered {
+        gate: gate.clone(),
+        ticket: Some(ticket),
+    };
+    let (mut returned, timed_out) = bounded(invoke(ctx), limit, &token).await;
+    if let Some(reason) = revocation.as_ref().and_then(|r| r.reason()) {
+        returned = Err(BackendError::Failed(reason.to_owned()));
+    }
     let returned = masked(returned, &shared.masker);
-    gate.leave(ticket, &returned, token.is_cancelled()).await;
+    entered.leave(&returned, token.is_cancelled()).await;
     (returned, timed_out)
+}
+
+/// An entered gate, left when the backend returns, or else when this is dropped: the backend
+/// panicked (the stage's task unwinds through here) or the stage's future was dropped. The gate
+/// is then left from a task of its own, so that what it holds for the deployment (an
+/// environment's lock) is given back at once rather than kept for as long as the process lives.
+struct Entered {
+    gate: Arc<dyn DeploymentGate>,
+    ticket: Option<GateTicket>,
+}
+
+impl Entered {
+    async fn leave(mut self, returned: &Result<Completion, BackendError>, cancelled: bool) {
+        if let Some(ticket) = self.ticket.take() {
+            self.gate.leave(ticket, returned, cancelled).await;
+        }
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let panicked = std::thread::panicking();
+        let gate = self.gate.clone();
+        runtime.spawn(async move {
+            let returned = if panicked {
+                Err(BackendError::Failed(DEPLOYER_PANICKED.to_owned()))
+            } else {
+                Err(BackendError::Cancelled)
+            };
+            gate.leave(ticket, &returned, !panicked).await;
+        });
+    }
 }
 
 /// Runs `work` within `limit`; past it, cancels `token` and waits for `work` to end.

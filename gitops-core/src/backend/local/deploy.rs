@@ -10,7 +10,8 @@
 //! - `build`: a shell command run in the new release directory before it goes live;
 //! - `serve`: a shell command started in the release directory that serves it, with `$PORT` set
 //!   to a free loopback port (or `port`); the deploy succeeds once the port accepts connections
-//!   (within `ready_timeout` seconds, default 10), and `url` is `http://127.0.0.1:PORT/`.
+//!   (within `ready_timeout` seconds, default 10, at most 7 days), and `url` is
+//!   `http://127.0.0.1:PORT/`.
 //!
 //! Outputs: `url` (the server's, else a `file://` URL of the release), `path`, and `version`
 //! when the deployment has one. Redeploying swaps the release and restarts the server; stopping
@@ -150,7 +151,12 @@ impl LocalBackend {
         release: &Path,
         command: &str,
         port: u16,
+        timeout: Duration,
     ) -> Result<(), BackendError> {
+        // Before anything starts: nothing is left running when the time cannot be a deadline.
+        let deadline = tokio::time::Instant::now()
+            .checked_add(timeout)
+            .ok_or_else(|| ctx.params().invalid("ready_timeout", "a shorter time"))?;
         let log_path = root.join(SERVER_LOG);
         let log =
             std::fs::File::create(&log_path).map_err(|e| io("cannot create", &log_path, e))?;
@@ -178,8 +184,6 @@ impl LocalBackend {
                 return Err(io("cannot write", &pid_file, e));
             }
         }
-        let timeout = Duration::from_secs(ctx.param_u64("ready_timeout")?.unwrap_or(10));
-        let deadline = tokio::time::Instant::now() + timeout;
         let failed = |message: String| {
             crate::backend::process::kill_group(pgid, Signal::SIGKILL);
             let _ = std::fs::remove_file(root.join(SERVER_PID));
@@ -252,6 +256,9 @@ impl Deployer for LocalBackend {
             ),
             None => None,
         };
+        let ready_timeout = ctx
+            .param_seconds("ready_timeout")?
+            .unwrap_or(Duration::from_secs(10));
         let next = root.join("release.next");
         let release = root.join("release");
         let old = root.join("release.old");
@@ -311,7 +318,8 @@ impl Deployer for LocalBackend {
                     Some(p) => p,
                     None => free_port()?,
                 };
-                self.serve(&ctx, &root, &release, command, port).await?;
+                self.serve(&ctx, &root, &release, command, port, ready_timeout)
+                    .await?;
                 format!("http://127.0.0.1:{port}/")
             }
             None => format!("file://{}/", release.display()),
