@@ -260,6 +260,10 @@ impl Repository {
             self.read_err(format!("checkout into {}", what.display()), e)
         };
         std::fs::create_dir_all(dest).map_err(|e| write_err(dest, e))?;
+        // Directories made (or found) under `dest` and known to be real directories: nothing is
+        // ever written through a link, even by a crafted tree that names a link and a directory
+        // alike (`a -> /etc` and `a/passwd`).
+        let mut real_dirs: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
         for entry in recorder.records {
             let rel = entry.filepath.to_string();
             // Tree entries never hold `..` or absolute paths in a valid repository; refuse them
@@ -274,28 +278,43 @@ impl Repository {
                 ));
             }
             let path = dest.join(&rel);
+            let refuse = |why: &str| {
+                self.read_err(
+                    format!("tree of {commit}"),
+                    format!("refusing to check out path \"{rel}\": {why}"),
+                )
+            };
             match entry.mode.kind() {
                 EntryKind::Tree | EntryKind::Commit => {
-                    std::fs::create_dir_all(&path).map_err(|e| write_err(&path, e))?
+                    real_dir(&mut real_dirs, dest, Path::new(&rel)).map_err(|e| refuse(&e))?
                 }
                 kind => {
                     let blob = repo
                         .find_object(entry.oid)
                         .map_err(|e| self.read_err(&rel, e))?;
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| write_err(parent, e))?;
+                    if let Some(parent) = Path::new(&rel).parent() {
+                        real_dir(&mut real_dirs, dest, parent).map_err(|e| refuse(&e))?;
                     }
                     if kind == EntryKind::Link {
                         let target = String::from_utf8_lossy(&blob.data).into_owned();
                         std::os::unix::fs::symlink(target, &path)
                             .map_err(|e| write_err(&path, e))?;
                     } else {
-                        std::fs::write(&path, &blob.data).map_err(|e| write_err(&path, e))?;
-                        if kind == EntryKind::BlobExecutable {
-                            use std::os::unix::fs::PermissionsExt;
-                            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                                .map_err(|e| write_err(&path, e))?;
-                        }
+                        use std::io::Write;
+                        use std::os::unix::fs::OpenOptionsExt;
+                        let mode = if kind == EntryKind::BlobExecutable {
+                            0o755
+                        } else {
+                            0o644
+                        };
+                        // A new file, never one a link stands in for.
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(mode)
+                            .open(&path)
+                            .and_then(|mut f| f.write_all(&blob.data))
+                            .map_err(|e| write_err(&path, e))?;
                     }
                 }
             }
@@ -450,6 +469,33 @@ impl Repository {
         self.changed_paths(&from, &to)
             .map_or(Changes::Unknown, Changes::Paths)
     }
+}
+
+/// Makes `rel` (and its parents) a real directory under `dest`, one component at a time, and
+/// refuses a component that is anything else (a link a tree entry wrote there).
+fn real_dir(
+    known: &mut std::collections::HashSet<PathBuf>,
+    dest: &Path,
+    rel: &Path,
+) -> Result<(), String> {
+    let mut at = PathBuf::new();
+    for part in rel.components() {
+        at.push(part);
+        if known.contains(&at) {
+            continue;
+        }
+        let path = dest.join(&at);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(format!("\"{}\" is not a directory", at.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+        known.insert(at.clone());
+    }
+    Ok(())
 }
 
 /// An object id in hex, without going through `fmt`.

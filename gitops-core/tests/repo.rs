@@ -178,3 +178,55 @@ fn changed_paths_of_pushes_and_pull_requests() {
     }
     assert_eq!(repo.changes_for(&unknown), Changes::Unknown);
 }
+
+#[test]
+fn a_crafted_tree_never_writes_through_a_link_it_checks_out() {
+    // A link `a` to a directory outside, and a tree also named `a` holding `x`: a checkout that
+    // followed the link would write `x` outside the checkout.
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let dir = tmp.path().join("repo");
+    std::fs::create_dir(&dir).unwrap();
+    git(&dir, &["init", "-q"]);
+    // git with `input` on its standard input; its output.
+    let git_in = |args: &[&str], input: &str| {
+        let mut child = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let hash = |text: &str| git_in(&["hash-object", "-w", "--stdin"], text);
+    let mktree = |entries: &str| git_in(&["mktree"], entries);
+    let link = hash(outside.to_str().unwrap());
+    let file = hash("pwned\n");
+    let sub = mktree(&format!("100644 blob {file}\tx\n"));
+    let root = mktree(&format!("120000 blob {link}\ta\n040000 tree {sub}\ta\n"));
+    let commit = git(&dir, &["commit-tree", &root, "-m", "crafted"]);
+    let repo = Repository::open(&dir).unwrap();
+    let err = repo
+        .checkout(&commit, &tmp.path().join("checkout"))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("refusing to check out path"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "something was written outside the checkout"
+    );
+}
