@@ -441,3 +441,71 @@ pipelines:
     assert_eq!(runs[0].commit.as_deref(), Some(after.as_str()));
     assert!(!runs[0].is_interrupted());
 }
+
+/// What a pull request runs under `serve` never sees the server's own environment: its webhook
+/// secret, its other variables; and the default branch of origin, not the pull request, says
+/// what its environments are.
+#[test]
+fn a_stage_started_by_serve_sees_nothing_of_the_servers_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = tmp.path().join("dump");
+    let upstream = tmp.path().join("upstream");
+    std::fs::create_dir_all(&upstream).unwrap();
+    git(&upstream, &["init", "-q"]);
+    let config = format!(
+        "version: 1\npipelines:\n  pr:\n    on: {{ pull_request: {{}} }}\n    stages:\n      dump: {{ run: \"env > {}\" }}\n",
+        dump.display()
+    );
+    std::fs::write(upstream.join(".gitops.yml"), config).unwrap();
+    git(&upstream, &["add", "-A"]);
+    git(&upstream, &["commit", "-qm", "one"]);
+    let base = git(&upstream, &["rev-parse", "HEAD"]);
+    git(&upstream, &["checkout", "-qb", "feature"]);
+    std::fs::write(upstream.join("app.txt"), "two").unwrap();
+    git(&upstream, &["add", "-A"]);
+    git(&upstream, &["commit", "-qm", "two"]);
+    let head = git(&upstream, &["rev-parse", "HEAD"]);
+    git(&upstream, &["checkout", "-q", "main"]);
+    let clone = tmp.path().join("clone");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            upstream.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    let state = tmp.path().join("state");
+    let secret = "webhook-secret-0d6c1e";
+    let _server = Server::start(
+        &state,
+        &clone,
+        &["--github-secret-env", "HOOK_SECRET"],
+        &[("HOOK_SECRET", secret), ("SERVER_ONLY", "server-only-77aa")],
+    );
+    let payload = json!({"action": "opened", "number": 4, "sender": {"login": "mallory"},
+        "pull_request": {"title": "t", "draft": false, "merged": false, "labels": [],
+            "user": {"login": "mallory"},
+            "head": {"ref": "feature", "sha": head, "repo": {"full_name": "o/upstream"}},
+            "base": {"ref": "main", "sha": base, "repo": {"full_name": "o/upstream"}}},
+        "repository": {"full_name": "o/upstream"}});
+    let body = serde_json::to_vec(&payload).unwrap();
+    let signature = sign(secret, &body);
+    let (status, reply) = github(
+        _server.addr,
+        "pull_request",
+        "d-env",
+        &body,
+        Some(&signature),
+    );
+    assert_eq!(status, 202, "{reply}");
+    wait_until("the stage to dump its environment", || {
+        std::fs::read_to_string(&dump).is_ok_and(|d| d.contains("GITOPS_PR_NUMBER=4"))
+    });
+    let dumped = std::fs::read_to_string(&dump).unwrap();
+    assert!(!dumped.contains(secret), "{dumped}");
+    assert!(!dumped.contains("HOOK_SECRET"), "{dumped}");
+    assert!(!dumped.contains("server-only-77aa"), "{dumped}");
+    assert!(dumped.contains("GITOPS_PR_TITLE=t"), "{dumped}");
+}
