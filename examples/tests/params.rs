@@ -180,19 +180,35 @@ pipelines:
 }
 
 /// Every YAML block of the README validates with the app's backends (a stage on its own is
-/// put in a pipeline, after the `build` stage it refers to).
+/// put in a pipeline, after the `build` stage it refers to; environments on their own get a
+/// pipeline). A block after the marker `<!-- policy file -->` is a policy, checked as one.
 #[test]
 fn the_readme_configs_validate() {
-    let blocks: Vec<&str> = README
-        .split("```yaml\n")
-        .skip(1)
-        .filter_map(|rest| rest.split("```").next())
+    let chunks: Vec<&str> = README.split("```yaml\n").collect();
+    let blocks: Vec<(bool, &str)> = chunks
+        .windows(2)
+        .filter_map(|w| {
+            let policy = w[0].trim_end().ends_with("<!-- policy file -->");
+            Some((policy, w[1].split("```").next()?))
+        })
         .collect();
     assert!(blocks.len() >= 4, "{} YAML blocks", blocks.len());
     let mut k8s = false;
-    for block in blocks {
+    let mut policies = 0;
+    for (policy, block) in blocks {
+        if policy {
+            policies += 1;
+            if let Err(e) = gitops_core::trust::Policy::parse("README.md", block) {
+                panic!("{block}\n{e}");
+            }
+            continue;
+        }
         let config = if block.starts_with("version:") {
             block.to_owned()
+        } else if block.starts_with("environments:") && !block.contains("pipelines:") {
+            format!(
+                "version: 1\n{block}pipelines:\n  p: {{ on: {{ push: {{}} }}, stages: {{ a: {{ run: x }} }} }}\n"
+            )
         } else if block.starts_with("environments:") {
             format!("version: 1\n{block}")
         } else {
@@ -207,6 +223,7 @@ fn the_readme_configs_validate() {
         assert_eq!(code, Some(0), "{config}\n{stdout}{stderr}");
     }
     assert!(k8s, "the README's Kubernetes config was checked");
+    assert!(policies >= 1, "the README's policy file was checked");
 }
 
 /// A repository whose `.gitops.yml` is `config`, and a pull request event for its commit
