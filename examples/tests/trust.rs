@@ -605,3 +605,70 @@ fn a_policy_file_with_a_mistake_is_a_located_error() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_policys_protection_rules_override_the_trusted_configs() {
+    let w = World::new();
+    let policy = std::fs::read_to_string(w.path("policy.yml")).unwrap();
+    // The default branch lets main deploy staging; the policy says only tags may.
+    std::fs::write(
+        w.path("policy.yml"),
+        format!("{policy}environments:\n  staging: {{ deploy_from: {{ tags: {{ names: [\"v*\"] }} }} }}\n"),
+    )
+    .unwrap();
+    let out = w.run_with_policy(&w.push(&w.base));
+    assert!(!out.status.success());
+    let report = std::fs::read_to_string(w.path("report.json")).unwrap();
+    assert!(
+        report.contains("environment \\\"staging\\\" may be deployed only from tags named v* (deploy_from); a push to branch \\\"main\\\" is not"),
+        "{report}"
+    );
+    assert_eq!(w.deployments(), Vec::<Value>::new());
+}
+
+#[test]
+fn pull_request_refs_seen_by_the_watcher_are_forks_unless_the_policy_says_members() {
+    let w = World::new();
+    let watch = |policy: Option<&Path>| {
+        let mut args = vec![
+            "watch",
+            "--repo",
+            w.repo().to_str().unwrap().to_owned().leak(),
+            "--once",
+            "--state",
+            w.state().to_str().unwrap().to_owned().leak(),
+        ];
+        if let Some(p) = policy {
+            args.extend(["--policy", p.to_str().unwrap().to_owned().leak()]);
+        }
+        common::gitops_with_env(
+            &args,
+            None,
+            &[
+                ("GITOPS_TEST_NPM_TOKEN", NPM_TOKEN),
+                ("GITOPS_TEST_DEPLOY_TOKEN", DEPLOY_TOKEN),
+            ],
+        )
+    };
+    let out = watch(None);
+    assert!(out.status.success(), "the baseline: {}", text(&out.stderr));
+    let head = w.commit("feature", Some(&w.base), &[("app.txt", "pr\n")]);
+    git(&w.repo(), &["update-ref", "refs/pull/1/head", &head]);
+    let out = watch(None);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("pull request #1 comes from a fork (a pull request ref, whose source the watcher cannot know): not run until a maintainer adds the label"),
+        "{stderr}"
+    );
+    assert_eq!(w.marks(), Vec::<String>::new());
+    let members = w.path("members.yml");
+    std::fs::write(&members, "watch_pull_requests: member\n").unwrap();
+    let newer = w.commit("feature", Some(&head), &[("app.txt", "more\n")]);
+    git(&w.repo(), &["update-ref", "refs/pull/1/head", &newer]);
+    let out = watch(Some(&members));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        w.marks(),
+        ["test: DEPLOY= NPM= SIGN=", "preview: DEPLOY= NPM="]
+    );
+}
