@@ -113,18 +113,8 @@ fn check_name(out: &mut Found, pos: Position, what: &str, name: &str) {
 }
 
 fn check_env_name(out: &mut Found, pos: Position, name: &str) {
-    let mut chars = name.chars();
-    let ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !ok {
-        out.push((
-            pos,
-            format!("invalid environment variable name \"{name}\" (use letters, digits and '_')"),
-        ));
-    } else if name.starts_with("GITOPS_") {
-        out.push((pos, format!("environment variable \"{name}\": the GITOPS_ prefix is reserved for the variables gitops sets")));
+    if let Some(why) = super::bad_variable_name(name) {
+        out.push((pos, why));
     }
 }
 
