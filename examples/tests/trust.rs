@@ -561,7 +561,7 @@ pipelines:
 "#;
     let w = World::with_config(config);
     let head = w.commit("feature", Some(&w.base), &[("app.txt", "x\n")]);
-    for title in ["..", "../../etc", "a/b", "UPPER", ""] {
+    for title in ["..", "../../etc", "a/b", "UPPER", "", "fix-"] {
         let out = w.run(&w.pr(5, &head, "acme/app", title, &[]), &[]);
         let stderr = text(&out.stderr);
         assert!(!out.status.success());
@@ -670,5 +670,57 @@ fn pull_request_refs_seen_by_the_watcher_are_forks_unless_the_policy_says_member
     assert_eq!(
         w.marks(),
         ["test: DEPLOY= NPM= SIGN=", "preview: DEPLOY= NPM="]
+    );
+}
+
+#[test]
+fn an_instance_is_its_environments_and_its_pull_requests_alone() {
+    let config = r#"version: 1
+environments:
+  production: {}
+  preview: { per_pull_request: true, name: "${{ event.pr.head_ref }}" }
+  shared: { per_pull_request: true, name: "shared-preview" }
+pipelines:
+  pr:
+    on: { pull_request: {} }
+    stages:
+      preview: { deploy: preview }
+  pr-shared:
+    on: { pull_request: { types: [labeled] } }
+    stages:
+      shared: { deploy: shared }
+"#;
+    let w = World::with_config(config);
+    let head = w.commit("production", Some(&w.base), &[("app.txt", "x\n")]);
+    // A branch named after production: its preview would be production's instance.
+    let mut pr = w.pr(4, &head, "acme/app", "t", &[]);
+    pr["head"]["ref"] = json!("production");
+    let out = w.run(&pr, &[]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("environment \"preview\" renders the instance name \"production\", which is environment \"production\"'s own"),
+        "{stderr}"
+    );
+    assert_eq!(w.deployments(), Vec::<Value>::new());
+    // One pull request's instance is not another's to deploy to.
+    let labeled = |n: u64| {
+        let mut e = w.pr(n, &head, "acme/app", "t", &[]);
+        e["action"] = json!("labeled");
+        e
+    };
+    assert!(w.run(&labeled(5), &[]).status.success());
+    let out = w.run(&labeled(6), &[]);
+    assert!(!out.status.success());
+    let report = std::fs::read_to_string(w.path("report.json")).unwrap();
+    assert!(
+        report.contains("environment instance \\\"shared-preview\\\" belongs to environment \\\"shared\\\" of acme/app pull request #5; environment \\\"shared\\\" of acme/app pull request #6 may not deploy to or stop it"),
+        "{report}"
+    );
+    assert_eq!(
+        w.deployments(),
+        [
+            json!({"environment": "shared-preview", "action": "deploy", "result": "success", "by": "mallory", "trust": "member"})
+        ]
     );
 }

@@ -50,7 +50,7 @@ pub const BUILTIN_BACKENDS: &[&str] = &["local", "docker", "terraform", "kuberne
 /// it (Kubernetes namespaces, Docker containers).
 pub const MAX_INSTANCE_NAME: usize = 63;
 
-/// Whether `name` can name an environment instance: a DNS label (`[a-z0-9][a-z0-9-]*`, at most
+/// Whether `name` can name an environment instance: a DNS label (`[a-z0-9]([a-z0-9-]*[a-z0-9])?`, at most
 /// [`MAX_INSTANCE_NAME`] characters). Rendered from event data, a name is a stranger's text:
 /// this keeps `..`, `/` and the like out of paths and object names.
 pub fn is_instance_name(name: &str) -> bool {
@@ -60,6 +60,7 @@ pub fn is_instance_name(name: &str) -> bool {
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
 }
 
 /// One located problem in a config file.

@@ -29,7 +29,7 @@ pub(super) fn validate(config: &Config, loc: &Locations, options: &LoadOptions) 
         if env.name.is_none() && !super::is_instance_name(name) {
             out.push((
                 loc.key(&["environments", name]),
-                format!("invalid environment name \"{name}\" (use lowercase letters, digits and '-', starting with a letter or digit, at most {} characters)", super::MAX_INSTANCE_NAME),
+                format!("invalid environment name \"{name}\" (use lowercase letters, digits and '-', starting and ending with a letter or digit, at most {} characters)", super::MAX_INSTANCE_NAME),
             ));
         }
         check_name(

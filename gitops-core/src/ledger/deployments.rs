@@ -328,7 +328,25 @@ pub type LockHolder = String;
 impl Ledger {
     /// Records that a deployment started; returns its id. The environment is created if new, and
     /// is active from now on (whatever the deployment leaves must be stopped some day).
+    ///
+    /// An instance belongs to the environment, repository and pull request that first deployed
+    /// it: a deployment of another one to it (a name template rendering to `production` from a
+    /// pull request's branch name, a second repository's `staging`) is refused.
     pub fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, LedgerError> {
+        if let Some(owner) = self.environment(&d.environment)? {
+            let theirs = (&owner.config_name, &owner.repo, owner.pull_request);
+            if theirs != (&d.inputs.config_name, &d.repo, d.pull_request) {
+                let of = |config: &str, repo: &str, pr: Option<u64>| match pr {
+                    Some(n) => format!("environment \"{config}\" of {repo} pull request #{n}"),
+                    None => format!("environment \"{config}\" of {repo}"),
+                };
+                return Err(LedgerError::NotOwned {
+                    instance: d.environment.clone(),
+                    owner: of(&owner.config_name, &owner.repo, owner.pull_request),
+                    claimant: of(&d.inputs.config_name, &d.repo, d.pull_request),
+                });
+            }
+        }
         let event = d
             .event
             .as_ref()

@@ -39,6 +39,19 @@ pub enum LedgerError {
     /// A run id that the ledger does not know.
     #[error("no run \"{0}\" in the ledger")]
     UnknownRun(String),
+    /// An environment instance that belongs to another environment, repository or pull
+    /// request than the deployment that names it.
+    #[error(
+        "environment instance \"{instance}\" belongs to {owner}; {claimant} may not deploy to or stop it"
+    )]
+    NotOwned {
+        /// The instance.
+        instance: String,
+        /// Whose it is.
+        owner: String,
+        /// Who asked.
+        claimant: String,
+    },
     /// A record that cannot be decoded.
     #[error("ledger record of run \"{run}\" is unreadable: {message}")]
     Corrupt {

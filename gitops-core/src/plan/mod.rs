@@ -55,7 +55,7 @@ pub enum PlanError {
     },
     /// An environment's `name` template renders to an unusable name for this event.
     #[error(
-        "pipeline \"{pipeline}\", stage \"{stage}\": environment \"{environment}\" has no usable name for this event (rendered \"{rendered}\"; an instance name is lowercase letters, digits and '-', starting with a letter or digit, at most 63 characters)"
+        "pipeline \"{pipeline}\", stage \"{stage}\": environment \"{environment}\" has no usable name for this event (rendered \"{rendered}\"; an instance name is lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)"
     )]
     BadEnvironmentName {
         /// The pipeline.
@@ -65,6 +65,21 @@ pub enum PlanError {
         /// The environment.
         environment: String,
         /// What the name template rendered to.
+        rendered: String,
+    },
+    /// An environment's `name` template renders to the name of another environment, whose
+    /// instance it would take over.
+    #[error(
+        "pipeline \"{pipeline}\", stage \"{stage}\": environment \"{environment}\" renders the instance name \"{rendered}\", which is environment \"{rendered}\"'s own"
+    )]
+    InstanceOfAnother {
+        /// The pipeline.
+        pipeline: String,
+        /// The stage.
+        stage: String,
+        /// The environment whose name template rendered it.
+        environment: String,
+        /// What it rendered.
         rendered: String,
     },
     /// A stage names a backend that is not registered, or one that cannot do what the stage
@@ -506,7 +521,20 @@ fn plan_stage(
         .environment()
         .and_then(|e| config.environments.get_key_value(e));
     let environment = match env_config {
-        Some((key, env)) => Some(instance_name(pipeline, id, key, env, event, ctx)?),
+        Some((key, env)) => {
+            let name = instance_name(pipeline, id, key, env, event, ctx)?;
+            // Another environment's own instance: a name template fed with event data (a branch
+            // named `production`) must not reach it.
+            if name != *key && config.environments.contains_key(&name) {
+                return Err(PlanError::InstanceOfAnother {
+                    pipeline: pipeline.to_owned(),
+                    stage: id.to_string(),
+                    environment: key.clone(),
+                    rendered: name,
+                });
+            }
+            Some(name)
+        }
         None => None,
     };
     let backend = stage
