@@ -444,6 +444,9 @@ const NAMES: &[&str] = &[
     "${{ event.ref }}",
 ];
 
+/// The environments' names in the config.
+const ENVIRONMENT_KEYS: &[&str] = &["preview", "named-pr", "named", "staging", "production"];
+
 /// The environments: name and its YAML.
 fn environments(named_pr: &str, named: &str) -> Vec<(&'static str, bool, Option<String>, String)> {
     vec![
@@ -630,6 +633,10 @@ fn expected_outcome(spec: &PipelineSpec, e: &GitEvent, names: (&str, &str)) -> R
         if !is_instance_name(&name) {
             return Err(name);
         }
+        // Another environment's own instance is never rendered into.
+        if Some(name.as_str()) != s.deploy && ENVIRONMENT_KEYS.contains(&name.as_str()) {
+            return Err(format!("another:{name}"));
+        }
     }
     Ok(())
 }
@@ -641,6 +648,9 @@ fn check_error(err: &PlanError, spec: &PipelineSpec, want: &str) {
             assert_eq!(rendered, want, "{}: {err}", spec.name);
         }
         PlanError::NotAPullRequest { .. } => assert_eq!(want, "not a pull request", "{err}"),
+        PlanError::InstanceOfAnother { rendered, .. } => {
+            assert_eq!(format!("another:{rendered}"), want, "{}: {err}", spec.name)
+        }
         other => panic!("{}: unexpected error {other}", spec.name),
     }
 }
@@ -756,6 +766,9 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(PlanError::NotAPullRequest { .. }) => {
             assert!(!matches!(event.payload, EventPayload::PullRequest(_)))
+        }
+        Err(PlanError::InstanceOfAnother { rendered, .. }) => {
+            assert!(ENVIRONMENT_KEYS.contains(&rendered.as_str()))
         }
         Err(other) => panic!("{other}"),
     }
