@@ -53,15 +53,7 @@ struct Settings {
 
 /// A workspace name terraform accepts, from an environment name.
 fn workspace_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
+    gitops_core::backend::names::sanitize(name, usize::MAX, "-_", '-')
 }
 
 impl Settings {
@@ -202,17 +194,12 @@ fn state_key(ctx: &StageContext, dir: &Path) -> String {
         .to_string_lossy()
         .into_owned();
     let raw = format!("{}/{}", ctx.run.event.repo, rel);
-    let key: String = raw
-        .trim_end_matches(['/', '.'])
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let key = gitops_core::backend::names::sanitize(
+        raw.trim_end_matches(['/', '.']),
+        usize::MAX,
+        "-_",
+        '_',
+    );
     if key.is_empty() {
         "default".to_owned()
     } else {

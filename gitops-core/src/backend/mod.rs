@@ -18,6 +18,7 @@ mod lazy;
 pub mod local;
 mod log;
 pub mod memory;
+pub mod names;
 mod outputs;
 pub mod paths;
 pub mod process;
