@@ -35,8 +35,10 @@
 
 mod build;
 mod busybox;
+mod container;
 pub mod deploy;
 mod executor;
+mod lines;
 mod params;
 
 use bollard::Docker;
