@@ -48,7 +48,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
 use crate::KubernetesBackend;
-use crate::job::api_error;
+use crate::api::api_error;
 use crate::names::{self, ENVIRONMENT, MANAGED_BY};
 use crate::wait::{self, Selector, WaitError};
 

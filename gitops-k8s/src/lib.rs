@@ -29,6 +29,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod api;
 pub mod deploy;
 mod job;
 mod names;
