@@ -241,7 +241,8 @@ impl KubernetesBackend {
         None
     }
 
-    /// Deletes a Job with its pods (foreground propagation); one already gone is fine.
+    /// Deletes a Job with its pods (foreground propagation) and waits until they are gone, so
+    /// that nothing of the stage runs on; one already gone is fine.
     pub(super) async fn delete_job(
         &self,
         jobs: &Api<Job>,
@@ -249,9 +250,22 @@ impl KubernetesBackend {
         name: &str,
     ) -> Result<(), BackendError> {
         match jobs.delete(name, &DeleteParams::foreground()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(api_error(&format!("deleting Job {ns}/{name}"), e)),
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+            Err(e) => return Err(api_error(&format!("deleting Job {ns}/{name}"), e)),
+        }
+        // The pods get their grace period to stop; the API server a moment more.
+        let patience = self.stop_grace + std::time::Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now().checked_add(patience);
+        // Not the stage's token: it may be the cancellation that brought us here.
+        let unstoppable = tokio_util::sync::CancellationToken::new();
+        match wait::until_gone(jobs, name, deadline, &unstoppable).await {
+            Ok(()) => Ok(()),
+            Err(WaitError::Api(e)) => Err(api_error(&format!("watching Job {ns}/{name} go"), e)),
+            Err(WaitError::TimedOut | WaitError::Cancelled) => Err(BackendError::Failed(format!(
+                "Job {ns}/{name} was still being deleted {}s after it was asked to stop",
+                patience.as_secs()
+            ))),
         }
     }
 }

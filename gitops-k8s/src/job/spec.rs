@@ -89,6 +89,7 @@ impl KubernetesBackend {
                 "metadata": {"labels": labels},
                 "spec": {
                     "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": self.stop_grace.as_secs(),
                     "containers": [{
                         "name": "stage",
                         "image": image,
