@@ -187,6 +187,12 @@ fn get_mut<'a>(value: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
     Some(at)
 }
 
+/// Whether `config` has `[]` at `path` where `live` has an associative list.
+fn empty_where_associative(live: &Value, config: &Value, path: &[Step]) -> bool {
+    let empty = get(config, path).is_some_and(|v| v.as_array().is_some_and(Vec::is_empty));
+    empty && get(live, path).is_some_and(|v| v.as_array().is_some_and(|items| associative(items)))
+}
+
 /// Merges an applied configuration into `target`: maps key by key, associative lists item by
 /// item, anything else replaced.
 fn merge_applied(target: &mut Value, config: &Value) {
@@ -201,6 +207,7 @@ fn merge_applied(target: &mut Value, config: &Value) {
                 }
             }
         }
+        (Value::Array(t), Value::Array(c)) if c.is_empty() && associative(t) => {}
         (Value::Array(t), Value::Array(c))
             if associative(c) && (t.is_empty() || associative(t)) =>
         {
@@ -284,7 +291,12 @@ pub(super) fn apply(
     force: bool,
     managers: &mut Vec<Managed>,
 ) -> Result<Value, Vec<Conflict>> {
-    let applied = fields_of(config);
+    let mut applied = fields_of(config);
+    // Without a schema, `[]` cannot say whether a list is associative; where the live list is,
+    // it is: this applier owns none of its items (others keep theirs).
+    if let Some(live) = live {
+        applied.retain(|p| !empty_where_associative(live, config, p));
+    }
     if let Some(live) = live {
         let found = conflicts(live, config, applier, managers);
         if !found.is_empty() && !force {
@@ -311,13 +323,21 @@ pub(super) fn apply(
         .flat_map(|m| m.fields.iter().cloned())
         .collect();
     let mut object = live.cloned().unwrap_or_else(|| json!({}));
-    // What this manager applied before and applies no more goes, unless others own it too.
-    for path in before.difference(&applied) {
-        let item_prefix = match path.as_slice() {
-            [prefix @ .., Step::Item] => prefix,
-            p => p,
-        };
-        if !owns_within(&others, item_prefix) {
+    // What this manager applied before and applies no more goes, unless others own it too:
+    // list items first (with what is in them), then fields; an item's `name` is its identity,
+    // never removed on its own.
+    let gone: Vec<&Path> = before.difference(&applied).collect();
+    let (items, fields): (Vec<&Path>, Vec<&Path>) = gone
+        .into_iter()
+        .partition(|p| p.last() == Some(&Step::Item));
+    for path in items {
+        if !owns_within(&others, &path[..path.len() - 1]) {
+            remove(&mut object, path);
+        }
+    }
+    for path in fields {
+        let identity = matches!(path.as_slice(), [.., Step::Key(_), Step::Field(f)] if f == "name");
+        if !identity && !owns_within(&others, path) {
             remove(&mut object, path);
         }
     }

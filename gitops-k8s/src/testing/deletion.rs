@@ -139,6 +139,11 @@ impl FakeCluster {
                     if let Some(mut o) = state.objects.get(&dependent).cloned() {
                         if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
                             refs.retain(|r| r["uid"] != uid);
+                            if refs.is_empty() {
+                                if let Some(meta) = o["metadata"].as_object_mut() {
+                                    meta.remove("ownerReferences");
+                                }
+                            }
                         }
                         state.store(dependent, o, "MODIFIED");
                     }
