@@ -72,6 +72,10 @@ impl Deployer for DockerBackend {
         let timeout = ctx
             .param_seconds("ready_timeout")?
             .unwrap_or(Duration::from_secs(30));
+        // The engine never pulls: a missing image fails the deploy before anything is made.
+        for service in &services {
+            self.image_present(&service.image).await?;
+        }
         let mut old = self.container_ids(&env).await?;
         if services.iter().any(|s| s.host_port.is_some()) {
             // The old release holds the fixed port: it goes first (and is not removed again

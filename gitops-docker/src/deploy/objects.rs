@@ -55,6 +55,14 @@ impl DockerBackend {
         Ok(())
     }
 
+    /// Whether `image` is on the engine (else the error creating a container of it would give).
+    pub(super) async fn image_present(&self, image: &str) -> Result<(), BackendError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(create_error(image, e)),
+        }
+    }
+
     /// The environment's network, created when missing.
     pub(super) async fn network(&self, env: &str) -> Result<String, BackendError> {
         let name = format!("gitops-{}", crate::docker_name(env, 128));
