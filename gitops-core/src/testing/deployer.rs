@@ -61,6 +61,10 @@ pub struct DeployerSetup {
     /// `with` parameters that are wrong for this backend, each of which must fail the deploy
     /// with [`BackendError::InvalidParameters`] before anything is created (at least one).
     pub bad_params: Vec<With>,
+    /// The environment's own `with` (from its config), which the engine gives every deploy and
+    /// stop to it, under the stage's: what a stop needs to find the environment (a
+    /// configuration's directory, ...). Default: none.
+    pub environment_with: With,
     /// The backend's releases are served at a URL: every deploy's outputs have `url` (else none
     /// has). Default: served.
     pub serves_url: bool,
@@ -78,6 +82,7 @@ impl std::fmt::Debug for DeployerSetup {
             .field("workdir", &self.workdir)
             .field("environment", &self.environment)
             .field("bad_params", &self.bad_params)
+            .field("environment_with", &self.environment_with)
             .field("serves_url", &self.serves_url)
             .field("cancel_after", &self.cancel_after)
             .field("stop_within", &self.stop_within)
@@ -103,6 +108,7 @@ impl DeployerSetup {
             slow_release: Arc::new(slow_release),
             probe: Arc::new(probe),
             bad_params: Vec::new(),
+            environment_with: With::new(),
             serves_url: true,
             cancel_after: Duration::from_secs(2),
             stop_within: Duration::from_secs(30),
@@ -116,6 +122,15 @@ impl DeployerSetup {
             serde_json::Value::Object(map) => map,
             other => panic!("bad parameters must be a map, found {other}"),
         }));
+        self
+    }
+
+    /// Sets the environment's own `with`, given to every deploy and stop under the stage's.
+    pub fn with_environment_params(mut self, with: serde_json::Value) -> Self {
+        match with {
+            serde_json::Value::Object(map) => self.environment_with = map,
+            other => panic!("the environment's parameters must be a map, found {other}"),
+        }
         self
     }
 
@@ -139,8 +154,10 @@ impl DeployerSetup {
     }
 }
 
-/// A deploy (or stop) context for `environment` with `with`.
+/// A deploy (or stop) context for `environment` with `with` over the environment's `with`.
 fn context(setup: &DeployerSetup, environment: &str, stage: &str, with: With) -> StageContext {
+    let mut merged = setup.environment_with.clone();
+    merged.extend(with);
     let info = RunInfo::new(
         format!("conformance-{stage}"),
         "conformance",
@@ -149,7 +166,7 @@ fn context(setup: &DeployerSetup, environment: &str, stage: &str, with: With) ->
     );
     let target = EnvironmentTarget::new(environment, "conformance", None);
     let mut ctx = StageContext::new(Arc::new(info), stage).with_environment(target);
-    ctx.with = with;
+    ctx.with = merged;
     ctx
 }
 
