@@ -17,19 +17,20 @@ pub(crate) fn api_error(what: &str, e: kube::Error) -> BackendError {
 
 impl KubernetesBackend {
     /// Creates `ns` labelled as ours with `labels`, unless it exists (then it is left as it is:
-    /// a deploy's record of what it applied lives in its annotations).
+    /// a deploy's record of what it applied lives in its annotations). Returns whether it made
+    /// it.
     pub(crate) async fn ensure_namespace(
         &self,
         ns: &str,
         labels: serde_json::Value,
-    ) -> Result<(), BackendError> {
+    ) -> Result<bool, BackendError> {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let exists = api
             .get_opt(ns)
             .await
             .map_err(|e| api_error(&format!("reading namespace {ns}"), e))?;
         if exists.is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let mut labels = labels;
         labels[MANAGED_BY.0] = json!(MANAGED_BY.1);
@@ -37,9 +38,9 @@ impl KubernetesBackend {
             serde_json::from_value(json!({"metadata": {"name": ns, "labels": labels}}))
                 .map_err(|e| BackendError::Failed(format!("namespace {ns}: {e}")))?;
         match api.create(&PostParams::default(), &object).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             // Made meanwhile by another stage.
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(api_error(&format!("creating namespace {ns}"), e)),
         }
     }
