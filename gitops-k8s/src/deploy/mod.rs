@@ -15,8 +15,9 @@
 //! - `manifests` (required): files of the checkout, each holding one or more YAML documents of
 //!   namespaced objects (their namespace, when given, must be the environment's), or
 //!   directories whose `.yaml`, `.yml` and `.json` files are read in name order (not their
-//!   subdirectories, as `kubectl apply -f DIR`); read through [`Checkout`], so a link leading
-//!   out of the checkout, a FIFO, a device or a socket is refused;
+//!   subdirectories, as `kubectl apply -f DIR`); read through
+//!   [`Checkout`](gitops_core::backend::Checkout), so a link leading out of the checkout, a
+//!   FIFO, a device or a socket is refused;
 //! - `image`: every container (and init container) whose image has this image's repository gets
 //!   this image, tag or digest included, as kustomize's `images` does;
 //! - `namespace`: the namespace (default `gitops-<environment>`);
