@@ -72,6 +72,27 @@ fn substitute_image(object: &mut Value, image: &str) {
     }
 }
 
+/// The files `paths` name: each file, and the `.yaml`, `.yml` and `.json` files of each
+/// directory, in name order (as `kubectl apply -f DIR` reads them).
+fn manifest_files(checkout: &Checkout, paths: &[String]) -> Result<Vec<String>, BackendError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if checkout.resolve("manifests", path)?.kind == Kind::File {
+            files.push(path.clone());
+            continue;
+        }
+        for (named, entry) in checkout.list("manifests", path)? {
+            let yaml = named
+                .extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
+            if yaml && entry.kind == Kind::File {
+                files.push(named.display().to_string());
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// Reads the manifests `with` names, checked and prepared for `ns` and `env`.
 pub(super) fn manifests(
     ctx: &StageContext,
@@ -93,21 +114,7 @@ pub(super) fn manifests(
     };
     let image = with.str("image")?;
     let checkout = Checkout::open(&ctx.run.workdir)?;
-    let mut files = Vec::new();
-    for path in &paths {
-        if checkout.resolve("manifests", path)?.kind == Kind::File {
-            files.push(path.clone());
-            continue;
-        }
-        for (named, entry) in checkout.list("manifests", path)? {
-            let yaml = named
-                .extension()
-                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
-            if yaml && entry.kind == Kind::File {
-                files.push(named.display().to_string());
-            }
-        }
-    }
+    let files = manifest_files(&checkout, &paths)?;
     let mut out: Vec<Manifest> = Vec::new();
     for path in &files {
         let text = checkout.read_to_string("manifests", path)?;
