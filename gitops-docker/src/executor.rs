@@ -2,23 +2,22 @@
 //! its output streamed as log lines, waited for, and removed whatever happens.
 
 use gitops_core::backend::BackendError::InvalidParameters;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use bollard::container::LogOutput;
 use bollard::errors::Error as ApiError;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use gitops_core::backend::{
-    BackendError, Completion, Executor, LogSink, LogStream, StageContext, read_outputs,
-};
+use gitops_core::backend::{BackendError, Completion, Executor, StageContext, read_outputs};
 use serde_json::Value;
 
 use crate::DockerBackend;
+use crate::container::{Cleanup, create_error, rand_suffix, remove};
+use crate::lines::Lines;
 
 /// Where the output directory is mounted in the container.
 const OUTPUT_DIR: &str = "/gitops-output";
@@ -40,128 +39,16 @@ fn command(ctx: &StageContext) -> Result<Vec<String>, BackendError> {
     }
 }
 
-/// Removes the containers when dropped unless `done`: a future dropped mid-stage (its runtime
-/// shutting down) leaves nothing behind either.
-pub(crate) struct Cleanup {
-    pub(crate) docker: bollard::Docker,
-    pub(crate) names: Vec<String>,
-    pub(crate) done: bool,
+/// What a stage's container is made of, read from its context before anything is created.
+struct StageContainer {
+    image: String,
+    cmd: Vec<String>,
+    /// The checkout, mounted at the backend's working directory.
+    checkout: PathBuf,
 }
 
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let (docker, names) = (self.docker.clone(), std::mem::take(&mut self.names));
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                for name in names {
-                    remove(&docker, &name).await;
-                }
-            });
-        }
-    }
-}
-
-/// The error of creating a container from `image`: a missing image says so.
-pub(crate) fn create_error(image: &str, e: ApiError) -> BackendError {
-    match e {
-        ApiError::DockerResponseServerError {
-            status_code: 404,
-            message,
-        } => BackendError::Failed(format!(
-            "image \"{image}\" is not on the Docker engine (build or pull it first): {message}"
-        )),
-        e => BackendError::Failed(format!("cannot create a container of {image}: {e}")),
-    }
-}
-
-/// Removes a container and its anonymous volumes, if it is there.
-pub(crate) async fn remove(docker: &bollard::Docker, name: &str) {
-    let options = RemoveContainerOptionsBuilder::default()
-        .force(true)
-        .v(true)
-        .build();
-    let _ = docker.remove_container(name, Some(options)).await;
-}
-
-/// A container's output turned into log lines: chunks are joined until a newline, and bytes
-/// already forwarded are counted per stream, so that a second read of the log (after the
-/// container ended) forwards only what the first missed.
-struct Lines {
-    sink: LogSink,
-    partial: [Vec<u8>; 2],
-    /// Bytes forwarded (or held in `partial`) per stream.
-    seen: [usize; 2],
-}
-
-impl Lines {
-    fn new(sink: LogSink) -> Lines {
-        Lines {
-            sink,
-            partial: [Vec::new(), Vec::new()],
-            seen: [0, 0],
-        }
-    }
-
-    fn split(chunk: LogOutput) -> Option<(usize, LogStream, bytes::Bytes)> {
-        match chunk {
-            LogOutput::StdErr { message } => Some((1, LogStream::Stderr, message)),
-            LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                Some((0, LogStream::Stdout, message))
-            }
-            LogOutput::StdIn { .. } => None,
-        }
-    }
-
-    /// Takes the bytes of stream `i` from `offset` on (earlier ones were forwarded already).
-    fn feed(&mut self, i: usize, stream: LogStream, bytes: &[u8], offset: usize) {
-        let skip = self.seen[i].saturating_sub(offset).min(bytes.len());
-        let new = &bytes[skip..];
-        self.seen[i] += new.len();
-        self.partial[i].extend_from_slice(new);
-        while let Some(end) = self.partial[i].iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial[i].drain(..=end).collect();
-            self.sink.line(stream, &String::from_utf8_lossy(&line));
-        }
-    }
-
-    /// Forwards a log stream; `replay` when it starts from the beginning again.
-    async fn read(
-        &mut self,
-        mut logs: impl futures_util::Stream<Item = Result<LogOutput, ApiError>> + Unpin,
-        replay: bool,
-    ) {
-        let mut offsets = [0usize; 2];
-        while let Some(Ok(chunk)) = logs.next().await {
-            let Some((i, stream, bytes)) = Self::split(chunk) else {
-                continue;
-            };
-            let offset = if replay { offsets[i] } else { self.seen[i] };
-            self.feed(i, stream, &bytes, offset);
-            offsets[i] += bytes.len();
-        }
-    }
-
-    /// Forwards what is left of unfinished lines.
-    fn finish(self) {
-        for (i, stream) in [(0, LogStream::Stdout), (1, LogStream::Stderr)] {
-            if !self.partial[i].is_empty() {
-                self.sink
-                    .line(stream, &String::from_utf8_lossy(&self.partial[i]));
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Executor for DockerBackend {
-    /// Runs the stage in a container of `with.image` (see the crate docs).
-    async fn execute(&self, ctx: StageContext) -> Result<Completion, BackendError> {
-        if crate::build::is_build(&ctx) {
-            return crate::build::build(self, &ctx).await;
-        }
+impl StageContainer {
+    fn read(ctx: &StageContext) -> Result<StageContainer, BackendError> {
         let image = match ctx.with.get("image") {
             Some(Value::String(i)) if !i.is_empty() => i.clone(),
             Some(other) => {
@@ -176,25 +63,52 @@ impl Executor for DockerBackend {
                 )));
             }
         };
-        let cmd = command(&ctx)?;
+        let cmd = command(ctx)?;
         let checkout = ctx.run.workdir.canonicalize().map_err(|e| {
             InvalidParameters(format!(
                 "working directory {}: {e}",
                 ctx.run.workdir.display()
             ))
         })?;
-        let outputs = tempfile::Builder::new()
-            .prefix("gitops-docker-output-")
-            .tempdir()
-            .map_err(|e| {
-                BackendError::Failed(format!("cannot create the output directory: {e}"))
-            })?;
-        {
-            // The container's user may not be ours.
-            use std::os::unix::fs::PermissionsExt;
-            let _ =
-                std::fs::set_permissions(outputs.path(), std::fs::Permissions::from_mode(0o777));
-        }
+        Ok(StageContainer {
+            image,
+            cmd,
+            checkout,
+        })
+    }
+}
+
+/// A directory the container writes `$GITOPS_OUTPUT` into.
+fn output_dir() -> Result<tempfile::TempDir, BackendError> {
+    let outputs = tempfile::Builder::new()
+        .prefix("gitops-docker-output-")
+        .tempdir()
+        .map_err(|e| BackendError::Failed(format!("cannot create the output directory: {e}")))?;
+    // The container's user may not be ours.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(outputs.path(), std::fs::Permissions::from_mode(0o777));
+    Ok(outputs)
+}
+
+/// The stage's outputs, from the file the container wrote (none when it wrote nothing).
+fn stage_outputs(dir: &Path) -> Result<BTreeMap<String, String>, BackendError> {
+    match read_outputs(&dir.join("outputs")) {
+        Ok(o) => Ok(o),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(BackendError::Failed(format!(
+            "cannot read $GITOPS_OUTPUT: {e}"
+        ))),
+    }
+}
+
+impl DockerBackend {
+    /// Creates the stage's container (not started); returns its name.
+    async fn create_stage_container(
+        &self,
+        ctx: &StageContext,
+        spec: StageContainer,
+        outputs: &Path,
+    ) -> Result<String, BackendError> {
         let mut env: Vec<String> = ctx
             .variables()
             .into_iter()
@@ -214,15 +128,15 @@ impl Executor for DockerBackend {
             rand_suffix()
         );
         let body = ContainerCreateBody {
-            image: Some(image.clone()),
-            cmd: Some(cmd),
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.cmd),
             env: Some(env),
             working_dir: Some(self.workdir.clone()),
             labels: Some(labels),
             host_config: Some(HostConfig {
                 binds: Some(vec![
-                    format!("{}:{}", checkout.display(), self.workdir),
-                    format!("{}:{OUTPUT_DIR}", outputs.path().display()),
+                    format!("{}:{}", spec.checkout.display(), self.workdir),
+                    format!("{}:{OUTPUT_DIR}", outputs.display()),
                 ]),
                 ..Default::default()
             }),
@@ -232,43 +146,31 @@ impl Executor for DockerBackend {
         self.docker
             .create_container(Some(options), body)
             .await
-            .map_err(|e| create_error(&image, e))?;
-        let mut cleanup = Cleanup {
-            docker: self.docker.clone(),
-            names: vec![name.clone()],
-            done: false,
-        };
-        if let Err(e) = self.docker.start_container(&name, None).await {
-            remove(&self.docker, &name).await;
-            cleanup.done = true;
-            return Err(BackendError::Failed(format!(
-                "cannot start the stage's container: {e}"
-            )));
-        }
-        let ctx_log = ctx.log.clone();
-        let logs = self.docker.logs(
-            &name,
-            Some(
-                LogsOptionsBuilder::default()
-                    .follow(true)
-                    .stdout(true)
-                    .stderr(true)
-                    .build(),
-            ),
-        );
+            .map_err(|e| create_error(&spec.image, e))?;
+        Ok(name)
+    }
+
+    /// Streams the started container's output to the stage's log until it ends (its exit code)
+    /// or the stage is cancelled (`None`: the container is stopped).
+    async fn follow(&self, ctx: &StageContext, name: &str) -> Result<Option<i64>, BackendError> {
+        let follow = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let logs = self.docker.logs(name, Some(follow));
+        let sink = ctx.log.clone();
         let logs = tokio::spawn(async move {
-            let mut lines = Lines::new(ctx_log);
+            let mut lines = Lines::new(sink);
             lines.read(Box::pin(logs), false).await;
             lines
         });
-        let mut wait = self.docker.wait_container(&name, None);
+        let mut wait = self.docker.wait_container(name, None);
         let exit = tokio::select! {
             waited = wait.next() => match waited {
                 Some(Ok(r)) => Some(r.status_code),
                 Some(Err(ApiError::DockerContainerWaitError { code, .. })) => Some(code),
                 Some(Err(e)) => {
-                    remove(&self.docker, &name).await;
-                    cleanup.done = true;
                     let _ = logs.await;
                     return Err(BackendError::Failed(format!("waiting for the stage's container failed: {e}")));
                 }
@@ -280,36 +182,51 @@ impl Executor for DockerBackend {
             let stop = StopContainerOptionsBuilder::default()
                 .t(self.stop_grace_secs)
                 .build();
-            let _ = self.docker.stop_container(&name, Some(stop)).await;
+            let _ = self.docker.stop_container(name, Some(stop)).await;
         }
         // The followed log may end before the engine has copied the container's last output:
         // read the whole log again and forward what the first read missed.
         if let Ok(mut lines) = logs.await {
-            let all = self.docker.logs(
-                &name,
-                Some(
-                    LogsOptionsBuilder::default()
-                        .stdout(true)
-                        .stderr(true)
-                        .build(),
-                ),
-            );
-            lines.read(Box::pin(all), true).await;
+            let all = LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .build();
+            lines
+                .read(Box::pin(self.docker.logs(name, Some(all))), true)
+                .await;
             lines.finish();
         }
+        Ok(exit)
+    }
+}
+
+#[async_trait]
+impl Executor for DockerBackend {
+    /// Runs the stage in a container of `with.image` (see the crate docs).
+    async fn execute(&self, ctx: StageContext) -> Result<Completion, BackendError> {
+        if crate::build::is_build(&ctx) {
+            return crate::build::build(self, &ctx).await;
+        }
+        let spec = StageContainer::read(&ctx)?;
+        let outputs = output_dir()?;
+        let name = self
+            .create_stage_container(&ctx, spec, outputs.path())
+            .await?;
+        let mut cleanup = Cleanup {
+            docker: self.docker.clone(),
+            names: vec![name.clone()],
+            done: false,
+        };
+        let exit = match self.docker.start_container(&name, None).await {
+            Ok(()) => self.follow(&ctx, &name).await,
+            Err(e) => Err(BackendError::Failed(format!(
+                "cannot start the stage's container: {e}"
+            ))),
+        };
         remove(&self.docker, &name).await;
         cleanup.done = true;
-        let Some(code) = exit else {
+        let Some(code) = exit? else {
             return Err(BackendError::Cancelled);
-        };
-        let outputs = match read_outputs(&outputs.path().join("outputs")) {
-            Ok(o) => o,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-            Err(e) => {
-                return Err(BackendError::Failed(format!(
-                    "cannot read $GITOPS_OUTPUT: {e}"
-                )));
-            }
         };
         let mut completion = if code == 0 {
             Completion::success()
@@ -317,7 +234,7 @@ impl Executor for DockerBackend {
             let code = i32::try_from(code).unwrap_or(-1);
             Completion::failure(Some(code), format!("exit code {code}"))
         };
-        completion.outputs = outputs;
+        completion.outputs = stage_outputs(outputs.path())?;
         Ok(completion)
     }
 
@@ -351,16 +268,4 @@ impl Executor for DockerBackend {
     fn params(&self) -> gitops_core::config::ParamSchema {
         crate::params::executor()
     }
-}
-
-/// A few random bits for container names (two attempts of one stage never collide).
-pub(crate) fn rand_suffix() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish() as u32
 }

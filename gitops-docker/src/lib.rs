@@ -35,24 +35,17 @@
 
 mod build;
 mod busybox;
+mod container;
 pub mod deploy;
 mod executor;
+mod lines;
 mod params;
 
 use bollard::Docker;
 
 /// `s` as a name Docker accepts (`[a-zA-Z0-9_.-]`), at most `max` characters.
 pub(crate) fn docker_name(s: &str, max: usize) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(max)
-        .collect()
+    gitops_core::backend::names::sanitize(s, max, "_.-", '-')
 }
 
 /// Why the Docker engine could not be used.

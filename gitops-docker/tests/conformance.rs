@@ -1,17 +1,24 @@
-//! The Docker backend on a real engine: the executor conformance suite in a busybox image built
-//! `FROM scratch` (no registry is needed), and containers never left behind.
+//! The Docker backend on a real engine: the executor and deployer conformance suites in a
+//! busybox image built `FROM scratch` (no registry is needed), and containers never left behind.
 //!
 //! Runs when `GITOPS_TEST_DOCKER=1` (`scripts/test.sh` sets it and starts `dockerd`); then a
 //! missing engine or busybox is a failure, not a skip.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use gitops_core::backend::{BackendError, Executor, RunInfo, StageContext};
-use gitops_core::testing::{Setup, executor_conformance, push_event};
+use async_trait::async_trait;
+use bollard::query_parameters::{ListNetworksOptionsBuilder, ListVolumesOptionsBuilder};
+use gitops_core::backend::{BackendError, Completion, Executor, RunInfo, StageContext};
+use gitops_core::testing::{
+    DeployerSetup, EnvironmentProbe, Setup, deployer_conformance, executor_conformance, push_event,
+};
 use gitops_docker::DockerBackend;
+use serde_json::json;
 
 mod common;
-use common::{backend, image, labelled};
+use common::{EnvGuard, backend, image, labelled};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_backend_conforms_and_leaves_no_container() {
@@ -21,8 +28,9 @@ async fn docker_backend_conforms_and_leaves_no_container() {
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup::new(dir.path()).with_param("image", serde_json::json!(image()));
     executor_conformance(Arc::new(docker.clone()), &setup, "docker").await;
-    // The suite's runs are all named like its push event's; none left a container.
-    let all = labelled(&docker, "gitops.managed=true").await;
+    // The suite's runs are all named like its push event's; none left a stage container (the
+    // deployer suite's environments, running meanwhile, are not stages').
+    let all = labelled(&docker, "gitops.stage").await;
     let ours: Vec<_> = all
         .iter()
         .filter(|c| {
@@ -33,6 +41,107 @@ async fn docker_backend_conforms_and_leaves_no_container() {
         })
         .collect();
     assert!(ours.is_empty(), "containers left behind: {ours:?}");
+}
+
+/// Looks at an environment through the engine (what carries its label) and over loopback.
+struct Probe(DockerBackend);
+
+#[async_trait]
+impl EnvironmentProbe for Probe {
+    async fn serving(&self, _environment: &str, deployed: &Completion) -> Option<String> {
+        let url = deployed.outputs.get("url")?.clone();
+        tokio::task::spawn_blocking(move || common::get(&url))
+            .await
+            .ok()
+            .flatten()
+            .map(|body| body.trim().to_owned())
+    }
+
+    async fn leftovers(&self, environment: &str) -> Vec<String> {
+        let label = format!("gitops.environment={environment}");
+        let mut left: Vec<String> = labelled(&self.0, &label)
+            .await
+            .into_iter()
+            .map(|c| format!("container {}", c.names.unwrap_or_default().join(",")))
+            .collect();
+        let filters = HashMap::from([("label".to_owned(), vec![label])]);
+        let docker = self.0.client();
+        let networks = docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .unwrap();
+        left.extend(
+            networks
+                .into_iter()
+                .map(|n| format!("network {}", n.name.unwrap_or_default())),
+        );
+        let volumes = docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .unwrap();
+        left.extend(
+            volumes
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| format!("volume {}", v.name)),
+        );
+        left
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_deployer_conforms() {
+    let Some((docker, _image)) = backend().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!("conformance-{}", std::process::id());
+    let _cleanup = [
+        EnvGuard(env.clone()),
+        EnvGuard(format!("{env}-never")),
+        EnvGuard(format!("{env}-bad")),
+    ];
+    // A busybox httpd serving the marker on 8080, with a volume of the environment; the slow
+    // one sleeps before it serves, so it is cancelled while the deploy waits for it.
+    let release = |delay: u32| {
+        move |marker: &str| {
+            let script = format!(
+                "sleep {delay}; mkdir -p /www && echo {marker} > /www/index.html && exec httpd -f -p 8080 -h /www"
+            );
+            json!({"image": image(), "port": 8080, "command": ["/bin/sh", "-c", script],
+                   "volumes": ["data:/data"], "ready_timeout": 60})
+            .as_object()
+            .unwrap()
+            .clone()
+        }
+    };
+    let setup = DeployerSetup::new(
+        dir.path(),
+        env.clone(),
+        release(0),
+        release(1000),
+        Probe(docker.clone()),
+    )
+    .with_bad_params([
+        json!({"image": image(), "prot": 80}),
+        json!({"port": 80}),
+        json!({"services": ["web"]}),
+        json!({"services": {"web": {"image": image(), "port": 70000}}}),
+        json!({"services": {"web": {"image": image(), "volumes": ["/data"]}}}),
+        json!({"services": {"web": {"image": image()}}, "primary": "db"}),
+        json!({"image": image(), "ready_timeout": 999_999_999}),
+    ])
+    .with_cancel_timing(Duration::from_secs(3), Duration::from_secs(30));
+    deployer_conformance(Arc::new(docker), &setup).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -338,5 +338,20 @@ async fn bad_deploy_parameters_are_clear_errors_and_create_nothing() {
         .await
         .unwrap_err();
     common::assert_missing_image(&err);
+    // Not even the environment's network: the image is looked for first.
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("gitops.environment={env}")],
+    )]);
+    let networks = docker
+        .client()
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    assert!(networks.is_empty(), "{networks:?}");
     stop_and_check_nothing_left(&docker, &run, &env).await;
 }

@@ -9,7 +9,8 @@
 //! waits for the Job with a watch, streams its pod's log (Kubernetes keeps stdout and stderr as one
 //! log), and reads outputs from the container's termination message: `$GITOPS_OUTPUT` names
 //! `/dev/termination-log`, whose `key=value` lines (4 KiB at most) become outputs. Cancellation
-//! deletes the Job with its pods (foreground propagation).
+//! deletes the Job with its pods (foreground propagation) and returns once they are gone (the
+//! container gets [`with_stop_grace`](KubernetesBackend::with_stop_grace) to stop).
 //!
 //! As a [`Deployer`](gitops_core::backend::Deployer), an environment is the namespace
 //! `gitops-<environment>` (labelled as ours): see [`deploy`] for what `with` holds. A deploy applies
@@ -29,6 +30,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod api;
 pub mod deploy;
 mod job;
 mod names;
@@ -59,6 +61,7 @@ pub struct KubernetesBackend {
     client: kube::Client,
     ttl_after_finished: i32,
     rollout_timeout: Duration,
+    stop_grace: Duration,
 }
 
 impl std::fmt::Debug for KubernetesBackend {
@@ -66,17 +69,20 @@ impl std::fmt::Debug for KubernetesBackend {
         f.debug_struct("KubernetesBackend")
             .field("ttl_after_finished", &self.ttl_after_finished)
             .field("rollout_timeout", &self.rollout_timeout)
+            .field("stop_grace", &self.stop_grace)
             .finish_non_exhaustive()
     }
 }
 
 impl KubernetesBackend {
-    /// A backend on `client`: Jobs kept 10 minutes after they finish, rollouts given 5 minutes.
+    /// A backend on `client`: Jobs kept 10 minutes after they finish, rollouts given 5 minutes,
+    /// a stopped stage's container 5 seconds between SIGTERM and SIGKILL.
     pub fn new(client: kube::Client) -> Self {
         KubernetesBackend {
             client,
             ttl_after_finished: 600,
             rollout_timeout: Duration::from_secs(300),
+            stop_grace: Duration::from_secs(5),
         }
     }
 
@@ -120,6 +126,14 @@ impl KubernetesBackend {
     /// How long finished Jobs stay before Kubernetes removes them (`ttlSecondsAfterFinished`).
     pub fn with_ttl_after_finished(mut self, secs: i32) -> Self {
         self.ttl_after_finished = secs;
+        self
+    }
+
+    /// How long a cancelled stage's container gets between SIGTERM and SIGKILL (the pod's
+    /// `terminationGracePeriodSeconds`; default 5 seconds). A cancelled stage returns once its
+    /// Job and pod are gone.
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
         self
     }
 

@@ -8,25 +8,9 @@ pub(crate) const STAGE: &str = "gitops.dev/stage";
 pub(crate) const PIPELINE: &str = "gitops.dev/pipeline";
 pub(crate) const JOB: &str = "gitops.dev/job";
 
-/// `s` as a DNS-1123 label (lower-case letters, digits and `-`, starting and ending with a letter
-/// or digit) of at most `max` characters; `fallback` when nothing is left.
+/// `s` as a DNS-1123 label of at most `max` characters; `fallback` when nothing is left.
 pub(crate) fn dns_label(s: &str, max: usize, fallback: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        let c = c.to_ascii_lowercase();
-        let c = if c.is_ascii_alphanumeric() { c } else { '-' };
-        if c == '-' && out.ends_with('-') {
-            continue;
-        }
-        out.push(c);
-    }
-    out.truncate(max);
-    let out = out.trim_matches('-').to_owned();
-    if out.is_empty() {
-        fallback.to_owned()
-    } else {
-        out
-    }
+    gitops_core::backend::names::dns_label(s, max, fallback)
 }
 
 /// [`dns_label`] of at most `max` characters that stays distinct when `s` is longer: a cut name
@@ -48,19 +32,8 @@ pub(crate) fn unique_dns_label(s: &str, max: usize, fallback: &str) -> String {
 
 /// `s` as a label value (letters, digits, `-`, `_`, `.`, at most 63, alphanumeric at both ends).
 pub(crate) fn label_value(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    out.truncate(63);
-    out.trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_owned()
+    use gitops_core::backend::names::{sanitize, trim_to_alphanumeric};
+    trim_to_alphanumeric(&sanitize(s, 63, "-_.", '_')).to_owned()
 }
 
 /// `with.namespace`, checked to be a DNS label.

@@ -37,7 +37,10 @@
 //! no `backend` keeps its state in the backend's state dir (one directory per repository and
 //! configuration, a workspace per environment), through a generated `gitops_backend_override.tf`
 //! removed after the stage, so state outlives the run's checkout. Cancellation sends terraform
-//! SIGINT, so it stops cleanly and releases its lock, then SIGKILL after the grace period.
+//! SIGINT, so it stops cleanly and releases its lock, then SIGKILL after the grace period; a
+//! cancelled deploy then puts the environment back as its last deploy left it (that deploy's
+//! variables applied again; an environment never deployed before is destroyed), since terraform,
+//! interrupted, leaves what it was creating half made.
 //!
 //! [`Terraform`] is the CLI wrapper on its own, for tools that drive terraform directly.
 #![warn(missing_docs)]

@@ -1,5 +1,6 @@
 //! The Terraform backend with the real `terraform` binary, on configurations that need no provider
-//! download (`terraform_data`, `local-exec`, variables, outputs).
+//! download (`terraform_data`, `local-exec`, variables, outputs). (The conformance suites run from
+//! `tests/conformance.rs`.)
 //!
 //! Runs when `GITOPS_TEST_TERRAFORM=1` (`scripts/test.sh` sets it after checking that terraform is
 //! on PATH); then a missing binary is a failure, not a skip.
@@ -12,7 +13,7 @@ use gitops_core::backend::{
     BackendError, Completion, Deployer, EnvironmentTarget, Executor, LogSink, Outcome, RunInfo,
     StageContext,
 };
-use gitops_core::testing::{Setup, executor_conformance, push_event};
+use gitops_core::testing::push_event;
 use gitops_terraform::{Terraform, TerraformBackend};
 use serde_json::json;
 
@@ -109,20 +110,6 @@ fn failure_message(c: &Completion) -> &str {
         Outcome::Failure { message, .. } => message,
         Outcome::Success => panic!("expected a failure, got success: {:?}", c.outputs),
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_executor_conforms() {
-    let state = tempfile::tempdir().unwrap();
-    let Some(tf) = backend(state.path()) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    executor_conformance(Arc::new(tf), &Setup::new(dir.path()), "terraform").await;
-    assert!(
-        !dir.path().join("gitops_backend_override.tf").exists(),
-        "the generated override is removed after each stage"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

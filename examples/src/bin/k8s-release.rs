@@ -1,7 +1,7 @@
 //! Starter app: a release deployed to a Kubernetes namespace, then a smoke-test Job run there.
 //!
 //! ```text
-//! cargo run -p gitops-examples --bin k8s-release -- --in-memory        # no cluster needed
+//! cargo run -p gitops-examples --features in-memory-k8s --bin k8s-release -- --in-memory   # no cluster needed
 //! KUBECONFIG=~/.kube/config cargo run -p gitops-examples --bin k8s-release [-- --keep]
 //! ```
 //!
@@ -13,7 +13,10 @@
 //! namespace holds; then it stops the environment (the namespace is deleted) unless `--keep`.
 //!
 //! With `--in-memory` it runs against `gitops_k8s::testing::FakeCluster`, whose kubelet runs the
-//! Job's command on this machine (the smoke test then only checks that it was given an address);
+//! Job's command on this machine (the smoke test then only checks that it was given an address).
+//! That is test code, so it is built only with the crate's feature `in-memory-k8s`: the `gitops`
+//! app and a default build of this starter do not carry it. Without the feature, `--in-memory`
+//! says how to turn it on. Otherwise
 //! on a real cluster the images (`--image`, default `busybox:1.36`) must be pullable, and the
 //! smoke test fetches the page the Deployment serves.
 
@@ -72,10 +75,26 @@ pipelines:
     )
 }
 
+/// The backend on an in-memory cluster, and a smoke test that needs no network.
+#[cfg(feature = "in-memory-k8s")]
+fn in_memory() -> Result<(KubernetesBackend, &'static str), Error> {
+    println!("▸ An in-memory cluster (its kubelet runs Jobs on this machine)");
+    let cluster = gitops_k8s::testing::FakeCluster::new();
+    let smoke = r#"echo "smoke test against $URL"; test -n "$URL" && echo checked=$URL >> "$GITOPS_OUTPUT""#;
+    Ok((KubernetesBackend::new(cluster.client()), smoke))
+}
+
+/// Without the feature: how to build the in-memory cluster in.
+#[cfg(not(feature = "in-memory-k8s"))]
+fn in_memory() -> Result<(KubernetesBackend, &'static str), Error> {
+    Err("this build has no in-memory cluster (it is test code): run `cargo run -p gitops-examples --features in-memory-k8s --bin k8s-release -- --in-memory`".into())
+}
+
 /// A release deployed to a Kubernetes namespace, then a smoke-test Job there.
 #[derive(clap::Parser)]
 struct Args {
-    /// Run against an in-memory cluster (no cluster needed).
+    /// Run against an in-memory cluster (no cluster needed; built with the feature
+    /// `in-memory-k8s`).
     #[arg(long)]
     in_memory: bool,
     /// The image of the release and of the smoke test.
@@ -93,10 +112,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn starter(args: Args) -> Result<(), Error> {
     let (k8s, smoke) = if args.in_memory {
-        println!("▸ An in-memory cluster (its kubelet runs Jobs on this machine)");
-        let cluster = gitops_k8s::testing::FakeCluster::new();
-        let smoke = r#"echo "smoke test against $URL"; test -n "$URL" && echo checked=$URL >> "$GITOPS_OUTPUT""#;
-        (KubernetesBackend::new(cluster.client()), smoke)
+        in_memory()?
     } else {
         println!("▸ The cluster of KUBECONFIG");
         let smoke = r#"wget -q -T 10 -O- "$URL" && echo checked=$URL >> "$GITOPS_OUTPUT""#;

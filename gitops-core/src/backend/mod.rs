@@ -18,6 +18,7 @@ mod lazy;
 pub mod local;
 mod log;
 pub mod memory;
+pub mod names;
 mod outputs;
 pub mod paths;
 pub mod process;
@@ -136,8 +137,17 @@ pub trait Executor: Send + Sync + 'static {
 
 /// Deploys releases to environments and stops (tears down) environments.
 ///
-/// `ctx.environment` is always set. Deploying to an environment that already runs a release
-/// replaces it; stopping one that does not exist succeeds.
+/// `ctx.environment` is always set. An implementation must (each clause is checked by
+/// `gitops_core::testing::deployer`, feature `testing`):
+///
+/// - replace the release an environment runs when deploying to it again;
+/// - succeed when stopping an environment that does not exist;
+/// - leave nothing of an environment behind when stopping it;
+/// - when a deploy is cancelled, return leaving no half-made release, the previous release
+///   still serving;
+/// - output `url` when it serves releases at a URL;
+/// - refuse bad `with` parameters with [`BackendError::InvalidParameters`] before it creates
+///   anything.
 #[async_trait]
 pub trait Deployer: Send + Sync + 'static {
     /// Deploys the release described by `ctx` to `ctx.environment`.

@@ -12,16 +12,29 @@ pub fn image() -> &'static str {
     TAG.get_or_init(|| format!("gitops-test-busybox:{}", std::process::id()))
 }
 
-/// Removes the test image when the test ends.
+/// Tests of this process using the test image now.
+static USERS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
+/// Held while the test image is built, so that the tests of one process build it once, never two
+/// at a time.
+static BUILDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// One test's use of the test image: the last one to end removes it (while another test of the
+/// process still uses it, it stays).
 pub struct ImageGuard;
 
 impl Drop for ImageGuard {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", "-f", image()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        // Held while removing: a test starting meanwhile waits, then builds the image again.
+        let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
+        *users -= 1;
+        if *users == 0 {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", image()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -38,11 +51,20 @@ pub async fn backend() -> Option<(DockerBackend, ImageGuard)> {
         .build()
         .await
         .unwrap_or_else(|e| panic!("GITOPS_TEST_DOCKER is set but {e}"));
-    docker
-        .build_busybox_image(image())
-        .await
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs busybox-static)"));
-    Some((docker, ImageGuard))
+    let _building = BUILDING.lock().await;
+    let first = {
+        let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
+        *users += 1;
+        *users == 1
+    };
+    let guard = ImageGuard;
+    if first {
+        docker
+            .build_busybox_image(image())
+            .await
+            .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs busybox-static)"));
+    }
+    Some((docker, guard))
 }
 
 /// The containers (running or not) carrying `label` (`key=value`).

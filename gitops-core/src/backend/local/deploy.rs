@@ -14,24 +14,32 @@
 //!   `http://127.0.0.1:PORT/`.
 //!
 //! Outputs: `url` (the server's, else a `file://` URL of the release), `path`, and `version`
-//! when the deployment has one. Redeploying swaps the release and restarts the server; stopping
-//! stops the server and removes the directory.
+//! when the deployment has one.
+//!
+//! A redeploy prepares the new release beside the live one (`release.next`), builds it, starts
+//! its server on a port of its own, and only once that server is ready stops the old one and
+//! swaps the directories; so a release that fails or is cancelled on the way leaves nothing of
+//! itself and the previous one serving (with a fixed `port`, the old server goes first, since
+//! it holds the port). Stopping stops the server and removes the directory.
 
 use crate::backend::BackendError::InvalidParameters;
 use std::path::{Component, Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 
+use super::server::{self, NotServing, ServerFiles};
 use super::{LocalBackend, process};
+use crate::backend::process::Exit;
 use crate::backend::{BackendError, Checkout, Completion, Deployer, StageContext};
 use crate::config::ParamSchema;
 
-const SERVER_PID: &str = "server.pid";
-const SERVER_LOG: &str = "server.log";
+/// The live release, and the one being made.
+const RELEASE: &str = "release";
+const NEXT: &str = "release.next";
+const OLD: &str = "release.old";
+/// The build's `$GITOPS_OUTPUT`, while it runs.
+const BUILD_OUTPUT: &str = "build.output";
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> BackendError {
     BackendError::Failed(format!("{what} {}: {e}", path.display()))
@@ -52,31 +60,6 @@ impl LocalBackend {
             )
         })?;
         Ok(root.join(&env.name))
-    }
-}
-
-/// Whether `pid` still runs (a zombie has ended; it only waits to be reaped).
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with(['Z', 'X']))
-    })
-}
-
-/// Stops the server a deployment of `dir` started, if it still runs, and returns once it has
-/// ended (so that its port is free again).
-async fn stop_server(dir: &Path) {
-    let pid_file = dir.join(SERVER_PID);
-    if let Ok(text) = std::fs::read_to_string(&pid_file) {
-        if let Ok(pgid) = text.trim().parse::<i32>() {
-            crate::backend::process::kill_group(Some(Pid::from_raw(pgid)), Signal::SIGKILL);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while running(pgid) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        let _ = std::fs::remove_file(pid_file);
     }
 }
 
@@ -134,108 +117,165 @@ fn files(ctx: &StageContext) -> Result<Vec<String>, BackendError> {
     Ok(names)
 }
 
-/// A free port on 127.0.0.1.
-fn free_port() -> Result<u16, BackendError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| BackendError::Failed(format!("cannot find a free loopback port: {e}")))
+/// What a deploy's `with` asks for, read before anything is made.
+struct Spec<'a> {
+    files: Vec<String>,
+    build: Option<&'a str>,
+    serve: Option<&'a str>,
+    port: Option<u16>,
+    ready_timeout: Duration,
+}
+
+impl<'a> Spec<'a> {
+    fn read(ctx: &'a StageContext, checkout: &Checkout) -> Result<Spec<'a>, BackendError> {
+        refuse_templates(ctx)?;
+        let files = files(ctx)?;
+        for name in &files {
+            if checkout.find("files", name)?.is_none() {
+                return Err(InvalidParameters(format!(
+                    "`with.files`: {name} is not in the checkout"
+                )));
+            }
+        }
+        let port = match ctx.param_u64("port")? {
+            Some(p) => Some(
+                u16::try_from(p)
+                    .map_err(|_| InvalidParameters(format!("`with.port`: {p} is not a port")))?,
+            ),
+            None => None,
+        };
+        Ok(Spec {
+            files,
+            build: ctx.param_str("build")?,
+            serve: ctx.param_str("serve")?,
+            port,
+            ready_timeout: ctx
+                .param_seconds("ready_timeout")?
+                .unwrap_or(Duration::from_secs(10)),
+        })
+    }
+}
+
+/// Removes what a deploy that did not go live made: the next release, its build's output, its
+/// server's pid (its log stays, for what went wrong); the environment's directory too when the
+/// deploy made it and nothing else is in it.
+fn discard(root: &Path, made_root: bool) {
+    let _ = std::fs::remove_dir_all(root.join(NEXT));
+    let _ = std::fs::remove_file(root.join(BUILD_OUTPUT));
+    let _ = std::fs::remove_file(ServerFiles::in_dir(root, "server.next").pid);
+    if made_root {
+        let _ = std::fs::remove_dir(root);
+    }
 }
 
 impl LocalBackend {
-    /// Starts `command` serving `release` on `port`; returns once the port accepts connections.
-    async fn serve(
+    /// Makes the next release beside the live one: its files, then its build. `Ok(None)` when
+    /// it is ready, `Ok(Some(failure))` when the build failed.
+    async fn prepare(
         &self,
         ctx: &StageContext,
+        spec: &Spec<'_>,
+        checkout: &Checkout,
         root: &Path,
-        release: &Path,
-        command: &str,
-        port: u16,
-        timeout: Duration,
-    ) -> Result<(), BackendError> {
-        // Before anything starts: nothing is left running when the time cannot be a deadline.
-        let deadline = tokio::time::Instant::now()
-            .checked_add(timeout)
-            .ok_or_else(|| ctx.params().invalid("ready_timeout", "a shorter time"))?;
-        let log_path = root.join(SERVER_LOG);
-        let log =
-            std::fs::File::create(&log_path).map_err(|e| io("cannot create", &log_path, e))?;
-        let err_log = log
-            .try_clone()
-            .map_err(|e| io("cannot open", &log_path, e))?;
-        let mut cmd = tokio::process::Command::new(&self.shell);
-        cmd.arg("-c")
-            .arg(command)
-            .current_dir(release)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err_log)
-            .process_group(0);
-        crate::backend::process::stage_environment(&mut cmd, ctx.variables());
-        cmd.env("PORT", port.to_string());
-        let mut child = cmd.spawn().map_err(|e| {
-            BackendError::Unavailable(format!("cannot start {}: {e}", self.shell.display()))
-        })?;
-        let pgid = child.id().map(|id| Pid::from_raw(id as i32));
-        if let Some(pid) = child.id() {
-            let pid_file = root.join(SERVER_PID);
-            if let Err(e) = std::fs::write(&pid_file, pid.to_string()) {
-                crate::backend::process::kill_group(pgid, Signal::SIGKILL);
-                return Err(io("cannot write", &pid_file, e));
+    ) -> Result<Option<Completion>, BackendError> {
+        let next = root.join(NEXT);
+        for dir in [&next, &root.join(OLD)] {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir).map_err(|e| io("cannot remove", dir, e))?;
             }
         }
-        let failed = |message: String| {
-            crate::backend::process::kill_group(pgid, Signal::SIGKILL);
-            let _ = std::fs::remove_file(root.join(SERVER_PID));
-            // The server is gone and its log stays: without the secrets it printed.
-            let masker = crate::secret::Masker::new(ctx.secrets.values());
-            if let Ok(mut text) = std::fs::read_to_string(&log_path) {
-                if masker.mask_in_place(&mut text) {
-                    let _ = std::fs::write(&log_path, text);
-                }
-            }
-            message
+        std::fs::create_dir_all(&next).map_err(|e| io("cannot create", &next, e))?;
+        let skip = root
+            .parent()
+            .and_then(|p| p.canonicalize().ok())
+            .zip(ctx.run.workdir.canonicalize().ok())
+            .and_then(|(envs, workdir)| envs.strip_prefix(workdir).ok().map(Path::to_owned));
+        for name in &spec.files {
+            copy_files(checkout, name, &next, skip.as_deref())?;
+        }
+        let Some(build) = spec.build else {
+            return Ok(None);
         };
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                // The server outlives this call: it is the environment. Reap it in the
-                // background so that it never lingers as a zombie of ours.
-                tokio::spawn(async move {
-                    let _ = child.wait().await;
-                });
-                return Ok(());
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                return Err(BackendError::Failed(failed(format!(
-                    "the `serve` command exited ({status}) before port {port} accepted connections{}",
-                    if tail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", tail.join(" | "))
-                    }
-                ))));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(BackendError::Failed(failed(format!(
-                    "port {port} did not accept connections within {}s of starting `serve`",
-                    timeout.as_secs()
-                ))));
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = ctx.cancel.cancelled() => {
-                    failed(String::new());
-                    let _ = child.wait().await;
-                    return Err(BackendError::Cancelled);
-                }
-            }
+        let output = root.join(BUILD_OUTPUT);
+        let exit = process::run(self, ctx, build, &next, &output).await?;
+        let _ = std::fs::remove_file(&output);
+        match exit {
+            Exit::Code(0) => Ok(None),
+            Exit::Code(code) => Ok(Some(Completion::failure(
+                Some(code),
+                format!("`build` failed with exit code {code}"),
+            ))),
+            Exit::Signal(sig) => Ok(Some(Completion::failure(
+                None,
+                format!("`build` was killed by signal {sig}"),
+            ))),
+            Exit::Cancelled => Err(BackendError::Cancelled),
         }
+    }
+
+    /// Makes the next release and puts it live (see the module docs).
+    async fn release(
+        &self,
+        ctx: &StageContext,
+        spec: &Spec<'_>,
+        checkout: &Checkout,
+        root: &Path,
+    ) -> Result<Completion, BackendError> {
+        if let Some(failure) = self.prepare(ctx, spec, checkout, root).await? {
+            return Ok(failure);
+        }
+        let (next, release) = (root.join(NEXT), root.join(RELEASE));
+        let live = ServerFiles::in_dir(root, "server");
+        let url = match spec.serve {
+            Some(command) => {
+                let port = match spec.port {
+                    Some(p) => {
+                        // The old server holds the port.
+                        server::stop(&live).await;
+                        p
+                    }
+                    None => server::free_port()?,
+                };
+                let starting = ServerFiles::in_dir(root, "server.next");
+                match self
+                    .serve(ctx, &next, &starting, command, port, spec.ready_timeout)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(NotServing::Cancelled) => {
+                        let _ = std::fs::remove_file(&starting.log);
+                        return Err(BackendError::Cancelled);
+                    }
+                    Err(NotServing::Failed(e)) => {
+                        starting.rename(&ServerFiles::in_dir(root, "server.failed"));
+                        return Err(e);
+                    }
+                }
+                server::stop(&live).await;
+                starting.rename(&live);
+                format!("http://127.0.0.1:{port}/")
+            }
+            None => {
+                server::stop(&live).await;
+                format!("file://{}/", release.display())
+            }
+        };
+        // The new release goes live.
+        let old = root.join(OLD);
+        if release.exists() {
+            std::fs::rename(&release, &old).map_err(|e| io("cannot move", &release, e))?;
+        }
+        std::fs::rename(&next, &release).map_err(|e| io("cannot move", &next, e))?;
+        if old.exists() {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        let mut completion = Completion::success()
+            .with_output("path", release.display().to_string())
+            .with_output("url", url);
+        if let Some(version) = ctx.environment.as_ref().and_then(|e| e.version.clone()) {
+            completion = completion.with_output("version", version);
+        }
+        Ok(completion)
     }
 }
 
@@ -244,93 +284,22 @@ impl Deployer for LocalBackend {
     /// Puts the release into the environment's directory (see the module docs) and, with
     /// `serve`, starts the process that serves it.
     async fn deploy(&self, ctx: StageContext) -> Result<Completion, BackendError> {
-        refuse_templates(&ctx)?;
         let root = self.environment_dir(&ctx)?;
-        let files = files(&ctx)?;
-        let build = ctx.param_str("build")?;
-        let serve = ctx.param_str("serve")?;
-        let port = match ctx.param_u64("port")? {
-            Some(p) => Some(
-                u16::try_from(p)
-                    .map_err(|_| InvalidParameters(format!("`with.port`: {p} is not a port")))?,
-            ),
-            None => None,
-        };
-        let ready_timeout = ctx
-            .param_seconds("ready_timeout")?
-            .unwrap_or(Duration::from_secs(10));
-        let next = root.join("release.next");
-        let release = root.join("release");
-        let old = root.join("release.old");
-        for dir in [&next, &old] {
-            if dir.exists() {
-                std::fs::remove_dir_all(dir).map_err(|e| io("cannot remove", dir, e))?;
-            }
-        }
-        std::fs::create_dir_all(&next).map_err(|e| io("cannot create", &next, e))?;
         let checkout = Checkout::open(&ctx.run.workdir)?;
-        let skip = root
-            .parent()
-            .and_then(|p| p.canonicalize().ok())
-            .zip(ctx.run.workdir.canonicalize().ok())
-            .and_then(|(envs, workdir)| envs.strip_prefix(workdir).ok().map(Path::to_owned));
-        for name in &files {
-            copy_files(&checkout, name, &next, skip.as_deref())?;
+        let spec = Spec::read(&ctx, &checkout)?;
+        let made_root = !root.exists();
+        let done = self.release(&ctx, &spec, &checkout, &root).await;
+        if !matches!(&done, Ok(c) if c.outcome == crate::backend::Outcome::Success) {
+            discard(&root, made_root);
         }
-        if let Some(build) = build {
-            let output = root.join("build.output");
-            let exit = process::run(self, &ctx, build, &next, &output).await?;
-            let _ = std::fs::remove_file(&output);
-            match exit {
-                crate::backend::process::Exit::Code(0) => {}
-                crate::backend::process::Exit::Code(code) => {
-                    return Ok(Completion::failure(
-                        Some(code),
-                        format!("`build` failed with exit code {code}"),
-                    ));
-                }
-                crate::backend::process::Exit::Signal(sig) => {
-                    return Ok(Completion::failure(
-                        None,
-                        format!("`build` was killed by signal {sig}"),
-                    ));
-                }
-                crate::backend::process::Exit::Cancelled => return Err(BackendError::Cancelled),
-            }
-        }
-        // The new release goes live: the old server stops, the directories swap.
-        stop_server(&root).await;
-        if release.exists() {
-            std::fs::rename(&release, &old).map_err(|e| io("cannot move", &release, e))?;
-        }
-        std::fs::rename(&next, &release).map_err(|e| io("cannot move", &next, e))?;
-        if old.exists() {
-            let _ = std::fs::remove_dir_all(&old);
-        }
-        let mut completion =
-            Completion::success().with_output("path", release.display().to_string());
-        if let Some(version) = ctx.environment.as_ref().and_then(|e| e.version.clone()) {
-            completion = completion.with_output("version", version);
-        }
-        let url = match serve {
-            Some(command) => {
-                let port = match port {
-                    Some(p) => p,
-                    None => free_port()?,
-                };
-                self.serve(&ctx, &root, &release, command, port, ready_timeout)
-                    .await?;
-                format!("http://127.0.0.1:{port}/")
-            }
-            None => format!("file://{}/", release.display()),
-        };
-        Ok(completion.with_output("url", url))
+        done
     }
 
     /// Stops the environment's server and removes its directory.
     async fn stop(&self, ctx: StageContext) -> Result<Completion, BackendError> {
         let root = self.environment_dir(&ctx)?;
-        stop_server(&root).await;
+        server::stop(&ServerFiles::in_dir(&root, "server")).await;
+        server::stop(&ServerFiles::in_dir(&root, "server.next")).await;
         if root.exists() {
             std::fs::remove_dir_all(&root).map_err(|e| io("cannot remove", &root, e))?;
         }

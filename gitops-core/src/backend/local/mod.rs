@@ -7,6 +7,7 @@
 mod deploy;
 mod params;
 mod process;
+mod server;
 
 use std::path::PathBuf;
 use std::time::Duration;
