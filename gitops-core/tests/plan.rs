@@ -351,9 +351,9 @@ fn planning_is_deterministic() {
 #[test]
 fn a_pipeline_changed_after_planning_is_planned_from_its_new_stages() {
     let mut c = Config::parse("f", "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages:\n      a: { run: x }\n      b: { run: y, needs: a }\n").unwrap();
-    let first = Planner::new()
-        .plan(&push("main"), &c, &Changes::Unknown)
-        .unwrap();
+    // One planner, which keeps the pipeline's graph from its first plan.
+    let planner = Planner::new();
+    let first = planner.plan(&push("main"), &c, &Changes::Unknown).unwrap();
     assert_eq!(first.pipelines[0].order().collect::<Vec<_>>(), ["a", "b"]);
     // Reverse the dependency: b first, then a.
     let p = c.pipelines.get_mut("p").unwrap();
@@ -361,9 +361,7 @@ fn a_pipeline_changed_after_planning_is_planned_from_its_new_stages() {
         .needs
         .clear();
     std::sync::Arc::make_mut(p.stages.get_mut("a").unwrap()).needs = vec!["b".into()];
-    let second = Planner::new()
-        .plan(&push("main"), &c, &Changes::Unknown)
-        .unwrap();
+    let second = planner.plan(&push("main"), &c, &Changes::Unknown).unwrap();
     assert_eq!(second.pipelines[0].order().collect::<Vec<_>>(), ["b", "a"]);
     assert_eq!(
         first.pipelines[0].order().collect::<Vec<_>>(),
@@ -380,7 +378,7 @@ fn a_pipeline_changed_after_planning_is_planned_from_its_new_stages() {
             .unwrap(),
     )
     .needs = vec!["a".into()];
-    let err = Planner::new()
+    let err = planner
         .plan(&push("main"), &c, &Changes::Unknown)
         .unwrap_err();
     assert_eq!(

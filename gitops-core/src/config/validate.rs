@@ -6,7 +6,7 @@ use super::locate::{Locations, Position};
 use super::model::{Action, Config, Pipeline, Stage};
 use super::params::{self, ParamSchema};
 use crate::expr::{Scope, StageRef, Template};
-use crate::graph::GraphProblem;
+use crate::graph::{GraphProblem, StageGraph};
 
 type Found = Vec<(Position, String)>;
 
@@ -236,10 +236,9 @@ fn check_pipeline(
         ));
         return;
     }
-    // Built through the pipeline's cache, so that the first plan reuses it.
-    let cached = pipeline.graph_cache.get(&pipeline.stages);
-    let graph = match &cached {
-        Ok(c) => Some(&c.graph),
+    let built = StageGraph::from_needs(pipeline.stages.iter().map(|(id, s)| (id, &s.needs)));
+    let graph = match &built {
+        Ok(graph) => Some(graph),
         Err(err) => {
             for problem in &err.problems {
                 let pos = match problem {

@@ -5,6 +5,7 @@
 //! resolves, and the stages whose `if:` the event already decides. Serialised to JSON it is a dry
 //! run of what the event would do.
 
+mod graphs;
 pub(crate) mod layout;
 mod matcher;
 
@@ -20,6 +21,7 @@ use crate::event::GitEvent;
 use crate::expr::{Context, StageStatus, Value, event_value, render_json};
 use crate::graph::StageGraph;
 
+use graphs::{GraphCache, PipelineGraph};
 pub(crate) use layout::Layout;
 use matcher::{Match, matches};
 
@@ -178,9 +180,9 @@ impl Serialize for PlannedPipeline {
     }
 }
 
-/// The stage graph a plan shares with its pipeline's cache.
+/// The stage graph a plan shares with the other plans of its pipeline.
 #[derive(Debug, Clone)]
-struct GraphRef(crate::config::BuiltGraph);
+struct GraphRef(Arc<PipelineGraph>);
 
 impl std::ops::Deref for GraphRef {
     type Target = StageGraph;
@@ -359,10 +361,15 @@ pub enum PlannedSkip {
     },
 }
 
-/// Turns events into plans. Stateless: the same event and config always give the same plan.
+/// Turns events into plans: the same event and config always give the same plan.
+///
+/// A planner keeps the stage graph of each pipeline it plans, built on the pipeline's first
+/// plan, for the plans after it while the pipeline's stages stay the same: plan the events of
+/// a config loaded once with one planner (clones share what it keeps), and each pipeline's
+/// graph is built once.
 #[derive(Debug, Clone, Default)]
 pub struct Planner {
-    _private: (),
+    graphs: GraphCache,
 }
 
 struct EventContext<'a>(&'a GitEvent);
@@ -409,7 +416,7 @@ impl Planner {
         let mut pipelines = Vec::new();
         for (name, pipeline) in &config.pipelines {
             if let Match::Yes { paths_checked } = matches(pipeline, event, changes) {
-                pipelines.push(plan_pipeline(name, pipeline, config, event, paths_checked)?);
+                pipelines.push(self.plan_pipeline(name, pipeline, config, event, paths_checked)?);
             }
         }
         Ok(Plan {
@@ -433,62 +440,63 @@ impl Planner {
             .ok_or_else(|| PlanError::NoSuchPipeline {
                 pipeline: name.to_owned(),
             })?;
-        plan_pipeline(name, pipeline, config, event, None)
+        self.plan_pipeline(name, pipeline, config, event, None)
     }
-}
 
-fn plan_pipeline(
-    name: &str,
-    pipeline: &Pipeline,
-    config: &Config,
-    event: &GitEvent,
-    paths_checked: Option<bool>,
-) -> Result<PlannedPipeline, PlanError> {
-    let ctx = EventContext(event);
-    // A loaded config's graphs are known to be sound; a hand-built one may not be.
-    let cached = pipeline
-        .graph_cache
-        .get(&pipeline.stages)
-        .map_err(|source| PlanError::InvalidGraph {
-            pipeline: name.to_owned(),
-            source,
-        })?;
-    let graph = GraphRef(cached);
-    let mut stages = Vec::with_capacity(pipeline.stages.len());
-    let mut backends = Vec::new();
-    // The graph's ids are the config's keys, in the same order.
-    for (stage, id) in pipeline.stages.values().zip(graph.shared_ids()) {
-        stages.push(plan_stage(name, id, stage, config, &mut backends, &ctx)?);
-    }
-    for &s in graph.order() {
-        if stages[s.index()].skip().is_some() {
-            continue;
+    fn plan_pipeline(
+        &self,
+        name: &str,
+        pipeline: &Pipeline,
+        config: &Config,
+        event: &GitEvent,
+        paths_checked: Option<bool>,
+    ) -> Result<PlannedPipeline, PlanError> {
+        let ctx = EventContext(event);
+        // A loaded config's graphs are known to be sound; a hand-built one may not be.
+        let built =
+            self.graphs
+                .get(name, &pipeline.stages)
+                .map_err(|source| PlanError::InvalidGraph {
+                    pipeline: name.to_owned(),
+                    source,
+                })?;
+        let graph = GraphRef(built);
+        let mut stages = Vec::with_capacity(pipeline.stages.len());
+        let mut backends = Vec::new();
+        // The graph's ids are the config's keys, in the same order.
+        for (stage, id) in pipeline.stages.values().zip(graph.shared_ids()) {
+            stages.push(plan_stage(name, id, stage, config, &mut backends, &ctx)?);
         }
-        let requires_success = pipeline.stages[s.index()]
-            .condition
-            .as_ref()
-            .is_none_or(|c| !c.expr.uses_status_function());
-        if requires_success {
-            if let Some(need) = graph.needs(s).find(|n| stages[n.index()].skip().is_some()) {
-                stages[s.index()].set_skip(PlannedSkip::NeedSkipped {
-                    need: graph.id(need).to_owned(),
-                });
+        for &s in graph.order() {
+            if stages[s.index()].skip().is_some() {
+                continue;
+            }
+            let requires_success = pipeline.stages[s.index()]
+                .condition
+                .as_ref()
+                .is_none_or(|c| !c.expr.uses_status_function());
+            if requires_success {
+                if let Some(need) = graph.needs(s).find(|n| stages[n.index()].skip().is_some()) {
+                    stages[s.index()].set_skip(PlannedSkip::NeedSkipped {
+                        need: graph.id(need).to_owned(),
+                    });
+                }
             }
         }
+        let concurrency = pipeline.concurrency.as_ref().map(|c| PlannedConcurrency {
+            group: c.group.template.render_partial(&ctx),
+            on_conflict: c.on_conflict,
+        });
+        let layout = Layout::new(graph.0.clone(), &stages);
+        Ok(PlannedPipeline {
+            name: name.to_owned(),
+            stages,
+            concurrency,
+            paths_checked,
+            graph,
+            layout,
+        })
     }
-    let concurrency = pipeline.concurrency.as_ref().map(|c| PlannedConcurrency {
-        group: c.group.template.render_partial(&ctx),
-        on_conflict: c.on_conflict,
-    });
-    let layout = Layout::new(graph.0.clone(), &stages);
-    Ok(PlannedPipeline {
-        name: name.to_owned(),
-        stages,
-        concurrency,
-        paths_checked,
-        graph,
-        layout,
-    })
 }
 
 /// Plans one stage. `id` is the graph's (shared with the plan); `backends` the backend names
