@@ -386,3 +386,44 @@ fn a_pipeline_changed_after_planning_is_planned_from_its_new_stages() {
         "pipeline \"p\": cycle in needs: a -> b -> a"
     );
 }
+
+#[test]
+fn a_plan_checks_that_its_backends_can_do_what_its_stages_ask() {
+    use gitops_core::backend::BackendRegistry;
+    use gitops_core::backend::memory::MemoryBackend;
+    use gitops_core::plan::PlanError;
+    use std::sync::Arc;
+    let p = plan(&push("main"), &Changes::Unknown);
+    let main = &p.pipelines[0];
+    // `main` runs `test` on local and deploys staging on docker.
+    let refused = |registry: &BackendRegistry| match main.check_backends(registry) {
+        Err(PlanError::UnknownBackend {
+            stage,
+            backend,
+            needed,
+            known,
+            ..
+        }) => (stage, backend, needed, known),
+        other => panic!("{other:?}"),
+    };
+    let memory = Arc::new(MemoryBackend::new());
+    let none = BackendRegistry::new();
+    assert_eq!(
+        refused(&none),
+        ("test".into(), "local".into(), "an executor", String::new())
+    );
+    let executors = BackendRegistry::new()
+        .with_executor("local", memory.clone())
+        .with_executor("docker", memory.clone());
+    assert_eq!(
+        refused(&executors),
+        (
+            "deploy".into(),
+            "docker".into(),
+            "a deployer",
+            "docker, local".into()
+        )
+    );
+    let both = executors.with_deployer("docker", memory);
+    assert!(main.check_backends(&both).is_ok());
+}

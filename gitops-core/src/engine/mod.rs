@@ -179,7 +179,7 @@ impl Engine {
         let effective = trust::with_trusted_environments(config.clone(), &trusted);
         let mut plan = Planner::new().plan(event, &effective, &repo.changes_for(event))?;
         for p in &mut plan.pipelines {
-            self.scheduler.registry().check(p)?;
+            p.check_backends(self.scheduler.registry())?;
             trust::refuse_stages(p, level, event, &trusted);
         }
         plan.notes = trust::notes(&config, &plan.pipelines, &trusted);
@@ -408,7 +408,7 @@ impl Engine {
         let effective = trust::with_trusted_environments(config, &trusted);
         let mut pipeline =
             Planner::new().plan_named(&record.event, &effective, &record.pipeline)?;
-        self.scheduler.registry().check(&pipeline)?;
+        pipeline.check_backends(self.scheduler.registry())?;
         trust::refuse_stages(&mut pipeline, level, &record.event, &trusted);
         Ok((pipeline, trusted.text))
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde::Serialize;
 
+use crate::backend::BackendRegistry;
 use crate::config::{
     Action, Config, Environment, OnConflict, Pipeline, Retry, Stage, format_duration,
 };
@@ -147,6 +148,29 @@ impl PlannedPipeline {
     /// A stage by id.
     pub fn stage(&self, id: &str) -> Option<&PlannedStage> {
         self.graph.get(id).map(|s| &self.stages[s.index()])
+    }
+
+    /// Checks, before anything runs, that every stage has a backend in `registry` that can do
+    /// what it asks: an executor for `run` stages, a deployer for `deploy` and `stop` stages.
+    pub fn check_backends(&self, registry: &BackendRegistry) -> Result<(), PlanError> {
+        for stage in &self.stages {
+            let (ok, needed) = match stage.action {
+                Action::Run => (registry.executor(&stage.backend).is_some(), "an executor"),
+                Action::Deploy | Action::Stop => {
+                    (registry.deployer(&stage.backend).is_some(), "a deployer")
+                }
+            };
+            if !ok {
+                return Err(PlanError::UnknownBackend {
+                    pipeline: self.name.clone(),
+                    stage: stage.id.to_string(),
+                    backend: stage.backend.to_string(),
+                    needed,
+                    known: registry.names().join(", "),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Stage ids in an order where each comes after its needs (read from the graph, which the

@@ -382,7 +382,7 @@ impl Run {
     }
 
     /// Runs every stage to its end and reports. Stages whose backend is not registered fail
-    /// (check the plan with [`BackendRegistry::check`] first to refuse such a run up front).
+    /// (check the plan with [`PlannedPipeline::check_backends`] first to refuse such a run up front).
     ///
     /// Dropping the future before the end (a timeout around it, say) cancels the run: nothing
     /// more starts, and the stages still running are stopped through their tokens, so that
