@@ -81,7 +81,7 @@ impl Engine {
         let read = repo
             .resolve_commit(&reference)
             .map_err(Error::from)
-            .and_then(|commit| repo.config_text_at(&commit))
+            .and_then(|commit| Ok(repo.config_text_at(&commit)?))
             .and_then(|text| {
                 let config = Config::parse_with(CONFIG_FILE, &text, &self.load)?;
                 Ok((text, config))

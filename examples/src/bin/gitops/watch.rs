@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gitops_core::engine::{Engine, RunOptions, StartedRun};
 use gitops_core::event::GitEvent;
-use gitops_core::source::repo::Watcher;
+use gitops_core::source::watch::Watcher;
 use tokio_util::sync::CancellationToken;
 
 use crate::progress;
