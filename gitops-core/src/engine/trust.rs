@@ -175,7 +175,7 @@ impl Engine {
 
     /// The secrets a deploy or stop of environment `config_name` gets outside a pipeline (a
     /// rollback, a stop): those its deployment's trust level gets for that environment.
-    pub(super) fn direct_secrets(
+    pub(super) fn secrets_for_environment(
         &self,
         level: TrustLevel,
         config_name: &str,

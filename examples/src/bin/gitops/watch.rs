@@ -171,7 +171,7 @@ async fn handle(
     if stop.is_cancelled() {
         return Handled::Interrupted;
     }
-    match engine.settle(event).await {
+    match engine.finish_event(event).await {
         Ok(stopped) => {
             for s in &stopped {
                 eprintln!("■ {} stopped: its pull request was closed", s.environment);
