@@ -75,9 +75,8 @@ pub struct Poll {
     pub events: Vec<GitEvent>,
     /// This was the first snapshot of the repository: the baseline, which reports nothing.
     pub baseline: bool,
-    /// The pull requests whose head ref exists now (for [`Engine::reconcile`]).
-    ///
-    /// [`Engine::reconcile`]: crate::engine::Engine::reconcile
+    /// The pull requests whose head ref exists now (for the engine's `reconcile`, which stops
+    /// the environments of those that are gone).
     pub open_pull_requests: Vec<u64>,
 }
 
