@@ -90,6 +90,7 @@ where
 {
     type Output = Result<Completion, BackendError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let polled = this.returned.as_mut().poll(cx);

@@ -71,6 +71,7 @@ pub(super) enum Next<'a> {
 }
 
 impl Next<'_> {
+    #[inline]
     pub async fn stage(self) -> Option<usize> {
         match self {
             Next::Now(next, _) => next,
@@ -79,15 +80,23 @@ impl Next<'_> {
     }
 }
 
-/// Spawns the runners and tasks handed off; returns the stage for the caller.
+/// Spawns the runners and tasks handed off, if any (most ends hand off none); returns the
+/// stage for the caller.
+#[inline]
 fn spawn_tasks(out: &mut Handoff, shared: &Arc<Shared>) -> Option<usize> {
+    if !out.runners.is_empty() || !out.tasks.is_empty() {
+        spawn_all(out, shared);
+    }
+    out.next
+}
+
+fn spawn_all(out: &mut Handoff, shared: &Arc<Shared>) {
     for i in out.runners.drain(..) {
         spawn_runner(shared.clone(), i as usize);
     }
     for job in out.tasks.drain(..) {
         spawn_task(job);
     }
-    out.next
 }
 
 /// Spawns the runners and tasks handed off, then records and books the skipped stages (whose
