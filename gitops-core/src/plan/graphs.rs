@@ -1,7 +1,6 @@
 //! Each pipeline's stage graph, built on its first plan and shared by the plans after it: a
 //! config loaded once and planned for many events builds each pipeline's graph once.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use indexmap::IndexMap;
@@ -96,13 +95,14 @@ impl Rows {
     }
 }
 
-/// The graphs a planner built, by pipeline name; clones share them.
+/// The graphs a planner built, by the pipeline's place in its config (no name is hashed to
+/// find one; a graph of another config's pipeline at that place is stale); clones share them.
 #[derive(Clone, Default)]
-pub(super) struct GraphCache(Arc<Mutex<HashMap<String, Arc<PipelineGraph>>>>);
+pub(super) struct GraphCache(Arc<Mutex<Vec<Option<Arc<PipelineGraph>>>>>);
 
 impl std::fmt::Debug for GraphCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pipelines = self.0.lock().map_or(0, |m| m.len());
+        let pipelines = self.0.lock().map_or(0, |m| m.iter().flatten().count());
         f.debug_struct("GraphCache")
             .field("pipelines", &pipelines)
             .finish()
@@ -110,25 +110,29 @@ impl std::fmt::Debug for GraphCache {
 }
 
 impl GraphCache {
-    /// The graph of pipeline `name` with `stages`: the one kept when it was built from exactly
-    /// these stages, else a new one, kept in its place.
+    /// The graph of the pipeline at `index` in its config, with `stages`: the one kept when it
+    /// was built from exactly these stages, else a new one, kept in its place.
     pub(super) fn get(
         &self,
-        name: &str,
+        index: usize,
         stages: &IndexMap<String, Arc<Stage>>,
     ) -> Result<Arc<PipelineGraph>, GraphError> {
-        if let Some(kept) = self.lock().get(name) {
+        if let Some(Some(kept)) = self.lock().get(index) {
             if kept.built_from(stages) {
                 return Ok(kept.clone());
             }
         }
         // Built outside the lock: a pipeline of 100,000 stages takes a while.
         let built = Arc::new(PipelineGraph::build(stages)?);
-        self.lock().insert(name.to_owned(), built.clone());
+        let mut kept = self.lock();
+        if kept.len() <= index {
+            kept.resize(index + 1, None);
+        }
+        kept[index] = Some(built.clone());
         Ok(built)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<PipelineGraph>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<Arc<PipelineGraph>>>> {
         // Nothing panics under the lock; a poisoned map is still a valid cache.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -150,13 +154,16 @@ mod tests {
     fn a_graph_is_built_once_for_the_same_stages_and_again_for_others() {
         let cache = GraphCache::default();
         let a = stages("      a: { run: x }\n      b: { run: y, needs: a }\n");
-        let first = cache.get("p", &a).unwrap();
-        assert!(Arc::ptr_eq(&first, &cache.get("p", &a).unwrap()));
-        assert!(Arc::ptr_eq(&first, &cache.clone().get("p", &a).unwrap()));
+        let first = cache.get(0, &a).unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.get(0, &a).unwrap()));
+        assert!(Arc::ptr_eq(&first, &cache.clone().get(0, &a).unwrap()));
         // The same text parsed again is other stages: built again, and kept instead.
         let b = stages("      a: { run: x }\n      b: { run: y, needs: a }\n");
-        let second = cache.get("p", &b).unwrap();
+        let second = cache.get(0, &b).unwrap();
         assert!(!Arc::ptr_eq(&first, &second));
-        assert!(Arc::ptr_eq(&second, &cache.get("p", &b).unwrap()));
+        assert!(Arc::ptr_eq(&second, &cache.get(0, &b).unwrap()));
+        // Another place is another pipeline.
+        let third = cache.get(3, &a).unwrap();
+        assert!(!Arc::ptr_eq(&third, &first) && Arc::ptr_eq(&second, &cache.get(0, &b).unwrap()));
     }
 }

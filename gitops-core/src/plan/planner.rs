@@ -9,7 +9,7 @@ use super::{
     Changes, GraphRef, Plan, PlanError, PlannedConcurrency, PlannedDetails, PlannedPipeline,
     PlannedSkip, PlannedStage,
 };
-use crate::config::{Config, Environment, Pipeline, Stage, format_duration};
+use crate::config::{Config, Environment, Stage, format_duration};
 use crate::event::GitEvent;
 use crate::expr::{Context, StageStatus, Value, event_value, render_json};
 
@@ -66,9 +66,10 @@ impl Planner {
         changes: &Changes,
     ) -> Result<Plan, PlanError> {
         let mut pipelines = Vec::new();
-        for (name, pipeline) in &config.pipelines {
+        for (index, (name, pipeline)) in config.pipelines.iter().enumerate() {
             if let Match::Yes { paths_checked } = matches(pipeline, event, changes) {
-                pipelines.push(self.plan_pipeline(name, pipeline, config, event, paths_checked)?);
+                let planned = self.plan_pipeline(index, name, config, event, paths_checked)?;
+                pipelines.push(planned);
             }
         }
         Ok(Plan {
@@ -86,28 +87,31 @@ impl Planner {
         config: &Config,
         name: &str,
     ) -> Result<PlannedPipeline, PlanError> {
-        let pipeline = config
-            .pipelines
-            .get(name)
-            .ok_or_else(|| PlanError::NoSuchPipeline {
-                pipeline: name.to_owned(),
-            })?;
-        self.plan_pipeline(name, pipeline, config, event, None)
+        let (index, name, _) =
+            config
+                .pipelines
+                .get_full(name)
+                .ok_or_else(|| PlanError::NoSuchPipeline {
+                    pipeline: name.to_owned(),
+                })?;
+        self.plan_pipeline(index, name, config, event, None)
     }
 
+    /// Plans pipeline `index` of `config`, named `name`.
     fn plan_pipeline(
         &self,
+        index: usize,
         name: &str,
-        pipeline: &Pipeline,
         config: &Config,
         event: &GitEvent,
         paths_checked: Option<bool>,
     ) -> Result<PlannedPipeline, PlanError> {
+        let pipeline = &config.pipelines[index];
         let ctx = EventContext(event);
         // A loaded config's graphs are known to be sound; a hand-built one may not be.
         let built =
             self.graphs
-                .get(name, &pipeline.stages)
+                .get(index, &pipeline.stages)
                 .map_err(|source| PlanError::InvalidGraph {
                     pipeline: name.to_owned(),
                     source,
