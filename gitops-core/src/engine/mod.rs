@@ -134,6 +134,8 @@ impl Engine {
     /// What `event` would run in `repo`: the pipelines of the event's commit, the environments
     /// of the trusted ref, the stages its trust level refuses. An event that may not run at all
     /// is an [`Error::Refused`].
+    ///
+    /// [`Error::Refused`]: crate::Error::Refused
     pub fn plan(&self, event: &GitEvent, repo: &Repository, options: &RunOptions) -> Result<Plan> {
         Ok(self.planned(event, repo, options)?.0)
     }
@@ -177,6 +179,8 @@ impl Engine {
     /// approved, is an [`Error::Refused`]; deploy and stop stages it may not carry out are
     /// refused (see [`Plan::notes`] and each stage's `refused`), and its stages get the
     /// secrets its level allows.
+    ///
+    /// [`Error::Refused`]: crate::Error::Refused
     pub fn start(
         &self,
         event: &GitEvent,

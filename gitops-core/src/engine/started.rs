@@ -27,7 +27,8 @@ pub struct StartedRun {
     /// For a resumed run: the executors of the stages it will run again, asked to remove what
     /// the crashed process left of them.
     pub(super) abandoned: Vec<Arc<dyn Executor>>,
-    /// What the engine wants the people running it to know (see [`Plan::notes`]).
+    /// What the engine wants the people running it to know (see
+    /// [`Plan::notes`](crate::plan::Plan::notes)).
     pub notes: Vec<String>,
 }
 

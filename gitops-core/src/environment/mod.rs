@@ -13,6 +13,8 @@
 //! is given back however its deployment ends (its [`LockGuard`] releases it when dropped, and the
 //! scheduler leaves the gate even when a backend panics); a deployment whose lock cannot be
 //! renewed is cancelled and recorded as failed rather than going on unlocked.
+//!
+//! [`DeploymentGate`]: crate::scheduler::DeploymentGate
 
 mod gate;
 mod lock;
