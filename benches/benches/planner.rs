@@ -14,10 +14,11 @@ fn planner(c: &mut Criterion) {
     g.throughput(Throughput::Elements(events.len() as u64));
     for n in [10, 100, 1000] {
         let config = planner_bench::config(n);
+        let planner = Planner::new();
         g.bench_function(format!("{n}_pipelines"), |b| {
             b.iter(|| {
                 for (e, ch) in &events {
-                    black_box(Planner::new().plan(e, &config, ch).ok());
+                    black_box(planner.plan(e, &config, ch).ok());
                 }
             })
         });

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use gitops_core::source::repo::Watcher;
+use gitops_core::source::watch::Watcher;
 
 /// A scratch repository with `n` refs and a watcher that has seen it.
 pub struct Repo {

@@ -70,7 +70,7 @@ pub async fn step_with_logs(
         printed?;
         reports.push(report);
     }
-    for stopped in engine.settle(event).await? {
+    for stopped in engine.finish_event(event).await? {
         println!(
             "  {} stopped: {}",
             stopped.environment,

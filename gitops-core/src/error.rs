@@ -4,6 +4,7 @@ use crate::config::ConfigError;
 use crate::ledger::LedgerError;
 use crate::plan::PlanError;
 use crate::repo::RepoError;
+use crate::source::watch::WatchError;
 use crate::source::webhook::{SignatureError, WebhookError};
 
 /// Everything that can go wrong in gitops-core.
@@ -21,7 +22,7 @@ pub enum Error {
     Signature(#[from] SignatureError),
     /// The repository could not be read.
     #[error(transparent)]
-    Repo(#[from] RepoError),
+    Repo(RepoError),
     /// The ledger could not be read or written.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -73,6 +74,25 @@ pub enum Error {
         /// What is missing.
         message: String,
     },
+}
+
+impl From<RepoError> for Error {
+    /// A config read from a commit that is invalid is a config error, as one read from a file.
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::Config(e) => Error::Config(e),
+            e => Error::Repo(e),
+        }
+    }
+}
+
+impl From<WatchError> for Error {
+    fn from(e: WatchError) -> Self {
+        match e {
+            WatchError::Repo(e) => e.into(),
+            WatchError::Snapshot { repo, message } => Error::Watch { repo, message },
+        }
+    }
 }
 
 /// `Result` with [`Error`] as the default error.

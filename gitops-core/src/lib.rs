@@ -16,6 +16,11 @@
 //! [`plan`] decides, purely, what an event runs. [`scheduler`] runs a plan on the backends of
 //! [`backend`]; deploy and stop stages pass through [`environment`]; [`ledger`] records runs and
 //! deployments; [`engine`] ties them together for an application.
+//!
+//! Each module imports only modules before it in this order: `release`, `event`, `expr`,
+//! `graph`, `config`, `secret`, `trust`, `backend` (the contract a backend author reads alone),
+//! `plan`, `scheduler`, `ledger`, `environment`, `repo`, `source`, then the crate's `Error` and
+//! `engine`.
 #![warn(missing_docs)]
 
 pub mod backend;

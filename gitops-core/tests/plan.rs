@@ -351,9 +351,9 @@ fn planning_is_deterministic() {
 #[test]
 fn a_pipeline_changed_after_planning_is_planned_from_its_new_stages() {
     let mut c = Config::parse("f", "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages:\n      a: { run: x }\n      b: { run: y, needs: a }\n").unwrap();
-    let first = Planner::new()
-        .plan(&push("main"), &c, &Changes::Unknown)
-        .unwrap();
+    // One planner, which keeps the pipeline's graph from its first plan.
+    let planner = Planner::new();
+    let first = planner.plan(&push("main"), &c, &Changes::Unknown).unwrap();
     assert_eq!(first.pipelines[0].order().collect::<Vec<_>>(), ["a", "b"]);
     // Reverse the dependency: b first, then a.
     let p = c.pipelines.get_mut("p").unwrap();
@@ -361,9 +361,7 @@ fn a_pipeline_changed_after_planning_is_planned_from_its_new_stages() {
         .needs
         .clear();
     std::sync::Arc::make_mut(p.stages.get_mut("a").unwrap()).needs = vec!["b".into()];
-    let second = Planner::new()
-        .plan(&push("main"), &c, &Changes::Unknown)
-        .unwrap();
+    let second = planner.plan(&push("main"), &c, &Changes::Unknown).unwrap();
     assert_eq!(second.pipelines[0].order().collect::<Vec<_>>(), ["b", "a"]);
     assert_eq!(
         first.pipelines[0].order().collect::<Vec<_>>(),
@@ -380,11 +378,52 @@ fn a_pipeline_changed_after_planning_is_planned_from_its_new_stages() {
             .unwrap(),
     )
     .needs = vec!["a".into()];
-    let err = Planner::new()
+    let err = planner
         .plan(&push("main"), &c, &Changes::Unknown)
         .unwrap_err();
     assert_eq!(
         err.to_string(),
         "pipeline \"p\": cycle in needs: a -> b -> a"
     );
+}
+
+#[test]
+fn a_plan_checks_that_its_backends_can_do_what_its_stages_ask() {
+    use gitops_core::backend::BackendRegistry;
+    use gitops_core::backend::memory::MemoryBackend;
+    use gitops_core::plan::PlanError;
+    use std::sync::Arc;
+    let p = plan(&push("main"), &Changes::Unknown);
+    let main = &p.pipelines[0];
+    // `main` runs `test` on local and deploys staging on docker.
+    let refused = |registry: &BackendRegistry| match main.check_backends(registry) {
+        Err(PlanError::UnknownBackend {
+            stage,
+            backend,
+            needed,
+            known,
+            ..
+        }) => (stage, backend, needed, known),
+        other => panic!("{other:?}"),
+    };
+    let memory = Arc::new(MemoryBackend::new());
+    let none = BackendRegistry::new();
+    assert_eq!(
+        refused(&none),
+        ("test".into(), "local".into(), "an executor", String::new())
+    );
+    let executors = BackendRegistry::new()
+        .with_executor("local", memory.clone())
+        .with_executor("docker", memory.clone());
+    assert_eq!(
+        refused(&executors),
+        (
+            "deploy".into(),
+            "docker".into(),
+            "a deployer",
+            "docker, local".into()
+        )
+    );
+    let both = executors.with_deployer("docker", memory);
+    assert!(main.check_backends(&both).is_ok());
 }

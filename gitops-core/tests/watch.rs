@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::{git, write};
 use gitops_core::event::{EventPayload, GitEvent};
-use gitops_core::source::repo::Watcher;
+use gitops_core::source::watch::Watcher;
 use serde_json::{Value, json};
 
 fn commit(dir: &Path, file: &str, text: &str) -> String {

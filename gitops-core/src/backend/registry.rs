@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Deployer, Executor};
-use crate::config::{Action, LoadOptions};
-use crate::plan::{PlanError, PlannedPipeline};
+use crate::config::LoadOptions;
 
 /// Maps the backend names used in config to [`Executor`]s and [`Deployer`]s.
 #[derive(Clone, Default)]
@@ -80,28 +79,5 @@ impl BackendRegistry {
                 .map(|(name, d)| (name.clone(), d.params()))
                 .collect(),
         }
-    }
-
-    /// Checks, before anything runs, that every stage of `pipeline` has a backend that can do
-    /// what it asks: an executor for `run` stages, a deployer for `deploy` and `stop` stages.
-    pub fn check(&self, pipeline: &PlannedPipeline) -> Result<(), PlanError> {
-        for stage in &pipeline.stages {
-            let (ok, needed) = match stage.action {
-                Action::Run => (self.executors.contains_key(&*stage.backend), "an executor"),
-                Action::Deploy | Action::Stop => {
-                    (self.deployers.contains_key(&*stage.backend), "a deployer")
-                }
-            };
-            if !ok {
-                return Err(PlanError::UnknownBackend {
-                    pipeline: pipeline.name.clone(),
-                    stage: stage.id.to_string(),
-                    backend: stage.backend.to_string(),
-                    needed,
-                    known: self.names().join(", "),
-                });
-            }
-        }
-        Ok(())
     }
 }

@@ -113,7 +113,6 @@ impl Pipeline {
             on,
             concurrency: None,
             stages: IndexMap::new(),
-            graph_cache: Default::default(),
         }
     }
 

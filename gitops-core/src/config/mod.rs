@@ -34,7 +34,6 @@ pub use params::ParamSchema;
 pub use patterns::{Glob, Globs};
 
 pub(crate) use locate::Locations;
-pub(crate) use model::BuiltGraph;
 
 /// The largest `.gitops.yml` read (4 MiB): a pull request's file is a stranger's, and a config
 /// of real pipelines is a few kilobytes.

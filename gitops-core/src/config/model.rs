@@ -129,57 +129,6 @@ pub struct Pipeline {
     pub concurrency: Option<Concurrency>,
     /// Stages by id, in file order (shared with the plans made from them).
     pub stages: IndexMap<String, Arc<Stage>>,
-    /// The stage graph, built on the first plan and reused while the stages stay the same.
-    #[serde(skip)]
-    pub(crate) graph_cache: GraphCache,
-}
-
-/// A stage graph with the stages it was built from (their ids are the graph's), and the flat
-/// rows the scheduler reads.
-pub(crate) type BuiltGraph = Arc<Built>;
-
-#[derive(Debug)]
-pub(crate) struct Built {
-    pub(crate) stages: Vec<Arc<Stage>>,
-    pub(crate) graph: crate::graph::StageGraph,
-    pub(crate) rows: crate::plan::layout::Rows,
-}
-
-/// A pipeline's stage graph with the stages it was built from, to tell when it is stale (the
-/// stages are public and may be replaced after it was built).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct GraphCache(std::sync::OnceLock<BuiltGraph>);
-
-impl GraphCache {
-    /// The graph of `stages`: the cached one when it was built from exactly these stages.
-    pub(crate) fn get(
-        &self,
-        stages: &IndexMap<String, Arc<Stage>>,
-    ) -> Result<BuiltGraph, crate::graph::GraphError> {
-        if let Some(cached) = self.0.get() {
-            let (built_from, graph) = (&cached.stages, &cached.graph);
-            let same = built_from.len() == stages.len()
-                && built_from
-                    .iter()
-                    .zip(stages)
-                    .zip(graph.stages())
-                    .all(|((a, (key, b)), id)| graph.id(id) == key && Arc::ptr_eq(a, b));
-            if same {
-                return Ok(cached.clone());
-            }
-        }
-        let graph =
-            crate::graph::StageGraph::from_needs(stages.iter().map(|(id, s)| (id, &s.needs)))?;
-        let stages: Vec<Arc<Stage>> = stages.values().cloned().collect();
-        let rows = crate::plan::layout::Rows::new(&graph, &stages);
-        let built = Arc::new(Built {
-            stages,
-            graph,
-            rows,
-        });
-        let _ = self.0.set(built.clone());
-        Ok(built)
-    }
 }
 
 /// The events a pipeline runs on; several kinds may be listed.

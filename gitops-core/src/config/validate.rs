@@ -6,7 +6,7 @@ use super::locate::{Locations, Position};
 use super::model::{Action, Config, Pipeline, Stage};
 use super::params::{self, ParamSchema};
 use crate::expr::{Scope, StageRef, Template};
-use crate::graph::GraphProblem;
+use crate::graph::{GraphProblem, StageGraph};
 
 type Found = Vec<(Position, String)>;
 
@@ -236,82 +236,96 @@ fn check_pipeline(
         ));
         return;
     }
-    // Built through the pipeline's cache, so that the first plan reuses it.
-    let cached = pipeline.graph_cache.get(&pipeline.stages);
-    let graph = match &cached {
-        Ok(c) => Some(&c.graph),
-        Err(err) => {
-            for problem in &err.problems {
-                let pos = match problem {
-                    GraphProblem::UnknownNeed { stage, need } => {
-                        let i = pipeline.stages[stage.as_str()]
-                            .needs
-                            .iter()
-                            .position(|n| n == need)
-                            .unwrap_or(0);
-                        loc.value(&["pipelines", name, "stages", stage, "needs", &i.to_string()])
-                    }
-                    GraphProblem::Cycle { path } => {
-                        loc.key(&["pipelines", name, "stages", &path[0]])
-                    }
-                    GraphProblem::DuplicateStage { stage } => {
-                        loc.key(&["pipelines", name, "stages", stage])
-                    }
-                };
-                out.push((pos, format!("pipeline \"{name}\": {problem}")));
-            }
-            None
-        }
-    };
+    let graph = check_graph(out, loc, name, pipeline);
     for (id, stage) in &pipeline.stages {
         let sp = ["pipelines", name, "stages", id.as_str()];
         check_name(out, loc.key(&sp), "stage", id);
         check_stage(out, config, loc, &sp, stage, backend_known, backends);
         // Stage references can only be checked against a sound graph.
-        let Some(graph) = &graph else { continue };
-        let me = graph.get(id);
-        let stages = |other: &str| match (me, graph.get(other)) {
-            (_, None) => StageRef::Unknown,
-            (Some(me), Some(o)) if graph.is_transitive_need(me, o) => StageRef::Allowed,
-            _ => StageRef::NotANeed,
-        };
-        let with_status = Scope {
-            stages: &stages,
-            status_functions: true,
-            env: true,
-        };
-        let plain = Scope {
-            stages: &stages,
-            status_functions: false,
-            env: true,
-        };
-        if let Some(c) = &stage.condition {
-            if let Err(e) = c.expr.check(&with_status) {
-                let path = [&sp[..], &["if"]].concat();
-                out.push((
-                    loc.value(&path),
-                    format!("{}: {} in `if: {}`", label(&path), e.message, c.source),
-                ));
+        if let Some(graph) = &graph {
+            check_stage_expressions(out, loc, &sp, stage, graph);
+        }
+    }
+}
+
+/// The stage graph of pipeline `name`, or its problems (unknown needs, cycles, duplicate
+/// stages), each at the place it is written.
+fn check_graph(
+    out: &mut Found,
+    loc: &Locations,
+    name: &str,
+    pipeline: &Pipeline,
+) -> Option<StageGraph> {
+    let err = match StageGraph::from_needs(pipeline.stages.iter().map(|(id, s)| (id, &s.needs))) {
+        Ok(graph) => return Some(graph),
+        Err(err) => err,
+    };
+    for problem in &err.problems {
+        let pos = match problem {
+            GraphProblem::UnknownNeed { stage, need } => {
+                let i = pipeline.stages[stage.as_str()]
+                    .needs
+                    .iter()
+                    .position(|n| n == need)
+                    .unwrap_or(0);
+                loc.value(&["pipelines", name, "stages", stage, "needs", &i.to_string()])
             }
+            GraphProblem::Cycle { path } => loc.key(&["pipelines", name, "stages", &path[0]]),
+            GraphProblem::DuplicateStage { stage } => {
+                loc.key(&["pipelines", name, "stages", stage])
+            }
+        };
+        out.push((pos, format!("pipeline \"{name}\": {problem}")));
+    }
+    None
+}
+
+/// The names in the expressions of the stage at `sp` (its `if:`, `env` and `with`): the
+/// stages they read must be among its needs, transitively, and status functions are for
+/// `if:` alone.
+fn check_stage_expressions(
+    out: &mut Found,
+    loc: &Locations,
+    sp: &[&str],
+    stage: &Stage,
+    graph: &StageGraph,
+) {
+    let me = graph.get(sp[3]);
+    let stages = |other: &str| match (me, graph.get(other)) {
+        (_, None) => StageRef::Unknown,
+        (Some(me), Some(o)) if graph.is_transitive_need(me, o) => StageRef::Allowed,
+        _ => StageRef::NotANeed,
+    };
+    let with_status = Scope {
+        stages: &stages,
+        status_functions: true,
+        env: true,
+    };
+    let plain = Scope {
+        stages: &stages,
+        status_functions: false,
+        env: true,
+    };
+    if let Some(c) = &stage.condition {
+        if let Err(e) = c.expr.check(&with_status) {
+            let path = [sp, &["if"]].concat();
+            out.push((
+                loc.value(&path),
+                format!("{}: {} in `if: {}`", label(&path), e.message, c.source),
+            ));
         }
-        for (k, t) in &stage.env {
-            check_env_name(out, loc.key(&[&sp[..], &["env", k.as_str()]].concat()), k);
-            check_template(
-                out,
-                loc,
-                &[&sp[..], &["env", k.as_str()]].concat(),
-                &t.template,
-                &plain,
-            );
-        }
-        check_params(
+    }
+    for (k, t) in &stage.env {
+        check_env_name(out, loc.key(&[sp, &["env", k.as_str()]].concat()), k);
+        check_template(
             out,
             loc,
-            &[&sp[..], &["with"]].concat(),
-            &stage.with,
+            &[sp, &["env", k.as_str()]].concat(),
+            &t.template,
             &plain,
         );
     }
+    check_params(out, loc, &[sp, &["with"]].concat(), &stage.with, &plain);
 }
 
 fn check_stage(

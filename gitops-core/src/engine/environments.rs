@@ -2,22 +2,12 @@
 //! closed pull request, reconciling with the pull requests still open, stopping idle
 //! environments, rolling back, pinning, approvals; and the ledger's queries about them.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
-
 use super::Engine;
-use crate::backend::{BackendError, EnvironmentPolicy, EnvironmentTarget, RunInfo, StageContext};
 use crate::config::Action;
 use crate::event::GitEvent;
 use crate::ledger::{
-    DeploymentInputs, DeploymentRecord, DeploymentResult, EnvironmentRecord, EnvironmentStatus,
-    NewDeployment, now,
+    DeploymentRecord, DeploymentResult, EnvironmentRecord, EnvironmentStatus, now,
 };
-use crate::repo::Repository;
-use crate::scheduler::{DEPLOYER_PANICKED, GateRefusal, WaitReason};
-use crate::secret::Masker;
 use crate::{Error, Result};
 
 /// An environment as `gitops envs` shows it: its record and what runs there now.
@@ -110,7 +100,7 @@ impl Engine {
 
     /// Stops, after the runs of `event` (whatever its pipelines did), what the event ends:
     /// when it closes a pull request, every environment that pull request owns.
-    pub async fn settle(&self, event: &GitEvent) -> Result<Vec<Stopped>> {
+    pub async fn finish_event(&self, event: &GitEvent) -> Result<Vec<Stopped>> {
         let Some(pr) = event.pull_request() else {
             return Ok(Vec::new());
         };
@@ -189,7 +179,7 @@ impl Engine {
                 None => format!("gitops ({})", reason.describe()),
             };
             match self
-                .direct(&env, Action::Stop, &last, None, &actor, None)
+                .deploy_or_stop(&env, Action::Stop, &last, None, &actor, None)
                 .await
             {
                 Ok(deployment) => out.push(Stopped {
@@ -263,7 +253,7 @@ impl Engine {
         };
         let target = target.clone();
         let record = self
-            .direct(&env, Action::Deploy, &target, Some(target.id), actor, None)
+            .deploy_or_stop(&env, Action::Deploy, &target, Some(target.id), actor, None)
             .await?;
         if record.result != DeploymentResult::Success {
             return Err(fail(format!(
@@ -302,207 +292,5 @@ impl Engine {
                 stage: stage.to_owned(),
             })
         }
-    }
-
-    /// Deploys or stops `env` directly (not from a pipeline) with the inputs of `like`: under
-    /// the environment's lock, recorded in the ledger like any deployment.
-    ///
-    /// Once the lock is taken, the rest runs in a task of its own, so that however it ends the
-    /// deployment is recorded and the lock released: a panicking deployer fails the deployment
-    /// (its call is a task too), a lost lock cancels and fails it, and dropping this future
-    /// cancels it (the task records that and releases the lock once the deployer has stopped).
-    async fn direct(
-        &self,
-        env: &EnvironmentRecord,
-        action: Action,
-        like: &DeploymentRecord,
-        rollback_of: Option<i64>,
-        actor: &str,
-        cancel: Option<CancellationToken>,
-    ) -> Result<DeploymentRecord> {
-        let fail = |message: String| Error::Environment {
-            environment: env.name.clone(),
-            message,
-        };
-        let deployer = self
-            .scheduler
-            .registry()
-            .deployer(&env.backend)
-            .cloned()
-            .ok_or_else(|| {
-                fail(format!(
-                    "no deployer registered for backend \"{}\"",
-                    env.backend
-                ))
-            })?;
-        let event = like
-            .event
-            .clone()
-            .ok_or_else(|| fail(format!("deployment #{} has no recorded event", like.id)))?;
-        // A deploy needs the files of the commit it deploys, and a stop may need them too (a
-        // terraform destroy reads the configuration): a checkout of it, as its run had.
-        let mut checkout: Option<PathBuf> = None;
-        let workdir = {
-            let run = like
-                .run_id
-                .as_deref()
-                .map(|id| self.ledger.run(id))
-                .transpose()?;
-            match run
-                .as_ref()
-                .and_then(|r| Some((r.repo.clone()?, r.commit.clone()?)))
-            {
-                Some((repo, commit)) => {
-                    let dir = self
-                        .state_dir
-                        .join("checkouts")
-                        .join(format!("deployment-{}", crate::ledger::new_run_id()));
-                    let made = Repository::open(&repo).and_then(|r| r.checkout(&commit, &dir));
-                    match made {
-                        Ok(_) => {
-                            checkout = Some(dir.clone());
-                            dir
-                        }
-                        Err(e) if action == Action::Deploy => return Err(e.into()),
-                        // A stop goes ahead without the files (most deployers need none).
-                        Err(_) => {
-                            let _ = std::fs::remove_dir_all(&dir);
-                            self.state_dir.clone()
-                        }
-                    }
-                }
-                None => run.map_or_else(|| self.state_dir.clone(), |r| r.workdir),
-            }
-        };
-        let run_id = format!("{}-{}", action_name(action), crate::ledger::new_run_id());
-        let info = RunInfo::new(run_id, "gitops", event.clone(), workdir).with_actor(actor);
-        let target = EnvironmentTarget::new(
-            env.name.clone(),
-            like.inputs.config_name.clone(),
-            like.version.clone(),
-        )
-        .with_pull_request(env.pull_request)
-        .with_policy(EnvironmentPolicy::default());
-        // The secrets of the level the deployment was made at, read from the host again: a
-        // pull request's preview is stopped with its own secrets, not with production's.
-        let level = like
-            .trust
-            .unwrap_or_else(|| crate::trust::level(&event, &self.policy));
-        let (secrets, masked) = match self.direct_secrets(
-            level,
-            &like.inputs.config_name,
-            &super::RunOptions::default(),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                remove(checkout);
-                return Err(e);
-            }
-        };
-        let masker = Masker::new(masked.iter());
-        let mut info = info;
-        info.trust = Some(level);
-        let cancel = Arc::new(cancel.unwrap_or_default());
-        let mut ctx = StageContext::new(Arc::new(info), action_name(action));
-        ctx.command = like.inputs.command.as_deref().map(Arc::from);
-        ctx.env = like.inputs.env.clone();
-        ctx.secrets = secrets;
-        ctx.with = like.inputs.with.clone();
-        ctx.environment = Some(Box::new(target.clone()));
-        ctx.cancel = cancel.clone();
-
-        let holder = format!("{} of {}", action_name(action), env.name);
-        let no_wait_events = |_: WaitReason| {};
-        let guard = self
-            .environments
-            .acquire(&env.name, &holder, &target, false, &cancel, &no_wait_events)
-            .await
-            .map_err(|r| match r {
-                GateRefusal::Cancelled => fail("cancelled while waiting for its lock".to_owned()),
-                GateRefusal::Refused(m) => fail(m),
-            });
-        let guard = match guard {
-            Ok(g) => g,
-            Err(e) => {
-                remove(checkout);
-                return Err(e);
-            }
-        };
-        let record = NewDeployment {
-            environment: env.name.clone(),
-            action,
-            backend: env.backend.clone(),
-            version: like.version.clone(),
-            sha: like.sha.clone(),
-            run_id: None,
-            stage: None,
-            event: Some(event),
-            triggered_by: Some(actor.to_owned()),
-            inputs: DeploymentInputs {
-                secrets: ctx.secrets.keys().cloned().collect(),
-                ..like.inputs.clone()
-            }
-            .masked(&masker),
-            rollback_of,
-            repo: env.repo.clone(),
-            pull_request: env.pull_request,
-            trust: Some(level),
-        };
-        ctx.cancel = Arc::new(guard.revocation().token().clone());
-        let (ledger, environments) = (self.ledger.clone(), self.environments.clone());
-        let name = env.name.clone();
-        let stop_if_dropped = CancellationToken::clone(&cancel).drop_guard();
-        let locked = tokio::spawn(async move {
-            let outcome = async {
-                let id = ledger.begin_deployment(&record)?;
-                let call = tokio::spawn(async move {
-                    match action {
-                        Action::Stop => deployer.stop(ctx).await,
-                        _ => deployer.deploy(ctx).await,
-                    }
-                });
-                let returned = match call.await {
-                    Ok(returned) => returned,
-                    Err(e) if e.is_panic() => {
-                        Err(BackendError::Failed(DEPLOYER_PANICKED.to_owned()))
-                    }
-                    Err(_) => Err(BackendError::Cancelled),
-                };
-                let lost = guard.revocation().reason();
-                let returned = match lost {
-                    Some(reason) => Err(BackendError::Failed(reason.to_owned())),
-                    None => returned,
-                };
-                let returned = crate::scheduler::masked(returned, &masker);
-                let cancelled = cancel.is_cancelled() && lost.is_none();
-                let _ = environments.finish(id, &returned, cancelled).await;
-                ledger.deployment(id)?.ok_or_else(|| Error::Environment {
-                    environment: name.clone(),
-                    message: format!("deployment #{id} vanished from the ledger"),
-                })
-            }
-            .await;
-            environments.release(guard).await;
-            remove(checkout);
-            outcome
-        });
-        let outcome = locked
-            .await
-            .unwrap_or_else(|e| Err(fail(format!("the deployment's task failed: {e}"))));
-        stop_if_dropped.disarm();
-        outcome
-    }
-}
-
-fn action_name(action: Action) -> &'static str {
-    match action {
-        Action::Stop => "stop",
-        _ => "deploy",
-    }
-}
-
-fn remove(dir: Option<PathBuf>) {
-    if let Some(dir) = dir {
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

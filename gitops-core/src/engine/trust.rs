@@ -81,7 +81,7 @@ impl Engine {
         let read = repo
             .resolve_commit(&reference)
             .map_err(Error::from)
-            .and_then(|commit| repo.config_text_at(&commit))
+            .and_then(|commit| Ok(repo.config_text_at(&commit)?))
             .and_then(|text| {
                 let config = Config::parse_with(CONFIG_FILE, &text, &self.load)?;
                 Ok((text, config))
@@ -175,7 +175,7 @@ impl Engine {
 
     /// The secrets a deploy or stop of environment `config_name` gets outside a pipeline (a
     /// rollback, a stop): those its deployment's trust level gets for that environment.
-    pub(super) fn direct_secrets(
+    pub(super) fn secrets_for_environment(
         &self,
         level: TrustLevel,
         config_name: &str,

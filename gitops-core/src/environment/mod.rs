@@ -13,21 +13,24 @@
 //! is given back however its deployment ends (its [`LockGuard`] releases it when dropped, and the
 //! scheduler leaves the gate even when a backend panics); a deployment whose lock cannot be
 //! renewed is cancelled and recorded as failed rather than going on unlocked.
+//!
+//! [`DeploymentGate`]: crate::scheduler::DeploymentGate
+
+mod gate;
+mod lock;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BackendError, Completion, EnvironmentTarget, Outcome, StageContext};
-use crate::config::{Action, Approval, OnBusy};
-use crate::ledger::{
-    ApprovalStatus, DeploymentInputs, DeploymentResult, Ledger, LedgerError, NewDeployment,
-};
-use crate::scheduler::{DeploymentGate, GateRefusal, GateTicket, Revocation, WaitReason};
+pub use lock::LockGuard;
+
+use crate::backend::{BackendError, Completion, Outcome, StageContext};
+use crate::config::Action;
+use crate::ledger::{DeploymentInputs, DeploymentResult, Ledger, LedgerError, NewDeployment};
+use crate::scheduler::GateRefusal;
 use crate::secret::Masker;
 
 /// The environments of one state dir, as the runs of an engine see them.
@@ -43,48 +46,6 @@ struct Inner {
     lock_ttl: Duration,
     /// The locks of the deployments in progress, by deployment id.
     held: Mutex<HashMap<i64, LockGuard>>,
-}
-
-/// A held environment lock, renewed until released with [`Environments::release`]; dropped
-/// without that (its deployment panicked, or its future was dropped), it releases the lock from
-/// a blocking task of the runtime.
-#[derive(Debug)]
-pub struct LockGuard {
-    environment: String,
-    holder: String,
-    heartbeat: JoinHandle<()>,
-    ledger: Ledger,
-    released: bool,
-    lost: Revocation,
-}
-
-impl LockGuard {
-    /// Revoked when the lock could not be renewed, saying so: give its token to what works
-    /// under the lock, and fail the work with its reason.
-    pub fn revocation(&self) -> &Revocation {
-        &self.lost
-    }
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        self.heartbeat.abort();
-        if self.released {
-            return;
-        }
-        let ledger = self.ledger.clone();
-        let (e, h) = (
-            std::mem::take(&mut self.environment),
-            std::mem::take(&mut self.holder),
-        );
-        let release = move || {
-            let _ = ledger.release_lock(&e, &h);
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(release)),
-            Err(_) => release(),
-        }
-    }
 }
 
 impl Environments {
@@ -132,144 +93,6 @@ impl Environments {
         }
     }
 
-    /// Waits for the approval of `stage` of `run_id` (asking for it if no one has).
-    async fn approved(
-        &self,
-        run_id: &str,
-        stage: &str,
-        environment: &str,
-        cancel: &CancellationToken,
-        waiting: &(dyn Fn(WaitReason) + Send + Sync),
-    ) -> Result<(), GateRefusal> {
-        let mut told = false;
-        loop {
-            let (r, s, e) = (run_id.to_owned(), stage.to_owned(), environment.to_owned());
-            let status = self
-                .blocking(move |l| l.request_approval(&r, &s, &e))
-                .await?;
-            match status {
-                ApprovalStatus::Approved => return Ok(()),
-                ApprovalStatus::Rejected => {
-                    let (r, s) = (run_id.to_owned(), stage.to_owned());
-                    let by = self
-                        .blocking(move |l| l.approval(&r, &s))
-                        .await?
-                        .and_then(|a| a.decided_by)
-                        .unwrap_or_else(|| "someone".to_owned());
-                    return Err(GateRefusal::Refused(format!(
-                        "the deployment to \"{environment}\" was rejected by {by}"
-                    )));
-                }
-                ApprovalStatus::Pending => {
-                    if !told {
-                        told = true;
-                        waiting(WaitReason::Approval {
-                            environment: environment.to_owned(),
-                        });
-                    }
-                    self.pause(cancel).await?;
-                }
-            }
-        }
-    }
-
-    /// Takes `environment`'s lock for `holder`, waiting while someone else holds it (or failing,
-    /// with `on_locked: fail`); with `respect_pin`, also waits while the environment is pinned.
-    /// The guard's [`revocation`](LockGuard::revocation) is a child of `cancel`.
-    pub async fn acquire(
-        &self,
-        environment: &str,
-        holder: &str,
-        target: &EnvironmentTarget,
-        respect_pin: bool,
-        cancel: &CancellationToken,
-        waiting: &(dyn Fn(WaitReason) + Send + Sync),
-    ) -> Result<LockGuard, GateRefusal> {
-        let ttl = self.inner.lock_ttl.as_secs_f64();
-        let (mut told_lock, mut told_pin) = (false, false);
-        loop {
-            let (e, h) = (environment.to_owned(), holder.to_owned());
-            let taken = self.blocking(move |l| l.try_lock(&e, &h, ttl)).await?;
-            if let Some(other) = taken {
-                if target.policy.on_locked == OnBusy::Fail {
-                    return Err(GateRefusal::Refused(format!(
-                        "environment \"{environment}\" is locked by {other} (on_locked: fail)"
-                    )));
-                }
-                if !told_lock {
-                    told_lock = true;
-                    waiting(WaitReason::Lock {
-                        environment: environment.to_owned(),
-                        holder: other,
-                    });
-                }
-                self.pause(cancel).await?;
-                continue;
-            }
-            let guard = self.guard(environment, holder, cancel);
-            if respect_pin {
-                let e = environment.to_owned();
-                let pinned = self
-                    .blocking(move |l| l.environment(&e))
-                    .await
-                    .map(|r| r.and_then(|r| r.pinned_by));
-                let pinned = match pinned {
-                    Ok(p) => p,
-                    Err(refusal) => {
-                        self.release(guard).await;
-                        return Err(refusal);
-                    }
-                };
-                if let Some(by) = pinned {
-                    self.release(guard).await;
-                    if target.policy.on_pinned == OnBusy::Fail {
-                        return Err(GateRefusal::Refused(format!(
-                            "environment \"{environment}\" is pinned by a rollback ({by}); `gitops unpin {environment}` releases it"
-                        )));
-                    }
-                    if !told_pin {
-                        told_pin = true;
-                        waiting(WaitReason::Pin {
-                            environment: environment.to_owned(),
-                        });
-                    }
-                    self.pause(cancel).await?;
-                    continue;
-                }
-            }
-            return Ok(guard);
-        }
-    }
-
-    /// A guard for a lock just taken, renewing it until released; when it cannot, the guard's
-    /// revocation (a child of `cancel`) is revoked.
-    fn guard(&self, environment: &str, holder: &str, cancel: &CancellationToken) -> LockGuard {
-        let ledger = self.inner.ledger.clone();
-        let ttl = self.inner.lock_ttl;
-        let lost = Revocation::child_of(cancel);
-        let (e, h, revoke) = (environment.to_owned(), holder.to_owned(), lost.clone());
-        let heartbeat = tokio::spawn(async move {
-            let why = renew_until_lost(&ledger, &e, &h, ttl).await;
-            revoke.revoke(format!("lost the lock on environment \"{e}\": {why}"));
-        });
-        LockGuard {
-            environment: environment.to_owned(),
-            holder: holder.to_owned(),
-            heartbeat,
-            ledger: self.inner.ledger.clone(),
-            released: false,
-            lost,
-        }
-    }
-
-    /// Releases a lock.
-    pub async fn release(&self, mut guard: LockGuard) {
-        guard.heartbeat.abort();
-        guard.released = true;
-        let (e, h) = (guard.environment.clone(), guard.holder.clone());
-        let _ = self.blocking(move |l| l.release_lock(&e, &h)).await;
-    }
-
     /// Records the end of deployment `id` from what its backend returned.
     pub async fn finish(
         &self,
@@ -303,42 +126,6 @@ impl Environments {
     }
 }
 
-/// Renews `holder`'s lock on `environment` every third of `ttl` until it cannot; says why.
-/// A renewal that fails (the database busy, say) is tried again while the lock still has time
-/// left; one that finds the lock no longer ours is final.
-async fn renew_until_lost(
-    ledger: &Ledger,
-    environment: &str,
-    holder: &str,
-    ttl: Duration,
-) -> String {
-    let mut renewed = tokio::time::Instant::now();
-    let mut wait = ttl / 3;
-    loop {
-        tokio::time::sleep(wait).await;
-        let (l, e, h) = (ledger.clone(), environment.to_owned(), holder.to_owned());
-        let result =
-            tokio::task::spawn_blocking(move || l.renew_lock(&e, &h, ttl.as_secs_f64())).await;
-        let error = match result {
-            Ok(Ok(true)) => {
-                renewed = tokio::time::Instant::now();
-                wait = ttl / 3;
-                continue;
-            }
-            Ok(Ok(false)) => {
-                return "it expired or was released, and is no longer held by this deployment"
-                    .to_owned();
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => e.to_string(),
-        };
-        if renewed.elapsed() + ttl / 3 >= ttl {
-            return format!("cannot renew it: {error}");
-        }
-        wait = ttl / 10;
-    }
-}
-
 /// The record of a deployment a stage is about to make.
 pub fn new_deployment(ctx: &StageContext, action: Action, backend: &str) -> Option<NewDeployment> {
     let env = ctx.environment.as_ref()?;
@@ -369,98 +156,11 @@ pub fn new_deployment(ctx: &StageContext, action: Action, backend: &str) -> Opti
     })
 }
 
-#[async_trait]
-impl DeploymentGate for Environments {
-    async fn enter(
-        &self,
-        ctx: &StageContext,
-        action: Action,
-        backend: &str,
-        waiting: &(dyn Fn(WaitReason) + Send + Sync),
-    ) -> Result<GateTicket, GateRefusal> {
-        let Some(record) = new_deployment(ctx, action, backend) else {
-            return Err(GateRefusal::Refused(format!(
-                "stage \"{}\" deploys or stops no environment",
-                ctx.stage
-            )));
-        };
-        let Some(target) = &ctx.environment else {
-            return Err(GateRefusal::Refused("no environment".to_owned()));
-        };
-        let cancel = ctx.cancel.as_ref();
-        if action == Action::Deploy && target.policy.approval == Approval::Required {
-            self.approved(&ctx.run.id, &ctx.stage, &target.name, cancel, waiting)
-                .await?;
-        }
-        let holder = format!("run {} stage {}", ctx.run.id, ctx.stage);
-        let guard = self
-            .acquire(
-                &target.name,
-                &holder,
-                target,
-                action == Action::Deploy,
-                cancel,
-                waiting,
-            )
-            .await?;
-        let id = match self.blocking(move |l| l.begin_deployment(&record)).await {
-            Ok(id) => id,
-            Err(refusal) => {
-                self.release(guard).await;
-                return Err(refusal);
-            }
-        };
-        let ticket = GateTicket::new(id).with_revocation(guard.revocation().clone());
-        self.inner
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, guard);
-        Ok(ticket)
-    }
-
-    async fn leave(
-        &self,
-        ticket: GateTicket,
-        returned: &Result<Completion, BackendError>,
-        cancelled: bool,
-    ) {
-        let held = self
-            .inner
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ticket.deployment);
-        // A deployment that lost its lock and did not succeed failed for that reason, whatever
-        // its backend said when the lock's loss cancelled it.
-        let succeeded = matches!(
-            returned,
-            Ok(Completion {
-                outcome: Outcome::Success,
-                ..
-            })
-        );
-        let lost = held
-            .as_ref()
-            .and_then(|g| g.revocation().reason())
-            .filter(|_| !succeeded)
-            .map(|reason| Err(BackendError::Failed(reason.to_owned())));
-        let (returned, cancelled) = match &lost {
-            Some(lost) => (lost, false),
-            None => (returned, cancelled),
-        };
-        let _ = self.finish(ticket.deployment, returned, cancelled).await;
-        if let Some(guard) = held {
-            self.release(guard).await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::memory::{MemoryBackend, Script};
-    use crate::backend::{BackendRegistry, RunInfo};
+    use crate::backend::{BackendRegistry, EnvironmentTarget, RunInfo};
     use crate::config::{Config, LoadOptions};
     use crate::ledger::DeploymentRecord;
     use crate::plan::{Changes, Planner};

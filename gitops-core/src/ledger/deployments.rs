@@ -1,5 +1,5 @@
-//! Environments and their deployments in the ledger: the record of every deploy and stop, the
-//! environment locks, approvals and pins.
+//! Deployments in the ledger: the record of every deploy and stop, with the inputs that make
+//! it again.
 
 use std::collections::BTreeMap;
 
@@ -173,69 +173,7 @@ pub struct DeploymentRecord {
     pub trust: Option<TrustLevel>,
 }
 
-/// Whether an environment runs something.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EnvironmentStatus {
-    /// Something was deployed to it (or was being deployed) and it was not stopped since.
-    Active,
-    /// It was stopped; its record stays.
-    Stopped,
-}
-
-/// An environment instance as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[non_exhaustive]
-pub struct EnvironmentRecord {
-    /// The instance (`preview-pr-7`).
-    pub name: String,
-    /// The environment as named in config.
-    pub config_name: String,
-    /// The backend that deploys it.
-    pub backend: String,
-    /// The repository (`owner/name`).
-    pub repo: String,
-    /// The pull request that owns it.
-    pub pull_request: Option<u64>,
-    /// Active or stopped.
-    pub status: EnvironmentStatus,
-    /// Who pinned it (a rollback), while it is pinned.
-    pub pinned_by: Option<String>,
-    /// Unix time of the last deploy or stop.
-    pub updated_at: f64,
-}
-
-/// A decision on a deployment waiting for approval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalStatus {
-    /// No one decided yet.
-    Pending,
-    /// Approved.
-    Approved,
-    /// Rejected.
-    Rejected,
-}
-
-/// An approval request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[non_exhaustive]
-pub struct ApprovalRecord {
-    /// The run.
-    pub run_id: String,
-    /// The deploy stage.
-    pub stage: String,
-    /// The environment.
-    pub environment: String,
-    /// The decision so far.
-    pub status: ApprovalStatus,
-    /// Who decided.
-    pub decided_by: Option<String>,
-    /// Unix time it was requested.
-    pub requested_at: f64,
-}
-
-fn json_col<T: serde::de::DeserializeOwned>(
+pub(super) fn json_col<T: serde::de::DeserializeOwned>(
     row: &rusqlite::Row<'_>,
     i: usize,
 ) -> rusqlite::Result<T> {
@@ -245,7 +183,7 @@ fn json_col<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn bad_value(i: usize, what: &str, value: &str) -> rusqlite::Error {
+pub(super) fn bad_value(i: usize, what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         i,
         rusqlite::types::Type::Text,
@@ -300,30 +238,6 @@ fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRecord> {
         trust,
     })
 }
-
-const SELECT_ENVIRONMENT: &str = "SELECT name, config_name, backend, repo, pull_request, status, pinned_by, updated_at FROM environments";
-
-fn environment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvironmentRecord> {
-    let status: String = r.get(5)?;
-    let status = match status.as_str() {
-        "active" => EnvironmentStatus::Active,
-        "stopped" => EnvironmentStatus::Stopped,
-        other => return Err(bad_value(5, "status", other)),
-    };
-    Ok(EnvironmentRecord {
-        name: r.get(0)?,
-        config_name: r.get(1)?,
-        backend: r.get(2)?,
-        repo: r.get(3)?,
-        pull_request: r.get(4)?,
-        status,
-        pinned_by: r.get(6)?,
-        updated_at: r.get(7)?,
-    })
-}
-
-/// Who holds an environment's lock, when it is not free.
-pub type LockHolder = String;
 
 impl Ledger {
     /// Records that a deployment started; returns its id. The environment is created if new, and
@@ -475,172 +389,6 @@ impl Ledger {
         Ok(last.filter(|d| d.action == Action::Deploy))
     }
 
-    /// Every environment, by name.
-    pub fn environments(&self) -> Result<Vec<EnvironmentRecord>, LedgerError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(&format!("{SELECT_ENVIRONMENT} ORDER BY name"))?;
-            stmt.query_map([], environment_row)?.collect()
-        })
-    }
-
-    /// One environment.
-    pub fn environment(&self, name: &str) -> Result<Option<EnvironmentRecord>, LedgerError> {
-        self.with(|c| {
-            c.query_row(
-                &format!("{SELECT_ENVIRONMENT} WHERE name = ?1"),
-                [name],
-                environment_row,
-            )
-            .optional()
-        })
-    }
-
-    /// Takes `environment`'s lock for `holder` until `ttl_secs` from now, in one transaction:
-    /// free, expired, or held by a process that is gone counts as free. Returns who holds it
-    /// when it is taken.
-    pub fn try_lock(
-        &self,
-        environment: &str,
-        holder: &str,
-        ttl_secs: f64,
-    ) -> Result<Option<LockHolder>, LedgerError> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let at = now();
-            let current: Option<(String, u32, f64)> = tx
-                .query_row(
-                    "SELECT holder, pid, expires_at FROM locks WHERE environment = ?1",
-                    [environment],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            if let Some((who, pid, expires)) = current {
-                let stale = expires < at || (pid != std::process::id() && !process_alive(pid));
-                if who != holder && !stale {
-                    return Ok(Some(who));
-                }
-            }
-            tx.execute(
-                "INSERT OR REPLACE INTO locks (environment, holder, pid, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![environment, holder, std::process::id(), at, at + ttl_secs],
-            )?;
-            tx.commit()?;
-            Ok(None)
-        })
-    }
-
-    /// Extends a held lock; false when `holder` no longer holds it.
-    pub fn renew_lock(
-        &self,
-        environment: &str,
-        holder: &str,
-        ttl_secs: f64,
-    ) -> Result<bool, LedgerError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE locks SET expires_at = ?3 WHERE environment = ?1 AND holder = ?2",
-                params![environment, holder, now() + ttl_secs],
-            )
-            .map(|n| n > 0)
-        })
-    }
-
-    /// Releases a lock `holder` holds.
-    pub fn release_lock(&self, environment: &str, holder: &str) -> Result<(), LedgerError> {
-        self.with(|c| {
-            c.execute(
-                "DELETE FROM locks WHERE environment = ?1 AND holder = ?2",
-                params![environment, holder],
-            )
-            .map(|_| ())
-        })
-    }
-
-    /// Pins an environment (after a rollback): pipeline deploys to it wait until it is unpinned.
-    pub fn pin(&self, environment: &str, by: &str) -> Result<(), LedgerError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE environments SET pinned_by = ?2, pinned_at = ?3 WHERE name = ?1",
-                params![environment, by, now()],
-            )
-            .map(|_| ())
-        })
-    }
-
-    /// Unpins an environment; false when it was not pinned.
-    pub fn unpin(&self, environment: &str) -> Result<bool, LedgerError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE environments SET pinned_by = NULL, pinned_at = NULL WHERE name = ?1 AND pinned_by IS NOT NULL",
-                [environment],
-            )
-            .map(|n| n > 0)
-        })
-    }
-
-    /// Asks for an approval of `stage` of `run_id` (kept if already asked); returns the
-    /// decision so far.
-    pub fn request_approval(
-        &self,
-        run_id: &str,
-        stage: &str,
-        environment: &str,
-    ) -> Result<ApprovalStatus, LedgerError> {
-        self.with(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO approvals (run_id, stage, environment, status, requested_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
-                params![run_id, stage, environment, now()],
-            )?;
-            Ok(())
-        })?;
-        Ok(self
-            .approval(run_id, stage)?
-            .map_or(ApprovalStatus::Pending, |a| a.status))
-    }
-
-    /// The approval request of `stage` of `run_id`.
-    pub fn approval(
-        &self,
-        run_id: &str,
-        stage: &str,
-    ) -> Result<Option<ApprovalRecord>, LedgerError> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT run_id, stage, environment, status, decided_by, requested_at FROM approvals WHERE run_id = ?1 AND stage = ?2",
-                [run_id, stage],
-                approval_row,
-            )
-            .optional()
-        })
-    }
-
-    /// Requests still waiting for a decision, oldest first.
-    pub fn pending_approvals(&self) -> Result<Vec<ApprovalRecord>, LedgerError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT run_id, stage, environment, status, decided_by, requested_at FROM approvals WHERE status = 'pending' ORDER BY requested_at",
-            )?;
-            stmt.query_map([], approval_row)?.collect()
-        })
-    }
-
-    /// Approves or rejects a pending request; false when there is no pending request.
-    pub fn decide_approval(
-        &self,
-        run_id: &str,
-        stage: &str,
-        approved: bool,
-        by: &str,
-    ) -> Result<bool, LedgerError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE approvals SET status = ?3, decided_by = ?4, decided_at = ?5 WHERE run_id = ?1 AND stage = ?2 AND status = 'pending'",
-                params![run_id, stage, if approved { "approved" } else { "rejected" }, by, now()],
-            )
-            .map(|n| n > 0)
-        })
-    }
-
     fn corrupt(&self, e: impl std::fmt::Display) -> LedgerError {
         LedgerError::Database {
             path: self.path.clone(),
@@ -649,27 +397,10 @@ impl Ledger {
     }
 }
 
-fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRecord> {
-    let status: String = r.get(3)?;
-    let status = match status.as_str() {
-        "pending" => ApprovalStatus::Pending,
-        "approved" => ApprovalStatus::Approved,
-        "rejected" => ApprovalStatus::Rejected,
-        other => return Err(bad_value(3, "approval status", other)),
-    };
-    Ok(ApprovalRecord {
-        run_id: r.get(0)?,
-        stage: r.get(1)?,
-        environment: r.get(2)?,
-        status,
-        decided_by: r.get(4)?,
-        requested_at: r.get(5)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::EnvironmentStatus;
 
     /// A pid that no process has: one just reaped.
     fn dead_pid() -> u32 {

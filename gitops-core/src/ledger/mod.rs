@@ -3,14 +3,17 @@
 //! Each stage's result is committed when the stage ends, before anything that needs it starts,
 //! so that a run killed halfway can be resumed without re-running what had finished.
 
+mod approvals;
 mod deployments;
+mod environments;
+mod locks;
 mod queue;
 mod schema;
 
-pub use deployments::{
-    ApprovalRecord, ApprovalStatus, DeploymentInputs, DeploymentRecord, DeploymentResult,
-    EnvironmentRecord, EnvironmentStatus, LockHolder, NewDeployment,
-};
+pub use approvals::{ApprovalRecord, ApprovalStatus};
+pub use deployments::{DeploymentInputs, DeploymentRecord, DeploymentResult, NewDeployment};
+pub use environments::{EnvironmentRecord, EnvironmentStatus};
+pub use locks::LockHolder;
 pub use queue::GroupDecision;
 
 use std::path::{Path, PathBuf};

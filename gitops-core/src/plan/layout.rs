@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::PlannedStage;
-use crate::config::{Action, BuiltGraph, Stage};
-use crate::graph::StageGraph;
+use super::graphs::PipelineGraph;
+use crate::config::Action;
 
 /// The stage has an `if:`.
 pub(crate) const HAS_CONDITION: u8 = 1;
@@ -20,42 +20,6 @@ pub(crate) const CONTINUE_ON_ERROR: u8 = 16;
 /// It deploys to or stops an environment.
 pub(crate) const ENVIRONMENT: u8 = 32;
 
-/// Needs and dependents in compressed rows (stage `i`'s are `list[at[i]..at[i + 1]]`,
-/// ascending) and commands: what depends on the pipeline's stages alone, built once with
-/// its graph and shared by every plan of it.
-#[derive(Debug, Default)]
-pub(crate) struct Rows {
-    needs_at: Vec<u32>,
-    needs: Vec<u32>,
-    dependents_at: Vec<u32>,
-    dependents: Vec<u32>,
-    /// Commands, shared with every context of the stage without copying.
-    commands: Vec<Option<Arc<str>>>,
-}
-
-impl Rows {
-    pub(crate) fn new(graph: &StageGraph, stages: &[Arc<Stage>]) -> Rows {
-        let mut rows = Rows::default();
-        rows.needs_at.push(0);
-        rows.dependents_at.push(0);
-        for s in graph.stages() {
-            let mut needs: Vec<u32> = graph.needs(s).map(|n| n.index() as u32).collect();
-            needs.sort_unstable();
-            rows.needs.extend(needs);
-            rows.needs_at.push(rows.needs.len() as u32);
-            let mut deps: Vec<u32> = graph.dependents(s).map(|n| n.index() as u32).collect();
-            deps.sort_unstable();
-            rows.dependents.extend(deps);
-            rows.dependents_at.push(rows.dependents.len() as u32);
-        }
-        rows.commands = stages
-            .iter()
-            .map(|s| s.run.as_deref().map(Arc::from))
-            .collect();
-        rows
-    }
-}
-
 /// The index of the first item of `items` that `is`, pushing one `make` makes when none is.
 pub(super) fn index_or_push<T>(
     items: &mut Vec<T>,
@@ -68,12 +32,12 @@ pub(super) fn index_or_push<T>(
     })
 }
 
-/// A planned pipeline's stages for the scheduler's hot loop: the pipeline's [`Rows`], and what
-/// depends on the environments too, so it is made per plan: a flag byte per stage, and what
-/// runs it.
+/// A planned pipeline's stages for the scheduler's hot loop: the pipeline's graph and its
+/// [`Rows`](super::graphs::Rows), shared by every plan of it, and what depends on the
+/// environments too, so it is made per plan: a flag byte per stage, and what runs it.
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
-    built: BuiltGraph,
+    graph: Arc<PipelineGraph>,
     flags: Vec<u8>,
     /// The backends the stages name, in the order of their first stage.
     backends: Vec<Arc<str>>,
@@ -84,7 +48,7 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    pub(crate) fn new(built: BuiltGraph, stages: &[PlannedStage]) -> Layout {
+    pub(crate) fn new(graph: Arc<PipelineGraph>, stages: &[PlannedStage]) -> Layout {
         let flags = stages
             .iter()
             .map(|p| {
@@ -119,7 +83,7 @@ impl Layout {
             })
             .collect();
         let mut layout = Layout {
-            built,
+            graph,
             flags,
             backends: Vec::new(),
             targets: Vec::new(),
@@ -158,30 +122,24 @@ impl Layout {
         self.targets[self.target(i)].0 as usize
     }
 
-    fn rows(&self) -> &Rows {
-        &self.built.rows
-    }
-
     /// The stages stage `i` needs, ascending.
     pub(crate) fn needs(&self, i: usize) -> &[u32] {
-        let r = self.rows();
-        &r.needs[r.needs_at[i] as usize..r.needs_at[i + 1] as usize]
+        self.graph.rows.needs(i)
     }
 
     /// The stages that need stage `i`, ascending.
     pub(crate) fn dependents(&self, i: usize) -> &[u32] {
-        let r = self.rows();
-        &r.dependents[r.dependents_at[i] as usize..r.dependents_at[i + 1] as usize]
+        self.graph.rows.dependents(i)
     }
 
     /// Stage `i`'s id (the graph's).
     pub(crate) fn id(&self, i: usize) -> &Arc<str> {
-        &self.built.graph.shared_ids()[i]
+        &self.graph.graph.shared_ids()[i]
     }
 
     /// Stage `i`'s `run` command.
     pub(crate) fn command(&self, i: usize) -> &Option<Arc<str>> {
-        &self.rows().commands[i]
+        self.graph.rows.command(i)
     }
 
     pub(crate) fn has(&self, i: usize, flag: u8) -> bool {

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::WaitReason;
+use super::gate::WaitReason;
 use super::report::{RunResult, StageResult};
 use crate::backend::LogStream;
 

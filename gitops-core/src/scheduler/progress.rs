@@ -16,7 +16,8 @@ const FAILED_ANCESTRY: u8 = 4;
 const NEED_NOT_OK: u8 = 8;
 /// A stage it needs has `FAILED_ANCESTRY`.
 const NEED_FAILED: u8 = 16;
-/// Its runner parked while it ran (see `Shared::park`): it is counted again when it settles.
+/// Its runner parked while it ran (see `park` in `tasks.rs`): it is counted again when its end
+/// is booked.
 const PARKED: u8 = 32;
 /// What the ends of a stage's needs leave in its byte (see [`Progress::pass_on`]).
 const FROM_NEEDS: u8 = NEED_NOT_OK | NEED_FAILED;

@@ -3,5 +3,5 @@
 //!
 //! [`GitEvent`]: crate::event::GitEvent
 
-pub mod repo;
+pub mod watch;
 pub mod webhook;

@@ -224,7 +224,7 @@ impl Demo {
                 );
             }
         }
-        self.engine.settle(event).await?;
+        self.engine.finish_event(event).await?;
         let mut made: Vec<DeploymentRecord> = self
             .engine
             .ledger()

@@ -138,7 +138,7 @@ pub async fn run(
     } else {
         execute(runs, &common).await
     };
-    settle(&engine, &event).await?;
+    finish_event(&engine, &event).await?;
     result
 }
 
@@ -156,9 +156,9 @@ pub fn names_commit(event: &GitEvent) -> bool {
 }
 
 /// Stops what the event ends (a closed pull request's environments), saying so.
-pub async fn settle(engine: &Engine, event: &GitEvent) -> Result<(), String> {
+pub async fn finish_event(engine: &Engine, event: &GitEvent) -> Result<(), String> {
     for stopped in engine
-        .settle(event)
+        .finish_event(event)
         .await
         .map_err(|e| format!("error: {e}"))?
     {

@@ -317,7 +317,7 @@ async fn work(
                     Err(e) => eprintln!("error: a run crashed: {e}"),
                 }
             }
-            if let Err(e) = engine.settle(&event).await {
+            if let Err(e) = engine.finish_event(&event).await {
                 eprintln!("error: {e}");
             }
         });

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gitops_core::engine::{Engine, RunOptions, StartedRun};
 use gitops_core::event::GitEvent;
-use gitops_core::source::repo::Watcher;
+use gitops_core::source::watch::Watcher;
 use tokio_util::sync::CancellationToken;
 
 use crate::progress;
@@ -171,7 +171,7 @@ async fn handle(
     if stop.is_cancelled() {
         return Handled::Interrupted;
     }
-    match engine.settle(event).await {
+    match engine.finish_event(event).await {
         Ok(stopped) => {
             for s in &stopped {
                 eprintln!("■ {} stopped: its pull request was closed", s.environment);

@@ -163,6 +163,11 @@ impl Checker<'_> {
             }
             return;
         }
+        self.untemplated(name, kind, v, text);
+    }
+
+    /// Checks `v` (`text` when it is a string), which holds no template where one may be.
+    fn untemplated(&mut self, name: &str, kind: &ParamKind, v: &Value, text: Option<&str>) {
         match kind {
             ParamKind::Any => {}
             ParamKind::String | ParamKind::StringOrList if text.is_some() => {}
@@ -173,15 +178,11 @@ impl Checker<'_> {
             },
             ParamKind::CommandArgs => match v.as_array() {
                 Some(items) if !items.is_empty() => {
-                    for (i, item) in items.iter().enumerate() {
-                        self.path.push(i.to_string());
-                        match item.as_str() {
-                            Some(s) if has_template(s) => self.template_in_command(name),
-                            Some(_) => {}
-                            None => self.wrong(&ParamKind::String, item),
-                        }
-                        self.path.pop();
-                    }
+                    self.each(items, |me, item| match item.as_str() {
+                        Some(s) if has_template(s) => me.template_in_command(name),
+                        Some(_) => {}
+                        None => me.wrong(&ParamKind::String, item),
+                    })
                 }
                 _ => self.wrong(kind, v),
             },
@@ -220,15 +221,11 @@ impl Checker<'_> {
                 None => self.wrong(kind, v),
             },
             ParamKind::StringMap => match v.as_object() {
-                Some(map) => {
-                    for (k, item) in map {
-                        if !matches!(item, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
-                            self.path.push(k.clone());
-                            self.wrong(&ParamKind::String, item);
-                            self.path.pop();
-                        }
+                Some(map) => self.each_entry(map, |me, item| {
+                    if !matches!(item, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+                        me.wrong(&ParamKind::String, item);
                     }
-                }
+                }),
                 None => self.wrong(kind, v),
             },
             ParamKind::OneOf(words) => {
@@ -241,16 +238,10 @@ impl Checker<'_> {
                 None => self.wrong(kind, v),
             },
             ParamKind::MapOf(schema) => match v.as_object() {
-                Some(map) => {
-                    for (k, item) in map {
-                        self.path.push(k.clone());
-                        match item.as_object() {
-                            Some(inner) => self.map(schema, inner),
-                            None => self.wrong(&ParamKind::Map(schema.clone()), item),
-                        }
-                        self.path.pop();
-                    }
-                }
+                Some(map) => self.each_entry(map, |me, item| match item.as_object() {
+                    Some(inner) => me.map(schema, inner),
+                    None => me.wrong(&ParamKind::Map(schema.clone()), item),
+                }),
                 None => self.wrong(kind, v),
             },
             ParamKind::String | ParamKind::Path => self.wrong(kind, v),
@@ -260,6 +251,19 @@ impl Checker<'_> {
     fn each(&mut self, items: &[Value], mut f: impl FnMut(&mut Self, &Value)) {
         for (i, item) in items.iter().enumerate() {
             self.path.push(i.to_string());
+            f(self, item);
+            self.path.pop();
+        }
+    }
+
+    /// Calls `f` with each value of `map`, its key pushed on the path (as `each` its index).
+    fn each_entry(
+        &mut self,
+        map: &serde_json::Map<String, Value>,
+        mut f: impl FnMut(&mut Self, &Value),
+    ) {
+        for (k, item) in map {
+            self.path.push(k.clone());
             f(self, item);
             self.path.pop();
         }

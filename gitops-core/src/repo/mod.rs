@@ -1,5 +1,11 @@
-//! Reading a Git repository with gix: resolving revisions, reading `.gitops.yml` from the
-//! event's commit (never from a working tree), and the paths an event changed.
+//! A Git repository, read with gix: resolving revisions, reading `.gitops.yml` from the event's
+//! commit (never from a working tree), the paths an event changed, its refs; checking a commit
+//! out for stages to run in ([`checkout`](Repository::checkout)), and fetching from remotes and
+//! mirrors ([`fetch_mirror`]).
+
+mod checkout;
+mod error;
+mod fetch;
 
 use std::path::{Path, PathBuf};
 
@@ -7,67 +13,12 @@ use gix::ObjectId;
 use gix::diff::tree::{Recorder, State, recorder::Change};
 use gix::objs::TreeRefIter;
 
-use crate::config::{CONFIG_FILE, Config, ConfigError, LoadOptions};
+use crate::config::{CONFIG_FILE, Config, ConfigError, Diagnostic, LoadOptions, Position};
 use crate::event::{EventPayload, GitEvent};
 use crate::plan::Changes;
 
-/// Why the repository could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RepoError {
-    /// The path is not a Git repository.
-    #[error("cannot open git repository at {path}: {message}")]
-    Open {
-        /// The path tried.
-        path: PathBuf,
-        /// What gix said.
-        message: String,
-    },
-    /// A revision (sha, branch, tag) does not name a commit here.
-    #[error("revision \"{rev}\" not found in {path}: {message}")]
-    UnknownRevision {
-        /// The revision.
-        rev: String,
-        /// The repository.
-        path: PathBuf,
-        /// What gix said.
-        message: String,
-    },
-    /// Reading objects failed.
-    #[error("cannot read {what} in {path}: {message}")]
-    Read {
-        /// What was being read.
-        what: String,
-        /// The repository.
-        path: PathBuf,
-        /// What gix said.
-        message: String,
-    },
-    /// The commit has no `.gitops.yml`.
-    #[error("no {file} at commit {commit} in {path}")]
-    NoConfig {
-        /// The file looked for.
-        file: &'static str,
-        /// The commit.
-        commit: String,
-        /// The repository.
-        path: PathBuf,
-    },
-    /// Fetching from a remote failed.
-    #[error("cannot fetch from {url}: {message}")]
-    Fetch {
-        /// The remote.
-        url: String,
-        /// What gix said.
-        message: String,
-    },
-    /// The event names no commit and no ref to find one by.
-    #[error("the {kind} event names no commit")]
-    NoCommit {
-        /// The event's kind.
-        kind: String,
-    },
-}
+pub use error::RepoError;
+pub use fetch::{fetch_into, fetch_mirror};
 
 /// A Git repository on disk (bare or with a work tree). Cheap to clone; shared between threads.
 #[derive(Debug, Clone)]
@@ -185,13 +136,13 @@ impl Repository {
     }
 
     /// Reads and validates `.gitops.yml` from `commit`.
-    pub fn config_at(&self, commit: &str, options: &LoadOptions) -> Result<Config, crate::Error> {
+    pub fn config_at(&self, commit: &str, options: &LoadOptions) -> Result<Config, RepoError> {
         let text = self.config_text_at(commit)?;
         Ok(Config::parse_with(CONFIG_FILE, &text, options)?)
     }
 
-    /// The text of `.gitops.yml` at `commit`.
-    pub fn config_text_at(&self, commit: &str) -> Result<String, crate::Error> {
+    /// The text of `.gitops.yml` at `commit`; a file that is not UTF-8 is a config error.
+    pub fn config_text_at(&self, commit: &str) -> Result<String, RepoError> {
         let bytes = self
             .read_file_at_most(commit, CONFIG_FILE, crate::config::MAX_CONFIG_BYTES as u64)?
             .ok_or_else(|| RepoError::NoConfig {
@@ -200,9 +151,9 @@ impl Repository {
                 path: self.path.clone(),
             })?;
         Ok(String::from_utf8(bytes).map_err(|e| ConfigError {
-            diagnostics: vec![crate::config::Diagnostic {
+            diagnostics: vec![Diagnostic {
                 file: CONFIG_FILE.to_owned(),
-                position: crate::config::Position { line: 1, column: 1 },
+                position: Position { line: 1, column: 1 },
                 message: format!("not UTF-8: {e}"),
             }],
         })?)
@@ -243,83 +194,6 @@ impl Repository {
         paths.sort();
         paths.dedup();
         Ok(paths)
-    }
-
-    /// Writes the files of `commit` into `dest` (created if missing; it should be empty): a
-    /// checkout without an index, for stages to run in. Executable bits and symlinks are kept;
-    /// submodules become empty directories.
-    pub fn checkout(&self, commit: &str, dest: &Path) -> Result<(), RepoError> {
-        use gix::objs::tree::EntryKind;
-        let repo = self.local();
-        let tree = self.commit_tree(&repo, commit)?;
-        let mut recorder = gix::traverse::tree::Recorder::default();
-        tree.traverse()
-            .breadthfirst(&mut recorder)
-            .map_err(|e| self.read_err(format!("tree of {commit}"), e))?;
-        let write_err = |what: &Path, e: std::io::Error| {
-            self.read_err(format!("checkout into {}", what.display()), e)
-        };
-        std::fs::create_dir_all(dest).map_err(|e| write_err(dest, e))?;
-        // Directories made (or found) under `dest` and known to be real directories: nothing is
-        // ever written through a link, even by a crafted tree that names a link and a directory
-        // alike (`a -> /etc` and `a/passwd`).
-        let mut real_dirs: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
-        for entry in recorder.records {
-            let rel = entry.filepath.to_string();
-            // Tree entries never hold `..` or absolute paths in a valid repository; refuse them
-            // anyway rather than write outside `dest`.
-            if rel
-                .split('/')
-                .any(|c| c.is_empty() || c == "." || c == ".." || c == ".git")
-            {
-                return Err(self.read_err(
-                    format!("tree of {commit}"),
-                    format!("refusing to check out path \"{rel}\""),
-                ));
-            }
-            let path = dest.join(&rel);
-            let refuse = |why: &str| {
-                self.read_err(
-                    format!("tree of {commit}"),
-                    format!("refusing to check out path \"{rel}\": {why}"),
-                )
-            };
-            match entry.mode.kind() {
-                EntryKind::Tree | EntryKind::Commit => {
-                    real_dir(&mut real_dirs, dest, Path::new(&rel)).map_err(|e| refuse(&e))?
-                }
-                kind => {
-                    let blob = repo
-                        .find_object(entry.oid)
-                        .map_err(|e| self.read_err(&rel, e))?;
-                    if let Some(parent) = Path::new(&rel).parent() {
-                        real_dir(&mut real_dirs, dest, parent).map_err(|e| refuse(&e))?;
-                    }
-                    if kind == EntryKind::Link {
-                        let target = String::from_utf8_lossy(&blob.data).into_owned();
-                        std::os::unix::fs::symlink(target, &path)
-                            .map_err(|e| write_err(&path, e))?;
-                    } else {
-                        use std::io::Write;
-                        use std::os::unix::fs::OpenOptionsExt;
-                        let mode = if kind == EntryKind::BlobExecutable {
-                            0o755
-                        } else {
-                            0o644
-                        };
-                        // A new file, never one a link stands in for.
-                        std::fs::OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .mode(mode)
-                            .open(&path)
-                            .and_then(|mut f| f.write_all(&blob.data))
-                            .map_err(|e| write_err(&path, e))?;
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The best common ancestor of two commits, if they have one.
@@ -406,29 +280,6 @@ impl Repository {
             .map(|u| u.to_bstring().to_string())
     }
 
-    /// Fetches the branches, tags and pull request heads of remote `name` (`origin`) into
-    /// `refs/remotes/<name>/...` and `refs/tags/`, so that the commits events name are here.
-    pub fn fetch_remote(&self, name: &str) -> Result<(), RepoError> {
-        let Some(url) = self.remote_url(name) else {
-            return Err(RepoError::Fetch {
-                url: name.to_owned(),
-                message: "no such remote".to_owned(),
-            });
-        };
-        let specs = [
-            format!("+refs/heads/*:refs/remotes/{name}/*"),
-            "+refs/tags/*:refs/tags/*".to_owned(),
-            format!("+refs/pull/*:refs/remotes/{name}/pull/*"),
-            format!("+refs/merge-requests/*:refs/remotes/{name}/merge-requests/*"),
-        ];
-        let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
-        crate::source::repo::fetch_into(self, &url, &specs, false)
-    }
-
-    pub(crate) fn gix(&self) -> gix::Repository {
-        self.local()
-    }
-
     /// The commit an event builds: its `sha`, or the commit its tag or branch points to.
     pub fn commit_for(&self, event: &GitEvent) -> Result<String, RepoError> {
         if let Some(sha) = &event.sha {
@@ -469,33 +320,6 @@ impl Repository {
         self.changed_paths(&from, &to)
             .map_or(Changes::Unknown, Changes::Paths)
     }
-}
-
-/// Makes `rel` (and its parents) a real directory under `dest`, one component at a time, and
-/// refuses a component that is anything else (a link a tree entry wrote there).
-fn real_dir(
-    known: &mut std::collections::HashSet<PathBuf>,
-    dest: &Path,
-    rel: &Path,
-) -> Result<(), String> {
-    let mut at = PathBuf::new();
-    for part in rel.components() {
-        at.push(part);
-        if known.contains(&at) {
-            continue;
-        }
-        let path = dest.join(&at);
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(format!("\"{}\" is not a directory", at.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        }
-        known.insert(at.clone());
-    }
-    Ok(())
 }
 
 /// An object id in hex, without going through `fmt`.

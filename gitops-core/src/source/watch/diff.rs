@@ -58,81 +58,18 @@ pub fn events_between(
     for (name, before, after) in changed(old, new) {
         match kind(name) {
             RefKind::Branch(branch) => {
-                let forced = match (before, after) {
-                    (Some(b), Some(a)) => !repo.is_ancestor(b, a)?,
-                    _ => false,
-                };
-                branches.push(event(
-                    EventPayload::Push(PushEvent {
-                        git_ref: name.clone(),
-                        branch: branch.to_owned(),
-                        before: before.cloned(),
-                        after: after.cloned(),
-                        created: before.is_none(),
-                        deleted: after.is_none(),
-                        forced,
-                    }),
-                    after,
-                ));
+                let push = push_event(repo, name, branch, before, after)?;
+                branches.push(event(push, after));
             }
-            RefKind::Tag(tag) => {
-                let action = match (before, after) {
-                    (None, _) => TagAction::Created,
-                    (_, None) => TagAction::Deleted,
-                    _ => TagAction::Moved,
-                };
-                tags.push(event(
-                    EventPayload::Tag(TagEvent {
-                        action,
-                        name: tag.to_owned(),
-                        version: parse_tag(tag),
-                    }),
-                    after,
-                ));
-            }
+            RefKind::Tag(tag) => tags.push(event(tag_event(tag, before, after), after)),
             RefKind::PullRequest(number) => {
                 let base_ref = format!("refs/heads/{base_branch}");
-                let base_sha = new.get(&base_ref).or_else(|| old.get(&base_ref));
-                let (action, merged) = match (before, after) {
-                    (None, _) => ("opened", false),
-                    (Some(head), None) => (
-                        "closed",
-                        match base_sha {
-                            Some(base) => repo.is_ancestor(head, base)?,
-                            None => false,
-                        },
-                    ),
-                    _ => ("synchronize", false),
-                };
-                let head = after.or(before);
-                prs.push((
-                    number,
-                    event(
-                        EventPayload::PullRequest(PullRequestEvent {
-                            action: action.to_owned(),
-                            number,
-                            title: String::new(),
-                            draft: false,
-                            merged,
-                            head: RefTip {
-                                git_ref: name.clone(),
-                                sha: head.cloned(),
-                                repo: None,
-                            },
-                            base: RefTip {
-                                git_ref: base_branch.to_owned(),
-                                sha: base_sha.cloned(),
-                                repo: Some(repo_name.to_owned()),
-                            },
-                            // A pull request ref says nothing of where its head came from:
-                            // a stranger's, unless the policy says that here they are members'.
-                            fork: true,
-                            labels: Vec::new(),
-                            author: None,
-                        }),
-                        head,
-                    ),
-                ));
+                let base = (
+                    base_branch,
+                    new.get(&base_ref).or_else(|| old.get(&base_ref)),
+                );
+                let pr = pull_request_event(repo, repo_name, name, number, base, before, after)?;
+                prs.push((number, event(pr, after.or(before))));
             }
             RefKind::Other => {}
         }
@@ -141,6 +78,90 @@ pub fn events_between(
     branches.extend(tags);
     branches.extend(prs.into_iter().map(|(_, e)| e));
     Ok(branches)
+}
+
+/// Branch `name` (`refs/heads/<branch>`) moved from `before` to `after`: forced when the old
+/// tip is not an ancestor of the new.
+fn push_event(
+    repo: &Repository,
+    name: &str,
+    branch: &str,
+    before: Option<&String>,
+    after: Option<&String>,
+) -> Result<EventPayload, RepoError> {
+    let forced = match (before, after) {
+        (Some(b), Some(a)) => !repo.is_ancestor(b, a)?,
+        _ => false,
+    };
+    Ok(EventPayload::Push(PushEvent {
+        git_ref: name.to_owned(),
+        branch: branch.to_owned(),
+        before: before.cloned(),
+        after: after.cloned(),
+        created: before.is_none(),
+        deleted: after.is_none(),
+        forced,
+    }))
+}
+
+/// Tag `tag` created, moved or deleted.
+fn tag_event(tag: &str, before: Option<&String>, after: Option<&String>) -> EventPayload {
+    let action = match (before, after) {
+        (None, _) => TagAction::Created,
+        (_, None) => TagAction::Deleted,
+        _ => TagAction::Moved,
+    };
+    EventPayload::Tag(TagEvent {
+        action,
+        name: tag.to_owned(),
+        version: parse_tag(tag),
+    })
+}
+
+/// Pull request `number` (its head ref `name`) opened, updated or closed: merged when its
+/// last head is in the base branch, `base` (its name and tip).
+fn pull_request_event(
+    repo: &Repository,
+    repo_name: &str,
+    name: &str,
+    number: u64,
+    (base_branch, base_sha): (&str, Option<&String>),
+    before: Option<&String>,
+    after: Option<&String>,
+) -> Result<EventPayload, RepoError> {
+    let (action, merged) = match (before, after) {
+        (None, _) => ("opened", false),
+        (Some(head), None) => (
+            "closed",
+            match base_sha {
+                Some(base) => repo.is_ancestor(head, base)?,
+                None => false,
+            },
+        ),
+        _ => ("synchronize", false),
+    };
+    Ok(EventPayload::PullRequest(PullRequestEvent {
+        action: action.to_owned(),
+        number,
+        title: String::new(),
+        draft: false,
+        merged,
+        head: RefTip {
+            git_ref: name.to_owned(),
+            sha: after.or(before).cloned(),
+            repo: None,
+        },
+        base: RefTip {
+            git_ref: base_branch.to_owned(),
+            sha: base_sha.cloned(),
+            repo: Some(repo_name.to_owned()),
+        },
+        // A pull request ref says nothing of where its head came from: a stranger's, unless the
+        // policy says that here they are members'.
+        fork: true,
+        labels: Vec::new(),
+        author: None,
+    }))
 }
 
 /// The refs that differ between `old` and `new` with their two values, in name order: one pass

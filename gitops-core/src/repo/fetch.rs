@@ -1,5 +1,6 @@
-//! A local mirror of a remote repository, fetched with gix: every ref of the remote, under the
-//! same name, and nothing the remote no longer has.
+//! Fetching from remotes with gix: a repository's own remote, and local mirrors of remote
+//! repositories (every ref of the remote, under the same name, and nothing the remote no
+//! longer has).
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -7,7 +8,28 @@ use std::sync::atomic::AtomicBool;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::remote::Direction;
 
-use crate::repo::{RepoError, Repository};
+use super::{RepoError, Repository};
+
+impl Repository {
+    /// Fetches the branches, tags and pull request heads of remote `name` (`origin`) into
+    /// `refs/remotes/<name>/...` and `refs/tags/`, so that the commits events name are here.
+    pub fn fetch_remote(&self, name: &str) -> Result<(), RepoError> {
+        let Some(url) = self.remote_url(name) else {
+            return Err(RepoError::Fetch {
+                url: name.to_owned(),
+                message: "no such remote".to_owned(),
+            });
+        };
+        let specs = [
+            format!("+refs/heads/*:refs/remotes/{name}/*"),
+            "+refs/tags/*:refs/tags/*".to_owned(),
+            format!("+refs/pull/*:refs/remotes/{name}/pull/*"),
+            format!("+refs/merge-requests/*:refs/remotes/{name}/merge-requests/*"),
+        ];
+        let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+        fetch_into(self, &url, &specs, false)
+    }
+}
 
 fn fetch_err(url: &str, e: impl std::fmt::Display) -> RepoError {
     RepoError::Fetch {
@@ -36,7 +58,7 @@ pub fn fetch_into(
     refspecs: &[&str],
     prune: bool,
 ) -> Result<(), RepoError> {
-    let local = repo.gix();
+    let local = repo.local();
     let remote = local
         .remote_at(url)
         .map_err(|e| fetch_err(url, e))?

@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), gitops_core::Error> {
-//! use gitops_core::source::repo::Watcher;
+//! use gitops_core::source::watch::Watcher;
 //! let mut watcher = Watcher::open("https://example.com/org/app.git", "/var/lib/gitops".as_ref())?;
 //! for event in watcher.poll()?.events {
 //!     println!("{}", serde_json::to_string(&event).unwrap());
@@ -15,15 +15,30 @@
 //! ```
 
 mod diff;
-mod mirror;
 
 use std::path::{Path, PathBuf};
 
 pub use diff::{Refs, events_between, open_pull_requests};
-pub use mirror::{fetch_into, fetch_mirror};
 
 use crate::event::GitEvent;
-use crate::repo::{RepoError, Repository};
+use crate::repo::{RepoError, Repository, fetch_mirror};
+
+/// Why a watcher cannot open or poll its repository.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// The repository (or its mirror) cannot be read or fetched.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// The watcher cannot keep its snapshot in the state dir.
+    #[error("watching {repo}: {message}")]
+    Snapshot {
+        /// The repository watched.
+        repo: String,
+        /// What is wrong.
+        message: String,
+    },
+}
 
 /// Where a watched repository lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +75,8 @@ pub struct Poll {
     pub events: Vec<GitEvent>,
     /// This was the first snapshot of the repository: the baseline, which reports nothing.
     pub baseline: bool,
-    /// The pull requests whose head ref exists now (for [`Engine::reconcile`]).
-    ///
-    /// [`Engine::reconcile`]: crate::engine::Engine::reconcile
+    /// The pull requests whose head ref exists now (for the engine's `reconcile`, which stops
+    /// the environments of those that are gone).
     pub open_pull_requests: Vec<u64>,
 }
 
@@ -85,27 +99,18 @@ fn file_key(key: &str) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
-    let readable: String = key
+    let last = key
         .rsplit(['/', '\\', ':'])
         .find(|s| !s.is_empty())
-        .unwrap_or("repo")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(40)
-        .collect();
+        .unwrap_or("repo");
+    let readable = crate::backend::names::sanitize(last, 40, "-_.", '_');
     format!("{readable}-{:016x}", h.finish())
 }
 
 impl Watcher {
     /// A watcher of `source` (a directory, or a URL mirrored under `<state>/mirrors`) that keeps
     /// its snapshot under `<state>/watch`. Fetches a URL's mirror for the first time.
-    pub fn open(source: &str, state_dir: &Path) -> Result<Watcher, crate::Error> {
+    pub fn open(source: &str, state_dir: &Path) -> Result<Watcher, WatchError> {
         let source = RepoSource::parse(source);
         // The key names the snapshot (and the mirror) in the state dir.
         let (key, repo, mirror, repo_name) = match &source {
@@ -182,7 +187,7 @@ impl Watcher {
     /// Fetches (for a URL), takes a snapshot, and returns the events since the last one; the
     /// new snapshot is saved before returning, so each change is reported once. The first
     /// snapshot of a repository is the baseline and reports nothing.
-    pub fn poll(&mut self) -> Result<Poll, crate::Error> {
+    pub fn poll(&mut self) -> Result<Poll, WatchError> {
         if let (RepoSource::Url(url), Some(dir)) = (&self.source, &self.mirror) {
             fetch_mirror(url, dir)?;
         }
@@ -210,8 +215,8 @@ impl Watcher {
         Ok(poll)
     }
 
-    fn state_err(&self, e: impl std::fmt::Display) -> crate::Error {
-        crate::Error::Watch {
+    fn state_err(&self, e: impl std::fmt::Display) -> WatchError {
+        WatchError::Snapshot {
             repo: self.source.describe(),
             message: format!("snapshot {}: {e}", self.snapshot_file.display()),
         }
@@ -229,7 +234,7 @@ impl Watcher {
     }
 
     /// The last snapshot: the one in memory while the file is as it was left, else the file.
-    fn load(&mut self) -> Result<Option<Refs>, crate::Error> {
+    fn load(&mut self) -> Result<Option<Refs>, WatchError> {
         if let Some((refs, len, time)) = self.last.take() {
             if self.stamp() == Some((len, time)) {
                 return Ok(Some(refs));
@@ -239,7 +244,7 @@ impl Watcher {
     }
 
     /// Reads the last snapshot: one `<commit> <ref>` line per ref, as `packed-refs` has them.
-    fn read(&self) -> Result<Option<Refs>, crate::Error> {
+    fn read(&self) -> Result<Option<Refs>, WatchError> {
         let text = match std::fs::read_to_string(&self.snapshot_file) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -265,7 +270,7 @@ impl Watcher {
     }
 
     /// Writes the snapshot atomically (a crash leaves the old one or the new one) and keeps it.
-    fn save(&mut self, refs: Refs) -> Result<(), crate::Error> {
+    fn save(&mut self, refs: Refs) -> Result<(), WatchError> {
         let dir = self
             .snapshot_file
             .parent()
