@@ -199,6 +199,12 @@ fn signed_payloads_are_accepted_and_everything_else_refused() {
             "GL_TOKEN",
             "--max-body-bytes",
             "100000",
+            "--repo-name",
+            "Codertocat/Hello-World",
+            "--repo-name",
+            "mike/diaspora",
+            "--repo-name",
+            "gitlabhq/gitlab-test",
         ],
         &[("GH_SECRET", "s3cret"), ("GL_TOKEN", "t0ken")],
     );
@@ -294,10 +300,10 @@ fn signed_payloads_are_accepted_and_everything_else_refused() {
         github(addr, "push", "big", &big, Some(&signed(&big))).0,
         413
     );
-    assert_eq!(
-        request(addr, "GET", "/healthz", &[], b""),
-        (200, "ok".to_owned())
-    );
+    let (status, health) = request(addr, "GET", "/healthz", &[], b"");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!((status, &health["status"]), (200, &json!("ok")), "{health}");
+    assert_eq!(health.get("warning"), None, "signed: {health}");
 
     wait_until("the accepted events", || {
         server.lines().len() >= expected.len()
@@ -321,7 +327,20 @@ fn a_flood_of_requests_is_handled_without_loss() {
     let repo = tmp.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     git(&repo, &["init", "-q"]);
-    let mut server = Server::start(&tmp.path().join("state"), &repo, &["--no-run"], &[]);
+    // The same body each time, under new delivery ids: bodies are not compared here.
+    let mut server = Server::start(
+        &tmp.path().join("state"),
+        &repo,
+        &[
+            "--no-run",
+            "--allow-unsigned",
+            "--replay-window",
+            "0s",
+            "--repo-name",
+            "Codertocat/Hello-World",
+        ],
+        &[],
+    );
     let body = Arc::new(
         std::fs::read(Path::new(FIXTURES).join("github/push.with-new-branch.json")).unwrap(),
     );
@@ -415,7 +434,12 @@ pipelines:
     let after = git(&upstream, &["rev-parse", "HEAD"]);
 
     let state = tmp.path().join("state");
-    let mut server = Server::start(&state, &clone, &[], &[]);
+    let mut server = Server::start(
+        &state,
+        &clone,
+        &["--allow-unsigned", "--repo-name", "o/upstream"],
+        &[],
+    );
     let payload = json!({"ref": "refs/heads/main", "before": before, "after": after,
         "created": false, "deleted": false, "forced": false,
         "repository": {"full_name": "o/upstream"}});
@@ -481,7 +505,12 @@ fn a_stage_started_by_serve_sees_nothing_of_the_servers_environment() {
     let _server = Server::start(
         &state,
         &clone,
-        &["--github-secret-env", "HOOK_SECRET"],
+        &[
+            "--github-secret-env",
+            "HOOK_SECRET",
+            "--repo-name",
+            "o/upstream",
+        ],
         &[("HOOK_SECRET", secret), ("SERVER_ONLY", "server-only-77aa")],
     );
     let payload = json!({"action": "opened", "number": 4, "sender": {"login": "mallory"},
