@@ -48,6 +48,13 @@ impl Server {
                 addr = Some(a.parse().unwrap());
                 break;
             }
+            // `--log-format json`: the line that says it serves has the address.
+            let json: Option<serde_json::Value> = serde_json::from_str(&line).ok();
+            if let Some(a) = json.as_ref().filter(|j| j["message"] == "serving") {
+                addr = a["addr"].as_str().map(|a| a.parse().unwrap());
+                before.push(line.trim_end().to_owned());
+                break;
+            }
             before.push(line.trim_end().to_owned());
             line.clear();
         }

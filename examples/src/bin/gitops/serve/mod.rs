@@ -258,7 +258,9 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
         Ok::<_, String>(tokio::spawn(worker.work(shutdown.clone())))
     });
     let worker = worker.transpose()?;
-    eprintln!("listening on http://{addr}");
+    if args.log_format != "json" {
+        eprintln!("listening on http://{addr}");
+    }
     tracing::info!(%addr, repositories = repos.join(","), run, "serving");
     tokio::spawn(signals(
         shutdown.clone(),
