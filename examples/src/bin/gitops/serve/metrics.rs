@@ -39,6 +39,20 @@ fn seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 21))
 }
 
+/// A label value in the text format's escaping: backslash, double quote and line feed.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("gitops");
@@ -100,10 +114,11 @@ impl Metrics {
         }
     }
 
-    /// `value` as a label value of `label`, or `other` past [`MAX_VALUES`] distinct ones.
+    /// `value` as a label value of `label` (escaped: `prometheus-client` writes label values as
+    /// they are), or `other` past [`MAX_VALUES`] distinct ones.
     fn bounded(&self, label: &'static str, value: &str) -> String {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (label, value.to_owned());
+        let key = (label, escape(value));
         if seen.contains(&key) {
             return key.1;
         }
@@ -173,6 +188,24 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hostile_name_stays_inside_its_label() {
+        let m = Metrics::new();
+        m.run("x\"} 1\ngitops_runs_total{pipeline=\"forged\\", "success");
+        let text = m.render(0, 0);
+        let runs: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("gitops_runs_total"))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                r#"gitops_runs_total{pipeline="x\"} 1\ngitops_runs_total{pipeline=\"forged\\",result="success"} 1"#
+            ],
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_label_takes_a_bounded_number_of_values() {
