@@ -121,6 +121,18 @@ fn signed_payloads_are_accepted_and_everything_else_refused() {
         let (status, reply) = request(addr, "POST", "/webhooks/gitlab", &headers("t0ken"), &body);
         assert_eq!(status, 202, "{file}: {reply}");
         expected.push(normalised("gitlab", event_type, &path));
+        // The same body under another event UUID: a replay, answered and not run.
+        let replayed = [
+            ("X-Gitlab-Event", event_type),
+            ("X-Gitlab-Event-UUID", "replayed"),
+            ("X-Gitlab-Token", "t0ken"),
+        ];
+        let (status, reply) = request(addr, "POST", "/webhooks/gitlab", &replayed, &body);
+        assert_eq!(
+            (status, reply.contains("\"duplicate\":\"body\"")),
+            (200, true),
+            "{reply}"
+        );
     }
 
     let signed = |body: &[u8]| sign("s3cret", body);

@@ -199,6 +199,101 @@ fn decode(
     })
 }
 
+/// Decides one delivery inside the inbox's write transaction. `queued` caches how many wait
+/// (counted once a transaction).
+fn admit(
+    tx: &rusqlite::Transaction<'_>,
+    delivery: &NewDelivery<'_>,
+    event: &str,
+    limits: &InboxLimits,
+    at: f64,
+    queued: &mut Option<u64>,
+) -> rusqlite::Result<Admission> {
+    if let Some(id) = delivery.delivery_id {
+        let earlier: Option<(u64, String, Option<String>)> = tx
+            .prepare_cached(
+                "SELECT seq, state, outcome FROM inbox WHERE provider = ?1 AND delivery_id = ?2",
+            )?
+            .query_row(params![delivery.provider, id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        if let Some((seq, state, outcome)) = earlier {
+            let failed = outcome.as_deref() == Some(DeliveryOutcome::Failed.as_str());
+            return Ok(if state == "queued" {
+                Admission::Requeued { seq }
+            } else if state == "done" && failed && limits.run {
+                tx.prepare_cached(
+                    "UPDATE inbox SET state = 'queued', outcome = NULL, pid = NULL, event = ?2, body_hash = ?3 WHERE seq = ?1",
+                )?
+                .execute(params![seq, event, delivery.body_hash])?;
+                if let Some(n) = queued.as_mut() {
+                    *n += 1;
+                }
+                Admission::Requeued { seq }
+            } else {
+                Admission::Duplicate {
+                    seq,
+                    matched: "delivery id",
+                }
+            });
+        }
+    }
+    if limits.replay_window_secs > 0.0 {
+        let replayed: Option<u64> = tx
+            .prepare_cached(
+                "SELECT seq FROM inbox WHERE body_hash = ?1 AND received_at >= ?2
+                 AND (outcome IS NULL OR outcome != 'failed') ORDER BY seq LIMIT 1",
+            )?
+            .query_row(
+                params![delivery.body_hash, at - limits.replay_window_secs],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(seq) = replayed {
+            return Ok(Admission::Duplicate {
+                seq,
+                matched: "body",
+            });
+        }
+    }
+    let (state, outcome) = if limits.run {
+        let waiting = match *queued {
+            Some(n) => n,
+            None => tx
+                .prepare_cached("SELECT COUNT(*) FROM inbox WHERE state = 'queued'")?
+                .query_row([], |r| r.get(0))?,
+        };
+        *queued = Some(waiting);
+        if waiting >= limits.max_queued {
+            return Ok(Admission::Full { queued: waiting });
+        }
+        *queued = Some(waiting + 1);
+        (DeliveryState::Queued, None)
+    } else {
+        (
+            DeliveryState::Done,
+            Some(DeliveryOutcome::Recorded.as_str()),
+        )
+    };
+    tx.prepare_cached(
+        "INSERT INTO inbox (provider, delivery_id, body_hash, event, received_at, state, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        delivery.provider,
+        delivery.delivery_id,
+        delivery.body_hash,
+        event,
+        at,
+        state.as_str(),
+        outcome
+    ])?;
+    Ok(Admission::Accepted {
+        seq: tx.last_insert_rowid() as u64,
+    })
+}
+
 impl Ledger {
     /// Commits a delivery to the inbox, unless it is a duplicate or the inbox is full. Decided
     /// in one write transaction, so that servers sharing the state dir agree.
@@ -207,85 +302,36 @@ impl Ledger {
         delivery: &NewDelivery<'_>,
         limits: &InboxLimits,
     ) -> Result<Admission, LedgerError> {
-        let event = serde_json::to_string(delivery.event).map_err(|e| LedgerError::Corrupt {
-            run: "a new delivery".to_owned(),
-            message: e.to_string(),
-        })?;
+        let mut admitted = self.accept_deliveries(std::slice::from_ref(delivery), limits)?;
+        Ok(admitted.pop().unwrap_or(Admission::Full { queued: 0 }))
+    }
+
+    /// [`accept_delivery`](Self::accept_delivery) for several deliveries, in order, in one
+    /// write transaction (a server commits the deliveries that arrive together at once: one
+    /// commit for many). Each is decided as if alone, after those before it.
+    pub fn accept_deliveries(
+        &self,
+        deliveries: &[NewDelivery<'_>],
+        limits: &InboxLimits,
+    ) -> Result<Vec<Admission>, LedgerError> {
+        let events = deliveries
+            .iter()
+            .map(|d| serde_json::to_string(d.event))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| LedgerError::Corrupt {
+                run: "a new delivery".to_owned(),
+                message: e.to_string(),
+            })?;
         let at = now();
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some(id) = delivery.delivery_id {
-                let earlier: Option<(u64, String, Option<String>)> = tx
-                    .query_row(
-                        "SELECT seq, state, outcome FROM inbox WHERE provider = ?1 AND delivery_id = ?2",
-                        params![delivery.provider, id],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
-                    .optional()?;
-                if let Some((seq, state, outcome)) = earlier {
-                    let failed = outcome.as_deref() == Some(DeliveryOutcome::Failed.as_str());
-                    let admission = if state == "queued" {
-                        Admission::Requeued { seq }
-                    } else if state == "done" && failed && limits.run {
-                        tx.execute(
-                            "UPDATE inbox SET state = 'queued', outcome = NULL, pid = NULL, event = ?2, body_hash = ?3 WHERE seq = ?1",
-                            params![seq, event, delivery.body_hash],
-                        )?;
-                        Admission::Requeued { seq }
-                    } else {
-                        Admission::Duplicate {
-                            seq,
-                            matched: "delivery id",
-                        }
-                    };
-                    tx.commit()?;
-                    return Ok(admission);
-                }
+            let mut queued = None;
+            let mut admissions = Vec::with_capacity(deliveries.len());
+            for (delivery, event) in deliveries.iter().zip(&events) {
+                admissions.push(admit(&tx, delivery, event, limits, at, &mut queued)?);
             }
-            if limits.replay_window_secs > 0.0 {
-                let replayed: Option<u64> = tx
-                    .query_row(
-                        "SELECT seq FROM inbox WHERE body_hash = ?1 AND received_at >= ?2
-                         AND (outcome IS NULL OR outcome != 'failed') ORDER BY seq LIMIT 1",
-                        params![delivery.body_hash, at - limits.replay_window_secs],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if let Some(seq) = replayed {
-                    return Ok(Admission::Duplicate {
-                        seq,
-                        matched: "body",
-                    });
-                }
-            }
-            let (state, outcome) = if limits.run {
-                let queued: u64 =
-                    tx.query_row("SELECT COUNT(*) FROM inbox WHERE state = 'queued'", [], |r| {
-                        r.get(0)
-                    })?;
-                if queued >= limits.max_queued {
-                    return Ok(Admission::Full { queued });
-                }
-                (DeliveryState::Queued, None)
-            } else {
-                (DeliveryState::Done, Some(DeliveryOutcome::Recorded.as_str()))
-            };
-            tx.execute(
-                "INSERT INTO inbox (provider, delivery_id, body_hash, event, received_at, state, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    delivery.provider,
-                    delivery.delivery_id,
-                    delivery.body_hash,
-                    event,
-                    at,
-                    state.as_str(),
-                    outcome
-                ],
-            )?;
-            let seq = tx.last_insert_rowid() as u64;
             tx.commit()?;
-            Ok(Admission::Accepted { seq })
+            Ok(admissions)
         })
     }
 
@@ -538,6 +584,34 @@ mod tests {
             Admission::Accepted { seq: 3 }
         );
         assert_eq!(ledger.prune_deliveries(-1.0).unwrap(), 1);
+        assert_eq!(ledger.inbox_len().unwrap(), 2);
+    }
+
+    #[test]
+    fn deliveries_committed_together_are_decided_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let (a, b) = (push(&"a".repeat(40)), push(&"b".repeat(40)));
+        let batch = [
+            new(Some("d1"), "h1", &a),
+            new(Some("d1"), "h1", &a),
+            new(Some("d2"), "h1", &a),
+            new(Some("d3"), "h3", &b),
+            new(Some("d4"), "h4", &b),
+        ];
+        assert_eq!(
+            ledger.accept_deliveries(&batch, &limits()).unwrap(),
+            [
+                Admission::Accepted { seq: 1 },
+                Admission::Requeued { seq: 1 },
+                Admission::Duplicate {
+                    seq: 1,
+                    matched: "body"
+                },
+                Admission::Accepted { seq: 2 },
+                Admission::Full { queued: 2 },
+            ]
+        );
         assert_eq!(ledger.inbox_len().unwrap(), 2);
     }
 

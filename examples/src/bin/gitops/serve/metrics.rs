@@ -18,12 +18,13 @@ use prometheus_client::registry::Registry;
 pub const MAX_VALUES: usize = 100;
 
 type Labels = Vec<(&'static str, String)>;
+type StaticLabels = Vec<(&'static str, &'static str)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
-    deliveries: Family<Labels, Counter>,
+    deliveries: Family<StaticLabels, Counter>,
     runs: Family<Labels, Counter>,
     stages: Histograms,
     lock_waits: Histograms,
@@ -56,7 +57,7 @@ fn escape(value: &str) -> String {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("gitops");
-        let deliveries = Family::<Labels, Counter>::default();
+        let deliveries = Family::<StaticLabels, Counter>::default();
         registry.register(
             "webhook_deliveries",
             "Webhook deliveries by provider and outcome (accepted, duplicate, bad_signature, ...)",
@@ -129,12 +130,9 @@ impl Metrics {
         key.1
     }
 
-    pub fn delivery(&self, provider: &str, outcome: &str) {
+    pub fn delivery(&self, provider: &'static str, outcome: &'static str) {
         self.deliveries
-            .get_or_create(&vec![
-                ("provider", provider.to_owned()),
-                ("outcome", outcome.to_owned()),
-            ])
+            .get_or_create(&vec![("provider", provider), ("outcome", outcome)])
             .inc();
     }
 

@@ -9,6 +9,7 @@
 //! `--shutdown-grace` to finish and are then cancelled; what waits in the inbox stays there for
 //! the next start. A second signal cancels everything at once, in every phase.
 
+mod commit;
 mod http;
 mod metrics;
 mod receive;
@@ -192,17 +193,20 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let wake = Arc::new(Notify::new());
     let run = !args.no_run;
+    let limits = InboxLimits {
+        max_queued: args.max_queued,
+        replay_window_secs: args.replay_window.as_secs_f64(),
+        run,
+    };
+    let inbox = commit::Committer::start(ledger.clone(), limits)
+        .map_err(|e| format!("error: cannot start the inbox's thread: {e}"))?;
     let receiver = Arc::new(Receiver {
         github_secret: github_secret.map(String::into_bytes),
         gitlab_token,
         allow_unsigned: args.allow_unsigned,
         repos: repos.clone(),
-        ledger: ledger.clone(),
-        limits: InboxLimits {
-            max_queued: args.max_queued,
-            replay_window_secs: args.replay_window.as_secs_f64(),
-            run,
-        },
+        inbox,
+        limits,
         max_body_bytes: args.max_body_bytes,
         body_timeout: args.body_timeout,
         metrics: metrics.clone(),

@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gitops_core::event::{EventKind, GitEvent};
-use gitops_core::ledger::{Admission, InboxLimits, Ledger, NewDelivery};
+use gitops_core::ledger::{Admission, InboxLimits};
 use gitops_core::source::webhook::{
     Provider, WebhookError, parse, verify_github_signature, verify_gitlab_token,
 };
@@ -24,6 +24,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
+use super::commit::Committer;
 use super::metrics::Metrics;
 
 /// Seconds a sender is asked to wait when the inbox is full.
@@ -38,7 +39,8 @@ pub struct Receiver {
     pub allow_unsigned: bool,
     /// The repositories served (lowercase `owner/name`).
     pub repos: Vec<String>,
-    pub ledger: Ledger,
+    /// Commits deliveries to the inbox.
+    pub inbox: Committer,
     pub limits: InboxLimits,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
@@ -185,7 +187,8 @@ impl Receiver {
             return Ok(("ping", None, reply(StatusCode::OK, json!({"ok": "pong"}))));
         }
         self.check_repo(&event)?;
-        let (outcome, response) = self.admit(provider, delivery_id, &body, &event).await?;
+        let hash = self.body_hash(provider, headers, &body);
+        let (outcome, response) = self.admit(provider, delivery_id, hash, &event).await?;
         Ok((outcome, Some(event.repo.clone()), response))
     }
 
@@ -278,35 +281,20 @@ impl Receiver {
         ))
     }
 
-    /// Commits the delivery to the inbox (off the async threads: SQLite blocks).
+    /// Commits the delivery to the inbox (on the committer's thread: SQLite blocks).
     async fn admit(
         &self,
         provider: Provider,
         delivery_id: Option<&str>,
-        body: &[u8],
+        hash: String,
         event: &GitEvent,
     ) -> Result<(&'static str, Response), Refusal> {
-        let hash = body_hash(provider, body);
-        let (ledger, limits) = (self.ledger.clone(), self.limits);
-        let (id, event_owned) = (delivery_id.map(str::to_owned), event.clone());
-        let admitted = tokio::task::spawn_blocking(move || {
-            ledger.accept_delivery(
-                &NewDelivery {
-                    provider: provider.as_str(),
-                    delivery_id: id.as_deref(),
-                    body_hash: &hash,
-                    event: &event_owned,
-                },
-                &limits,
-            )
-        })
-        .await;
         let internal = |e: String| Refusal::new("error", StatusCode::INTERNAL_SERVER_ERROR, e);
-        let admission = match admitted {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => return Err(internal(e.to_string())),
-            Err(e) => return Err(internal(e.to_string())),
-        };
+        let admission = self
+            .inbox
+            .admit(provider.as_str(), delivery_id, hash, event.clone())
+            .await
+            .map_err(internal)?;
         let kind = event.kind().as_str();
         Ok(match admission {
             Admission::Accepted { seq } => {
@@ -348,6 +336,23 @@ impl Receiver {
         })
     }
 
+    /// The hash a replayed body is known by. A GitHub body checked against the secret already
+    /// has one: its signature, HMAC-SHA256 of the body, the same for the same body (kept apart
+    /// from plain hashes by its prefix). Others: SHA-256 of the provider and the body.
+    fn body_hash(&self, provider: Provider, headers: &HeaderMap, body: &[u8]) -> String {
+        if provider == Provider::GitHub && self.github_secret.is_some() {
+            if let Some(signature) = header_str(headers, "x-hub-signature-256") {
+                // Verified before: `sha256=` and 64 hexadecimal digits.
+                return format!("hmac:{}", signature.trim().to_ascii_lowercase());
+            }
+        }
+        let mut h = Sha256::new();
+        h.update(provider.as_str().as_bytes());
+        h.update(b"\n");
+        h.update(body);
+        hex(&h.finalize())
+    }
+
     fn accepted(&self, event: &GitEvent) {
         if self.limits.run {
             self.wake.notify_one();
@@ -360,11 +365,13 @@ impl Receiver {
     }
 }
 
-/// The hash a replayed body is known by: SHA-256 of the provider and the body.
-pub fn body_hash(provider: Provider, body: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(provider.as_str().as_bytes());
-    h.update(b"\n");
-    h.update(body);
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+/// Lowercase hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
