@@ -218,6 +218,28 @@ pub struct Ledger {
     path: PathBuf,
 }
 
+/// The thread [`Ledger::checkpoint_in_background`] started; stops it when dropped.
+#[derive(Debug)]
+pub struct BackgroundCheckpoints {
+    ledger: Ledger,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for BackgroundCheckpoints {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+        // SQLite's default.
+        let _ = self
+            .ledger
+            .with(|c| c.pragma_update(None, "wal_autocheckpoint", 1000));
+    }
+}
+
 /// The ledger's file inside the state dir.
 pub const LEDGER_FILE: &str = "ledger.sqlite3";
 
@@ -242,6 +264,42 @@ impl Ledger {
     /// Where it is.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Moves SQLite's checkpoints (copying the write-ahead log into the database, with its
+    /// `fsync`) off the writers' path, for a long-running process that writes often (`serve`):
+    /// this process's writes no longer checkpoint, and a thread with its own connection does,
+    /// every `every`, without blocking them. The thread stops when the returned value is
+    /// dropped, and writes checkpoint again.
+    pub fn checkpoint_in_background(
+        &self,
+        every: std::time::Duration,
+    ) -> Result<BackgroundCheckpoints, LedgerError> {
+        let err = |e: &dyn std::fmt::Display| LedgerError::Database {
+            path: self.path.clone(),
+            message: e.to_string(),
+        };
+        let conn = Connection::open(&self.path).map_err(|e| err(&e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| err(&e))?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ledger-checkpoint".to_owned())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::park_timeout(every);
+                    // PASSIVE: copies what no reader needs, waits for no one.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .map_err(|e| err(&e))?;
+        self.with(|c| c.pragma_update(None, "wal_autocheckpoint", 0))?;
+        Ok(BackgroundCheckpoints {
+            ledger: self.clone(),
+            stop,
+            thread: Some(thread),
+        })
     }
 
     fn with<T>(
@@ -550,5 +608,56 @@ impl RunRecorder for Ledger {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn autocheckpoint(ledger: &Ledger) -> i64 {
+        ledger
+            .with(|c| c.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0)))
+            .unwrap()
+    }
+
+    #[test]
+    fn checkpoints_in_the_background_copy_the_log_and_stop_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let checkpoints = ledger
+            .checkpoint_in_background(std::time::Duration::from_millis(10))
+            .unwrap();
+        assert_eq!(autocheckpoint(&ledger), 0);
+        let event = GitEvent::push("acme/app", "main", None, "abc");
+        for i in 0..50 {
+            let run = RunRecord::new(&format!("r{i}"), "p", event.clone(), "", dir.path());
+            ledger.begin_run(&run).unwrap();
+        }
+        // Every frame of the log copied into the database, by the other thread.
+        let copied = || {
+            ledger
+                .with(|c| {
+                    c.query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    })
+                })
+                .unwrap()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while {
+            let (log, done) = copied();
+            log <= 0 || log != done
+        } {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never checkpointed: {:?}",
+                copied()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(checkpoints);
+        assert_eq!(autocheckpoint(&ledger), 1000);
+        assert_eq!(ledger.runs(100).unwrap().len(), 50);
     }
 }

@@ -198,6 +198,10 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
         replay_window_secs: args.replay_window.as_secs_f64(),
         run,
     };
+    // Checkpoints (and their fsync) off the path of the deliveries' commits.
+    let _checkpoints = ledger
+        .checkpoint_in_background(Duration::from_secs(1))
+        .map_err(|e| format!("error: {e}"))?;
     let inbox = commit::Committer::start(ledger.clone(), limits)
         .map_err(|e| format!("error: cannot start the inbox's thread: {e}"))?;
     let receiver = Arc::new(Receiver {
