@@ -355,6 +355,16 @@ impl Ledger {
         })
     }
 
+    /// The deployments and stops that run `run_id` made, oldest first.
+    pub fn deployments_of_run(&self, run_id: &str) -> Result<Vec<DeploymentRecord>, LedgerError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "{SELECT_DEPLOYMENT} WHERE run_id = ?1 ORDER BY id"
+            ))?;
+            stmt.query_map([run_id], deployment_row)?.collect()
+        })
+    }
+
     /// The deployments and stops of `environment` (every environment when `None`), newest first.
     pub fn history(
         &self,
