@@ -119,7 +119,8 @@ enum Command {
         /// Time between polls (`5s`, `1m`).
         #[arg(long, default_value = "5s", value_parser = parse_interval)]
         interval: std::time::Duration,
-        /// Report what changed since the last snapshot once, then exit.
+        /// Report what changed since the last snapshot once, run it, then exit (with status 1
+        /// when a run it started failed).
         #[arg(long)]
         once: bool,
         /// Only print the events; run nothing.

@@ -222,13 +222,18 @@ pub async fn resume(run_id: Option<&str>, common: Common) -> Result<(), String> 
     execute(&engine, runs, &common).await
 }
 
-/// What ends a command's runs before their time: Ctrl-C, or standard output closed (nobody
-/// reads what they print any more); says so, and which.
-pub async fn interrupted() {
-    let why = tokio::select! {
+/// What ends a command before its time: Ctrl-C (`interrupted`), or standard output closed
+/// (nobody reads what it prints any more); which of the two.
+pub async fn interrupted() -> &'static str {
+    tokio::select! {
         Ok(()) = tokio::signal::ctrl_c() => "interrupted",
         () = output::closed() => "standard output closed",
-    };
+    }
+}
+
+/// [`interrupted`], said as the reason running stages are being stopped.
+pub async fn cancelled() {
+    let why = interrupted().await;
     errln!("{why}: cancelling (running stages are being stopped)");
 }
 
@@ -254,7 +259,7 @@ async fn execute(engine: &Engine, runs: Vec<StartedRun>, common: &Common) -> Res
         tasks.push((tokio::spawn(run.execute()), follower));
     }
     let interrupt = tokio::spawn(async move {
-        interrupted().await;
+        cancelled().await;
         cancels.iter().for_each(|c| c.cancel());
     });
     let mut reports: Vec<RunReport> = Vec::new();

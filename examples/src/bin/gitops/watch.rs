@@ -81,7 +81,7 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
                 errln!("error: {e} (trying again in {every})");
                 tokio::select! {
                     _ = tokio::time::sleep(args.interval) => continue,
-                    () = crate::run::interrupted() => return Ok(()),
+                    _ = crate::run::interrupted() => return Ok(()),
                 }
             }
             Err(e) => return Err(err(&e)),
@@ -136,8 +136,8 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
         }
         tokio::select! {
             _ = tokio::time::sleep(args.interval) => {}
-            () = crate::run::interrupted() => {
-                errln!("stopped watching");
+            why = crate::run::interrupted() => {
+                errln!("stopped watching ({why})");
                 return Ok(());
             }
         }
@@ -180,7 +180,7 @@ async fn handle(
     let interrupt = tokio::spawn({
         let stop = stop.clone();
         async move {
-            crate::run::interrupted().await;
+            crate::run::cancelled().await;
             stop.cancel();
         }
     });
