@@ -5,11 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::server::{Server, github, wait_until};
 use common::{git, gitops, gitops_in, push_event, push_repo, run_event, text};
 use serde_json::Value;
 
@@ -359,106 +360,33 @@ fn a_release_published_on_a_tag_runs_at_the_tags_commit() {
     let history: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(history[0]["sha"], tagged.as_str());
 
-    let mut server = Serve::start(&tmp.path().join("served"), &repo);
-    let status = server.post_github("release", &payload);
-    assert_eq!(status, Some(202));
-    let summary = server.wait_for_line("✗ pipeline release failed");
-    assert!(
-        summary.ends_with("1 succeeded, 1 failed): show failed with exit code 3"),
-        "{summary}"
+    let mut server = Server::start(
+        &tmp.path().join("served"),
+        &repo,
+        &["--allow-unsigned", "--repo-name", "Codertocat/Hello-World"],
+        &[],
+    );
+    let (status, reply) = github(server.addr, "release", "release-1", &payload, None);
+    assert_eq!(status, 202, "{reply}");
+    let summary = || {
+        server
+            .log()
+            .into_iter()
+            .find(|l| l.contains("✗ pipeline release failed"))
+    };
+    wait_until("the run's line", || summary().is_some());
+    let summary = summary().unwrap_or_default();
+    says(
+        &summary,
+        "1 succeeded, 1 failed): show failed with exit code 3",
     );
     assert_eq!(
         std::fs::read_to_string(&marks).unwrap(),
         format!("{tagged}\n{tagged}\n")
     );
-    assert!(!server.log().contains("deletion"), "{}", server.log());
-}
-
-/// A `gitops serve` of this test, its standard error read line by line.
-struct Serve {
-    child: std::process::Child,
-    addr: String,
-    lines: std::sync::mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Serve {
-    fn start(state: &Path, repo: &Path) -> Serve {
-        Self::start_with(state, repo, &[], Stdio::null())
-    }
-
-    fn start_with(state: &Path, repo: &Path, extra: &[&str], stdout: Stdio) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gitops"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
-            .arg(repo)
-            .arg("--state")
-            .arg(state)
-            .args(extra)
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut serve = Serve {
-            child,
-            addr: String::new(),
-            lines,
-            seen: Vec::new(),
-        };
-        let listening = serve.wait_for_line("listening on http://");
-        serve.addr = listening["listening on http://".len()..].to_owned();
-        serve
-    }
-
-    /// The first line of standard error starting with `start`, waited for up to 60 seconds.
-    fn wait_for_line(&mut self, start: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(line) = self.seen.iter().find(|l| l.starts_with(start)) {
-                return line.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no line {start:?} in:\n{}", self.log()),
-            }
-        }
-    }
-
-    fn log(&self) -> String {
-        self.seen.join("\n")
-    }
-
-    /// POSTs an unsigned GitHub webhook; the status, if an answer came.
-    fn post_github(&self, event: &str, body: &[u8]) -> Option<u16> {
-        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
-        write!(
-            s,
-            "POST /webhooks/github HTTP/1.1\r\nHost: {}\r\nX-GitHub-Event: {event}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.addr,
-            body.len()
-        )
-        .unwrap();
-        s.write_all(body).unwrap();
-        let mut reply = String::new();
-        let _ = s.read_to_string(&mut reply);
-        reply.split(' ').nth(1).and_then(|c| c.parse().ok())
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    assert!(server.stop().success(), "{:?}", server.log());
+    let log = server.log().join("\n");
+    assert!(!log.contains("deleted: no commit"), "{log}");
 }
 
 /// A stage writing to stdout and stderr in turn shows its lines in the order written, in
@@ -563,29 +491,52 @@ fn a_closed_standard_output_ends_every_command_quietly() {
             "{args:?} ended with {code:?}: {stderr}"
         );
     }
-    // `serve --no-run` prints accepted events: the first one, with nobody reading, ends it.
+    // `serve --no-run` prints accepted events; with nobody reading, it goes on serving.
     let (reader, writer) = nix::unistd::pipe().unwrap();
     drop(reader);
-    let mut server = Serve::start_with(
-        &tmp.path().join("served"),
-        &repo,
-        &["--no-run"],
-        writer.into(),
-    );
+    let mut server = Command::new(env!("CARGO_BIN_EXE_gitops"))
+        .args([
+            "serve",
+            "--no-run",
+            "--allow-unsigned",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--repo-name", "Codertocat/Hello-World", "--repo", repo_arg])
+        .args(["--state", tmp.path().join("served").to_str().unwrap()])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "serve ended");
+        if let Some(addr) = line.trim().strip_prefix("listening on http://") {
+            break addr.parse().unwrap();
+        }
+    };
     let push = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../shared/fixtures/webhooks/github/push.with-new-branch.json"
     ))
     .unwrap();
-    // The server ends before it answers.
-    let _ = server.post_github("push", &push);
-    let status = wait_for_exit(&mut server.child);
-    assert_eq!(status.code(), Some(141), "{}", server.log());
-    std::thread::sleep(Duration::from_millis(100));
-    while let Ok(line) = server.lines.try_recv() {
-        server.seen.push(line);
+    let release = std::fs::read(RELEASE).unwrap();
+    for (event, body) in [("push", &push), ("release", &release)] {
+        let (status, reply) = github(addr, event, event, body, None);
+        assert_eq!(status, 202, "{reply}");
     }
-    assert!(!server.log().contains("panicked"), "{}", server.log());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_for_exit(&mut server);
+    let mut log = String::new();
+    stderr.read_to_string(&mut log).unwrap();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(!log.contains("panicked"), "{log}");
 }
 
 fn wait_for_exit(child: &mut std::process::Child) -> std::process::ExitStatus {

@@ -1,6 +1,8 @@
 //! Helpers shared by the `gitops` binary's end-to-end tests.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

@@ -355,16 +355,6 @@ impl Ledger {
         })
     }
 
-    /// The deployments and stops that run `run_id` made, oldest first.
-    pub fn deployments_of_run(&self, run_id: &str) -> Result<Vec<DeploymentRecord>, LedgerError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(&format!(
-                "{SELECT_DEPLOYMENT} WHERE run_id = ?1 ORDER BY id"
-            ))?;
-            stmt.query_map([run_id], deployment_row)?.collect()
-        })
-    }
-
     /// The deployments and stops of `environment` (every environment when `None`), newest first.
     pub fn history(
         &self,
@@ -377,6 +367,16 @@ impl Ledger {
             ))?;
             stmt.query_map(params![environment, limit as i64], deployment_row)?
                 .collect()
+        })
+    }
+
+    /// The deployments and stops a run made, oldest first.
+    pub fn run_deployments(&self, run_id: &str) -> Result<Vec<DeploymentRecord>, LedgerError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "{SELECT_DEPLOYMENT} WHERE run_id = ?1 ORDER BY id"
+            ))?;
+            stmt.query_map([run_id], deployment_row)?.collect()
         })
     }
 

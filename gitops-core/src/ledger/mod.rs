@@ -6,6 +6,7 @@
 mod approvals;
 mod deployments;
 mod environments;
+mod inbox;
 mod locks;
 mod queue;
 mod schema;
@@ -13,6 +14,9 @@ mod schema;
 pub use approvals::{ApprovalRecord, ApprovalStatus};
 pub use deployments::{DeploymentInputs, DeploymentRecord, DeploymentResult, NewDeployment};
 pub use environments::{EnvironmentRecord, EnvironmentStatus};
+pub use inbox::{
+    Admission, Delivery, DeliveryOutcome, DeliveryState, InboxDepth, InboxLimits, NewDelivery,
+};
 pub use locks::LockHolder;
 pub use queue::GroupDecision;
 
@@ -127,6 +131,8 @@ pub struct RunRecord {
     pub trust: Option<TrustLevel>,
     /// The text of the trusted ref's `.gitops.yml`, whose environments it deployed to.
     pub trusted_config: Option<String>,
+    /// The inbox delivery that started it (`gitops serve`), by its sequence number.
+    pub delivery: Option<u64>,
 }
 
 impl RunRecord {
@@ -148,6 +154,7 @@ impl RunRecord {
             actor: None,
             trust: None,
             trusted_config: None,
+            delivery: None,
         }
     }
 
@@ -248,30 +255,6 @@ impl Ledger {
         })
     }
 
-    /// Records a webhook delivery id (`X-GitHub-Delivery`, `X-Gitlab-Event-UUID`); false when it
-    /// was recorded before, by this process or another sharing the state dir: a redelivery.
-    pub fn record_delivery(&self, provider: &str, id: &str) -> Result<bool, LedgerError> {
-        self.with(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO deliveries (provider, id, received_at) VALUES (?1, ?2, ?3)",
-                params![provider, id, now()],
-            )
-            .map(|n| n == 1)
-        })
-    }
-
-    /// Forgets a delivery id, so that a redelivery is taken (when the first could not be
-    /// accepted after all).
-    pub fn forget_delivery(&self, provider: &str, id: &str) -> Result<(), LedgerError> {
-        self.with(|c| {
-            c.execute(
-                "DELETE FROM deliveries WHERE provider = ?1 AND id = ?2",
-                params![provider, id],
-            )
-            .map(|_| ())
-        })
-    }
-
     /// Records that a maintainer trusts pull request `number` of `repo` (a fork's) to run: at
     /// commit `sha` only, or at any commit when `None`.
     pub fn trust_pull_request(
@@ -328,8 +311,8 @@ impl Ledger {
         })?;
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, actor, trust, trusted_config)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO runs (id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, actor, trust, trusted_config, delivery)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     run.id,
                     run.pipeline,
@@ -343,7 +326,8 @@ impl Ledger {
                     run.started_at,
                     run.actor,
                     run.trust.map(TrustLevel::as_str),
-                    run.trusted_config
+                    run.trusted_config,
+                    run.delivery
                 ],
             )
             .map(|_| ())
@@ -444,7 +428,7 @@ impl Ledger {
     }
 }
 
-const SELECT_RUN: &str = "SELECT id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, finished_at, actor, trust, trusted_config FROM runs";
+const SELECT_RUN: &str = "SELECT id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, finished_at, actor, trust, trusted_config, delivery FROM runs";
 
 struct RawRun {
     id: String,
@@ -462,6 +446,7 @@ struct RawRun {
     actor: Option<String>,
     trust: Option<String>,
     trusted_config: Option<String>,
+    delivery: Option<u64>,
 }
 
 fn raw_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
@@ -481,6 +466,7 @@ fn raw_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
         actor: r.get(12)?,
         trust: r.get(13)?,
         trusted_config: r.get(14)?,
+        delivery: r.get(15)?,
     })
 }
 
@@ -516,6 +502,7 @@ impl RawRun {
             actor: self.actor,
             trust,
             trusted_config: self.trusted_config,
+            delivery: self.delivery,
         })
     }
 }

@@ -279,7 +279,7 @@ async fn execute(engine: &Engine, runs: Vec<StartedRun>, common: &Common) -> Res
     for report in &reports {
         let made = engine
             .ledger()
-            .deployments_of_run(&report.run_id)
+            .run_deployments(&report.run_id)
             .map_err(|e| format!("error: {e}"))?;
         for d in &made {
             outln!("{}", crate::envs::deployment_line(d));
