@@ -7,27 +7,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{git, text};
+use common::{git, push_repo as repo, text};
 use gitops_core::ledger::Ledger;
 use serde_json::{Value, json};
 
 fn gitops(args: &[&str]) -> std::process::Output {
     common::gitops(args, None)
-}
-
-/// A repository whose `.gitops.yml` is `config`; returns the push event file for its commit.
-fn repo(dir: &Path, config: &str) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    git(dir, &["init", "-q"]);
-    std::fs::write(dir.join(".gitops.yml"), config).unwrap();
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-qm", "init"]);
-    let sha = git(dir, &["rev-parse", "HEAD"]);
-    let event = json!({"kind": "push", "repo": "o/r", "sha": sha, "ref": "refs/heads/main", "branch": "main",
-        "before": null, "after": sha, "created": true, "deleted": false, "forced": false});
-    let file = dir.parent().unwrap().join("event.json");
-    std::fs::write(&file, event.to_string()).unwrap();
-    file
 }
 
 /// A repository in `tmp` whose pipeline `main` runs one stage, `stage` (`name: { ... }`), on
@@ -317,20 +302,7 @@ fn run_in_new_repo_with_env(config: &str, env: &[(&str, &str)]) -> std::process:
     let tmp = tempfile::tempdir().unwrap();
     let event = repo(&tmp.path().join("repo"), config);
     let repo_dir = tmp.path().join("repo");
-    let state = tmp.path().join("state");
-    common::gitops_with_env(
-        &[
-            "run",
-            "--event",
-            event.to_str().unwrap(),
-            "--repo",
-            repo_dir.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-        ],
-        None,
-        env,
-    )
+    common::run_event(&event, &repo_dir, &tmp.path().join("state"), env)
 }
 
 #[test]
