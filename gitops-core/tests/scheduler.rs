@@ -738,7 +738,7 @@ impl gitops_core::backend::Executor for Journaling {
             // Runs until it is stopped (or for ten seconds).
             "held" => {
                 tokio::select! {
-                    _ = ctx.cancel.cancelled() => {
+                    _ = ctx.cancelled() => {
                         self.0.push("stopped held".to_owned());
                         return Err(gitops_core::backend::BackendError::Cancelled);
                     }

@@ -181,7 +181,7 @@ pub(crate) async fn build(
     loop {
         let step = tokio::select! {
             step = stream.next() => step,
-            _ = ctx.cancel.cancelled() => return Err(BackendError::Cancelled),
+            _ = ctx.cancelled() => return Err(BackendError::Cancelled),
         };
         let Some(step) = step else { break };
         let step = match step {

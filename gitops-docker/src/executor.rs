@@ -176,7 +176,7 @@ impl DockerBackend {
                 }
                 None => Some(-1),
             },
-            _ = ctx.cancel.cancelled() => None,
+            _ = ctx.cancelled() => None,
         };
         if exit.is_none() {
             let stop = StopContainerOptionsBuilder::default()

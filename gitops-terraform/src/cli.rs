@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gitops_core::backend::LogSink;
 use gitops_core::backend::process::{Exit, StopPolicy, StopSignal, run_streaming};
-use tokio_util::sync::CancellationToken;
+use gitops_core::backend::{Cancellation, LogSink};
 
 use crate::plan::PlanSummary;
 use crate::ui::{ChangeSummary, Diagnostic, UiReader};
@@ -148,7 +147,7 @@ pub struct Terraform {
     dir: PathBuf,
     env: Vec<(String, String)>,
     log: LogSink,
-    cancel: CancellationToken,
+    cancel: Cancellation,
     grace: Duration,
     lock_timeout: Duration,
     mask: Vec<String>,
@@ -184,7 +183,7 @@ impl Terraform {
                 ("TF_INPUT".into(), "0".into()),
             ],
             log: LogSink::discard(),
-            cancel: CancellationToken::new(),
+            cancel: Cancellation::new(),
             grace: Duration::from_secs(30),
             lock_timeout: Duration::ZERO,
             mask: Vec::new(),
@@ -212,7 +211,7 @@ impl Terraform {
 
     /// Cancels a running command: it gets SIGINT (terraform stops cleanly and releases its
     /// lock), then SIGKILL after `grace` (default 30 seconds).
-    pub fn with_cancel(mut self, cancel: CancellationToken, grace: Duration) -> Self {
+    pub fn with_cancel(mut self, cancel: Cancellation, grace: Duration) -> Self {
         self.cancel = cancel;
         self.grace = grace;
         self

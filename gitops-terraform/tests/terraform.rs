@@ -370,7 +370,7 @@ async fn a_held_state_lock_is_reported_and_a_cancelled_apply_releases_it() {
     let dir = checkout(&slow(30));
     let lines = Lines::default();
     let ctx = deploy_ctx(dir.path(), "staging", json!({"dir": "infra"})).with_log(lines.sink("d"));
-    let cancel = ctx.cancel.clone();
+    let cancel = ctx.cancellation().clone();
     let tf2 = tf.clone();
     let deploying = tokio::spawn(async move { tf2.deploy(ctx).await });
     wait_for(&lines, "Creating...").await;

@@ -5,9 +5,7 @@ use std::path::{Component, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
-use super::{BackendError, LogSink};
+use super::{BackendError, Cancellation, LogSink};
 use crate::config::{Approval, Environment, MAX_DURATION, OnBusy};
 use crate::event::GitEvent;
 use crate::secret::Secret;
@@ -154,9 +152,9 @@ pub struct StageContext {
     /// The stage's `timeout`, for backends that also tell the platform (a Kubernetes Job's
     /// deadline); the scheduler enforces it in any case by cancelling.
     pub timeout: Option<std::time::Duration>,
-    /// Cancelled when the stage must stop (timeout, run cancelled). Shared: stages without a
-    /// timeout share their run's tokens, since cloning a token takes a lock.
-    pub cancel: Arc<CancellationToken>,
+    /// Fires when the stage must stop (timeout, run cancelled): read it through
+    /// [`cancelled`](Self::cancelled) and [`is_cancelled`](Self::is_cancelled).
+    pub(crate) cancel: Cancellation,
     /// Where log lines go.
     pub log: LogSink,
 }
@@ -214,7 +212,7 @@ impl StageContext {
             with: serde_json::Map::new(),
             environment: None,
             timeout: None,
-            cancel: Arc::new(CancellationToken::new()),
+            cancel: Cancellation::new(),
             log: LogSink::discard(),
         }
     }
@@ -243,10 +241,26 @@ impl StageContext {
         self
     }
 
-    /// Sets the cancellation token.
-    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
-        self.cancel = Arc::new(cancel);
+    /// Sets what tells the backend to stop.
+    pub fn with_cancel(mut self, cancel: Cancellation) -> Self {
+        self.cancel = cancel;
         self
+    }
+
+    /// Completes when the stage must stop (it timed out, or its run was cancelled); at once when
+    /// it already must. Cancel-safe: use it in `tokio::select!` beside the stage's work.
+    pub fn cancelled(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.cancel.cancelled()
+    }
+
+    /// Whether the stage must stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// What tells the stage to stop, to hand to a helper or a task of the backend's own.
+    pub fn cancellation(&self) -> &Cancellation {
+        &self.cancel
     }
 
     /// Sets the stage's timeout.

@@ -3,16 +3,17 @@
 //! in config (`local`, `docker`, ...) to implementations.
 //!
 //! Every call gets a [`StageContext`]: the resolved `env` and `with` of the stage, the checkout
-//! directory, a cancellation token, a sink for log lines. Outputs are returned in the
+//! directory, a [`Cancellation`], a sink for log lines. Outputs are returned in the
 //! [`Completion`].
 //!
 //! # Cancellation
 //!
-//! When `ctx.cancel` is cancelled (the stage timed out, or its run was cancelled), an
+//! When `ctx.cancelled()` completes (the stage timed out, or its run was cancelled), an
 //! implementation must stop everything it started for the stage (processes, containers, jobs)
 //! and return promptly; what it returns then is recorded as cancelled or timed out, whatever it
 //! is. Nothing may be left running after the call returns.
 
+mod cancel;
 mod context;
 mod lazy;
 pub mod local;
@@ -30,6 +31,7 @@ use async_trait::async_trait;
 
 use crate::config::ParamSchema;
 
+pub use cancel::Cancellation;
 pub use context::{
     EnvironmentPolicy, EnvironmentTarget, Params, RunInfo, StageContext, checkout_path,
 };

@@ -12,9 +12,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
-use super::LogStream;
+use super::{Cancellation, LogStream};
 
 /// The variables of this process that a stage's process keeps (besides those the stage is
 /// given): nothing else of the host's environment (a server's webhook secret, say) reaches
@@ -99,7 +98,7 @@ impl StopPolicy {
 /// the end. Errors are those of starting or waiting for it.
 pub async fn run_streaming(
     mut cmd: Command,
-    cancel: &CancellationToken,
+    cancel: &Cancellation,
     stop: StopPolicy,
     mut on_line: impl FnMut(LogStream, &str),
 ) -> std::io::Result<Exit> {

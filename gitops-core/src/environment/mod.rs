@@ -23,11 +23,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 pub use lock::LockGuard;
 
-use crate::backend::{BackendError, Completion, Outcome, StageContext};
+use crate::backend::{BackendError, Cancellation, Completion, Outcome, StageContext};
 use crate::config::Action;
 use crate::ledger::{DeploymentInputs, DeploymentResult, Ledger, LedgerError, NewDeployment};
 use crate::scheduler::GateRefusal;
@@ -86,7 +84,7 @@ impl Environments {
     }
 
     /// Sleeps one poll interval; `Cancelled` when `cancel` fires first.
-    async fn pause(&self, cancel: &CancellationToken) -> Result<(), GateRefusal> {
+    async fn pause(&self, cancel: &Cancellation) -> Result<(), GateRefusal> {
         tokio::select! {
             _ = tokio::time::sleep(self.inner.poll) => Ok(()),
             _ = cancel.cancelled() => Err(GateRefusal::Cancelled),
@@ -266,7 +264,7 @@ mod tests {
         let ledger = Ledger::open(tmp.path()).unwrap();
         let envs = Environments::new(ledger.clone());
         let target = EnvironmentTarget::new("staging", "staging", None);
-        let cancel = CancellationToken::new();
+        let cancel = Cancellation::new();
         let guard = envs
             .acquire("staging", HOLDER, &target, false, &cancel, &|_| {})
             .await

@@ -4,14 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use super::events::RunEvent;
 use super::gate::{DEPLOYER_PANICKED, DeploymentGate, GateRefusal, GateTicket, WaitReason};
 use super::mask::masked;
 use super::state::Shared;
 use super::target::Target;
-use crate::backend::{BackendError, Completion, Outcome, StageContext};
+use crate::backend::{BackendError, Cancellation, Completion, Outcome, StageContext};
 use crate::config::Action;
 
 /// Calls the backend of stage `index` within `limit`, cancelling its token when the limit
@@ -64,7 +62,7 @@ pub(super) async fn call(
     let mut ctx = ctx;
     let revocation = ticket.revocation.clone();
     if let Some(r) = &revocation {
-        ctx.cancel = Arc::new(r.token().clone());
+        ctx.cancel = r.cancellation().clone();
     }
     let entered = Entered {
         gate: gate.clone(),
@@ -136,7 +134,7 @@ impl Drop for Entered {
 async fn bounded<R>(
     work: impl std::future::Future<Output = R>,
     limit: Option<Duration>,
-    token: &CancellationToken,
+    token: &Cancellation,
 ) -> (R, bool) {
     let Some(limit) = limit else {
         return (work.await, false);

@@ -128,7 +128,7 @@ impl DockerBackend {
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = ctx.cancel.cancelled() => return Err(BackendError::Cancelled),
+                _ = ctx.cancelled() => return Err(BackendError::Cancelled),
             }
         }
     }

@@ -248,7 +248,7 @@ impl Deployer for KubernetesBackend {
             Err(e) => return Err(api_error(&format!("deleting namespace {ns}"), e)),
         }
         let deadline = tokio::time::Instant::now().checked_add(self.rollout_timeout);
-        match wait::until_gone(&api, &ns, deadline, &ctx.cancel).await {
+        match wait::until_gone(&api, &ns, deadline, ctx.cancellation()).await {
             Ok(()) => Ok(Completion::success()),
             Err(WaitError::Cancelled) => Err(BackendError::Cancelled),
             Err(WaitError::TimedOut) => Err(BackendError::Failed(format!(

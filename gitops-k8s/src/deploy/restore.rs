@@ -10,12 +10,11 @@
 
 use std::time::Duration;
 
-use gitops_core::backend::BackendError;
+use gitops_core::backend::{BackendError, Cancellation};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::manifests::Manifest;
 use super::{APPLIED, Pruned, record};
@@ -178,7 +177,7 @@ impl KubernetesBackend {
             }
             let patience = Duration::from_secs(60);
             let deadline = tokio::time::Instant::now().checked_add(patience);
-            return wait::until_gone(&namespaces, ns, deadline, &CancellationToken::new())
+            return wait::until_gone(&namespaces, ns, deadline, &Cancellation::new())
                 .await
                 .map_err(|_| {
                     BackendError::Failed(format!(

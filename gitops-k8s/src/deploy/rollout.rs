@@ -61,7 +61,7 @@ impl KubernetesBackend {
             &api,
             Selector::Name(&m.name),
             deadline,
-            &ctx.cancel,
+            ctx.cancellation(),
             |o: &DynamicObject| {
                 let value = serde_json::to_value(o).ok()?;
                 rollout_pending(&kind, &value).is_none().then_some(Ok(()))

@@ -140,7 +140,7 @@ impl KubernetesBackend {
             jobs,
             Selector::Name(name),
             None,
-            &ctx.cancel,
+            ctx.cancellation(),
             Ended::of,
             |_| Some(Ended::deleted()),
             || Some(Ended::deleted()),
@@ -207,7 +207,7 @@ impl KubernetesBackend {
             pods,
             Selector::Labels(&selector),
             None,
-            &ctx.cancel,
+            ctx.cancellation(),
             |p: &Pod| {
                 let status = p.status.as_ref()?;
                 if let Some(stuck) = cannot_start(status) {
@@ -258,7 +258,7 @@ impl KubernetesBackend {
         let patience = self.stop_grace + std::time::Duration::from_secs(30);
         let deadline = tokio::time::Instant::now().checked_add(patience);
         // Not the stage's token: it may be the cancellation that brought us here.
-        let unstoppable = tokio_util::sync::CancellationToken::new();
+        let unstoppable = gitops_core::backend::Cancellation::new();
         match wait::until_gone(jobs, name, deadline, &unstoppable).await {
             Ok(()) => Ok(()),
             Err(WaitError::Api(e)) => Err(api_error(&format!("watching Job {ns}/{name} go"), e)),

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use gitops_core::backend::{BackendError, Completion, Deployer, LogStream, StageContext};
+use gitops_core::backend::{
+    BackendError, Cancellation, Completion, Deployer, LogStream, StageContext,
+};
 
 use super::failure;
 use super::settings::{Settings, state_key};
@@ -42,9 +44,7 @@ impl TerraformBackend {
     /// its workspace deleted when this deploy made it). Runs to its end whatever the stage's
     /// cancellation, since half an environment is worse than a late return.
     async fn put_back(&self, ctx: &StageContext, p: &Prepared) -> Result<(), String> {
-        let tf =
-            p.tf.clone()
-                .with_cancel(tokio_util::sync::CancellationToken::new(), self.grace);
+        let tf = p.tf.clone().with_cancel(Cancellation::new(), self.grace);
         p.backend_override
             .ensure()
             .map_err(|e| format!("writing the backend override again: {e}"))?;

@@ -35,7 +35,7 @@ impl TerraformBackend {
             .collect();
         cmd.env("GITOPS_TF_VAR_ARGS", var_args.join(" "));
         let stop = StopPolicy::new(StopSignal::Interrupt, self.grace);
-        let exit = run_streaming(cmd, &ctx.cancel, stop, |stream, line| {
+        let exit = run_streaming(cmd, ctx.cancellation(), stop, |stream, line| {
             ctx.log.line(stream, line)
         })
         .await

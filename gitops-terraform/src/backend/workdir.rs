@@ -154,7 +154,7 @@ impl TerraformBackend {
             .with_envs(ctx.variables())
             .with_env("TF_PLUGIN_CACHE_DIR", cache.to_string_lossy())
             .with_log(ctx.log.clone())
-            .with_cancel((*ctx.cancel).clone(), self.grace)
+            .with_cancel(ctx.cancellation().clone(), self.grace)
             .with_lock_timeout(settings.lock_timeout);
         // Setting up is quiet: what goes wrong is in the error, the rest is noise in the log.
         let quiet = tf

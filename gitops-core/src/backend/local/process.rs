@@ -21,7 +21,7 @@ pub(super) async fn run(
     stage_environment(&mut cmd, ctx.variables());
     cmd.env("GITOPS_OUTPUT", output);
     let stop = StopPolicy::new(StopSignal::Terminate, backend.kill_grace);
-    run_streaming(cmd, &ctx.cancel, stop, |stream, line| {
+    run_streaming(cmd, ctx.cancellation(), stop, |stream, line| {
         ctx.log.line(stream, line)
     })
     .await

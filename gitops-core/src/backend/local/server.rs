@@ -170,7 +170,7 @@ impl LocalBackend {
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = ctx.cancel.cancelled() => {
+                _ = ctx.cancelled() => {
                     give_up(String::new());
                     let _ = child.wait().await;
                     return Err(NotServing::Cancelled);
