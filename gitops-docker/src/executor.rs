@@ -265,7 +265,7 @@ impl Executor for DockerBackend {
     }
 
     /// `image` and `command`, or the build's `dockerfile`, `context` and `tag`.
-    fn params(&self) -> gitops_core::config::ParamSchema {
+    fn params(&self) -> gitops_core::backend::ParamSchema {
         crate::params::executor()
     }
 }

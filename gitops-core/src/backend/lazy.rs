@@ -7,8 +7,8 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 
+use super::ParamSchema;
 use super::{BackendError, Completion, Deployer, Executor, StageContext};
-use crate::config::ParamSchema;
 
 type Make<B> = Box<
     dyn Fn() -> Pin<Box<dyn Future<Output = Result<B, String>> + Send>> + Send + Sync + 'static,

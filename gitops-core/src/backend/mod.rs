@@ -15,12 +15,14 @@
 
 mod cancel;
 mod context;
+mod environment;
 mod lazy;
 pub mod local;
 mod log;
 pub mod memory;
 pub mod names;
 mod outputs;
+pub mod params;
 pub mod paths;
 pub mod process;
 mod registry;
@@ -29,16 +31,14 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use crate::config::ParamSchema;
-
 pub use cancel::Cancellation;
-pub use context::{
-    EnvironmentPolicy, EnvironmentTarget, Params, RunInfo, StageContext, checkout_path,
-};
+pub use context::{RunInfo, StageContext, TrustLevel};
+pub use environment::{Approval, EnvironmentPolicy, EnvironmentTarget, OnBusy};
 pub use lazy::Lazy;
 pub(crate) use log::LogTarget;
 pub use log::{LogLine, LogSink, LogStream};
 pub use outputs::read_outputs;
+pub use params::{ParamKind, ParamSchema, Params, checkout_path};
 pub use paths::Checkout;
 pub use registry::BackendRegistry;
 
@@ -130,7 +130,7 @@ pub trait Executor: Send + Sync + 'static {
 
     /// What a `run` stage on this backend may set in `with`, checked when a config loads. A
     /// parameter that is a command must be declared as one
-    /// ([`ParamKind::Command`](crate::config::params::ParamKind::Command)), so that `${{ }}` is
+    /// ([`ParamKind::Command`]), so that `${{ }}` is
     /// refused in it. The default accepts anything and declares no command.
     fn params(&self) -> ParamSchema {
         ParamSchema::open()
@@ -160,7 +160,7 @@ pub trait Deployer: Send + Sync + 'static {
 
     /// What deploy and stop stages on this backend, and environments deployed by it, may set in
     /// `with`, checked when a config loads. A parameter that is a command must be declared as one
-    /// ([`ParamKind::Command`](crate::config::params::ParamKind::Command)), so that `${{ }}` is
+    /// ([`ParamKind::Command`]), so that `${{ }}` is
     /// refused in it. The default accepts anything and declares no command.
     fn params(&self) -> ParamSchema {
         ParamSchema::open()

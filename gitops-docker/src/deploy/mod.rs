@@ -151,7 +151,7 @@ impl Deployer for DockerBackend {
     }
 
     /// One service's keys, or `services`, with `primary` and `ready_timeout`.
-    fn params(&self) -> gitops_core::config::ParamSchema {
+    fn params(&self) -> gitops_core::backend::ParamSchema {
         crate::params::deployer()
     }
 }

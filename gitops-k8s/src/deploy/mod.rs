@@ -260,7 +260,7 @@ impl Deployer for KubernetesBackend {
     }
 
     /// `manifests`, `image`, `namespace`, `service` and `rollout_timeout` (see the module docs).
-    fn params(&self) -> gitops_core::config::ParamSchema {
+    fn params(&self) -> gitops_core::backend::ParamSchema {
         crate::params::deployer()
     }
 }

@@ -177,7 +177,7 @@ impl Deployer for TerraformBackend {
     }
 
     /// The same keys as a stage's.
-    fn params(&self) -> gitops_core::config::ParamSchema {
+    fn params(&self) -> gitops_core::backend::ParamSchema {
         crate::params::schema()
     }
 }

@@ -120,7 +120,7 @@ impl Executor for TerraformBackend {
 
     /// `dir`, `binary`, `workspace`, `vars`, `var_files`, `backend_config`, `lock_timeout`,
     /// `expose_sensitive` and `action` (see the crate docs).
-    fn params(&self) -> gitops_core::config::ParamSchema {
+    fn params(&self) -> gitops_core::backend::ParamSchema {
         crate::params::schema()
     }
 }

@@ -73,7 +73,7 @@ pub fn registry(state: &Path) -> BackendRegistry {
 /// backend names and parameters of [`registry`], the very ones `run` loads configs with. The
 /// state dir plays no part in them, so none is needed.
 pub fn load_options() -> LoadOptions {
-    registry(Path::new("")).load_options()
+    LoadOptions::from_registry(&registry(Path::new("")))
 }
 
 /// The engine of the state dir, on [`registry`].

@@ -30,9 +30,9 @@ use async_trait::async_trait;
 
 use super::server::{self, NotServing, ServerFiles};
 use super::{LocalBackend, process};
+use crate::backend::ParamSchema;
 use crate::backend::process::Exit;
 use crate::backend::{BackendError, Checkout, Completion, Deployer, StageContext};
-use crate::config::ParamSchema;
 
 /// The live release, and the one being made.
 const RELEASE: &str = "release";

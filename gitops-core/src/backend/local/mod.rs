@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{BackendError, Completion, Executor, StageContext};
-use crate::config::ParamSchema;
+use crate::backend::ParamSchema;
 
 /// Runs stages as local processes.
 #[derive(Debug, Clone)]
