@@ -29,20 +29,20 @@ environments:
   staging: { with: { files: app.txt, ready_timeout: 30 } }
 pipelines:
   pr:
-on: { pull_request: {} }
-stages:
-  build: { run: ./build.sh }
-  preview: { needs: build, deploy: preview, with: { files: [app.txt] } }
+    on: { pull_request: {} }
+    stages:
+      build: { run: ./build.sh }
+      preview: { needs: build, deploy: preview, with: { files: [app.txt] } }
   main:
-on: { push: { branches: [main] } }
-stages:
-  deploy:
-    deploy: staging
-    with: { files: [site, app.txt], build: 'echo "building $GITOPS_PR_TITLE"', serve: "python3 -m http.server $PORT", port: 8080 }
+    on: { push: { branches: [main] } }
+    stages:
+      deploy:
+        deploy: staging
+        with: { files: [site, app.txt], build: 'echo "building $GITOPS_PR_TITLE"', serve: "python3 -m http.server $PORT", port: 8080 }
   closed:
-on: { pull_request: { types: [closed] } }
-stages:
-  teardown: { stop: preview }
+    on: { pull_request: { types: [closed] } }
+    stages:
+      teardown: { stop: preview }
 "#;
     parse(yaml).unwrap();
 }
