@@ -42,5 +42,6 @@ pub mod source;
 pub mod testing;
 pub mod trust;
 
+pub use backend::ErrorChain;
 pub use error::{Error, Result};
 pub use semver;

@@ -202,10 +202,12 @@ async fn a_missing_engine_is_a_clear_error_naming_what_was_tried() {
         .build()
         .await
         .unwrap_err();
+    let chain = gitops_core::ErrorChain(&err).to_string();
     assert!(
-        err.to_string()
-            .starts_with("no Docker engine answered at unix:///nonexistent/docker.sock: "),
-        "{err}"
+        chain.starts_with(
+            "no Docker engine answered at unix:///nonexistent/docker.sock: caused by: "
+        ),
+        "{chain}"
     );
 }
 

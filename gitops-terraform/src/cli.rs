@@ -14,18 +14,17 @@ use crate::plan::PlanSummary;
 use crate::ui::{ChangeSummary, Diagnostic, UiReader};
 
 /// What went wrong running terraform.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TerraformError {
     /// The binary could not be started.
-    #[error(
-        "cannot run {binary}: {message} (install Terraform or OpenTofu, or set the binary path)"
-    )]
+    #[error("cannot run {binary} (install Terraform or OpenTofu, or set the binary path)")]
     NotFound {
         /// The binary.
         binary: String,
         /// Why.
-        message: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The configuration or the command has errors; each is located when terraform says where.
     #[error("terraform {command} failed: {}", join(.diagnostics))]
@@ -259,9 +258,9 @@ impl Terraform {
             ui.line(stream, line)
         })
         .await
-        .map_err(|e| TerraformError::NotFound {
+        .map_err(|source| TerraformError::NotFound {
             binary: self.binary.display().to_string(),
-            message: e.to_string(),
+            source,
         })?;
         let code = match exit {
             Exit::Cancelled => return Err(TerraformError::Cancelled),

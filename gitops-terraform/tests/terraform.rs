@@ -335,7 +335,7 @@ async fn configuration_errors_are_located_and_bad_parameters_named() {
         ))
         .await
         .unwrap_err();
-    assert!(matches!(err, BackendError::Unavailable(_)), "{err}");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err}");
     assert!(
         err.to_string()
             .contains("cannot run /nonexistent/terraform"),

@@ -16,6 +16,7 @@
 mod cancel;
 mod context;
 mod environment;
+mod error;
 mod lazy;
 pub mod local;
 mod log;
@@ -34,6 +35,8 @@ use async_trait::async_trait;
 pub use cancel::Cancellation;
 pub use context::{RunInfo, StageContext, TrustLevel};
 pub use environment::{Approval, EnvironmentPolicy, EnvironmentTarget, OnBusy};
+pub(crate) use error::io_failed;
+pub use error::{BackendError, BoxError, ErrorChain};
 pub use lazy::Lazy;
 pub(crate) use log::LogTarget;
 pub use log::{LogLine, LogSink, LogStream};
@@ -90,24 +93,6 @@ impl Completion {
         self.outputs.insert(key.into(), value.into());
         self
     }
-}
-
-/// Why a backend could not carry out a call at all (as opposed to a stage that ran and failed).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum BackendError {
-    /// The infrastructure it needs does not answer (no Docker daemon, no cluster).
-    #[error("backend unavailable: {0}")]
-    Unavailable(String),
-    /// The stage's parameters make no sense for this backend.
-    #[error("invalid parameters: {0}")]
-    InvalidParameters(String),
-    /// The call was cancelled and stopped what it had started.
-    #[error("cancelled")]
-    Cancelled,
-    /// Anything else.
-    #[error("{0}")]
-    Failed(String),
 }
 
 /// Runs one stage.

@@ -226,12 +226,12 @@ impl Locked {
             });
             let returned = match call.await {
                 Ok(returned) => returned,
-                Err(e) if e.is_panic() => Err(BackendError::Failed(DEPLOYER_PANICKED.to_owned())),
+                Err(e) if e.is_panic() => Err(BackendError::failed(DEPLOYER_PANICKED.to_owned())),
                 Err(_) => Err(BackendError::Cancelled),
             };
             let lost = guard.revocation().reason();
             let returned = match lost {
-                Some(reason) => Err(BackendError::Failed(reason.to_owned())),
+                Some(reason) => Err(BackendError::failed(reason.to_owned())),
                 None => returned,
             };
             let returned = masked(returned, &masker);

@@ -128,7 +128,7 @@ impl DeploymentGate for Environments {
             .as_ref()
             .and_then(|g| g.revocation().reason())
             .filter(|_| !succeeded)
-            .map(|reason| Err(BackendError::Failed(reason.to_owned())));
+            .map(|reason| Err(BackendError::failed(reason.to_owned())));
         let (returned, cancelled) = match &lost {
             Some(lost) => (lost, false),
             None => (returned, cancelled),

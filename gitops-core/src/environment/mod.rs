@@ -25,7 +25,7 @@ use std::time::Duration;
 
 pub use lock::LockGuard;
 
-use crate::backend::{BackendError, Cancellation, Completion, Outcome, StageContext};
+use crate::backend::{BackendError, Cancellation, Completion, ErrorChain, Outcome, StageContext};
 use crate::config::Action;
 use crate::ledger::{DeploymentInputs, DeploymentResult, Ledger, LedgerError, NewDeployment};
 use crate::scheduler::GateRefusal;
@@ -115,7 +115,7 @@ impl Environments {
             Err(BackendError::Cancelled) => (DeploymentResult::Cancelled, None, BTreeMap::new()),
             Err(e) => (
                 DeploymentResult::Failure,
-                Some(e.to_string()),
+                Some(ErrorChain(e).to_string()),
                 BTreeMap::new(),
             ),
         };

@@ -97,7 +97,7 @@ async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
     let shared = job.shared.clone();
     let target = &shared.targets[job.target];
     if let Target::Missing(message) = target {
-        return Attempt::Returned(Err(BackendError::Failed(message.clone())));
+        return Attempt::Returned(Err(BackendError::failed(message.clone())));
     }
     // Without a timeout the stage stops only when the run does: its token is the run's.
     let token = match job.timeout {

@@ -28,12 +28,12 @@ pub(super) async fn call(
     let token = ctx.cancel.clone();
     let (deployer, action) = match target {
         Target::Execute(e) => return bounded(e.execute(ctx), limit, &token).await,
-        Target::Missing(m) => return (Err(BackendError::Failed(m.clone())), false),
+        Target::Missing(m) => return (Err(BackendError::failed(m.clone())), false),
         Target::Deploy(d) => (d, Action::Deploy),
         Target::Stop(d) => (d, Action::Stop),
     };
     if let Some(why) = shared.pipeline.stages[index].refused() {
-        return (Err(BackendError::Failed(why.to_owned())), false);
+        return (Err(BackendError::failed(why.to_owned())), false);
     }
     let invoke = |ctx| async move {
         match action {
@@ -57,7 +57,7 @@ pub(super) async fn call(
     let ticket = match entered {
         Ok(ticket) => ticket,
         Err(GateRefusal::Cancelled) => return (Err(BackendError::Cancelled), false),
-        Err(GateRefusal::Refused(message)) => return (Err(BackendError::Failed(message)), false),
+        Err(GateRefusal::Refused(message)) => return (Err(BackendError::failed(message)), false),
     };
     let mut ctx = ctx;
     let revocation = ticket.revocation.clone();
@@ -70,7 +70,7 @@ pub(super) async fn call(
     };
     let (mut returned, timed_out) = bounded(invoke(ctx), limit, &token).await;
     if let Some(reason) = revocation.as_ref().and_then(|r| r.reason()) {
-        returned = Err(BackendError::Failed(reason.to_owned()));
+        returned = Err(BackendError::failed(reason.to_owned()));
     }
     let returned = masked(returned, &shared.masker);
     entered.leave(&returned, token.is_cancelled()).await;
@@ -121,7 +121,7 @@ impl Drop for Entered {
         let gate = self.gate.clone();
         runtime.spawn(async move {
             let returned = if panicked {
-                Err(BackendError::Failed(DEPLOYER_PANICKED.to_owned()))
+                Err(BackendError::failed(DEPLOYER_PANICKED.to_owned()))
             } else {
                 Err(BackendError::Cancelled)
             };

@@ -251,7 +251,7 @@ impl Deployer for KubernetesBackend {
         match wait::until_gone(&api, &ns, deadline, ctx.cancellation()).await {
             Ok(()) => Ok(Completion::success()),
             Err(WaitError::Cancelled) => Err(BackendError::Cancelled),
-            Err(WaitError::TimedOut) => Err(BackendError::Failed(format!(
+            Err(WaitError::TimedOut) => Err(BackendError::failed(format!(
                 "namespace {ns} was still terminating after {}s",
                 self.rollout_timeout.as_secs()
             ))),

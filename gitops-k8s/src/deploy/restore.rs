@@ -138,7 +138,7 @@ impl KubernetesBackend {
                 None => Prior::Absent,
                 Some(o) => {
                     let value = serde_json::to_value(&o)
-                        .map_err(|e| BackendError::Failed(format!("{kind} {name}: {e}")))?;
+                        .map_err(|e| BackendError::failed_with(format!("{kind} {name}"), e))?;
                     match extract(&value, "gitops") {
                         Some(config) => Prior::Applied(config),
                         None => Prior::Foreign,
@@ -180,7 +180,7 @@ impl KubernetesBackend {
             return wait::until_gone(&namespaces, ns, deadline, &Cancellation::new())
                 .await
                 .map_err(|_| {
-                    BackendError::Failed(format!(
+                    BackendError::failed(format!(
                         "namespace {ns}, made by the cancelled deploy, was still there after {}s",
                         patience.as_secs()
                     ))

@@ -39,14 +39,12 @@ impl TerraformBackend {
             ctx.log.line(stream, line)
         })
         .await
-        .map_err(|e| BackendError::Unavailable(format!("cannot run sh: {e}")))?;
+        .map_err(|e| BackendError::unavailable_with("cannot run sh", e))?;
         let outputs = match read_outputs(&output) {
             Ok(o) => o,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => {
-                return Err(BackendError::Failed(format!(
-                    "cannot read $GITOPS_OUTPUT: {e}"
-                )));
+                return Err(BackendError::failed_with("cannot read $GITOPS_OUTPUT", e));
             }
         };
         exit.into_completion(outputs)

@@ -128,9 +128,8 @@ impl TerraformBackend {
         create: bool,
     ) -> Result<Prepared, SetupError> {
         let settings = Settings::read(self, ctx).map_err(SetupError::Backend)?;
-        let io = |what: &str, e: std::io::Error| {
-            SetupError::Backend(BackendError::Failed(format!("{what}: {e}")))
-        };
+        let io =
+            |what: &str, e: std::io::Error| SetupError::Backend(BackendError::failed_with(what, e));
         let cache = self.state_dir.join("plugin-cache");
         std::fs::create_dir_all(&cache).map_err(|e| io("creating the plugin cache", e))?;
         let mut generated = BackendOverride(None);

@@ -25,5 +25,7 @@ pub(super) async fn run(
         ctx.log.line(stream, line)
     })
     .await
-    .map_err(|e| BackendError::Unavailable(format!("cannot run {}: {e}", backend.shell.display())))
+    .map_err(|e| {
+        BackendError::unavailable_with(format!("cannot run {}", backend.shell.display()), e)
+    })
 }

@@ -313,11 +313,13 @@ impl Refusal {
                 shown(&p).display()
             ),
             Refusal::Io(p, e) => {
-                return BackendError::Failed(format!(
-                    "`with.{key}`: cannot open \"{}\" in the checkout: {}",
-                    shown(&p).display(),
-                    e.desc().to_lowercase()
-                ));
+                return BackendError::failed_with(
+                    format!(
+                        "`with.{key}`: cannot open \"{}\" in the checkout",
+                        shown(&p).display()
+                    ),
+                    e,
+                );
             }
         };
         BackendError::InvalidParameters(format!("`with.{key}`: {message}"))
