@@ -776,7 +776,7 @@ impl gitops_core::scheduler::RunRecorder for SlowRecorder {
         &self,
         _run_id: &str,
         stage: &gitops_core::scheduler::StageReport,
-    ) -> Result<(), String> {
+    ) -> Result<(), gitops_core::scheduler::RecordError> {
         tokio::time::sleep(ms(20)).await;
         self.0.push(format!("record {}", stage.id));
         Ok(())

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::Environments;
-use crate::backend::{Cancellation, EnvironmentTarget};
+use crate::backend::{Cancellation, EnvironmentTarget, ErrorChain};
 use crate::config::OnBusy;
 use crate::ledger::Ledger;
 use crate::scheduler::{GateRefusal, Revocation, WaitReason};
@@ -178,7 +178,7 @@ async fn renew_until_lost(
                 return "it expired or was released, and is no longer held by this deployment"
                     .to_owned();
             }
-            Ok(Err(e)) => e.to_string(),
+            Ok(Err(e)) => ErrorChain(&e).to_string(),
             Err(e) => e.to_string(),
         };
         if renewed.elapsed() + ttl / 3 >= ttl {

@@ -78,7 +78,7 @@ impl Environments {
         let ledger = self.inner.ledger.clone();
         match tokio::task::spawn_blocking(move || f(&ledger)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(GateRefusal::Refused(e.to_string())),
+            Ok(Err(e)) => Err(GateRefusal::Refused(ErrorChain(&e).to_string())),
             Err(e) => Err(GateRefusal::Refused(format!("the ledger task failed: {e}"))),
         }
     }
