@@ -316,8 +316,18 @@ fn run_in_new_repo(config: &str) -> std::process::Output {
 fn run_in_new_repo_with_env(config: &str, env: &[(&str, &str)]) -> std::process::Output {
     let tmp = tempfile::tempdir().unwrap();
     let event = repo(&tmp.path().join("repo"), config);
-    let repo_dir = tmp.path().join("repo");
     let state = tmp.path().join("state");
+    run_event(&event, &tmp.path().join("repo"), &state, env)
+}
+
+/// `gitops run` of the event in file `event` in `repo_dir`, keeping its state in `state`, with
+/// the environment variables `env` set.
+fn run_event(
+    event: &Path,
+    repo_dir: &Path,
+    state: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
     common::gitops_with_env(
         &[
             "run",
@@ -381,6 +391,50 @@ fn docker_and_k8s_stages_without_an_engine_fail_naming_where_they_looked() {
         ),
         "{all}"
     );
+}
+
+#[test]
+fn a_docker_stage_without_an_engine_fails_with_the_cause_on_stderr() {
+    let out = run_in_new_repo_with_env(
+        "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages:\n      b: { backend: docker, run: \"true\", with: { image: busybox } }\n",
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: stage \"b\" of pipeline p failed: "))
+        .unwrap_or_else(|| panic!("no error line for the stage: {stderr}"));
+    // What failed, then why: the client's own error about the socket.
+    let (what, cause) = line
+        .split_once(": caused by: ")
+        .unwrap_or_else(|| panic!("no cause: {line}"));
+    assert_eq!(
+        what,
+        "error: stage \"b\" of pipeline p failed: backend unavailable: no Docker engine answered at unix:///nonexistent/docker.sock"
+    );
+    assert!(cause.contains("/nonexistent/docker.sock"), "{line}");
+}
+
+#[test]
+fn a_ledger_that_cannot_be_opened_is_an_error_with_its_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = one_stage_repo(tmp.path(), "a: { run: \"true\" }");
+    let event = tmp.path().join("event.json");
+    // The ledger's file is a directory.
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(state.join("ledger.sqlite3")).unwrap();
+    let ledger = state.join("ledger.sqlite3");
+    let expected = format!(
+        "error: ledger {}: caused by: Is a directory (os error 21)",
+        ledger.display()
+    );
+    let out = run_event(&event, &repo_dir, &state, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr).trim(), expected);
+    let out = gitops(&["envs", "--state", state.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr).trim(), expected);
 }
 
 #[test]

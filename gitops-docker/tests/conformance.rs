@@ -209,6 +209,12 @@ async fn a_missing_engine_is_a_clear_error_naming_what_was_tried() {
         ),
         "{chain}"
     );
+    // The client's own error, not a copy of its text.
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(
+        source.downcast_ref::<bollard::errors::Error>().is_some(),
+        "{source:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

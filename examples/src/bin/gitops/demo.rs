@@ -44,7 +44,9 @@ pipelines:
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 pub async fn run() -> Result<(), String> {
-    demo().await.map_err(|e| format!("error: demo failed: {e}"))
+    demo()
+        .await
+        .map_err(|e| format!("error: demo failed: {}", gitops_core::ErrorChain(&*e)))
 }
 
 struct Demo {

@@ -200,6 +200,22 @@ pub fn summary(report: &RunReport) -> String {
     )
 }
 
+/// An `error:` line for each stage of `report` that failed (not one reused from an earlier run):
+/// its message, which holds what caused it.
+pub fn failures(report: &RunReport) -> impl Iterator<Item = String> + '_ {
+    report
+        .stages
+        .iter()
+        .filter(|s| !s.reused)
+        .filter_map(|s| match &s.result {
+            StageResult::Failure { message, .. } => Some(format!(
+                "error: stage \"{}\" of pipeline {} failed: {message}",
+                s.id, report.pipeline
+            )),
+            _ => None,
+        })
+}
+
 /// The progress area shared by the runs of one command.
 pub fn multi() -> MultiProgress {
     if std::io::stdout().is_terminal() {

@@ -85,7 +85,7 @@ pub fn engine(common: &Common) -> Result<Engine, String> {
     }
     Engine::with_options(&common.state, registry, options)
         .map(|e| e.with_policy(common.policy.clone()))
-        .map_err(|e| format!("error: {e}"))
+        .map_err(|e| crate::error(&e))
 }
 
 pub fn run_options(common: &Common) -> Result<RunOptions, String> {
@@ -119,14 +119,14 @@ pub async fn run(
             event_file.display()
         )
     })?;
-    let repo = Repository::open(repo).map_err(|e| format!("error: {e}"))?;
+    let repo = Repository::open(repo).map_err(|e| crate::error(&e))?;
     let engine = engine(&common)?;
     let mut options = run_options(&common)?;
     options.in_place = in_place;
     let runs = engine.start(&event, &repo, &options).map_err(|e| match e {
         // Located config errors read `file:line:col: message`, as `gitops validate` prints them.
         gitops_core::Error::Config(e) => e.to_string(),
-        e => format!("error: {e}"),
+        e => crate::error(&e),
     })?;
     print_notes(&runs);
     let result = if runs.is_empty() {
@@ -160,7 +160,7 @@ pub async fn finish_event(engine: &Engine, event: &GitEvent) -> Result<(), Strin
     for stopped in engine
         .finish_event(event)
         .await
-        .map_err(|e| format!("error: {e}"))?
+        .map_err(|e| crate::error(&e))?
     {
         println!(
             "■ {} stopped: its pull request was closed (deployment #{}, {})",
@@ -176,7 +176,7 @@ pub async fn rerun(run_id: &str, from: Option<&str>, common: Common) -> Result<(
     let engine = engine(&common)?;
     let run = engine
         .rerun(run_id, from, &run_options(&common)?)
-        .map_err(|e| format!("error: {e}"))?;
+        .map_err(|e| crate::error(&e))?;
     println!("Re-running run {run_id} as {}", run.id);
     execute(vec![run], &common).await
 }
@@ -187,7 +187,7 @@ pub async fn resume(run_id: Option<&str>, common: Common) -> Result<(), String> 
         Some(id) => vec![id.to_owned()],
         None => engine
             .interrupted()
-            .map_err(|e| format!("error: {e}"))?
+            .map_err(|e| crate::error(&e))?
             .into_iter()
             .map(|r| r.id)
             .collect(),
@@ -202,9 +202,7 @@ pub async fn resume(run_id: Option<&str>, common: Common) -> Result<(), String> 
     let options = run_options(&common)?;
     let mut runs = Vec::new();
     for id in &ids {
-        let run = engine
-            .resume(id, &options)
-            .map_err(|e| format!("error: {e}"))?;
+        let run = engine.resume(id, &options).map_err(|e| crate::error(&e))?;
         let kept = run.pipeline.stages.len();
         println!("Resuming run {id} ({kept} stages; finished ones are kept)");
         runs.push(run);
@@ -243,7 +241,7 @@ async fn execute(runs: Vec<StartedRun>, common: &Common) -> Result<(), String> {
     for (task, follower) in tasks {
         match task.await {
             Ok(Ok(report)) => reports.push(report),
-            Ok(Err(e)) => errors.push(format!("error: {e}")),
+            Ok(Err(e)) => errors.push(crate::error(&e)),
             Err(e) => errors.push(format!("error: a run crashed: {e}")),
         }
         let _ = follower.await;
@@ -252,13 +250,18 @@ async fn execute(runs: Vec<StartedRun>, common: &Common) -> Result<(), String> {
     for report in &reports {
         println!("{}", progress::summary(report));
     }
+    for report in &reports {
+        for line in progress::failures(report) {
+            eprintln!("{line}");
+        }
+    }
     if let Some(path) = &common.report {
         let json = if reports.len() == 1 {
             serde_json::to_string_pretty(&reports[0])
         } else {
             serde_json::to_string_pretty(&reports)
         };
-        let json = json.map_err(|e| format!("error: {e}"))?;
+        let json = json.map_err(|e| crate::error(&e))?;
         std::fs::write(path, json + "\n")
             .map_err(|e| format!("error: cannot write {}: {e}", path.display()))?;
     }

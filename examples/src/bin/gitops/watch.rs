@@ -21,7 +21,7 @@ pub struct WatchArgs {
 }
 
 pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| format!("error: {e}");
+    let err = |e: &(dyn std::error::Error + 'static)| crate::error(e);
     let state = common.state.clone();
     let base = args.base_branch.clone();
     let source = args.repo.clone();
@@ -68,7 +68,8 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
             // A long-running watch outlives a remote that does not answer for a while.
             Err(e) if !args.once => {
                 eprintln!(
-                    "error: {e} (trying again in {}s)",
+                    "{} (trying again in {}s)",
+                    crate::error(&e),
                     args.interval.as_secs_f64()
                 );
                 tokio::select! {
@@ -146,7 +147,7 @@ async fn handle(
             runs
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("{}", crate::error(&e));
             return Handled::Done;
         }
     };
@@ -164,8 +165,11 @@ async fn handle(
     interrupt.abort();
     for report in ended {
         match report {
-            Ok(report) => eprintln!("{}", progress::summary(&report)),
-            Err(e) => eprintln!("error: {e}"),
+            Ok(report) => {
+                eprintln!("{}", progress::summary(&report));
+                progress::failures(&report).for_each(|line| eprintln!("{line}"));
+            }
+            Err(e) => eprintln!("{}", crate::error(&e)),
         }
     }
     if stop.is_cancelled() {
@@ -177,7 +181,7 @@ async fn handle(
                 eprintln!("■ {} stopped: its pull request was closed", s.environment);
             }
         }
-        Err(e) => eprintln!("error: {e}"),
+        Err(e) => eprintln!("{}", crate::error(&e)),
     }
     Handled::Done
 }
