@@ -4,165 +4,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use common::server::{Server, github, request, sign, wait_until};
 use common::{git, text};
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../shared/fixtures/webhooks"
 );
-
-/// A running `gitops serve` whose standard output lines are collected.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(state: &Path, repo: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gitops"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
-            .arg(repo)
-            .arg("--state")
-            .arg(state)
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let out = lines.clone();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                out.lock().unwrap().push(line);
-            }
-        });
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut addr = None;
-        let mut line = String::new();
-        while stderr.read_line(&mut line).unwrap() > 0 {
-            if let Some(a) = line.trim().strip_prefix("listening on http://") {
-                addr = Some(a.parse().unwrap());
-                break;
-            }
-            line.clear();
-        }
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let err = log.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                err.lock().unwrap().push(line);
-            }
-        });
-        Server {
-            child,
-            addr: addr.expect("the server said where it listens"),
-            lines,
-            log,
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Stops it with SIGTERM, as a service manager would; its exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.1 request; the status and the body.
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head += &format!("{k}: {v}\r\n");
-    }
-    head += "\r\n";
-    s.write_all(head.as_bytes()).unwrap();
-    // A server that refuses a body early may close before reading all of it.
-    let _ = s.write_all(body);
-    let mut response = Vec::new();
-    let _ = s.read_to_end(&mut response);
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    (status, body)
-}
-
-fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256={hex}")
-}
-
-fn github(
-    addr: SocketAddr,
-    event: &str,
-    delivery: &str,
-    body: &[u8],
-    signature: Option<&str>,
-) -> (u16, String) {
-    let mut headers = vec![("X-GitHub-Event", event), ("X-GitHub-Delivery", delivery)];
-    if let Some(s) = signature {
-        headers.push(("X-Hub-Signature-256", s));
-    }
-    request(addr, "POST", "/webhooks/github", &headers, body)
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// What `gitops event` prints for a fixture.
 fn normalised(provider: &str, event_type: &str, file: &Path) -> Value {
@@ -199,6 +52,12 @@ fn signed_payloads_are_accepted_and_everything_else_refused() {
             "GL_TOKEN",
             "--max-body-bytes",
             "100000",
+            "--repo-name",
+            "Codertocat/Hello-World",
+            "--repo-name",
+            "mike/diaspora",
+            "--repo-name",
+            "gitlabhq/gitlab-test",
         ],
         &[("GH_SECRET", "s3cret"), ("GL_TOKEN", "t0ken")],
     );
@@ -262,6 +121,18 @@ fn signed_payloads_are_accepted_and_everything_else_refused() {
         let (status, reply) = request(addr, "POST", "/webhooks/gitlab", &headers("t0ken"), &body);
         assert_eq!(status, 202, "{file}: {reply}");
         expected.push(normalised("gitlab", event_type, &path));
+        // The same body under another event UUID: a replay, answered and not run.
+        let replayed = [
+            ("X-Gitlab-Event", event_type),
+            ("X-Gitlab-Event-UUID", "replayed"),
+            ("X-Gitlab-Token", "t0ken"),
+        ];
+        let (status, reply) = request(addr, "POST", "/webhooks/gitlab", &replayed, &body);
+        assert_eq!(
+            (status, reply.contains("\"duplicate\":\"body\"")),
+            (200, true),
+            "{reply}"
+        );
     }
 
     let signed = |body: &[u8]| sign("s3cret", body);
@@ -294,10 +165,10 @@ fn signed_payloads_are_accepted_and_everything_else_refused() {
         github(addr, "push", "big", &big, Some(&signed(&big))).0,
         413
     );
-    assert_eq!(
-        request(addr, "GET", "/healthz", &[], b""),
-        (200, "ok".to_owned())
-    );
+    let (status, health) = request(addr, "GET", "/healthz", &[], b"");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!((status, &health["status"]), (200, &json!("ok")), "{health}");
+    assert_eq!(health.get("warning"), None, "signed: {health}");
 
     wait_until("the accepted events", || {
         server.lines().len() >= expected.len()
@@ -321,7 +192,20 @@ fn a_flood_of_requests_is_handled_without_loss() {
     let repo = tmp.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     git(&repo, &["init", "-q"]);
-    let mut server = Server::start(&tmp.path().join("state"), &repo, &["--no-run"], &[]);
+    // The same body each time, under new delivery ids: bodies are not compared here.
+    let mut server = Server::start(
+        &tmp.path().join("state"),
+        &repo,
+        &[
+            "--no-run",
+            "--allow-unsigned",
+            "--replay-window",
+            "0s",
+            "--repo-name",
+            "Codertocat/Hello-World",
+        ],
+        &[],
+    );
     let body = Arc::new(
         std::fs::read(Path::new(FIXTURES).join("github/push.with-new-branch.json")).unwrap(),
     );
@@ -415,7 +299,12 @@ pipelines:
     let after = git(&upstream, &["rev-parse", "HEAD"]);
 
     let state = tmp.path().join("state");
-    let mut server = Server::start(&state, &clone, &[], &[]);
+    let mut server = Server::start(
+        &state,
+        &clone,
+        &["--allow-unsigned", "--repo-name", "o/upstream"],
+        &[],
+    );
     let payload = json!({"ref": "refs/heads/main", "before": before, "after": after,
         "created": false, "deleted": false, "forced": false,
         "repository": {"full_name": "o/upstream"}});
@@ -481,7 +370,12 @@ fn a_stage_started_by_serve_sees_nothing_of_the_servers_environment() {
     let _server = Server::start(
         &state,
         &clone,
-        &["--github-secret-env", "HOOK_SECRET"],
+        &[
+            "--github-secret-env",
+            "HOOK_SECRET",
+            "--repo-name",
+            "o/upstream",
+        ],
         &[("HOOK_SECRET", secret), ("SERVER_ONLY", "server-only-77aa")],
     );
     let payload = json!({"action": "opened", "number": 4, "sender": {"login": "mallory"},

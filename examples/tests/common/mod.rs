@@ -1,6 +1,8 @@
 //! Helpers shared by the `gitops` binary's end-to-end tests.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::process::{Command, Output, Stdio};
 
 /// Runs the `gitops` binary with `args`, feeding `stdin` when given.

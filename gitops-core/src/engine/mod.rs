@@ -50,6 +50,9 @@ pub struct RunOptions {
     /// The ref whose `.gitops.yml` defines the environments (`refs/heads/main`,
     /// `refs/remotes/origin/main`); default: the branch the repository's `HEAD` names.
     pub trusted_ref: Option<String>,
+    /// The inbox delivery (`gitops serve`) whose event the runs serve, by its sequence number:
+    /// recorded with each run, so that a server restarted after a crash resumes them.
+    pub delivery: Option<u64>,
 }
 
 impl RunOptions {
@@ -200,6 +203,7 @@ impl Engine {
             record.actor = event.actor.clone().or_else(|| options.actor.clone());
             record.trust = Some(planned.level);
             record.trusted_config = planned.trusted.text.clone();
+            record.delivery = options.delivery;
             self.ledger.begin_run(&record)?;
             let mut run = self.prepare(
                 record,

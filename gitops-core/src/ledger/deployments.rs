@@ -370,6 +370,16 @@ impl Ledger {
         })
     }
 
+    /// The deployments and stops a run made, oldest first.
+    pub fn run_deployments(&self, run_id: &str) -> Result<Vec<DeploymentRecord>, LedgerError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "{SELECT_DEPLOYMENT} WHERE run_id = ?1 ORDER BY id"
+            ))?;
+            stmt.query_map([run_id], deployment_row)?.collect()
+        })
+    }
+
     /// The deployment running in `environment` now: its last successful deploy, unless it was
     /// stopped since.
     pub fn current_deployment(

@@ -6,6 +6,7 @@
 mod approvals;
 mod deployments;
 mod environments;
+mod inbox;
 mod locks;
 mod queue;
 mod schema;
@@ -13,6 +14,9 @@ mod schema;
 pub use approvals::{ApprovalRecord, ApprovalStatus};
 pub use deployments::{DeploymentInputs, DeploymentRecord, DeploymentResult, NewDeployment};
 pub use environments::{EnvironmentRecord, EnvironmentStatus};
+pub use inbox::{
+    Admission, Delivery, DeliveryOutcome, DeliveryState, InboxDepth, InboxLimits, NewDelivery,
+};
 pub use locks::LockHolder;
 pub use queue::GroupDecision;
 
@@ -129,6 +133,8 @@ pub struct RunRecord {
     pub trust: Option<TrustLevel>,
     /// The text of the trusted ref's `.gitops.yml`, whose environments it deployed to.
     pub trusted_config: Option<String>,
+    /// The inbox delivery that started it (`gitops serve`), by its sequence number.
+    pub delivery: Option<u64>,
 }
 
 impl RunRecord {
@@ -150,6 +156,7 @@ impl RunRecord {
             actor: None,
             trust: None,
             trusted_config: None,
+            delivery: None,
         }
     }
 
@@ -213,6 +220,28 @@ pub struct Ledger {
     path: PathBuf,
 }
 
+/// The thread [`Ledger::checkpoint_in_background`] started; stops it when dropped.
+#[derive(Debug)]
+pub struct BackgroundCheckpoints {
+    ledger: Ledger,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for BackgroundCheckpoints {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+        // SQLite's default.
+        let _ = self
+            .ledger
+            .with(|c| c.pragma_update(None, "wal_autocheckpoint", 1000));
+    }
+}
+
 /// The ledger's file inside the state dir.
 pub const LEDGER_FILE: &str = "ledger.sqlite3";
 
@@ -239,6 +268,42 @@ impl Ledger {
         &self.path
     }
 
+    /// Moves SQLite's checkpoints (copying the write-ahead log into the database, with its
+    /// `fsync`) off the writers' path, for a long-running process that writes often (`serve`):
+    /// this process's writes no longer checkpoint, and a thread with its own connection does,
+    /// every `every`, without blocking them. The thread stops when the returned value is
+    /// dropped, and writes checkpoint again.
+    pub fn checkpoint_in_background(
+        &self,
+        every: std::time::Duration,
+    ) -> Result<BackgroundCheckpoints, LedgerError> {
+        let err = |e: &dyn std::fmt::Display| LedgerError::Database {
+            path: self.path.clone(),
+            message: e.to_string(),
+        };
+        let conn = Connection::open(&self.path).map_err(|e| err(&e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| err(&e))?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ledger-checkpoint".to_owned())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::park_timeout(every);
+                    // PASSIVE: copies what no reader needs, waits for no one.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .map_err(|e| err(&e))?;
+        self.with(|c| c.pragma_update(None, "wal_autocheckpoint", 0))?;
+        Ok(BackgroundCheckpoints {
+            ledger: self.clone(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
@@ -247,30 +312,6 @@ impl Ledger {
         f(&mut conn).map_err(|e| LedgerError::Database {
             path: self.path.clone(),
             source: e.into(),
-        })
-    }
-
-    /// Records a webhook delivery id (`X-GitHub-Delivery`, `X-Gitlab-Event-UUID`); false when it
-    /// was recorded before, by this process or another sharing the state dir: a redelivery.
-    pub fn record_delivery(&self, provider: &str, id: &str) -> Result<bool, LedgerError> {
-        self.with(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO deliveries (provider, id, received_at) VALUES (?1, ?2, ?3)",
-                params![provider, id, now()],
-            )
-            .map(|n| n == 1)
-        })
-    }
-
-    /// Forgets a delivery id, so that a redelivery is taken (when the first could not be
-    /// accepted after all).
-    pub fn forget_delivery(&self, provider: &str, id: &str) -> Result<(), LedgerError> {
-        self.with(|c| {
-            c.execute(
-                "DELETE FROM deliveries WHERE provider = ?1 AND id = ?2",
-                params![provider, id],
-            )
-            .map(|_| ())
         })
     }
 
@@ -330,8 +371,8 @@ impl Ledger {
         })?;
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, actor, trust, trusted_config)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO runs (id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, actor, trust, trusted_config, delivery)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     run.id,
                     run.pipeline,
@@ -345,7 +386,8 @@ impl Ledger {
                     run.started_at,
                     run.actor,
                     run.trust.map(TrustLevel::as_str),
-                    run.trusted_config
+                    run.trusted_config,
+                    run.delivery
                 ],
             )
             .map(|_| ())
@@ -446,7 +488,7 @@ impl Ledger {
     }
 }
 
-const SELECT_RUN: &str = "SELECT id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, finished_at, actor, trust, trusted_config FROM runs";
+const SELECT_RUN: &str = "SELECT id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, finished_at, actor, trust, trusted_config, delivery FROM runs";
 
 struct RawRun {
     id: String,
@@ -464,6 +506,7 @@ struct RawRun {
     actor: Option<String>,
     trust: Option<String>,
     trusted_config: Option<String>,
+    delivery: Option<u64>,
 }
 
 fn raw_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
@@ -483,6 +526,7 @@ fn raw_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
         actor: r.get(12)?,
         trust: r.get(13)?,
         trusted_config: r.get(14)?,
+        delivery: r.get(15)?,
     })
 }
 
@@ -518,6 +562,7 @@ impl RawRun {
             actor: self.actor,
             trust,
             trusted_config: self.trusted_config,
+            delivery: self.delivery,
         })
     }
 }
@@ -565,5 +610,56 @@ impl RunRecorder for Ledger {
             .await
             .map_err(|e| RecordError::new(&*stage.id, e))?
             .map_err(|e| RecordError::new(&*stage.id, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn autocheckpoint(ledger: &Ledger) -> i64 {
+        ledger
+            .with(|c| c.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0)))
+            .unwrap()
+    }
+
+    #[test]
+    fn checkpoints_in_the_background_copy_the_log_and_stop_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let checkpoints = ledger
+            .checkpoint_in_background(std::time::Duration::from_millis(10))
+            .unwrap();
+        assert_eq!(autocheckpoint(&ledger), 0);
+        let event = GitEvent::push("acme/app", "main", None, "abc");
+        for i in 0..50 {
+            let run = RunRecord::new(&format!("r{i}"), "p", event.clone(), "", dir.path());
+            ledger.begin_run(&run).unwrap();
+        }
+        // Every frame of the log copied into the database, by the other thread.
+        let copied = || {
+            ledger
+                .with(|c| {
+                    c.query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    })
+                })
+                .unwrap()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while {
+            let (log, done) = copied();
+            log <= 0 || log != done
+        } {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never checkpointed: {:?}",
+                copied()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(checkpoints);
+        assert_eq!(autocheckpoint(&ledger), 1000);
+        assert_eq!(ledger.runs(100).unwrap().len(), 50);
     }
 }

@@ -106,6 +106,25 @@ const MIGRATIONS: &[&str] = &[
         trusted_at REAL NOT NULL,
         PRIMARY KEY (repo, number, sha)
     );",
+    "DROP TABLE deliveries;
+    CREATE TABLE inbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        provider TEXT NOT NULL,
+        delivery_id TEXT,
+        body_hash TEXT NOT NULL,
+        event TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        state TEXT NOT NULL,
+        outcome TEXT,
+        pid INTEGER,
+        started_at REAL,
+        finished_at REAL
+    );
+    CREATE UNIQUE INDEX inbox_by_delivery ON inbox(provider, delivery_id);
+    CREATE INDEX inbox_by_body ON inbox(body_hash, received_at);
+    CREATE INDEX inbox_by_state ON inbox(state, seq);
+    ALTER TABLE runs ADD COLUMN delivery INTEGER;
+    CREATE INDEX runs_by_delivery ON runs(delivery);",
 ];
 
 pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {

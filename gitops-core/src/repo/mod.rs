@@ -280,6 +280,12 @@ impl Repository {
             .map(|u| u.to_bstring().to_string())
     }
 
+    /// The forge's name of the repository remote `name` points at (`owner/name`, or GitLab's
+    /// `group/subgroup/name`), read from its URL; `None` for a local path or no such remote.
+    pub fn remote_repo_name(&self, name: &str) -> Option<String> {
+        name_from_url(&self.remote_url(name)?)
+    }
+
     /// The commit an event builds: its `sha`, or the commit its tag or branch points to.
     pub fn commit_for(&self, event: &GitEvent) -> Result<String, RepoError> {
         if let Some(sha) = &event.sha {
@@ -333,3 +339,35 @@ const _: fn() = || {
     fn shared<T: Send + Sync>() {}
     shared::<Repository>();
 };
+
+/// The forge's name of a repository (`owner/name`, GitLab's `group/subgroup/name`) from a clone
+/// URL: `https://host/owner/name.git`, `ssh://git@host:22/owner/name`, `git@host:owner/name.git`.
+/// `None` for a local path, or a URL naming no owner.
+///
+/// ```
+/// use gitops_core::repo::name_from_url;
+/// assert_eq!(name_from_url("https://github.com/acme/app.git").as_deref(), Some("acme/app"));
+/// assert_eq!(name_from_url("git@gitlab.com:grp/sub/app.git").as_deref(), Some("grp/sub/app"));
+/// assert_eq!(name_from_url("ssh://git@host:2222/acme/app/").as_deref(), Some("acme/app"));
+/// assert_eq!(name_from_url("/srv/git/app.git"), None);
+/// ```
+pub fn name_from_url(url: &str) -> Option<String> {
+    let path = if let Some((_, rest)) = url.split_once("://") {
+        if url.starts_with("file://") {
+            return None;
+        }
+        rest.split_once('/')?.1
+    } else {
+        // scp-like `user@host:path`; a local path has no `:` before its first `/`.
+        let (host, path) = url.split_once(':')?;
+        if host.contains('/') || host.is_empty() {
+            return None;
+        }
+        path
+    };
+    let name = path
+        .trim_matches('/')
+        .trim_end_matches(".git")
+        .trim_matches('/');
+    (name.contains('/') && !name.split('/').any(str::is_empty)).then(|| name.to_owned())
+}

@@ -112,24 +112,8 @@ enum Command {
     },
     /// Receive GitHub and GitLab webhooks over HTTP and run what their events trigger.
     Serve {
-        /// Address to listen on (`127.0.0.1:8080`; port 0 picks a free one, printed at start).
-        #[arg(long)]
-        listen: std::net::SocketAddr,
-        /// The local clone the events belong to (fetched from its origin before planning).
-        #[arg(long)]
-        repo: PathBuf,
-        /// Print each accepted event as a line of JSON instead of running it.
-        #[arg(long)]
-        no_run: bool,
-        /// The environment variable holding the GitHub webhook secret.
-        #[arg(long, value_name = "NAME")]
-        github_secret_env: Option<String>,
-        /// The environment variable holding the GitLab webhook token.
-        #[arg(long, value_name = "NAME")]
-        gitlab_token_env: Option<String>,
-        /// Largest request body accepted (bytes; larger gets 413).
-        #[arg(long, default_value_t = 25 * 1024 * 1024)]
-        max_body_bytes: usize,
+        #[command(flatten)]
+        args: Box<serve::ServeArgs>,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -357,27 +341,9 @@ fn main() -> ExitCode {
                 c,
             ))
         }),
-        Command::Serve {
-            listen,
-            repo,
-            no_run,
-            github_secret_env,
-            gitlab_token_env,
-            max_body_bytes,
-            common,
-        } => common.resolve().and_then(|c| {
-            block_on(serve::serve(
-                serve::ServeArgs {
-                    listen,
-                    repo,
-                    no_run,
-                    github_secret_env,
-                    gitlab_token_env,
-                    max_body_bytes,
-                },
-                c,
-            ))
-        }),
+        Command::Serve { args, common } => common
+            .resolve()
+            .and_then(|c| block_on(serve::serve(*args, c))),
         Command::Envs { json, state } => state.resolve().and_then(|c| envs::envs(c, json)),
         Command::History { env, json, state } => {
             state.resolve().and_then(|c| envs::history(&env, c, json))

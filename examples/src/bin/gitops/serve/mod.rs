@@ -1,0 +1,367 @@
+//! `gitops serve`: the webhook receiver, as a service. `POST /webhooks/github` and
+//! `POST /webhooks/gitlab` check the signature (or token), turn the payload into an event,
+//! check it is of the served repository, and commit it to the ledger's inbox before answering
+//! (see [`receive`]); a worker takes the inbox in order and runs what each event triggers (see
+//! [`worker`]); or, with `--no-run`, each accepted event is printed as a line of JSON.
+//! `GET /healthz` says whether it is up and how, `GET /metrics` what it did (Prometheus text).
+//!
+//! Shutdown (SIGTERM or Ctrl-C): no new connections; open requests finish; running stages get
+//! `--shutdown-grace` to finish and are then cancelled; what waits in the inbox stays there for
+//! the next start. A second signal cancels everything at once, in every phase.
+
+mod commit;
+mod http;
+mod metrics;
+mod receive;
+mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use gitops_core::ledger::{InboxLimits, Ledger};
+use gitops_core::repo::Repository;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use self::metrics::Metrics;
+use self::receive::Receiver;
+use crate::run::{Common, engine, run_options};
+
+/// What `gitops serve` is asked to do.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (`127.0.0.1:8080`; port 0 picks a free one, printed at start).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// The local clone the events belong to (fetched from its origin before planning).
+    #[arg(long)]
+    repo: PathBuf,
+    /// The repository served, as the forge names it (`owner/name`; repeatable); events of
+    /// others get 403. Default: the policy's `repositories`, else the name in the clone's
+    /// origin URL.
+    #[arg(long = "repo-name", value_name = "OWNER/NAME")]
+    repo_names: Vec<String>,
+    /// Record each accepted event in the inbox and print it as a line of JSON instead of
+    /// running it.
+    #[arg(long)]
+    no_run: bool,
+    /// The environment variable holding the GitHub webhook secret (enables GitHub).
+    #[arg(long, value_name = "NAME")]
+    github_secret_env: Option<String>,
+    /// The environment variable holding the GitLab webhook token (enables GitLab).
+    #[arg(long, value_name = "NAME")]
+    gitlab_token_env: Option<String>,
+    /// Accept unsigned requests for the providers given no secret (for a test setup only:
+    /// anyone who can reach the server can then run pipelines).
+    #[arg(long)]
+    allow_unsigned: bool,
+    /// Largest request body accepted (bytes; larger gets 413).
+    #[arg(long, default_value_t = 25 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Time for a request's headers to arrive, and for a kept-alive connection's next request
+    /// to begin.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+    header_timeout: Duration,
+    /// Time for a request's body to arrive (408 after it).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
+    body_timeout: Duration,
+    /// Time without a byte read or written after which a connection is closed.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
+    idle_timeout: Duration,
+    /// Open connections at most; more wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_connections: usize,
+    /// Runs at once (default: the number of CPUs); the other deliveries wait in the inbox.
+    #[arg(long, value_name = "N")]
+    max_runs: Option<usize>,
+    /// Deliveries waiting in the inbox past which new ones get 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_queued: u64,
+    /// On shutdown, how long running stages may go on before they are cancelled.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = gitops_core::config::parse_duration)]
+    shutdown_grace: Duration,
+    /// A body received again within this time is a duplicate whatever its delivery id
+    /// (0s: bodies are not compared).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = gitops_core::config::parse_duration)]
+    replay_window: Duration,
+    /// The server's log: one line per delivery and per run, as text or JSON.
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match gitops_core::config::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be more than zero".to_owned()),
+        Err(e) => Err(e),
+    }
+}
+
+fn secret(flag: &str, name: &Option<String>) -> Result<Option<String>, String> {
+    match name {
+        None => Ok(None),
+        Some(name) => std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(Some)
+            .ok_or_else(|| format!("error: {flag} {name}: no such environment variable, or empty")),
+    }
+}
+
+/// The logger: text or JSON lines on standard error.
+fn init_log(format: &str) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_max_level(tracing::Level::INFO);
+    // Only the first call in a process installs a logger.
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.with_ansi(false).try_init()
+    };
+}
+
+/// The repositories served, lowercase: `--repo-name`, else the policy's, else the origin's.
+fn served_repos(
+    args: &ServeArgs,
+    common: &Common,
+    repo: &Repository,
+) -> Result<Vec<String>, String> {
+    let names = if !args.repo_names.is_empty() {
+        for name in &args.repo_names {
+            if name.split('/').filter(|p| !p.is_empty()).count() < 2 {
+                return Err(format!("error: --repo-name {name}: expected owner/name"));
+            }
+        }
+        args.repo_names.clone()
+    } else if !common.policy.repositories.is_empty() {
+        common.policy.repositories.clone()
+    } else if let Some(name) = repo.remote_repo_name("origin") {
+        vec![name]
+    } else {
+        return Err(format!(
+            "error: which repository does {} serve? Its clone has no origin URL naming one; give --repo-name owner/name",
+            args.repo.display()
+        ));
+    };
+    Ok(names.iter().map(|n| n.to_ascii_lowercase()).collect())
+}
+
+/// What `/healthz` reports.
+struct Health {
+    ledger: Ledger,
+    unsigned: Vec<&'static str>,
+    running: bool,
+    metrics: Arc<Metrics>,
+}
+
+pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
+    init_log(&args.log_format);
+    let github_secret = secret("--github-secret-env", &args.github_secret_env)?;
+    let gitlab_token = secret("--gitlab-token-env", &args.gitlab_token_env)?;
+    let mut unsigned = Vec::new();
+    if github_secret.is_none() {
+        unsigned.push("github");
+    }
+    if gitlab_token.is_none() {
+        unsigned.push("gitlab");
+    }
+    if github_secret.is_none() && gitlab_token.is_none() && !args.allow_unsigned {
+        return Err("error: serve needs a webhook secret: --github-secret-env NAME or --gitlab-token-env NAME (or --allow-unsigned, to accept unsigned requests from anyone who can reach it)".to_owned());
+    }
+    if !args.allow_unsigned {
+        unsigned.clear();
+    }
+    for provider in &unsigned {
+        tracing::warn!(
+            provider,
+            "--allow-unsigned: unsigned {provider} requests are accepted and run"
+        );
+    }
+    let repo = Repository::open(&args.repo).map_err(|e| format!("error: {e}"))?;
+    let repos = served_repos(&args, &common, &repo)?;
+    let engine = engine(&common)?;
+    let ledger = engine.ledger().clone();
+    let metrics = Arc::new(Metrics::new());
+    let wake = Arc::new(Notify::new());
+    let run = !args.no_run;
+    let limits = InboxLimits {
+        max_queued: args.max_queued,
+        replay_window_secs: args.replay_window.as_secs_f64(),
+        run,
+    };
+    // Checkpoints (and their fsync) off the path of the deliveries' commits.
+    let _checkpoints = ledger
+        .checkpoint_in_background(Duration::from_secs(1))
+        .map_err(|e| format!("error: {e}"))?;
+    let inbox = commit::Committer::start(ledger.clone(), limits)
+        .map_err(|e| format!("error: cannot start the inbox's thread: {e}"))?;
+    let receiver = Arc::new(Receiver {
+        github_secret: github_secret.map(String::into_bytes),
+        gitlab_token,
+        allow_unsigned: args.allow_unsigned,
+        repos: repos.clone(),
+        inbox,
+        limits,
+        max_body_bytes: args.max_body_bytes,
+        body_timeout: args.body_timeout,
+        metrics: metrics.clone(),
+        wake: wake.clone(),
+    });
+    let health = Arc::new(Health {
+        ledger: ledger.clone(),
+        unsigned: unsigned.clone(),
+        running: run,
+        metrics: metrics.clone(),
+    });
+    let router = Router::new()
+        .route("/webhooks/github", post(receive::github))
+        .route("/webhooks/gitlab", post(receive::gitlab))
+        .with_state(receiver)
+        .merge(
+            Router::new()
+                .route("/healthz", get(healthz))
+                .route("/metrics", get(metrics_text))
+                .with_state(health),
+        );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("error: cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| format!("error: {e}"))?;
+
+    let (shutdown, abort) = (CancellationToken::new(), CancellationToken::new());
+    let worker = run.then(|| {
+        let mut options = run_options(&common)?;
+        options.actor = Some("webhook".to_owned());
+        // The clone's own branches are not fetched into: its origin's default branch is the
+        // trusted one.
+        if options.trusted_ref.is_none() && repo.remote_url("origin").is_some() {
+            options.trusted_ref = repo
+                .head_branch()
+                .map(|b| format!("refs/remotes/origin/{b}"));
+        }
+        let max_runs = args
+            .max_runs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1);
+        let worker = Arc::new(worker::Worker {
+            engine: Arc::new(engine),
+            repo,
+            options,
+            ledger: ledger.clone(),
+            metrics: metrics.clone(),
+            wake,
+            slots: Arc::new(Semaphore::new(max_runs)),
+            abort: abort.clone(),
+            keep_secs: args.replay_window.as_secs_f64().max(24.0 * 3600.0),
+        });
+        Ok::<_, String>(tokio::spawn(worker.work(shutdown.clone())))
+    });
+    let worker = worker.transpose()?;
+    if args.log_format != "json" {
+        eprintln!("listening on http://{addr}");
+    }
+    tracing::info!(%addr, repositories = repos.join(","), run, "serving");
+    tokio::spawn(signals(
+        shutdown.clone(),
+        abort.clone(),
+        args.shutdown_grace,
+    ));
+    http::serve(
+        listener,
+        router,
+        http::ConnectionLimits {
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections,
+        },
+        metrics,
+        shutdown,
+        abort,
+    )
+    .await;
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The first signal shuts down gracefully: `abort` follows after `grace`; a second signal
+/// aborts at once.
+async fn signals(shutdown: CancellationToken, abort: CancellationToken, grace: Duration) {
+    wait_for_signal().await;
+    tracing::info!(
+        grace_secs = grace.as_secs_f64(),
+        "shutting down: no new requests; running stages may finish within the grace period (signal again to cancel them now)"
+    );
+    shutdown.cancel();
+    tokio::select! {
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!("the grace period is over: cancelling the running stages");
+        }
+        _ = wait_for_signal() => {
+            tracing::warn!("second signal: cancelling the running stages");
+        }
+    }
+    abort.cancel();
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending().await,
+            }
+        } => {}
+    }
+}
+
+async fn inbox_depth(ledger: &Ledger) -> (u64, u64) {
+    let ledger = ledger.clone();
+    match tokio::task::spawn_blocking(move || ledger.inbox_depth()).await {
+        Ok(Ok(d)) => (d.queued, d.running),
+        _ => (0, 0),
+    }
+}
+
+async fn healthz(State(health): State<Arc<Health>>) -> axum::Json<serde_json::Value> {
+    let (queued, running) = inbox_depth(&health.ledger).await;
+    let mut body = serde_json::json!({
+        "status": "ok",
+        "runs": health.running,
+        "inbox": { "queued": queued, "running": running },
+    });
+    if !health.unsigned.is_empty() {
+        body["warning"] = format!(
+            "--allow-unsigned: unsigned requests are accepted for {}",
+            health.unsigned.join(", ")
+        )
+        .into();
+        body["unsigned"] = health.unsigned.clone().into();
+    }
+    axum::Json(body)
+}
+
+async fn metrics_text(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    let (queued, running) = inbox_depth(&health.ledger).await;
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        health.metrics.render(queued, running),
+    )
+}

@@ -1,0 +1,377 @@
+//! The webhook endpoints: `POST /webhooks/{github,gitlab}`. A delivery is read within the body
+//! timeout, its signature checked, its event parsed and checked to be of the served repository,
+//! then committed to the inbox before the answer; the worker is woken to take it.
+//!
+//! Answers: 202 accepted (or ignored: an event type gitops does not handle), 200 for a ping or a
+//! duplicate (a redelivery of one that ran, or a body received within the replay window), 400
+//! for a malformed payload, 401 for a missing or wrong signature, 403 for another repository's
+//! event, 404 for a provider that is not enabled, 408 for a body that did not arrive in time,
+//! 413 for a body over the limit, 503 with `Retry-After` when the inbox is full.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gitops_core::event::{EventKind, GitEvent};
+use gitops_core::ledger::{Admission, InboxLimits};
+use gitops_core::source::webhook::{
+    Provider, WebhookError, parse, verify_github_signature, verify_gitlab_token,
+};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use super::commit::Committer;
+use super::metrics::Metrics;
+
+/// Seconds a sender is asked to wait when the inbox is full.
+const RETRY_AFTER_SECS: u64 = 30;
+
+/// What the endpoints share.
+pub struct Receiver {
+    pub github_secret: Option<Vec<u8>>,
+    pub gitlab_token: Option<String>,
+    /// Providers without a secret accept unsigned requests (`--allow-unsigned`); else they are
+    /// not enabled.
+    pub allow_unsigned: bool,
+    /// The repositories served (lowercase `owner/name`).
+    pub repos: Vec<String>,
+    /// Commits deliveries to the inbox.
+    pub inbox: Committer,
+    pub limits: InboxLimits,
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+    pub metrics: Arc<Metrics>,
+    /// Woken when a delivery is committed (the worker waits on it).
+    pub wake: Arc<Notify>,
+}
+
+pub async fn github(State(app): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+    app.receive(Provider::GitHub, &headers, body).await
+}
+
+pub async fn gitlab(State(app): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+    app.receive(Provider::GitLab, &headers, body).await
+}
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A delivery turned down, with the metric outcome it counts as.
+struct Refusal {
+    outcome: &'static str,
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(outcome: &'static str, status: StatusCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            outcome,
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// A delivery's identity, for the log line.
+struct Received<'a> {
+    provider: Provider,
+    delivery_id: Option<&'a str>,
+}
+
+impl Receiver {
+    async fn receive(&self, provider: Provider, headers: &HeaderMap, body: Body) -> Response {
+        let delivery_header = match provider {
+            Provider::GitHub => "x-github-delivery",
+            Provider::GitLab => "x-gitlab-event-uuid",
+        };
+        let received = Received {
+            provider,
+            delivery_id: header_str(headers, delivery_header),
+        };
+        match self
+            .take(provider, headers, body, received.delivery_id)
+            .await
+        {
+            Ok((outcome, repo, response)) => {
+                self.log(&received, outcome, repo.as_deref(), response.status(), None);
+                self.metrics.delivery(provider.as_str(), outcome);
+                response
+            }
+            Err(r) => {
+                self.log(&received, r.outcome, None, r.status, Some(&r.message));
+                self.metrics.delivery(provider.as_str(), r.outcome);
+                reply(r.status, json!({"error": r.message}))
+            }
+        }
+    }
+
+    fn log(
+        &self,
+        received: &Received<'_>,
+        outcome: &str,
+        repo: Option<&str>,
+        status: StatusCode,
+        error: Option<&str>,
+    ) {
+        let (provider, delivery) = (
+            received.provider.as_str(),
+            received.delivery_id.unwrap_or(""),
+        );
+        match error {
+            None => tracing::info!(
+                provider,
+                delivery,
+                repo = repo.unwrap_or(""),
+                outcome,
+                status = status.as_u16(),
+                "delivery"
+            ),
+            Some(error) => tracing::warn!(
+                provider,
+                delivery,
+                outcome,
+                status = status.as_u16(),
+                error,
+                "delivery refused"
+            ),
+        }
+    }
+
+    /// The outcome, the event's repository and the answer; or why it was turned down.
+    async fn take(
+        &self,
+        provider: Provider,
+        headers: &HeaderMap,
+        body: Body,
+        delivery_id: Option<&str>,
+    ) -> Result<(&'static str, Option<String>, Response), Refusal> {
+        self.check_enabled(provider)?;
+        let body = self.read_body(body).await?;
+        self.verify(provider, headers, &body)?;
+        let type_header = match provider {
+            Provider::GitHub => "x-github-event",
+            Provider::GitLab => "x-gitlab-event",
+        };
+        let Some(event_type) = header_str(headers, type_header) else {
+            return Err(Refusal::new(
+                "malformed",
+                StatusCode::BAD_REQUEST,
+                format!("no {type_header} header: which event is this?"),
+            ));
+        };
+        let event = match parse(provider, event_type, &body) {
+            Ok(e) => e,
+            Err(e @ WebhookError::Unsupported { .. }) => {
+                let answer = reply(StatusCode::ACCEPTED, json!({"ignored": e.to_string()}));
+                return Ok(("ignored", None, answer));
+            }
+            Err(e) => {
+                return Err(Refusal::new(
+                    "malformed",
+                    StatusCode::BAD_REQUEST,
+                    e.to_string(),
+                ));
+            }
+        };
+        if event.kind() == EventKind::Ping {
+            return Ok(("ping", None, reply(StatusCode::OK, json!({"ok": "pong"}))));
+        }
+        self.check_repo(&event)?;
+        let hash = self.body_hash(provider, headers, &body);
+        let (outcome, response) = self.admit(provider, delivery_id, hash, &event).await?;
+        Ok((outcome, Some(event.repo.clone()), response))
+    }
+
+    fn check_enabled(&self, provider: Provider) -> Result<(), Refusal> {
+        let has_secret = match provider {
+            Provider::GitHub => self.github_secret.is_some(),
+            Provider::GitLab => self.gitlab_token.is_some(),
+        };
+        if has_secret || self.allow_unsigned {
+            return Ok(());
+        }
+        let flag = match provider {
+            Provider::GitHub => "--github-secret-env",
+            Provider::GitLab => "--gitlab-token-env",
+        };
+        Err(Refusal::new(
+            "not_enabled",
+            StatusCode::NOT_FOUND,
+            format!(
+                "{provider} webhooks are not enabled on this server (it is started without {flag})"
+            ),
+        ))
+    }
+
+    async fn read_body(&self, body: Body) -> Result<axum::body::Bytes, Refusal> {
+        match tokio::time::timeout(
+            self.body_timeout,
+            axum::body::to_bytes(body, self.max_body_bytes),
+        )
+        .await
+        {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => {
+                let e = e.into_inner();
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Err(Refusal::new(
+                        "too_large",
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("body over {} bytes", self.max_body_bytes),
+                    ))
+                } else {
+                    Err(Refusal::new(
+                        "malformed",
+                        StatusCode::BAD_REQUEST,
+                        format!("reading the body failed: {e}"),
+                    ))
+                }
+            }
+            Err(_) => Err(Refusal::new(
+                "timeout",
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {:?}", self.body_timeout),
+            )),
+        }
+    }
+
+    fn verify(&self, provider: Provider, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
+        let verified = match provider {
+            Provider::GitHub => self.github_secret.as_ref().map(|s| {
+                verify_github_signature(s, body, header_str(headers, "x-hub-signature-256"))
+            }),
+            Provider::GitLab => self
+                .gitlab_token
+                .as_ref()
+                .map(|t| verify_gitlab_token(t, header_str(headers, "x-gitlab-token"))),
+        };
+        match verified {
+            Some(Err(e)) => Err(Refusal::new(
+                "bad_signature",
+                StatusCode::UNAUTHORIZED,
+                e.to_string(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_repo(&self, event: &GitEvent) -> Result<(), Refusal> {
+        let repo = event.repo.to_ascii_lowercase();
+        if self.repos.contains(&repo) {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            "other_repository",
+            StatusCode::FORBIDDEN,
+            format!(
+                "this server serves {}, not {}",
+                self.repos.join(", "),
+                event.repo
+            ),
+        ))
+    }
+
+    /// Commits the delivery to the inbox (on the committer's thread: SQLite blocks).
+    async fn admit(
+        &self,
+        provider: Provider,
+        delivery_id: Option<&str>,
+        hash: String,
+        event: &GitEvent,
+    ) -> Result<(&'static str, Response), Refusal> {
+        let internal = |e: String| Refusal::new("error", StatusCode::INTERNAL_SERVER_ERROR, e);
+        let admission = self
+            .inbox
+            .admit(provider.as_str(), delivery_id, hash, event.clone())
+            .await
+            .map_err(internal)?;
+        let kind = event.kind().as_str();
+        Ok(match admission {
+            Admission::Accepted { seq } => {
+                self.accepted(event);
+                (
+                    "accepted",
+                    reply(StatusCode::ACCEPTED, json!({"accepted": kind, "seq": seq})),
+                )
+            }
+            Admission::Requeued { seq } => {
+                self.accepted(event);
+                (
+                    "redelivered",
+                    reply(
+                        StatusCode::ACCEPTED,
+                        json!({"accepted": kind, "seq": seq, "redelivery": true}),
+                    ),
+                )
+            }
+            Admission::Duplicate { seq, matched } => (
+                "duplicate",
+                reply(StatusCode::OK, json!({"duplicate": matched, "seq": seq})),
+            ),
+            Admission::Full { queued } => {
+                let mut response = reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": format!("{queued} events wait to run already; try again later")}),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                ("inbox_full", response)
+            }
+            _ => {
+                return Err(internal(
+                    "an admission this server does not know".to_owned(),
+                ));
+            }
+        })
+    }
+
+    /// The hash a replayed body is known by. A GitHub body checked against the secret already
+    /// has one: its signature, HMAC-SHA256 of the body, the same for the same body (kept apart
+    /// from plain hashes by its prefix). Others: SHA-256 of the provider and the body.
+    fn body_hash(&self, provider: Provider, headers: &HeaderMap, body: &[u8]) -> String {
+        if provider == Provider::GitHub && self.github_secret.is_some() {
+            if let Some(signature) = header_str(headers, "x-hub-signature-256") {
+                // Verified before: `sha256=` and 64 hexadecimal digits.
+                return format!("hmac:{}", signature.trim().to_ascii_lowercase());
+            }
+        }
+        let mut h = Sha256::new();
+        h.update(provider.as_str().as_bytes());
+        h.update(b"\n");
+        h.update(body);
+        hex(&h.finalize())
+    }
+
+    fn accepted(&self, event: &GitEvent) {
+        if self.limits.run {
+            self.wake.notify_one();
+        } else {
+            // `--no-run`: the event, as a line of JSON.
+            use std::io::Write;
+            let line = serde_json::to_string(event).unwrap_or_default();
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+        }
+    }
+}
+
+/// Lowercase hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
