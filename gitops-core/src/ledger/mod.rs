@@ -277,13 +277,13 @@ impl Ledger {
         &self,
         every: std::time::Duration,
     ) -> Result<BackgroundCheckpoints, LedgerError> {
-        let err = |e: &dyn std::fmt::Display| LedgerError::Database {
+        let err = |e: BoxError| LedgerError::Database {
             path: self.path.clone(),
-            message: e.to_string(),
+            source: e,
         };
-        let conn = Connection::open(&self.path).map_err(|e| err(&e))?;
+        let conn = Connection::open(&self.path).map_err(|e| err(e.into()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(|e| err(&e))?;
+            .map_err(|e| err(e.into()))?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
@@ -295,7 +295,7 @@ impl Ledger {
                     let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                 }
             })
-            .map_err(|e| err(&e))?;
+            .map_err(|e| err(e.into()))?;
         self.with(|c| c.pragma_update(None, "wal_autocheckpoint", 0))?;
         Ok(BackgroundCheckpoints {
             ledger: self.clone(),
