@@ -80,6 +80,20 @@ impl ScratchRepo {
         Ok(id.to_string())
     }
 
+    /// Writes the files of `refs/heads/<branch>` into the work tree, and an index of them, so
+    /// that the repository reads as a checkout of that branch (`git status` clean) and `HEAD`
+    /// names it.
+    pub fn check_out(&self, branch: &str) -> Result<(), Error> {
+        let name = format!("refs/heads/{branch}");
+        let commit = self.repo.find_reference(name.as_str())?.peel_to_commit()?;
+        gitops_core::repo::Repository::open(&self.path)?
+            .checkout(&commit.id.to_string(), &self.path)?;
+        let mut index = self.repo.index_from_tree(&commit.tree_id()?)?;
+        index.write(Default::default())?;
+        std::fs::write(self.repo.git_dir().join("HEAD"), format!("ref: {name}\n"))?;
+        Ok(())
+    }
+
     /// Points `name` (a full ref, such as `refs/tags/v1.0.0` or `refs/pull/1/head`) at `sha`.
     pub fn set_ref(&self, name: &str, sha: &str) -> Result<(), Error> {
         let id = ObjectId::from_hex(sha.as_bytes())?;

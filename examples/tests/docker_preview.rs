@@ -23,6 +23,10 @@ fn the_preview_starter_serves_updates_and_tears_down_a_pull_requests_preview() {
     if !common::opted_in("GITOPS_TEST_DOCKER", "Docker") {
         return;
     }
+    // Not there before, so that the starter builds its base image (and must remove it).
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", "gitops-starter-busybox:latest"])
+        .output();
     let out = Command::new(env!("CARGO_BIN_EXE_docker-preview"))
         .output()
         .unwrap();
@@ -58,10 +62,14 @@ fn the_preview_starter_serves_updates_and_tears_down_a_pull_requests_preview() {
         "label=gitops.environment=preview-pr-7",
     ]);
     assert_eq!(networks.trim(), "", "networks left");
-    let images = docker(&["images", "-q", "gitops-starter-site"]);
-    assert_eq!(images.trim(), "", "site images left");
-    // The base image the starter built stays as a cache; this test removes it.
-    docker(&["rmi", "gitops-starter-busybox:latest"]);
+    assert!(
+        stdout.contains("Building the base image gitops-starter-busybox:latest"),
+        "{stdout}"
+    );
+    for image in ["gitops-starter-site", "gitops-starter-busybox"] {
+        let images = docker(&["images", "-q", image]);
+        assert_eq!(images.trim(), "", "{image} images left");
+    }
 }
 
 /// Containers, running or not, made from `image`.

@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use common::{git, gitops, text};
 use serde_json::json;
 
-const README: &str = include_str!("../../README.md");
-
 /// `line:col` (1-based) of the first `needle` in `text`.
 fn position(text: &str, needle: &str) -> String {
     let at = text
@@ -179,62 +177,10 @@ pipelines:
     assert_eq!(code, Some(0), "{stdout}{stderr}");
 }
 
-/// Every YAML block of the README validates with the app's backends (a stage on its own is
-/// put in a pipeline, after the `build` stage it refers to; environments on their own get a
-/// pipeline). A block after the marker `<!-- policy file -->` is a policy, checked as one.
-#[test]
-fn the_readme_configs_validate() {
-    let chunks: Vec<&str> = README.split("```yaml\n").collect();
-    let blocks: Vec<(bool, &str)> = chunks
-        .windows(2)
-        .filter_map(|w| {
-            let policy = w[0].trim_end().ends_with("<!-- policy file -->");
-            Some((policy, w[1].split("```").next()?))
-        })
-        .collect();
-    assert!(blocks.len() >= 4, "{} YAML blocks", blocks.len());
-    let mut k8s = false;
-    let mut policies = 0;
-    for (policy, block) in blocks {
-        if policy {
-            policies += 1;
-            if let Err(e) = gitops_core::trust::Policy::parse("README.md", block) {
-                panic!("{block}\n{e}");
-            }
-            continue;
-        }
-        let config = if block.starts_with("version:") {
-            block.to_owned()
-        } else if block.starts_with("environments:") && !block.contains("pipelines:") {
-            format!(
-                "version: 1\n{block}pipelines:\n  p: {{ on: {{ push: {{}} }}, stages: {{ a: {{ run: x }} }} }}\n"
-            )
-        } else if block.starts_with("environments:") {
-            format!("version: 1\n{block}")
-        } else {
-            let stage: String = block.lines().map(|l| format!("      {l}\n")).collect();
-            format!(
-                "version: 1\nenvironments:\n  preview: {{ per_pull_request: true, backend: docker }}\npipelines:\n  pr:\n    on: {{ pull_request: {{}} }}\n    stages:\n      build: {{ backend: docker, with: {{ dockerfile: Dockerfile }} }}\n{}",
-                stage.replacen(":\n", ":\n        needs: build\n", 1)
-            )
-        };
-        k8s |= config.contains("backend: k8s");
-        let (code, stdout, stderr, _, _tmp) = validate(&config);
-        assert_eq!(code, Some(0), "{config}\n{stdout}{stderr}");
-    }
-    assert!(k8s, "the README's Kubernetes config was checked");
-    assert!(policies >= 1, "the README's policy file was checked");
-}
-
 /// A repository whose `.gitops.yml` is `config`, and a pull request event for its commit
 /// titled `title`; the event file.
 fn pull_request_repo(dir: &Path, config: &str, title: &str) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    git(dir, &["init", "-q"]);
-    std::fs::write(dir.join(".gitops.yml"), config).unwrap();
-    std::fs::write(dir.join("app.txt"), "app\n").unwrap();
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-qm", "init"]);
+    common::init_repo(dir, config, &[("app.txt", "app\n")]);
     let sha = git(dir, &["rev-parse", "HEAD"]);
     let event = json!({"kind": "pull_request", "repo": "o/r", "sha": sha, "action": "opened",
         "number": 5, "title": title, "draft": false, "merged": false,
@@ -282,19 +228,7 @@ pipelines:
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
     let event = pull_request_repo(&repo, &config, TITLE);
-    let state = tmp.path().join("state");
-    let out = gitops(
-        &[
-            "run",
-            "--event",
-            event.to_str().unwrap(),
-            "--repo",
-            repo.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-        ],
-        None,
-    );
+    let out = common::run_event(&event, &repo, &tmp.path().join("state"), &[]);
     (out, config, tmp)
 }
 

@@ -7,27 +7,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{git, text};
+use common::{git, push_repo as repo, text};
 use gitops_core::ledger::Ledger;
 use serde_json::{Value, json};
 
 fn gitops(args: &[&str]) -> std::process::Output {
     common::gitops(args, None)
-}
-
-/// A repository whose `.gitops.yml` is `config`; returns the push event file for its commit.
-fn repo(dir: &Path, config: &str) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    git(dir, &["init", "-q"]);
-    std::fs::write(dir.join(".gitops.yml"), config).unwrap();
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-qm", "init"]);
-    let sha = git(dir, &["rev-parse", "HEAD"]);
-    let event = json!({"kind": "push", "repo": "o/r", "sha": sha, "ref": "refs/heads/main", "branch": "main",
-        "before": null, "after": sha, "created": true, "deleted": false, "forced": false});
-    let file = dir.parent().unwrap().join("event.json");
-    std::fs::write(&file, event.to_string()).unwrap();
-    file
 }
 
 /// A repository in `tmp` whose pipeline `main` runs one stage, `stage` (`name: { ... }`), on
@@ -316,31 +301,8 @@ fn run_in_new_repo(config: &str) -> std::process::Output {
 fn run_in_new_repo_with_env(config: &str, env: &[(&str, &str)]) -> std::process::Output {
     let tmp = tempfile::tempdir().unwrap();
     let event = repo(&tmp.path().join("repo"), config);
-    let state = tmp.path().join("state");
-    run_event(&event, &tmp.path().join("repo"), &state, env)
-}
-
-/// `gitops run` of the event in file `event` in `repo_dir`, keeping its state in `state`, with
-/// the environment variables `env` set.
-fn run_event(
-    event: &Path,
-    repo_dir: &Path,
-    state: &Path,
-    env: &[(&str, &str)],
-) -> std::process::Output {
-    common::gitops_with_env(
-        &[
-            "run",
-            "--event",
-            event.to_str().unwrap(),
-            "--repo",
-            repo_dir.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-        ],
-        None,
-        env,
-    )
+    let repo_dir = tmp.path().join("repo");
+    common::run_event(&event, &repo_dir, &tmp.path().join("state"), env)
 }
 
 #[test]
@@ -429,7 +391,7 @@ fn a_ledger_that_cannot_be_opened_is_an_error_with_its_cause() {
         "error: ledger {}: caused by: Is a directory (os error 21)",
         ledger.display()
     );
-    let out = run_event(&event, &repo_dir, &state, &[]);
+    let out = common::run_event(&event, &repo_dir, &state, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stderr).trim(), expected);
     let out = gitops(&["envs", "--state", state.to_str().unwrap()]);

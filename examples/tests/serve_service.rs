@@ -453,15 +453,15 @@ fn metrics_are_prometheus_text_counting_deliveries_runs_and_stages() {
     let server = fx.serve(&["--max-runs", "2"]);
     let body = fx.push("m");
     assert_eq!(deliver(&server, "d-1", &body).0, 202);
+    let ledger = fx.ledger();
+    wait_until("the delivery to be done", || {
+        ledger.runs(10).unwrap().len() == 2 && ledger.inbox_depth().unwrap() == Default::default()
+    });
     assert_eq!(deliver(&server, "d-1", &body).0, 200);
     assert_eq!(
         github(server.addr, "push", "d-2", &body, Some("sha256=00")).0,
         401
     );
-    let ledger = fx.ledger();
-    wait_until("the delivery to be done", || {
-        ledger.runs(10).unwrap().len() == 2 && ledger.inbox_depth().unwrap() == Default::default()
-    });
     let scrape = || {
         let (status, text) = request(server.addr, "GET", "/metrics", &[], b"");
         assert_eq!(status, 200);
@@ -543,4 +543,64 @@ fn metrics_are_prometheus_text_counting_deliveries_runs_and_stages() {
         Some(0.0),
         "{text}"
     );
+}
+
+#[test]
+fn a_grace_period_ends_in_cancellation_and_what_waits_is_run_at_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pid_file = dir.join("pid");
+    let config = format!(
+        "version: 1\npipelines:\n  main:\n    on: {{ push: {{ branches: [main] }} }}\n    stages:\n      long: {{ run: \"echo $$ >> {pid}; exec sleep 60\" }}\n",
+        pid = pid_file.display()
+    );
+    let fx = fixture(&config);
+    let pids = || -> Vec<i32> {
+        std::fs::read_to_string(&pid_file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let alive = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    let mut server = fx.serve(&["--max-runs", "1", "--shutdown-grace", "1s"]);
+    assert_eq!(deliver(&server, "d-1", &fx.push("1")).0, 202);
+    wait_until("the first run's stage", || pids().len() == 1);
+    assert_eq!(deliver(&server, "d-2", &fx.push("2")).0, 202);
+    server.signal(Signal::SIGTERM);
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("the grace period ends");
+    assert!(status.success(), "{:?}", server.log());
+    assert!(!alive(pids()[0]), "the stage was cancelled");
+    let ledger = fx.ledger();
+    let runs = ledger.runs(10).unwrap();
+    assert_eq!(runs.len(), 1, "the second delivery did not start");
+    assert_eq!(runs[0].status, RunStatus::Finished(RunResult::Cancelled));
+    assert_eq!(
+        ledger.inbox_depth().unwrap().queued,
+        1,
+        "it waits in the inbox"
+    );
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|l| l.contains("grace period is over")),
+        "{:?}",
+        server.log()
+    );
+
+    // The next start takes it.
+    let mut server = fx.serve(&["--max-runs", "1"]);
+    wait_until("the second delivery's stage", || pids().len() == 2);
+    server.signal(Signal::SIGTERM);
+    // Two signals sent at once arrive as one, as POSIX signals do.
+    wait_until("the shutdown to begin", || {
+        server.log().iter().any(|l| l.contains("shutting down"))
+    });
+    server.signal(Signal::SIGTERM);
+    server.wait_exit(Duration::from_secs(20)).expect("stopped");
+    assert!(!alive(pids()[1]));
+    assert_eq!(ledger.runs(10).unwrap().len(), 2);
 }

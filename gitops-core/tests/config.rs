@@ -197,7 +197,7 @@ fn stage_and_reference_errors() {
     );
     assert_eq!(
         error(&pipeline("      a: { run: x, backend: nomad }\n")),
-        ".gitops.yml:8:29: stage \"a\": unknown backend \"nomad\" (known: local, docker, terraform, kubernetes)"
+        ".gitops.yml:8:29: stage \"a\": unknown backend \"nomad\" (known: local, docker, terraform, k8s)"
     );
     Config::parse_with(
         ".gitops.yml",

@@ -19,7 +19,8 @@ async fn local_backend_conforms() {
     let dir = tempfile::tempdir().unwrap();
     executor_conformance(
         Arc::new(LocalBackend::new()),
-        &Setup::new(dir.path()),
+        // One pipe for stdout and stderr, so that lines keep the order they were written in.
+        &Setup::new(dir.path()).with_merged_streams(),
         "local",
     )
     .await;

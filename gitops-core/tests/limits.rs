@@ -46,11 +46,11 @@ fn durations_up_to_seven_days_load_and_longer_ones_are_located() {
         ("retry: { max: 1, backoff: {} }", ""),
         ("needs: []", "auto_stop_after: {}"),
     ] {
-        for at in ["7d", "168h", "604800"] {
+        for at in ["7d", "168h", "604800s"] {
             let yaml = config(&fields.replace("{}", at), &env_fields.replace("{}", at));
             Config::parse(".gitops.yml", &yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
         }
-        for past in ["8d", "604801", "18446744073709551615"] {
+        for past in ["8d", "604801s", "18446744073709551615s"] {
             let yaml = config(&fields.replace("{}", past), &env_fields.replace("{}", past));
             let err = error(&yaml);
             let line = if env_fields.is_empty() { 8 } else { 3 };

@@ -405,3 +405,29 @@ mod deployer {
         );
     }
 }
+
+/// Lines written to stdout and stderr in turn reach the log in the order they were written,
+/// run after run (two pipes read apart would let a stream's lines overtake the other's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_of_stdout_and_stderr_keep_the_order_they_were_written_in() {
+    use gitops_core::backend::process::{StopPolicy, StopSignal, run_merged};
+    const PAIRS: usize = 200;
+    let script =
+        format!("i=0; while [ $i -lt {PAIRS} ]; do echo out$i; echo err$i >&2; i=$((i+1)); done");
+    let expected: Vec<String> = (0..PAIRS)
+        .flat_map(|i| [format!("out{i}"), format!("err{i}")])
+        .collect();
+    for attempt in 0..10 {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg(&script);
+        let mut lines = Vec::new();
+        let stop = StopPolicy::new(StopSignal::Terminate, Duration::from_secs(1));
+        let exit = run_merged(cmd, &Default::default(), stop, |_, line| {
+            lines.push(line.to_owned())
+        })
+        .await
+        .unwrap();
+        assert_eq!(exit, gitops_core::backend::process::Exit::Code(0));
+        assert_eq!(lines, expected, "attempt {attempt}");
+    }
+}

@@ -16,8 +16,9 @@
 //! The site's image is `FROM` a base image with `httpd` (`--base-image`, default
 //! `gitops-starter-busybox`, which the app builds `FROM scratch` from the static busybox of
 //! Debian's `busybox-static` when the engine does not have it; no registry is needed). The images
-//! the run built are removed at the end, and the preview too if anything failed (`--keep` leaves
-//! the preview running and says how to stop it).
+//! the run built (the base image too, when it built it) are removed at the end, and the preview
+//! too if anything failed (`--keep` leaves the preview running, and its images, and says how to
+//! stop it).
 
 use std::sync::Arc;
 
@@ -69,17 +70,15 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    gitops_examples::output::exit_quietly_on_closed_pipes();
     exit(starter(<Args as clap::Parser>::parse()).await)
 }
 
 async fn starter(args: Args) -> Result<(), Error> {
     let docker = DockerBackend::from_env().await?;
-    let base = match &args.base_image {
-        Some(image) => image.clone(),
-        None => {
-            base_image(&docker).await?;
-            DEFAULT_BASE.to_owned()
-        }
+    let (base, built_base) = match &args.base_image {
+        Some(image) => (image.clone(), false),
+        None => (DEFAULT_BASE.to_owned(), base_image(&docker).await?),
     };
     let dir = tempfile::Builder::new()
         .prefix("gitops-docker-preview-")
@@ -97,6 +96,9 @@ async fn starter(args: Args) -> Result<(), Error> {
         }
     }
     remove_site_images(&docker).await;
+    if built_base && !args.keep {
+        remove_image(&docker, DEFAULT_BASE).await;
+    }
     if args.keep && outcome.is_ok() {
         println!(
             "\n--keep: {PREVIEW} still runs; remove it with `docker rm -f $(docker ps -aq --filter label=gitops.environment={PREVIEW})`"
@@ -197,16 +199,18 @@ async fn fetch(url: &str) -> Result<String, Error> {
     Ok(body.to_owned())
 }
 
-/// Builds [`DEFAULT_BASE`] from the host's static busybox unless the engine has it.
-async fn base_image(docker: &DockerBackend) -> Result<(), Error> {
+/// Builds [`DEFAULT_BASE`] from the host's static busybox unless the engine has it; whether
+/// it built it (and so removes it at the end, unless `--keep`).
+async fn base_image(docker: &DockerBackend) -> Result<bool, Error> {
     if docker.client().inspect_image(DEFAULT_BASE).await.is_ok() {
-        return Ok(());
+        return Ok(false);
     }
     println!("▸ Building the base image {DEFAULT_BASE} FROM scratch with the host's busybox");
     docker
         .build_busybox_image(DEFAULT_BASE)
         .await
-        .map_err(|e| format!("{e}; or pass --base-image IMAGE (an image with sh and httpd)").into())
+        .map_err(|e| format!("{e}; or pass --base-image IMAGE (an image with sh and httpd)"))?;
+    Ok(true)
 }
 
 /// Removes the site images this run built (all but the one a kept preview runs).
@@ -224,14 +228,19 @@ async fn remove_site_images(docker: &DockerBackend) {
     for image in images {
         for tag in image.repo_tags {
             // A kept preview's image is in use: removing it fails, and that is what we want.
-            let _ = docker
-                .client()
-                .remove_image(
-                    &tag,
-                    None::<bollard::query_parameters::RemoveImageOptions>,
-                    None,
-                )
-                .await;
+            remove_image(docker, &tag).await;
         }
     }
+}
+
+/// Removes the image `tag`; one in use stays.
+async fn remove_image(docker: &DockerBackend, tag: &str) {
+    let _ = docker
+        .client()
+        .remove_image(
+            tag,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await;
 }

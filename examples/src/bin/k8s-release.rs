@@ -107,6 +107,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    gitops_examples::output::exit_quietly_on_closed_pipes();
     exit(starter(<Args as clap::Parser>::parse()).await)
 }
 

@@ -71,6 +71,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    gitops_examples::output::exit_quietly_on_closed_pipes();
     let args = <Args as clap::Parser>::parse();
     exit(starter(&args.binary, args.keep).await)
 }
@@ -168,15 +169,17 @@ async fn starter(binary: &str, keep: bool) -> Result<(), Error> {
     let stopped = engine
         .stop_environment("staging", "terraform-staging")
         .await?;
+    let destroyed = stopped
+        .deployment
+        .outputs
+        .get("destroyed")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     println!(
-        "  staging stopped (deployment #{}: {}, {} resources destroyed)",
+        "  staging stopped (deployment #{}: {}, {} destroyed)",
         stopped.deployment.id,
         stopped.deployment.result.name(),
-        stopped
-            .deployment
-            .outputs
-            .get("destroyed")
-            .map_or("0", String::as_str)
+        gitops_examples::text::count(destroyed, "resource")
     );
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod server;
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// Runs the `gitops` binary with `args`, feeding `stdin` when given.
@@ -12,7 +13,21 @@ pub fn gitops(args: &[&str], stdin: Option<&[u8]>) -> Output {
 
 /// [`gitops`] with environment variables set.
 pub fn gitops_with_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gitops"))
+    gitops_in(None, args, stdin, env)
+}
+
+/// [`gitops_with_env`], run in directory `dir` when given.
+pub fn gitops_in(
+    dir: Option<&Path>,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gitops"));
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let mut child = command
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
@@ -50,4 +65,56 @@ pub fn opted_in(var: &str, what: &str) -> bool {
     }
     eprintln!("skipped: set {var}=1 (scripts/test.sh does) to run the {what} tests");
     false
+}
+
+/// A repository in `dir` whose `.gitops.yml` is `config` and whose `files` are as given
+/// (path, content), committed on `main`.
+pub fn init_repo(dir: &Path, config: &str, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q"]);
+    std::fs::write(dir.join(".gitops.yml"), config).unwrap();
+    for (path, content) in files {
+        std::fs::write(dir.join(path), content).unwrap();
+    }
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "init"]);
+}
+
+/// [`init_repo`] with no other file; the file of the push event for its commit, written beside
+/// `dir`.
+pub fn push_repo(dir: &Path, config: &str) -> PathBuf {
+    init_repo(dir, config, &[]);
+    push_event(dir, "main")
+}
+
+/// `gitops run --event EVENT --repo REPO --state STATE`, with environment variables `env`.
+pub fn run_event(event: &Path, repo: &Path, state: &Path, env: &[(&str, &str)]) -> Output {
+    gitops_with_env(
+        &[
+            "run",
+            "--event",
+            event.to_str().unwrap(),
+            "--repo",
+            repo.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ],
+        None,
+        env,
+    )
+}
+
+/// The file of a push event for the tip of `branch` of the repository in `dir`, written beside
+/// `dir` as `event-<branch>.json`.
+pub fn push_event(dir: &Path, branch: &str) -> PathBuf {
+    let sha = git(dir, &["rev-parse", branch]);
+    let event = serde_json::json!({"kind": "push", "repo": "o/r", "sha": sha,
+        "ref": format!("refs/heads/{branch}"), "branch": branch, "before": null, "after": sha,
+        "created": true, "deleted": false, "forced": false});
+    let file = dir
+        .parent()
+        .unwrap()
+        .join(format!("event-{}.json", branch.replace('/', "-")));
+    std::fs::write(&file, event.to_string()).unwrap();
+    file
 }

@@ -96,30 +96,81 @@ impl StopPolicy {
 /// `stop.grace`, and the result is [`Exit::Cancelled`]. When the program ends, whatever it left
 /// running in its group is killed; so is the whole group when the future is dropped before
 /// the end. Errors are those of starting or waiting for it.
+///
+/// Lines of different streams may trade places: two pipes do not say which was written first.
+/// Where that order matters more than which stream a line came from, use [`run_merged`].
 pub async fn run_streaming(
+    cmd: Command,
+    cancel: &Cancellation,
+    stop: StopPolicy,
+    on_line: impl FnMut(LogStream, &str),
+) -> std::io::Result<Exit> {
+    run(cmd, Pipes::Apart, cancel, stop, on_line).await
+}
+
+/// [`run_streaming`] with stdout and stderr as one pipe, as a shell's `2>&1` makes them: every
+/// line reaches `on_line` in the order the program wrote it, as [`LogStream::Stdout`] (which
+/// stream it was written to cannot be told apart any more).
+pub async fn run_merged(
+    cmd: Command,
+    cancel: &Cancellation,
+    stop: StopPolicy,
+    on_line: impl FnMut(LogStream, &str),
+) -> std::io::Result<Exit> {
+    run(cmd, Pipes::Merged, cancel, stop, on_line).await
+}
+
+/// How a program's stdout and stderr reach us.
+#[derive(Clone, Copy)]
+enum Pipes {
+    /// A pipe each.
+    Apart,
+    /// One pipe for both.
+    Merged,
+}
+
+async fn run(
     mut cmd: Command,
+    pipes: Pipes,
     cancel: &Cancellation,
     stop: StopPolicy,
     mut on_line: impl FnMut(LogStream, &str),
 ) -> std::io::Result<Exit> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+    let merged = match pipes {
+        Pipes::Apart => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            None
+        }
+        Pipes::Merged => {
+            // Close-on-exec, so that no other program started meanwhile keeps the pipe open.
+            let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            cmd.stdout(writer.try_clone()?).stderr(writer);
+            Some(reader)
+        }
+    };
     let mut child = cmd.spawn()?;
+    // The command holds our copies of the pipe's write end: gone, the reader sees the end of
+    // the output when the program (and what it started) closes theirs.
+    drop(cmd);
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     // Dropped before the end (its task aborted, the runtime shut down), the future still
     // takes the whole group with it: `kill_on_drop` alone would kill the program only, and
     // leave what it started running.
     let group = GroupGuard(pgid);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(fd) = merged {
+        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
+        tokio::spawn(pump(reader, tx.clone(), LogStream::Stdout));
+    }
     if let Some(s) = child.stdout.take() {
         tokio::spawn(pump(s, tx.clone(), LogStream::Stdout));
     }
     if let Some(s) = child.stderr.take() {
-        tokio::spawn(pump(s, tx, LogStream::Stderr));
+        tokio::spawn(pump(s, tx.clone(), LogStream::Stderr));
     }
+    // The pumps hold the only senders: the channel ends when the output does.
+    drop(tx);
     // Lines are handed on while the program runs; the wait ends with its exit or cancellation.
     let status = loop {
         tokio::select! {

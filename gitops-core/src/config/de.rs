@@ -173,8 +173,9 @@ where
     Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
 }
 
-/// Parses `90s`, `10m`, `1h30m`, `2d`, `500ms` or a bare number of seconds, up to
-/// [`MAX_DURATION`].
+/// Parses `90s`, `10m`, `1h30m`, `2d` or `500ms`, up to [`MAX_DURATION`]. A bare number is
+/// refused, with the unit it needs suggested (`5` reads as seconds to some and as
+/// milliseconds to others, so the config says which).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let total = parse_any_duration(text)?;
@@ -188,8 +189,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_any_duration(text: &str) -> Result<Duration, String> {
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "duration \"{0}\" has no unit: write {0}s for seconds (or ms, m, h, d)",
+            excerpt(text)
+        ));
     }
     let bad = || {
         format!(
@@ -279,7 +283,10 @@ mod tests {
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
+        assert_eq!(
+            parse_duration("42"),
+            Err("duration \"42\" has no unit: write 42s for seconds (or ms, m, h, d)".to_owned())
+        );
         for bad in [
             "",
             "s",
@@ -302,23 +309,15 @@ mod tests {
     #[test]
     fn durations_are_capped_at_seven_days() {
         assert_eq!(MAX_DURATION, Duration::from_secs(604_800));
-        for at in [
-            "7d",
-            "168h",
-            "10080m",
-            "604800s",
-            "604800",
-            "604800000ms",
-            "6d23h60m",
-        ] {
+        for at in ["7d", "168h", "10080m", "604800s", "604800000ms", "6d23h60m"] {
             assert_eq!(parse_duration(at), Ok(MAX_DURATION), "{at}");
         }
         for past in [
             "8d",
             "7d1ms",
-            "604801",
+            "604801s",
             "604800001ms",
-            "18446744073709551615",
+            "18446744073709551615s",
             "999999999999h",
         ] {
             let err = parse_duration(past).unwrap_err();

@@ -17,6 +17,7 @@ mod locate;
 mod model;
 pub mod params;
 mod patterns;
+mod suggest;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -45,8 +46,10 @@ pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 /// The file name gitops reads at the root of a repository.
 pub const CONFIG_FILE: &str = ".gitops.yml";
 
-/// The backends every config may name; others must be registered by the embedding application.
-pub const BUILTIN_BACKENDS: &[&str] = &["local", "docker", "terraform", "kubernetes"];
+/// The backend names a config may use when [`LoadOptions`] says nothing more: the names the
+/// backend crates are registered under by the `gitops` app (`k8s` is Kubernetes). Others must be
+/// registered by the embedding application.
+pub const BUILTIN_BACKENDS: &[&str] = &["local", "docker", "terraform", "k8s"];
 
 /// The longest instance name: a DNS label's, so that every backend can name its objects after
 /// it (Kubernetes namespaces, Docker containers).

@@ -23,7 +23,6 @@ pub(super) fn validate(config: &Config, loc: &Locations, options: &LoadOptions) 
         ));
     }
     let backend_known = |b: &str| options.backends.iter().any(|k| k == b);
-    let backends = options.backends.join(", ");
     for (name, env) in &config.environments {
         // Without a `name`, the key names its instances (`<key>`, `<key>-pr-<n>`).
         if env.name.is_none() && !super::is_instance_name(name) {
@@ -41,7 +40,7 @@ pub(super) fn validate(config: &Config, loc: &Locations, options: &LoadOptions) 
         if !backend_known(&env.backend) {
             out.push((
                 loc.value(&["environments", name, "backend"]),
-                format!("unknown backend \"{}\" (known: {backends})", env.backend),
+                unknown_backend(&env.backend, &options.backends),
             ));
         }
         if let Some(t) = &env.name {
@@ -82,7 +81,7 @@ pub(super) fn validate(config: &Config, loc: &Locations, options: &LoadOptions) 
             name,
             pipeline,
             &backend_known,
-            &backends,
+            &options.backends,
         );
         for (id, stage) in &pipeline.stages {
             let sp = ["pipelines", name, "stages", id.as_str()];
@@ -90,6 +89,18 @@ pub(super) fn validate(config: &Config, loc: &Locations, options: &LoadOptions) 
         }
     }
     out
+}
+
+/// `unknown backend "kubernetes", did you mean "k8s"? (known: ...)`.
+fn unknown_backend(name: &str, known: &[String]) -> String {
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+    match super::suggest::suggestion(name, &known) {
+        Some(near) => format!(
+            "unknown backend \"{name}\", did you mean \"{near}\"? (known: {})",
+            known.join(", ")
+        ),
+        None => format!("unknown backend \"{name}\" (known: {})", known.join(", ")),
+    }
 }
 
 const EVENT_ONLY: Scope<'static> = Scope {
@@ -209,7 +220,7 @@ fn check_pipeline(
     name: &str,
     pipeline: &Pipeline,
     backend_known: &dyn Fn(&str) -> bool,
-    backends: &str,
+    backends: &[String],
 ) {
     let base = ["pipelines", name];
     check_name(out, loc.key(&base), "pipeline", name);
@@ -335,7 +346,7 @@ fn check_stage(
     sp: &[&str],
     stage: &Stage,
     backend_known: &dyn Fn(&str) -> bool,
-    backends: &str,
+    backends: &[String],
 ) {
     let at = |key: &str| loc.value(&[sp, &[key]].concat());
     let id = sp[3];
@@ -406,7 +417,7 @@ fn check_stage(
         if !backend_known(b) {
             out.push((
                 at("backend"),
-                format!("stage \"{id}\": unknown backend \"{b}\" (known: {backends})"),
+                format!("stage \"{id}\": {}", unknown_backend(b, backends)),
             ));
         }
     }

@@ -153,19 +153,24 @@ impl Engine {
     ) -> Result<(Plan, Planned)> {
         let level = self.admit(event)?;
         let commit = repo.commit_for(event)?;
+        // A release names its tag, not a commit: from here on the event carries the tag's
+        // commit (`event.sha`, `GITOPS_SHA`, what the ledger records).
+        let mut event = event.clone();
+        event.sha.get_or_insert_with(|| commit.clone());
         let text = repo.config_text_at(&commit)?;
         let config = Config::parse_with(CONFIG_FILE, &text, &self.load)?;
         let trusted = self.trusted_environments(repo, options);
         let effective = trust::with_trusted_environments(config.clone(), &trusted);
-        let mut plan = Planner::new().plan(event, &effective, &repo.changes_for(event))?;
+        let mut plan = Planner::new().plan(&event, &effective, &repo.changes_for(&event))?;
         for p in &mut plan.pipelines {
             p.check_backends(self.scheduler.registry())?;
-            trust::refuse_stages(p, level, event, &trusted);
+            trust::refuse_stages(p, level, &event, &trusted);
         }
         plan.notes = trust::notes(&config, &plan.pipelines, &trusted);
         Ok((
             plan,
             Planned {
+                event,
                 level,
                 commit,
                 text,
@@ -196,6 +201,7 @@ impl Engine {
         for pipeline in plan.pipelines {
             let id = new_run_id();
             let (workdir, checkout) = self.workdir(repo, &planned.commit, &id, options)?;
+            let event = &planned.event;
             let mut record =
                 RunRecord::new(&id, &pipeline.name, event.clone(), &planned.text, &workdir);
             record.repo = Some(repo.path().to_path_buf());
@@ -314,6 +320,8 @@ impl Engine {
 
 /// What planning an event found besides its plan.
 struct Planned {
+    /// The event, with the commit it was resolved to.
+    event: GitEvent,
     level: crate::trust::TrustLevel,
     commit: String,
     text: String,

@@ -360,6 +360,17 @@ impl GitEvent {
         }
     }
 
+    /// Whether the event removed its ref (a deleted branch or tag, a push deleting its branch):
+    /// no commit of it is left to run. A release names its tag, and is never one.
+    pub fn is_deletion(&self) -> bool {
+        match &self.payload {
+            EventPayload::Push(p) => p.deleted,
+            EventPayload::Tag(t) => t.action == TagAction::Deleted,
+            EventPayload::Branch(b) => b.action == BranchAction::Deleted,
+            EventPayload::PullRequest(_) | EventPayload::Release(_) | EventPayload::Ping => false,
+        }
+    }
+
     /// The branch the event is about: the pushed branch, the head branch of a pull request, the
     /// created or deleted branch.
     pub fn branch(&self) -> Option<&str> {

@@ -28,9 +28,11 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// Opens the repository at `path` (its work tree or its git dir).
+    /// Opens the repository at `path` (its work tree or its git dir). A relative path is made
+    /// absolute: runs record where their repository is, for rollbacks made from anywhere.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, RepoError> {
-        let path = path.as_ref().to_path_buf();
+        let path = path.as_ref();
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let repo = gix::ThreadSafeRepository::open(&path).map_err(|e| RepoError::Open {
             path: path.clone(),
             message: e.to_string(),
@@ -38,7 +40,7 @@ impl Repository {
         Ok(Repository { repo, path })
     }
 
-    /// The path it was opened at.
+    /// The path it was opened at, absolute.
     pub fn path(&self) -> &Path {
         &self.path
     }

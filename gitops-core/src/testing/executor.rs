@@ -29,8 +29,9 @@ pub struct Setup {
     pub with: serde_json::Map<String, serde_json::Value>,
     /// How long a stopped stage may take to return after cancellation.
     pub stop_within: Duration,
-    /// The platform keeps one log per stage, stdout and stderr merged (Kubernetes): every line
-    /// must still arrive, as stdout, each stream's lines in their order.
+    /// The platform keeps one log per stage, stdout and stderr merged (Kubernetes; the local
+    /// backend, whose stages write both to one pipe so that lines keep the order they were
+    /// written in): every line must still arrive, as stdout, each stream's lines in their order.
     pub merged_streams: bool,
 }
 

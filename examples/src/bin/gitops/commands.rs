@@ -8,6 +8,8 @@ use gitops_core::event::GitEvent;
 use gitops_core::plan::{Changes, Planner};
 use gitops_core::repo::Repository;
 use gitops_core::source::webhook::{Provider, parse};
+use gitops_examples::text::count;
+use gitops_examples::{out, outln};
 
 type Outcome = Result<(), String>;
 
@@ -29,19 +31,19 @@ fn read_stdin() -> Result<Vec<u8>, String> {
 
 fn print_json(value: &impl serde::Serialize) -> Outcome {
     let text = serde_json::to_string_pretty(value).map_err(|e| crate::error(&e))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }
 
 pub fn validate(path: &Path) -> Outcome {
     let config = Config::load_with(path, &crate::run::load_options()).map_err(|e| e.to_string())?;
     let stages: usize = config.pipelines.values().map(|p| p.stages.len()).sum();
-    println!(
-        "{}: ok ({} pipelines, {} stages, {} environments)",
+    outln!(
+        "{}: ok ({}, {}, {})",
         path.display(),
-        config.pipelines.len(),
-        stages,
-        config.environments.len()
+        count(config.pipelines.len(), "pipeline"),
+        count(stages, "stage"),
+        count(config.environments.len(), "environment")
     );
     Ok(())
 }
@@ -98,7 +100,7 @@ pub fn graph(pipeline: &str, path: &Path) -> Outcome {
         gitops_core::graph::StageGraph::from_needs(p.stages.iter().map(|(id, s)| (id, &s.needs)))
             .map_err(|e| crate::error(&e))?;
     let stages: Vec<_> = p.stages.values().collect();
-    print!(
+    out!(
         "{}",
         graph.to_dot(pipeline, |s| {
             let stage = stages[s.index()];

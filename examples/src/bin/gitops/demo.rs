@@ -2,12 +2,15 @@
 //! → preview, update → preview updated, merge → preview torn down and staging, tags → production,
 //! rollback; then the ledger.
 
-use gitops_core::config::Action;
+use std::path::{Path, PathBuf};
+
+use gitops_core::config::CONFIG_FILE;
 use gitops_core::engine::{Engine, RunOptions};
 use gitops_core::event::GitEvent;
-use gitops_core::ledger::{DeploymentRecord, DeploymentResult};
+use gitops_core::ledger::DeploymentRecord;
 use gitops_core::repo::Repository;
 use gitops_core::scheduler::{RunResult, StageResult};
+use gitops_examples::outln;
 use gitops_examples::scratch::ScratchRepo;
 
 use crate::envs;
@@ -43,10 +46,36 @@ pipelines:
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-pub async fn run() -> Result<(), String> {
-    demo()
+/// Runs the demo in a throwaway directory, or in `keep` (which must be empty or new), left
+/// there afterwards for `gitops envs --state KEEP/state` and the like.
+pub async fn run(keep: Option<&Path>) -> Result<(), String> {
+    let (dir, _throwaway) = match keep {
+        Some(dir) => (kept_dir(dir)?, None),
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix("gitops-demo-")
+                .tempdir()
+                .map_err(|e| format!("error: cannot make a directory for the demo: {e}"))?;
+            (tmp.path().to_path_buf(), Some(tmp))
+        }
+    };
+    demo(&dir, keep.is_some())
         .await
         .map_err(|e| format!("error: demo failed: {}", gitops_core::ErrorChain(&*e)))
+}
+
+/// `dir`, made if missing and absolute; refused when it holds anything already.
+fn kept_dir(dir: &Path) -> Result<PathBuf, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("error: --keep {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+    if std::fs::read_dir(dir)
+        .map_err(|e| fail(&e))?
+        .next()
+        .is_some()
+    {
+        return Err(fail(&"not empty: give a new or empty directory"));
+    }
+    std::path::absolute(dir).map_err(|e| fail(&e))
 }
 
 struct Demo {
@@ -55,16 +84,23 @@ struct Demo {
     options: RunOptions,
 }
 
-async fn demo() -> Result<(), Error> {
+async fn demo(dir: &Path, keep: bool) -> Result<(), Error> {
     let started = std::time::Instant::now();
-    let dir = tempfile::Builder::new().prefix("gitops-demo-").tempdir()?;
-    let state = dir.path().join("state");
-    let mut scratch = ScratchRepo::init(&dir.path().join("repo"))?;
-    println!(
-        "gitops demo: a throwaway repository and state dir in {}",
-        dir.path().display()
-    );
-    println!("(both are removed when the demo ends)\n");
+    let state = dir.join("state");
+    let mut scratch = ScratchRepo::init(&dir.join("repo"))?;
+    if keep {
+        outln!(
+            "gitops demo: a repository and state dir in {}",
+            dir.display()
+        );
+        outln!("(both are kept when the demo ends)\n");
+    } else {
+        outln!(
+            "gitops demo: a throwaway repository and state dir in {}",
+            dir.display()
+        );
+        outln!("(both are removed when the demo ends)\n");
+    }
 
     let base = scratch.commit(
         "main",
@@ -156,30 +192,43 @@ async fn demo() -> Result<(), Error> {
     demo.step("Tag v1.1.0: production", &tag("v1.1.0", &next))
         .await?;
 
-    println!("▸ Something is wrong with v1.1.0: roll production back");
+    outln!("▸ Something is wrong with v1.1.0: roll production back");
     let record = demo
         .engine
         .rollback("production", None, &envs::actor())
         .await?;
-    println!(
+    outln!(
         "  {}",
         envs::describe_rollback(&record).replace('\n', "\n  ")
     );
     let live = std::fs::read_to_string(state.join("environments/production/release/app.txt"))?;
-    println!("  production serves: {}\n", live.trim());
+    outln!("  production serves: {}\n", live.trim());
 
-    println!("The environments (`gitops envs`):\n");
-    println!(
+    outln!("The environments (`gitops envs`):\n");
+    outln!(
         "{}\n",
         indent(&envs::env_table(&demo.engine.environments()?))
     );
-    println!("Every deployment, newest first (`gitops history ENV`, here all of them):\n");
+    outln!("Every deployment, newest first (`gitops history`):\n");
     let history = demo.engine.ledger().history(None, 100)?;
-    println!("{}\n", indent(&envs::history_table(&history)));
-    println!(
-        "Done in {:.1}s. Try it on your own repository: `gitops run --event EVENT.json --repo DIR`.",
+    outln!("{}\n", indent(&envs::history_table(&history)));
+    outln!(
+        "Done in {:.1}s. Try it on your own repository: `gitops init`, then `gitops run --event EVENT.json --repo DIR`.",
         started.elapsed().as_secs_f64()
     );
+    if keep {
+        scratch.check_out("main")?;
+        let (repo, state) = (dir.join("repo"), state.display());
+        outln!("\nKept in {}:", dir.display());
+        outln!(
+            "  {}  the repository (its config: {})",
+            repo.display(),
+            repo.join(CONFIG_FILE).display()
+        );
+        outln!(
+            "  {state}  the state dir: `gitops envs --state {state}`, `gitops history --state {state}`"
+        );
+    }
     Ok(())
 }
 
@@ -193,7 +242,7 @@ fn indent(text: &str) -> String {
 impl Demo {
     /// Runs what `event` triggers, then what it ends; prints one line per stage.
     async fn step(&self, title: &str, event: &GitEvent) -> Result<(), Error> {
-        println!("▸ {title}");
+        outln!("▸ {title}");
         let before = self
             .engine
             .ledger()
@@ -202,7 +251,7 @@ impl Demo {
             .map_or(0, |d| d.id);
         let runs = self.engine.start(event, &self.repo, &self.options)?;
         if runs.is_empty() {
-            println!("  no pipeline matches this event");
+            outln!("  no pipeline matches this event");
         }
         for run in runs {
             let name = run.pipeline.name.clone();
@@ -219,7 +268,7 @@ impl Demo {
                     format!("{} {mark}", s.id)
                 })
                 .collect();
-            println!("  pipeline {name}: {}", stages.join("  "));
+            outln!("  pipeline {name}: {}", stages.join("  "));
             if report.result != RunResult::Success {
                 return Err(
                     format!("pipeline {name} did not succeed (run {})", report.run_id).into(),
@@ -236,41 +285,10 @@ impl Demo {
             .collect();
         made.reverse();
         for d in &made {
-            println!("  {}", deployment_line(d));
+            outln!("  {}", envs::deployment_line(d));
         }
-        println!();
+        outln!();
         Ok(())
-    }
-}
-
-fn deployment_line(d: &DeploymentRecord) -> String {
-    let ok = d.result == DeploymentResult::Success;
-    let what = d
-        .version
-        .as_deref()
-        .map(|v| format!("v{v}"))
-        .or_else(|| d.sha.as_deref().map(|s| s[..7.min(s.len())].to_owned()))
-        .unwrap_or_default();
-    match (d.action, ok) {
-        (Action::Stop, true) => format!("■ {} stopped (deployment #{})", d.environment, d.id),
-        (_, true) => format!(
-            "● {} now runs {what} (deployment #{}): {}",
-            d.environment,
-            d.id,
-            d.outputs.get("url").map_or("", String::as_str)
-        ),
-        (_, false) => format!(
-            "✗ {} {} #{} {}: {}",
-            d.environment,
-            if d.action == Action::Stop {
-                "stop"
-            } else {
-                "deployment"
-            },
-            d.id,
-            d.result.name(),
-            d.message.as_deref().unwrap_or("")
-        ),
     }
 }
 

@@ -1,8 +1,10 @@
 //! `gitops envs`, `history`, `rollback`, `unpin`, `approve`, `reject`: the environments in the
 //! ledger of a state dir, and what people do to them.
 
+use gitops_core::config::Action;
 use gitops_core::engine::{Engine, EnvironmentState};
 use gitops_core::ledger::{DeploymentRecord, DeploymentResult, EnvironmentStatus};
+use gitops_examples::outln;
 
 use crate::run::{Common, engine};
 
@@ -49,11 +51,21 @@ pub fn env_json(e: &EnvironmentState) -> serde_json::Value {
     })
 }
 
+/// What a deployment did, as `history` shows it: `deploy`, `rollback` or `stop`.
+fn action(d: &DeploymentRecord) -> &'static str {
+    match d.action {
+        Action::Stop => "stop",
+        _ if d.rollback_of.is_some() => "rollback",
+        _ => "deploy",
+    }
+}
+
+/// A deployment as `history --json` prints it; the fields `gitops history --help` lists.
 fn deployment_json(d: &DeploymentRecord) -> serde_json::Value {
     serde_json::json!({
         "id": d.id,
         "environment": d.environment,
-        "action": d.action,
+        "action": action(d),
         "version": d.version,
         "sha": d.sha,
         "result": d.result.name(),
@@ -66,6 +78,39 @@ fn deployment_json(d: &DeploymentRecord) -> serde_json::Value {
         "started_at": d.started_at,
         "finished_at": d.finished_at,
     })
+}
+
+/// One line for a deployment or stop: `● staging now runs v1.0.0 (deployment #3): URL`,
+/// `■ preview-pr-1 stopped (deployment #4)`, or what failed.
+pub fn deployment_line(d: &DeploymentRecord) -> String {
+    let what = d
+        .version
+        .as_deref()
+        .map(|v| format!("v{v}"))
+        .unwrap_or_else(|| short(d.sha.as_deref()));
+    let url = d
+        .outputs
+        .get("url")
+        .map(|u| format!(": {u}"))
+        .unwrap_or_default();
+    let stop = d.action == Action::Stop;
+    match d.result {
+        DeploymentResult::Success if stop => {
+            format!("■ {} stopped (deployment #{})", d.environment, d.id)
+        }
+        DeploymentResult::Success => format!(
+            "● {} now runs {what} (deployment #{}){url}",
+            d.environment, d.id
+        ),
+        _ => format!(
+            "✗ {} {} #{} {}: {}",
+            d.environment,
+            if stop { "stop" } else { "deployment" },
+            d.id,
+            d.result.name(),
+            d.message.as_deref().unwrap_or("no reason given")
+        ),
+    }
 }
 
 /// The table of environments `gitops envs` prints.
@@ -107,11 +152,7 @@ pub fn history_table(history: &[DeploymentRecord]) -> String {
         "ID", "ENVIRONMENT", "ACTION", "VERSION", "COMMIT", "RESULT", "STARTED (UTC)", "BY"
     );
     for d in history {
-        let action = match d.action {
-            gitops_core::config::Action::Stop => "stop".to_owned(),
-            _ if d.rollback_of.is_some() => "rollback".to_owned(),
-            _ => "deploy".to_owned(),
-        };
+        let action = action(d);
         let mut by = d.triggered_by.clone().unwrap_or_else(|| "-".to_owned());
         if let Some(of) = d.rollback_of {
             by += &format!(" (redeploys #{of})");
@@ -133,7 +174,7 @@ pub fn history_table(history: &[DeploymentRecord]) -> String {
 
 fn print_json(value: &serde_json::Value) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(err)?;
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }
 
@@ -144,25 +185,39 @@ pub fn envs(common: Common, json: bool) -> Result<(), String> {
             envs.iter().map(env_json).collect(),
         ));
     }
-    println!("{}", env_table(&envs));
+    outln!("{}", env_table(&envs));
     Ok(())
 }
 
-pub fn history(env: &str, common: Common, json: bool) -> Result<(), String> {
-    let history = open(&common)?.history(env).map_err(err)?;
+/// `gitops history [ENV]`: the deployments and stops of `env`, or of every environment, newest
+/// first.
+pub fn history(env: Option<&str>, common: Common, json: bool) -> Result<(), String> {
+    let engine = open(&common)?;
+    let history = match env {
+        Some(env) => engine.history(env),
+        None => engine
+            .ledger()
+            .history(None, usize::MAX >> 1)
+            .map_err(Into::into),
+    }
+    .map_err(err)?;
     if json {
         return print_json(&serde_json::Value::Array(
             history.iter().map(deployment_json).collect(),
         ));
     }
-    println!("{}", history_table(&history));
+    if history.is_empty() {
+        outln!("No deployments yet: nothing was deployed with this state dir.");
+        return Ok(());
+    }
+    outln!("{}", history_table(&history));
     Ok(())
 }
 
 pub async fn rollback(env: &str, to: Option<&str>, common: Common) -> Result<(), String> {
     let engine = open(&common)?;
     let record = engine.rollback(env, to, &actor()).await.map_err(err)?;
-    println!("{}", describe_rollback(&record));
+    outln!("{}", describe_rollback(&record));
     Ok(())
 }
 
@@ -195,9 +250,9 @@ pub fn describe_rollback(record: &DeploymentRecord) -> String {
 
 pub fn unpin(env: &str, common: Common) -> Result<(), String> {
     if open(&common)?.unpin(env).map_err(err)? {
-        println!("{env} is unpinned: pipeline deploys reach it again.");
+        outln!("{env} is unpinned: pipeline deploys reach it again.");
     } else {
-        println!("{env} was not pinned.");
+        outln!("{env} was not pinned.");
     }
     Ok(())
 }
@@ -207,10 +262,10 @@ pub fn decide(run: &str, stage: &str, approve: bool, common: Common) -> Result<(
     let by = actor();
     if approve {
         engine.approve(run, stage, &by).map_err(err)?;
-        println!("Approved: stage {stage} of run {run} deploys now (approved by {by}).");
+        outln!("Approved: stage {stage} of run {run} deploys now (approved by {by}).");
     } else {
         engine.reject(run, stage, &by).map_err(err)?;
-        println!("Rejected: stage {stage} of run {run} fails (rejected by {by}).");
+        outln!("Rejected: stage {stage} of run {run} fails (rejected by {by}).");
     }
     Ok(())
 }
@@ -237,7 +292,7 @@ pub fn trust_pr(
             .distrust_pull_request(repo_key, number)
             .map_err(err)?
         {
-            println!("Pull request #{number} is no longer trusted.");
+            outln!("Pull request #{number} is no longer trusted.");
             Ok(())
         } else {
             Err(format!("error: pull request #{number} was not trusted"))
@@ -252,7 +307,7 @@ pub fn trust_pr(
         None => "at every commit (pass --sha to trust one commit only)".to_owned(),
     };
     let of = repo.map_or_else(String::new, |r| format!(" of {r}"));
-    println!(
+    outln!(
         "Pull request #{number}{of} is trusted {at} by {by}: its stages run, without secrets, deploying nothing."
     );
     Ok(())

@@ -3,6 +3,7 @@
 mod commands;
 mod demo;
 mod envs;
+mod init;
 mod progress;
 mod run;
 mod serve;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gitops_core::trust::{Policy, SecretSpec};
+use gitops_examples::errln;
 
 /// GitOps pipelines from Git events: plan and run pipelines, deploy environments, roll back.
 #[derive(Parser)]
@@ -25,7 +27,26 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Walk the whole flow in a throwaway repository: pull request, merge, release.
-    Demo,
+    Demo {
+        /// Make the repository and state dir in DIR (new or empty) and keep them, for
+        /// `gitops envs --state DIR/state` and the like afterwards.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
+    /// Write a first, commented config: pull requests → preview, main → staging, release tags
+    /// → production. An existing file is never overwritten.
+    Init {
+        /// The backend its stages and environments use.
+        #[arg(
+            long,
+            default_value = "local",
+            value_parser = clap::builder::PossibleValuesParser::new(init::STARTERS.iter().map(|(name, _)| *name)),
+        )]
+        backend: String,
+        /// The file to write.
+        #[arg(long, default_value = ".gitops.yml")]
+        config: PathBuf,
+    },
     /// Check a config; errors as file:line:col: message, exit status 1.
     Validate {
         /// The config file.
@@ -98,7 +119,8 @@ enum Command {
         /// Time between polls (`5s`, `1m`).
         #[arg(long, default_value = "5s", value_parser = parse_interval)]
         interval: std::time::Duration,
-        /// Report what changed since the last snapshot once, then exit.
+        /// Report what changed since the last snapshot once, run it, then exit (with status 1
+        /// when a run it started failed).
         #[arg(long)]
         once: bool,
         /// Only print the events; run nothing.
@@ -119,18 +141,21 @@ enum Command {
     },
     /// List environments: status, version, commit, URL, whether pinned.
     Envs {
-        /// JSON for scripts: a list of {name, status, version, sha, url, pinned}.
+        /// JSON for scripts: a list of {name, status, version, sha, url, pinned, pull_request,
+        /// backend}.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         state: StateArg,
     },
-    /// The deployments and stops of an environment, newest first.
+    /// The deployments and stops of an environment (of every environment without ENV), newest
+    /// first.
     History {
-        /// The environment (`staging`, `preview-pr-7`).
-        env: String,
-        /// JSON for scripts: a list of {id, environment, version, sha, result, rollback_of,
-        /// started_at, finished_at}.
+        /// The environment (`staging`, `preview-pr-7`); default: every environment.
+        env: Option<String>,
+        /// JSON for scripts: a list of {id, environment, action (deploy, rollback or stop),
+        /// version, sha, result, rollback_of, run_id (null for a rollback, which no pipeline
+        /// ran), triggered_by, trust, url, message, started_at, finished_at}.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -306,6 +331,7 @@ fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> Result<
 }
 
 fn main() -> ExitCode {
+    gitops_examples::output::exit_quietly_on_closed_pipes();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {
@@ -345,9 +371,9 @@ fn main() -> ExitCode {
             .resolve()
             .and_then(|c| block_on(serve::serve(*args, c))),
         Command::Envs { json, state } => state.resolve().and_then(|c| envs::envs(c, json)),
-        Command::History { env, json, state } => {
-            state.resolve().and_then(|c| envs::history(&env, c, json))
-        }
+        Command::History { env, json, state } => state
+            .resolve()
+            .and_then(|c| envs::history(env.as_deref(), c, json)),
         Command::Rollback { env, to, state } => state
             .resolve()
             .and_then(|c| block_on(envs::rollback(&env, to.as_deref(), c))),
@@ -358,7 +384,8 @@ fn main() -> ExitCode {
         Command::Reject { run, stage, state } => state
             .resolve()
             .and_then(|c| envs::decide(&run, &stage, false, c)),
-        Command::Demo => block_on(demo::run()),
+        Command::Demo { keep } => block_on(demo::run(keep.as_deref())),
+        Command::Init { backend, config } => init::init(&backend, &config),
         Command::Validate { config } => commands::validate(&config),
         Command::Event {
             provider,
@@ -385,7 +412,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             if !message.is_empty() {
-                eprintln!("{message}");
+                errln!("{message}");
             }
             ExitCode::FAILURE
         }

@@ -6,6 +6,8 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use gitops_core::scheduler::{RunEvent, RunReport, RunResult, SkipReason, StageResult, WaitReason};
+use gitops_examples::outln;
+use gitops_examples::text::count;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 
@@ -19,7 +21,7 @@ pub async fn follow(mut events: Receiver<RunEvent>, run_id: String, multi: Multi
         if fancy {
             let _ = multi.println(line);
         } else {
-            println!("{line}");
+            outln!("{line}");
         }
     };
     loop {
@@ -27,7 +29,8 @@ pub async fn follow(mut events: Receiver<RunEvent>, run_id: String, multi: Multi
             Ok(e) => e,
             Err(RecvError::Lagged(n)) => {
                 say(format!(
-                    "  ({n} events not shown: output could not keep up)"
+                    "  ({} not shown: output could not keep up)",
+                    count(n as usize, "event")
                 ));
                 continue;
             }
@@ -161,9 +164,10 @@ fn skip_reason(reason: &SkipReason) -> String {
     }
 }
 
-/// The closing line of a run.
+/// The closing line of a run: how it ended, how many stages ended how, and which stages
+/// failed or timed out, with their exit codes (the one line `watch` and `serve` print per run).
 pub fn summary(report: &RunReport) -> String {
-    let count = |name: &str| {
+    let ended = |name: &str| {
         report
             .stages
             .iter()
@@ -171,14 +175,14 @@ pub fn summary(report: &RunReport) -> String {
             .count()
     };
     let reused = report.stages.iter().filter(|s| s.reused).count();
-    let mut parts = vec![format!("{} succeeded", count("success"))];
+    let mut parts = vec![format!("{} succeeded", ended("success"))];
     for (name, label) in [
         ("failure", "failed"),
         ("timed_out", "timed out"),
         ("cancelled", "cancelled"),
         ("skipped", "skipped"),
     ] {
-        let n = count(name);
+        let n = ended(name);
         if n > 0 {
             parts.push(format!("{n} {label}"));
         }
@@ -191,12 +195,23 @@ pub fn summary(report: &RunReport) -> String {
         RunResult::Failure => ("✗", "failed"),
         RunResult::Cancelled => ("✗", "was cancelled"),
     };
+    let failed: Vec<String> = report
+        .stages
+        .iter()
+        .filter(|s| !s.reused)
+        .filter_map(|s| failure(&s.id, &s.result))
+        .collect();
     format!(
-        "{mark} pipeline {} {word} in {:.1}s (run {}: {})",
+        "{mark} pipeline {} {word} in {:.1}s (run {}: {}){}",
         report.pipeline,
         report.duration_secs,
         report.run_id,
-        parts.join(", ")
+        parts.join(", "),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", failed.join("; "))
+        }
     )
 }
 
@@ -214,6 +229,33 @@ pub fn failures(report: &RunReport) -> impl Iterator<Item = String> + '_ {
             )),
             _ => None,
         })
+}
+
+/// A failed or timed-out stage for [`summary`]: `test failed with exit code 3`, or its message
+/// when there is no exit code.
+fn failure(stage: &str, result: &StageResult) -> Option<String> {
+    match result {
+        StageResult::Failure {
+            exit_code: Some(code),
+            ..
+        } => Some(format!("{stage} failed with exit code {code}")),
+        StageResult::Failure { message, .. } => {
+            let first = message.lines().next().unwrap_or_default();
+            Some(format!("{stage} failed: {}", shortened(first, 120)))
+        }
+        StageResult::TimedOut { after_secs } => {
+            Some(format!("{stage} timed out after {after_secs}s"))
+        }
+        _ => None,
+    }
+}
+
+/// `text`, cut to `max` characters with `...` when longer.
+fn shortened(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 /// The progress area shared by the runs of one command.

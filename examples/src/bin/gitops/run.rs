@@ -11,6 +11,9 @@ use gitops_core::event::GitEvent;
 use gitops_core::repo::Repository;
 use gitops_core::scheduler::{RunReport, RunResult};
 use gitops_core::trust::Policy;
+use gitops_examples::output;
+use gitops_examples::text::count;
+use gitops_examples::{errln, outln};
 
 use crate::progress;
 
@@ -24,21 +27,27 @@ pub struct Common {
     pub max_parallel: Option<usize>,
 }
 
-/// The state dir: `--state`, else `$GITOPS_STATE`, else the user's state directory.
+/// The state dir: `--state`, else `$GITOPS_STATE`, else the user's state directory; made
+/// absolute here, once, so that what is derived from it (environment directories and their
+/// `file://` URLs, terraform's plugin cache, checkouts) means the same from any directory.
 pub fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf, String> {
-    if let Some(dir) = flag {
-        return Ok(dir);
-    }
-    if let Some(dir) = std::env::var_os("GITOPS_STATE").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(dir).join("gitops"));
-    }
-    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".local/state/gitops")),
-        None => Err("error: no state directory: pass --state DIR or set GITOPS_STATE".to_owned()),
-    }
+    let dir = if let Some(dir) = flag {
+        dir
+    } else if let Some(dir) = std::env::var_os("GITOPS_STATE").filter(|v| !v.is_empty()) {
+        PathBuf::from(dir)
+    } else if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        PathBuf::from(dir).join("gitops")
+    } else {
+        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => PathBuf::from(home).join(".local/state/gitops"),
+            None => {
+                return Err(
+                    "error: no state directory: pass --state DIR or set GITOPS_STATE".to_owned(),
+                );
+            }
+        }
+    };
+    std::path::absolute(&dir).map_err(|e| format!("error: state directory {}: {e}", dir.display()))
 }
 
 /// The app's backends, for the state dir `state`: the local backend runs stages and deploys
@@ -100,7 +109,7 @@ pub fn print_notes(runs: &[StartedRun]) {
     let mut seen = std::collections::BTreeSet::new();
     for note in runs.iter().flat_map(|r| &r.notes) {
         if seen.insert(note) {
-            eprintln!("note: {note}");
+            errln!("note: {note}");
         }
     }
 }
@@ -130,29 +139,30 @@ pub async fn run(
     })?;
     print_notes(&runs);
     let result = if runs.is_empty() {
-        println!(
+        outln!(
             "No pipeline matches this {} event: nothing to run.",
             event.kind()
         );
         Ok(())
     } else {
-        execute(runs, &common).await
+        execute(&engine, runs, &common).await
     };
     finish_event(&engine, &event).await?;
     result
 }
 
-/// Whether `event` names a commit to run; says why not when it does not (a deleted branch or
-/// tag: its config cannot be read from a commit that is gone).
+/// Whether `event` has a commit to run; says why not when it has none (a deleted branch or tag:
+/// its config cannot be read from a commit that is gone). A release names only its tag, which
+/// the engine resolves to its commit in the repository.
 pub fn names_commit(event: &GitEvent) -> bool {
-    if event.sha.is_none() {
-        eprintln!(
-            "  ({} {}: a deletion names no commit to run)",
+    if event.is_deletion() {
+        errln!(
+            "  ({} {} deleted: no commit of it to run)",
             event.kind(),
             event.git_ref().unwrap_or_default()
         );
     }
-    event.sha.is_some()
+    !event.is_deletion()
 }
 
 /// Stops what the event ends (a closed pull request's environments), saying so.
@@ -162,7 +172,7 @@ pub async fn finish_event(engine: &Engine, event: &GitEvent) -> Result<(), Strin
         .await
         .map_err(|e| crate::error(&e))?
     {
-        println!(
+        outln!(
             "■ {} stopped: its pull request was closed (deployment #{}, {})",
             stopped.environment,
             stopped.deployment.id,
@@ -177,8 +187,8 @@ pub async fn rerun(run_id: &str, from: Option<&str>, common: Common) -> Result<(
     let run = engine
         .rerun(run_id, from, &run_options(&common)?)
         .map_err(|e| crate::error(&e))?;
-    println!("Re-running run {run_id} as {}", run.id);
-    execute(vec![run], &common).await
+    outln!("Re-running run {run_id} as {}", run.id);
+    execute(&engine, vec![run], &common).await
 }
 
 pub async fn resume(run_id: Option<&str>, common: Common) -> Result<(), String> {
@@ -193,7 +203,7 @@ pub async fn resume(run_id: Option<&str>, common: Common) -> Result<(), String> 
             .collect(),
     };
     if ids.is_empty() {
-        println!(
+        outln!(
             "No interrupted run in {}: nothing to resume.",
             common.state.display()
         );
@@ -203,24 +213,40 @@ pub async fn resume(run_id: Option<&str>, common: Common) -> Result<(), String> 
     let mut runs = Vec::new();
     for id in &ids {
         let run = engine.resume(id, &options).map_err(|e| crate::error(&e))?;
-        let kept = run.pipeline.stages.len();
-        println!("Resuming run {id} ({kept} stages; finished ones are kept)");
+        let kept = count(run.pipeline.stages.len(), "stage");
+        outln!("Resuming run {id} ({kept}; finished ones are kept)");
         runs.push(run);
     }
-    execute(runs, &common).await
+    execute(&engine, runs, &common).await
 }
 
-/// Runs every prepared run at once, following their progress; Ctrl-C cancels them all.
-async fn execute(runs: Vec<StartedRun>, common: &Common) -> Result<(), String> {
+/// What ends a command before its time: Ctrl-C (`interrupted`), or standard output closed
+/// (nobody reads what it prints any more); which of the two.
+pub async fn interrupted() -> &'static str {
+    tokio::select! {
+        Ok(()) = tokio::signal::ctrl_c() => "interrupted",
+        () = output::closed() => "standard output closed",
+    }
+}
+
+/// [`interrupted`], said as the reason running stages are being stopped.
+pub async fn cancelled() {
+    let why = interrupted().await;
+    errln!("{why}: cancelling (running stages are being stopped)");
+}
+
+/// Runs every prepared run at once, following their progress; Ctrl-C (or standard output
+/// closing) cancels them all. Closes with the environments the runs deployed to or stopped.
+async fn execute(engine: &Engine, runs: Vec<StartedRun>, common: &Common) -> Result<(), String> {
     let multi = progress::multi();
     let mut tasks = Vec::new();
     let mut cancels = Vec::new();
     for run in runs {
-        println!(
-            "▶ pipeline {} (run {}, {} stages)",
+        outln!(
+            "▶ pipeline {} (run {}, {})",
             run.pipeline.name,
             run.id,
-            run.pipeline.stages.len()
+            count(run.pipeline.stages.len(), "stage")
         );
         let follower = tokio::spawn(progress::follow(
             run.subscribe(),
@@ -231,10 +257,8 @@ async fn execute(runs: Vec<StartedRun>, common: &Common) -> Result<(), String> {
         tasks.push((tokio::spawn(run.execute()), follower));
     }
     let interrupt = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: cancelling (running stages are being stopped)");
-            cancels.iter().for_each(|c| c.cancel());
-        }
+        cancelled().await;
+        cancels.iter().for_each(|c| c.cancel());
     });
     let mut reports: Vec<RunReport> = Vec::new();
     let mut errors = Vec::new();
@@ -248,11 +272,20 @@ async fn execute(runs: Vec<StartedRun>, common: &Common) -> Result<(), String> {
     }
     interrupt.abort();
     for report in &reports {
-        println!("{}", progress::summary(report));
+        outln!("{}", progress::summary(report));
+    }
+    for report in &reports {
+        let made = engine
+            .ledger()
+            .run_deployments(&report.run_id)
+            .map_err(|e| crate::error(&e))?;
+        for d in &made {
+            outln!("{}", crate::envs::deployment_line(d));
+        }
     }
     for report in &reports {
         for line in progress::failures(report) {
-            eprintln!("{line}");
+            errln!("{line}");
         }
     }
     if let Some(path) = &common.report {

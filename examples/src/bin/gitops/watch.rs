@@ -3,9 +3,14 @@
 
 use std::time::Duration;
 
+use gitops_core::config::format_duration;
 use gitops_core::engine::{Engine, RunOptions, StartedRun};
 use gitops_core::event::GitEvent;
+use gitops_core::scheduler::RunResult;
 use gitops_core::source::watch::Watcher;
+use gitops_examples::output;
+use gitops_examples::text::count;
+use gitops_examples::{errln, outln};
 use tokio_util::sync::CancellationToken;
 
 use crate::progress;
@@ -45,16 +50,22 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
     if options.trusted_ref.is_none() {
         options.trusted_ref = args.base_branch.as_ref().map(|b| format!("refs/heads/{b}"));
     }
-    eprintln!(
-        "watching {} every {}s{}",
-        args.repo,
-        args.interval.as_secs_f64(),
-        if args.no_run {
-            " (events only, nothing run)"
-        } else {
-            ""
-        }
-    );
+    let every = format_duration(args.interval);
+    let only = if args.no_run {
+        " (events only, nothing run)"
+    } else {
+        ""
+    };
+    if args.once {
+        errln!(
+            "checking {} once for changes since its last snapshot{only}",
+            args.repo
+        );
+    } else {
+        errln!("watching {} every {every}{only}", args.repo);
+    }
+    // Runs of this watch that failed, or events that could not be run: `--once` exits 1.
+    let mut failed = 0;
     loop {
         let (w, polled) = tokio::task::spawn_blocking(move || {
             let polled = watcher.poll();
@@ -67,30 +78,35 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
             Ok(poll) => poll,
             // A long-running watch outlives a remote that does not answer for a while.
             Err(e) if !args.once => {
-                eprintln!(
-                    "{} (trying again in {}s)",
-                    crate::error(&e),
-                    args.interval.as_secs_f64()
-                );
+                errln!("{} (trying again in {every})", crate::error(&e));
                 tokio::select! {
                     _ = tokio::time::sleep(args.interval) => continue,
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                    _ = crate::run::interrupted() => return Ok(()),
                 }
             }
             Err(e) => return Err(err(&e)),
         };
         if poll.baseline {
-            eprintln!(
+            errln!(
                 "first snapshot of {}: the baseline, nothing to report",
                 args.repo
             );
+        } else if args.once {
+            errln!(
+                "{}: {} since the last snapshot",
+                args.repo,
+                count(poll.events.len(), "change")
+            );
         }
         for event in &poll.events {
-            println!("{}", serde_json::to_string(event).map_err(|e| err(&e))?);
+            outln!("{}", serde_json::to_string(event).map_err(|e| err(&e))?);
             if let Some(engine) = &engine {
-                if handle(engine, &watcher, event, &options).await == Handled::Interrupted {
-                    eprintln!("stopped watching");
-                    return Ok(());
+                match handle(engine, &watcher, event, &options).await {
+                    Handled::Done { failed: f } => failed += f,
+                    Handled::Interrupted => {
+                        errln!("stopped watching");
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -100,7 +116,7 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
                 .await
                 .map_err(|e| err(&e))?;
             for s in stopped {
-                eprintln!(
+                errln!(
                     "■ {} stopped: {} (deployment #{})",
                     s.environment,
                     s.reason.describe(),
@@ -109,12 +125,19 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
             }
         }
         if args.once {
+            return match failed {
+                0 => Ok(()),
+                n => Err(format!("error: {} of this check failed", count(n, "run"))),
+            };
+        }
+        if output::stdout_closed() {
+            errln!("stopped watching: standard output closed");
             return Ok(());
         }
         tokio::select! {
             _ = tokio::time::sleep(args.interval) => {}
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("stopped watching");
+            why = crate::run::interrupted() => {
+                errln!("stopped watching ({why})");
                 return Ok(());
             }
         }
@@ -124,7 +147,9 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
 /// How handling an event ended.
 #[derive(PartialEq)]
 enum Handled {
-    Done,
+    /// Its runs ended; `failed` of them did not succeed (an event whose runs could not start
+    /// counts as one).
+    Done { failed: usize },
     /// Ctrl-C came while its runs ran: they were cancelled, and the watch stops.
     Interrupted,
 }
@@ -139,7 +164,7 @@ async fn handle(
     options: &RunOptions,
 ) -> Handled {
     if !crate::run::names_commit(event) {
-        return Handled::Done;
+        return Handled::Done { failed: 0 };
     }
     let runs = match engine.start(event, watcher.repository(), options) {
         Ok(runs) => {
@@ -147,29 +172,32 @@ async fn handle(
             runs
         }
         Err(e) => {
-            eprintln!("{}", crate::error(&e));
-            return Handled::Done;
+            errln!("{}", crate::error(&e));
+            return Handled::Done { failed: 1 };
         }
     };
     let stop = CancellationToken::new();
     let interrupt = tokio::spawn({
         let stop = stop.clone();
         async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: cancelling (running stages are being stopped)");
-                stop.cancel();
-            }
+            crate::run::cancelled().await;
+            stop.cancel();
         }
     });
     let ended = StartedRun::execute_all(runs, &stop).await;
     interrupt.abort();
+    let mut failed = 0;
     for report in ended {
         match report {
             Ok(report) => {
-                eprintln!("{}", progress::summary(&report));
-                progress::failures(&report).for_each(|line| eprintln!("{line}"));
+                failed += usize::from(report.result != RunResult::Success);
+                errln!("{}", progress::summary(&report));
+                progress::failures(&report).for_each(|line| errln!("{line}"));
             }
-            Err(e) => eprintln!("{}", crate::error(&e)),
+            Err(e) => {
+                failed += 1;
+                errln!("{}", crate::error(&e));
+            }
         }
     }
     if stop.is_cancelled() {
@@ -178,10 +206,10 @@ async fn handle(
     match engine.finish_event(event).await {
         Ok(stopped) => {
             for s in &stopped {
-                eprintln!("■ {} stopped: its pull request was closed", s.environment);
+                errln!("■ {} stopped: its pull request was closed", s.environment);
             }
         }
-        Err(e) => eprintln!("{}", crate::error(&e)),
+        Err(e) => errln!("{}", crate::error(&e)),
     }
-    Handled::Done
+    Handled::Done { failed }
 }

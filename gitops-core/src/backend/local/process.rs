@@ -1,12 +1,13 @@
-//! A stage's shell, run with [`run_streaming`](crate::backend::process::run_streaming): its
-//! output streamed to the stage's log, its group stopped with SIGTERM on cancellation.
+//! A stage's shell, run with [`run_merged`](crate::backend::process::run_merged): its output
+//! streamed to the stage's log in the order it was written (stdout and stderr are one pipe, as
+//! in a terminal), its group stopped with SIGTERM on cancellation.
 
 use std::path::Path;
 
 use tokio::process::Command;
 
 use super::LocalBackend;
-use crate::backend::process::{Exit, StopPolicy, StopSignal, run_streaming, stage_environment};
+use crate::backend::process::{Exit, StopPolicy, StopSignal, run_merged, stage_environment};
 use crate::backend::{BackendError, StageContext};
 
 pub(super) async fn run(
@@ -21,7 +22,7 @@ pub(super) async fn run(
     stage_environment(&mut cmd, ctx.variables());
     cmd.env("GITOPS_OUTPUT", output);
     let stop = StopPolicy::new(StopSignal::Terminate, backend.kill_grace);
-    run_streaming(cmd, ctx.cancellation(), stop, |stream, line| {
+    run_merged(cmd, ctx.cancellation(), stop, |stream, line| {
         ctx.log.line(stream, line)
     })
     .await

@@ -6,6 +6,7 @@ use std::path::{Component, Path};
 use serde_json::Value;
 
 use super::{ParamKind, ParamSchema};
+use crate::config::suggest::suggestion;
 
 /// One problem in a `with` map.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,35 +58,6 @@ fn inside_checkout(s: &str) -> bool {
     Path::new(s)
         .components()
         .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-}
-
-/// The edit distance between `a` and `b` (Levenshtein), for "did you mean".
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
-}
-
-/// The known key closest to `key`, when it is close enough to be a typo of it.
-fn suggestion<'s>(key: &str, known: &[&'s str]) -> Option<&'s str> {
-    let key = key.to_ascii_lowercase();
-    known
-        .iter()
-        .map(|k| (distance(&key, k), *k))
-        .filter(|(d, k)| *d <= 2 && *d < key.len().min(k.len()))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
 }
 
 impl Checker<'_> {

@@ -260,10 +260,11 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
             metrics: metrics.clone(),
             wake,
             slots: Arc::new(Semaphore::new(max_runs)),
+            shutdown: shutdown.clone(),
             abort: abort.clone(),
             keep_secs: args.replay_window.as_secs_f64().max(24.0 * 3600.0),
         });
-        Ok::<_, String>(tokio::spawn(worker.work(shutdown.clone())))
+        Ok::<_, String>(tokio::spawn(worker.work()))
     });
     let worker = worker.transpose()?;
     if args.log_format != "json" {
@@ -296,9 +297,24 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
 }
 
 /// The first signal shuts down gracefully: `abort` follows after `grace`; a second signal
-/// aborts at once.
+/// aborts at once. The streams are made once, so that a second signal sent right after the
+/// first is not missed.
 async fn signals(shutdown: CancellationToken, abort: CancellationToken, grace: Duration) {
-    wait_for_signal().await;
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals: SIGTERM and Ctrl-C will not stop the server");
+        return;
+    };
+    let mut next = async move || {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    next().await;
     tracing::info!(
         grace_secs = grace.as_secs_f64(),
         "shutting down: no new requests; running stages may finish within the grace period (signal again to cancel them now)"
@@ -308,24 +324,11 @@ async fn signals(shutdown: CancellationToken, abort: CancellationToken, grace: D
         _ = tokio::time::sleep(grace) => {
             tracing::warn!("the grace period is over: cancelling the running stages");
         }
-        _ = wait_for_signal() => {
+        _ = next() => {
             tracing::warn!("second signal: cancelling the running stages");
         }
     }
     abort.cancel();
-}
-
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
-                None => std::future::pending().await,
-            }
-        } => {}
-    }
 }
 
 async fn inbox_depth(ledger: &Ledger) -> (u64, u64) {

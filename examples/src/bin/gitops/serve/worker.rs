@@ -34,6 +34,9 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     /// One permit a run.
     pub slots: Arc<Semaphore>,
+    /// No new runs start once it is cancelled (the first signal); those left are resumed at
+    /// the next start.
+    pub shutdown: CancellationToken,
     /// Cancels every run (the grace period ended, or a second signal).
     pub abort: CancellationToken,
     /// Done deliveries are kept this long (the replay window).
@@ -47,7 +50,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 impl Worker {
     /// Takes deliveries until `shutdown`, then waits for the runs it started.
-    pub async fn work(self: Arc<Self>, shutdown: CancellationToken) {
+    pub async fn work(self: Arc<Self>) {
+        let shutdown = self.shutdown.clone();
         let mut tasks = JoinSet::new();
         let ledger = self.ledger.clone();
         match blocking(move || ledger.claim_interrupted_deliveries()).await {
@@ -111,15 +115,18 @@ impl Worker {
 
     /// Runs what a delivery's event triggers, then marks it done.
     async fn process(self: Arc<Self>, delivery: Delivery, slot: OwnedSemaphorePermit) {
-        let outcome = self.start_and_run(&delivery, Some(slot)).await;
-        self.finish(&delivery, outcome).await;
+        if let Some(outcome) = self.start_and_run(&delivery, Some(slot)).await {
+            self.finish(&delivery, outcome).await;
+        }
     }
 
+    /// How the delivery ended; `None` when a shutdown kept runs of it from starting (it stays
+    /// taken, and the next start goes on with it).
     async fn start_and_run(
         &self,
         delivery: &Delivery,
         slot: Option<OwnedSemaphorePermit>,
-    ) -> DeliveryOutcome {
+    ) -> Option<DeliveryOutcome> {
         let event = &delivery.event;
         if self.repo.remote_url("origin").is_some() {
             let repo = self.repo.clone();
@@ -130,7 +137,7 @@ impl Worker {
             }
         }
         if !crate::run::names_commit(event) {
-            return DeliveryOutcome::Nothing;
+            return Some(DeliveryOutcome::Nothing);
         }
         let mut options = self.options.clone();
         options.delivery = Some(delivery.seq);
@@ -139,13 +146,13 @@ impl Worker {
             Some(Ok(runs)) => runs,
             Some(Err(e @ Error::Refused { .. })) => {
                 tracing::warn!(seq = delivery.seq, repo = event.repo, error = %ErrorChain(&e), "event refused");
-                return DeliveryOutcome::Refused;
+                return Some(DeliveryOutcome::Refused);
             }
             Some(Err(e)) => {
                 tracing::error!(seq = delivery.seq, repo = event.repo, error = %ErrorChain(&e), "starting the event's runs failed");
-                return DeliveryOutcome::Failed;
+                return Some(DeliveryOutcome::Failed);
             }
-            None => return DeliveryOutcome::Failed,
+            None => return Some(DeliveryOutcome::Failed),
         };
         crate::run::print_notes(&runs);
         let outcome = if runs.is_empty() {
@@ -153,9 +160,11 @@ impl Worker {
         } else {
             DeliveryOutcome::Ran
         };
-        self.execute(delivery, runs, slot).await;
+        if !self.execute(delivery, runs, slot).await {
+            return None;
+        }
         self.finish_event(delivery).await;
-        outcome
+        Some(outcome)
     }
 
     /// Goes on with a delivery a stopped server had taken.
@@ -174,8 +183,9 @@ impl Worker {
         if runs.is_empty() {
             // Taken, and nothing started: start it now.
             let slot = self.slots.clone().acquire_owned().await.ok();
-            let outcome = self.start_and_run(&delivery, slot).await;
-            self.finish(&delivery, outcome).await;
+            if let Some(outcome) = self.start_and_run(&delivery, slot).await {
+                self.finish(&delivery, outcome).await;
+            }
             return;
         }
         let mut started = Vec::new();
@@ -189,24 +199,40 @@ impl Worker {
                 None => {}
             }
         }
-        self.execute(&delivery, started, None).await;
-        self.finish_event(&delivery).await;
-        self.finish(&delivery, DeliveryOutcome::Ran).await;
+        if self.execute(&delivery, started, None).await {
+            self.finish_event(&delivery).await;
+            self.finish(&delivery, DeliveryOutcome::Ran).await;
+        }
     }
 
-    /// Executes runs, each once it has a slot (`first` is one already held).
+    /// Executes runs, each once it has a slot (`first` is one already held). False when a
+    /// shutdown kept some from starting: they stay recorded as started, and the next start
+    /// resumes them.
     async fn execute(
         &self,
         delivery: &Delivery,
         runs: Vec<StartedRun>,
         mut first: Option<OwnedSemaphorePermit>,
-    ) {
+    ) -> bool {
         let mut tasks = Vec::new();
+        let mut complete = true;
         for run in runs {
             let slot = match first.take() {
                 Some(slot) => Some(slot),
-                None => self.slots.clone().acquire_owned().await.ok(),
+                None => tokio::select! {
+                    s = self.slots.clone().acquire_owned() => s.ok(),
+                    _ = self.shutdown.cancelled() => None,
+                },
             };
+            if slot.is_none() || self.shutdown.is_cancelled() {
+                tracing::info!(
+                    seq = delivery.seq,
+                    run = run.id,
+                    "shutting down: the run is left for the next start"
+                );
+                complete = false;
+                continue;
+            }
             let (abort, token) = (self.abort.clone(), run.cancel_token());
             let relay = tokio::spawn(async move {
                 abort.cancelled().await;
@@ -230,6 +256,7 @@ impl Worker {
                 Err(e) => tracing::error!(seq = delivery.seq, error = %e, "a run crashed"),
             }
         }
+        complete
     }
 
     /// Logs a run's end and counts it.
