@@ -381,8 +381,11 @@ fn a_docker_stage_without_an_engine_fails_with_the_cause_on_stderr() {
 #[test]
 fn a_ledger_that_cannot_be_opened_is_an_error_with_its_cause() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo_dir = one_stage_repo(tmp.path(), "a: { run: \"true\" }");
-    let event = tmp.path().join("event.json");
+    let repo_dir = tmp.path().join("repo");
+    let event = repo(
+        &repo_dir,
+        "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages: { a: { run: \"true\" } }\n",
+    );
     // The ledger's file is a directory.
     let state = tmp.path().join("state");
     std::fs::create_dir_all(state.join("ledger.sqlite3")).unwrap();
