@@ -18,9 +18,9 @@
 //! deployments; [`engine`] ties them together for an application.
 //!
 //! Each module imports only modules before it in this order: `release`, `event`, `expr`,
-//! `graph`, `config`, `secret`, `trust`, `backend` (the contract a backend author reads alone),
-//! `plan`, `scheduler`, `ledger`, `environment`, `repo`, `source`, then the crate's `Error` and
-//! `engine`.
+//! `graph`, `secret`, `backend` (the contract a backend author reads alone: it imports only
+//! `event` and `secret`), `config`, `trust`, `plan`, `scheduler`, `ledger`, `environment`,
+//! `repo`, `source`, then the crate's `Error` and `engine`.
 #![warn(missing_docs)]
 
 pub mod backend;
@@ -42,5 +42,6 @@ pub mod source;
 pub mod testing;
 pub mod trust;
 
+pub use backend::ErrorChain;
 pub use error::{Error, Result};
 pub use semver;

@@ -100,7 +100,7 @@ impl Engine {
     ) -> Result<Engine> {
         let state_dir = state_dir.into();
         let ledger = Ledger::open(&state_dir)?;
-        let load = registry.load_options();
+        let load = LoadOptions::from_registry(&registry);
         Ok(Engine {
             state_dir,
             environments: Environments::new(ledger.clone()),
