@@ -264,7 +264,9 @@ fn admit(
         let waiting = match *queued {
             Some(n) => n,
             None => tx
-                .prepare_cached("SELECT COUNT(*) FROM inbox WHERE state = 'queued' AND state != 'done'")?
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM inbox WHERE state = 'queued' AND state != 'done'",
+                )?
                 .query_row([], |r| r.get(0))?,
         };
         *queued = Some(waiting);
