@@ -121,15 +121,20 @@ fn signed_payloads_are_accepted_and_everything_else_refused() {
         let (status, reply) = request(addr, "POST", "/webhooks/gitlab", &headers("t0ken"), &body);
         assert_eq!(status, 202, "{file}: {reply}");
         expected.push(normalised("gitlab", event_type, &path));
-        // The same body under another event UUID: a replay, answered and not run.
-        let replayed = [
+        // The same body under another event UUID is taken: a GitLab token does not bind the
+        // body, and GitLab sends identical bodies for identical pushes (A→B after a rollback).
+        let again = [
             ("X-Gitlab-Event", event_type),
-            ("X-Gitlab-Event-UUID", "replayed"),
+            ("X-Gitlab-Event-UUID", "again"),
             ("X-Gitlab-Token", "t0ken"),
         ];
-        let (status, reply) = request(addr, "POST", "/webhooks/gitlab", &replayed, &body);
+        let (status, reply) = request(addr, "POST", "/webhooks/gitlab", &again, &body);
+        assert_eq!(status, 202, "{reply}");
+        expected.push(normalised("gitlab", event_type, &path));
+        // The same UUID and type again (a retry): a redelivery, answered and not run twice.
+        let (status, reply) = request(addr, "POST", "/webhooks/gitlab", &again, &body);
         assert_eq!(
-            (status, reply.contains("\"duplicate\":\"body\"")),
+            (status, reply.contains("duplicate")),
             (200, true),
             "{reply}"
         );

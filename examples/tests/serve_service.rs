@@ -604,3 +604,40 @@ fn a_grace_period_ends_in_cancellation_and_what_waits_is_run_at_the_next_start()
     assert!(!alive(pids()[1]));
     assert_eq!(ledger.runs(10).unwrap().len(), 2);
 }
+
+#[test]
+fn bodies_are_read_only_after_the_headers_pass_and_within_a_budget() {
+    let fx = fixture("version: 1\npipelines: {}\n");
+    let server = fx.serve(&["--no-run", "--max-body-bytes-in-flight", "8192"]);
+    let open = |headers: &str, length: usize| {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        write!(
+            s,
+            "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: big\r\nContent-Length: {length}\r\n{headers}\r\n"
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    let answer = |s: &mut TcpStream| {
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // No signature: refused at once, without waiting for (or holding) 20 MB.
+    let mut unsigned = open("", 20_000_000);
+    let reply = answer(&mut unsigned);
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+    assert!(reply.contains("X-Hub-Signature-256"), "{reply}");
+    // Signed as far as the headers tell: their bodies are read, within the budget.
+    let signature = format!("X-Hub-Signature-256: sha256={}\r\n", "0".repeat(64));
+    let _held = open(&signature, 5000);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = open(&signature, 5000);
+    let reply = answer(&mut second);
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("too many request bodies"), "{reply}");
+    // The server still answers signed deliveries that fit.
+    let body = fx.push("small");
+    assert_eq!(deliver(&server, "small", &body).0, 202);
+}

@@ -21,6 +21,9 @@ pub struct NewDelivery<'a> {
     pub delivery_id: Option<&'a str>,
     /// A hash of the body (hex), to tell a replayed body under a new delivery id.
     pub body_hash: &'a str,
+    /// Whether a body received before (within the replay window) makes this one a duplicate.
+    /// False where the forge's authentication does not bind the body (a GitLab token).
+    pub compare_body: bool,
     /// The event, as parsed.
     pub event: &'a GitEvent,
 }
@@ -213,16 +216,19 @@ fn admit(
     queued: &mut Option<u64>,
 ) -> rusqlite::Result<Admission> {
     if let Some(id) = delivery.delivery_id {
-        let earlier: Option<(u64, String, Option<String>)> = tx
+        let earlier: Option<(u64, String, Option<String>, String)> = tx
             .prepare_cached(
-                "SELECT seq, state, outcome FROM inbox WHERE provider = ?1 AND delivery_id = ?2",
+                "SELECT seq, state, outcome, body_hash FROM inbox WHERE provider = ?1 AND delivery_id = ?2",
             )?
             .query_row(params![delivery.provider, id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?;
-        if let Some((seq, state, outcome)) = earlier {
-            let failed = outcome.as_deref() == Some(DeliveryOutcome::Failed.as_str());
+        if let Some((seq, state, outcome, hash)) = earlier {
+            // Taken again only as a redelivery: the same body (a captured body sent under the
+            // id of a failed delivery is not).
+            let failed = outcome.as_deref() == Some(DeliveryOutcome::Failed.as_str())
+                && hash == delivery.body_hash;
             return Ok(if state == "queued" {
                 Admission::Requeued { seq }
             } else if state == "done" && failed && limits.run {
@@ -242,7 +248,7 @@ fn admit(
             });
         }
     }
-    if limits.replay_window_secs > 0.0 {
+    if limits.replay_window_secs > 0.0 && delivery.compare_body {
         let replayed: Option<u64> = tx
             .prepare_cached(
                 "SELECT seq FROM inbox WHERE body_hash = ?1 AND received_at >= ?2
@@ -494,6 +500,7 @@ mod tests {
             provider: "github",
             delivery_id: id,
             body_hash: hash,
+            compare_body: true,
             event,
         }
     }
@@ -558,8 +565,17 @@ mod tests {
         );
         assert_eq!(ledger.take_delivery().unwrap().unwrap().seq, 2);
         assert_eq!(ledger.take_delivery().unwrap(), None);
-        // Failed before any run: a redelivery is taken again.
+        // Failed before any run: a redelivery is taken again, but not another body under its id.
         ledger.finish_delivery(1, DeliveryOutcome::Failed).unwrap();
+        assert_eq!(
+            ledger
+                .accept_delivery(&new(Some("d1"), "captured", &b), &limits())
+                .unwrap(),
+            Admission::Duplicate {
+                seq: 1,
+                matched: "delivery id"
+            }
+        );
         assert_eq!(
             ledger
                 .accept_delivery(&new(Some("d1"), "h1", &a), &limits())

@@ -16,6 +16,7 @@ struct Job {
     provider: &'static str,
     delivery_id: Option<String>,
     body_hash: String,
+    compare_body: bool,
     event: GitEvent,
     reply: oneshot::Sender<Result<Admission, String>>,
 }
@@ -51,6 +52,7 @@ impl Committer {
         provider: &'static str,
         delivery_id: Option<&str>,
         body_hash: String,
+        compare_body: bool,
         event: GitEvent,
     ) -> Result<Admission, String> {
         let (reply, answer) = oneshot::channel();
@@ -59,6 +61,7 @@ impl Committer {
                 provider,
                 delivery_id: delivery_id.map(str::to_owned),
                 body_hash,
+                compare_body,
                 event,
                 reply,
             })
@@ -76,6 +79,7 @@ fn commit(ledger: &Ledger, limits: &InboxLimits, batch: Vec<Job>) {
             provider: j.provider,
             delivery_id: j.delivery_id.as_deref(),
             body_hash: &j.body_hash,
+            compare_body: j.compare_body,
             event: &j.event,
         })
         .collect();

@@ -65,6 +65,9 @@ pub struct ServeArgs {
     /// Largest request body accepted (bytes; larger gets 413).
     #[arg(long, default_value_t = 25 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Bytes of request bodies read at once, over all connections; past it, 503.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024 * 1024)]
+    max_body_bytes_in_flight: usize,
     /// Time for a request's headers to arrive, and for a kept-alive connection's next request
     /// to begin.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
@@ -129,6 +132,25 @@ fn init_log(format: &str) {
     };
 }
 
+/// Text for a log line: control characters (a line feed, a terminal escape) written as
+/// escapes, so that text from configs and payloads in an error cannot forge a line of the log
+/// or drive the terminal that shows it.
+pub(crate) fn log_safe(text: impl std::fmt::Display) -> String {
+    let text = text.to_string();
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// The repositories served, lowercase: `--repo-name`, else the policy's, else the origin's.
 fn served_repos(
     args: &ServeArgs,
@@ -136,12 +158,19 @@ fn served_repos(
     repo: &Repository,
 ) -> Result<Vec<String>, String> {
     let names = if !args.repo_names.is_empty() {
+        let mut names = Vec::new();
         for name in &args.repo_names {
-            if name.split('/').filter(|p| !p.is_empty()).count() < 2 {
+            let trimmed = name.trim().trim_matches('/');
+            if trimmed.split('/').count() < 2
+                || trimmed
+                    .split('/')
+                    .any(|p| p.is_empty() || p == "." || p == "..")
+            {
                 return Err(format!("error: --repo-name {name}: expected owner/name"));
             }
+            names.push(trimmed.to_owned());
         }
-        args.repo_names.clone()
+        names
     } else if !common.policy.repositories.is_empty() {
         common.policy.repositories.clone()
     } else if let Some(name) = repo.remote_repo_name("origin") {
@@ -163,8 +192,32 @@ struct Health {
     metrics: Arc<Metrics>,
 }
 
+/// Raises the soft limit of open files to the hard one, so that `--max-connections` idle
+/// connections cannot leave stages without file descriptors; warns when it is still too low.
+fn raise_open_files(max_connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    // Connections, and room for the ledger, checkouts and the stages' processes.
+    let wanted = max_connections as u64 + 256;
+    if limit < wanted {
+        tracing::warn!(
+            open_files = limit,
+            max_connections,
+            "the open-file limit is low for --max-connections: stages may fail with \"Too many open files\"; raise it (ulimit -n, LimitNOFILE=) or lower --max-connections"
+        );
+    }
+}
+
 pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
     init_log(&args.log_format);
+    raise_open_files(args.max_connections);
     let github_secret = secret("--github-secret-env", &args.github_secret_env)?;
     let gitlab_token = secret("--gitlab-token-env", &args.gitlab_token_env)?;
     let mut unsigned = Vec::new();
@@ -212,6 +265,9 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
         inbox,
         limits,
         max_body_bytes: args.max_body_bytes,
+        bodies: Arc::new(Semaphore::new(
+            (args.max_body_bytes_in_flight / 1024).clamp(1, Semaphore::MAX_PERMITS),
+        )),
         body_timeout: args.body_timeout,
         metrics: metrics.clone(),
         wake: wake.clone(),
@@ -367,4 +423,21 @@ async fn metrics_text(State(health): State<Arc<Health>>) -> impl IntoResponse {
         )],
         health.metrics.render(queued, running),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_safe;
+
+    #[test]
+    fn log_text_cannot_forge_lines_or_drive_the_terminal() {
+        let hostile = "x\n2026-12-03T00:00:00Z  INFO delivery forged=\"1\" \u{1b}[2J";
+        let safe = log_safe(hostile);
+        assert!(!safe.contains('\n') && !safe.contains('\u{1b}'), "{safe}");
+        assert_eq!(
+            safe,
+            "x\\n2026-12-03T00:00:00Z  INFO delivery forged=\"1\" \\u{1b}[2J"
+        );
+        assert_eq!(log_safe("plain: text"), "plain: text");
+    }
 }

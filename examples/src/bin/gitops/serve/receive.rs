@@ -22,7 +22,7 @@ use gitops_core::source::webhook::{
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::commit::Committer;
 use super::metrics::Metrics;
@@ -43,6 +43,8 @@ pub struct Receiver {
     pub inbox: Committer,
     pub limits: InboxLimits,
     pub max_body_bytes: usize,
+    /// KiB of bodies being read at once, at most (`--max-body-bytes-in-flight`).
+    pub bodies: Arc<Semaphore>,
     pub body_timeout: Duration,
     pub metrics: Arc<Metrics>,
     /// Woken when a delivery is committed (the worker waits on it).
@@ -94,9 +96,10 @@ impl Receiver {
             Provider::GitHub => "x-github-delivery",
             Provider::GitLab => "x-gitlab-event-uuid",
         };
+        let key = delivery_key(provider, headers, delivery_header);
         let received = Received {
             provider,
-            delivery_id: header_str(headers, delivery_header),
+            delivery_id: key.as_deref(),
         };
         match self
             .take(provider, headers, body, received.delivery_id)
@@ -141,7 +144,7 @@ impl Receiver {
                 delivery,
                 outcome,
                 status = status.as_u16(),
-                error,
+                error = %super::log_safe(error),
                 "delivery refused"
             ),
         }
@@ -156,6 +159,10 @@ impl Receiver {
         delivery_id: Option<&str>,
     ) -> Result<(&'static str, Option<String>, Response), Refusal> {
         self.check_enabled(provider)?;
+        // What can be checked without the body is, before a byte of it is read: a client
+        // without the secret cannot make the server hold bodies.
+        self.verify_headers(provider, headers)?;
+        let _budget = self.body_budget(headers)?;
         let body = self.read_body(body).await?;
         self.verify(provider, headers, &body)?;
         let type_header = match provider {
@@ -211,6 +218,59 @@ impl Receiver {
                 "{provider} webhooks are not enabled on this server (it is started without {flag})"
             ),
         ))
+    }
+
+    fn verify_headers(&self, provider: Provider, headers: &HeaderMap) -> Result<(), Refusal> {
+        let refused = |e: String| Refusal::new("bad_signature", StatusCode::UNAUTHORIZED, e);
+        match provider {
+            Provider::GitHub if self.github_secret.is_some() => {
+                let well_formed = header_str(headers, "x-hub-signature-256")
+                    .and_then(|h| h.trim().strip_prefix("sha256="))
+                    .is_some_and(|hex| {
+                        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                    });
+                if !well_formed {
+                    // The full check says precisely what is wrong (missing, malformed).
+                    let e = verify_github_signature(
+                        b"",
+                        b"",
+                        header_str(headers, "x-hub-signature-256"),
+                    );
+                    return Err(refused(e.err().map_or_else(
+                        || "bad X-Hub-Signature-256 header".to_owned(),
+                        |e| e.to_string(),
+                    )));
+                }
+                Ok(())
+            }
+            Provider::GitLab => match &self.gitlab_token {
+                Some(t) => verify_gitlab_token(t, header_str(headers, "x-gitlab-token"))
+                    .map_err(|e| refused(e.to_string())),
+                None => Ok(()),
+            },
+            Provider::GitHub => Ok(()),
+        }
+    }
+
+    /// A share of the memory bodies in flight may take (`--max-body-bytes-in-flight`), sized by
+    /// the body's declared length; 503 when it is taken up.
+    fn body_budget(&self, headers: &HeaderMap) -> Result<OwnedSemaphorePermit, Refusal> {
+        let declared =
+            header_str(headers, "content-length").and_then(|v| v.trim().parse::<usize>().ok());
+        let bytes = declared
+            .unwrap_or(self.max_body_bytes)
+            .min(self.max_body_bytes);
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        self.bodies
+            .clone()
+            .try_acquire_many_owned(kib)
+            .map_err(|_| {
+                Refusal::new(
+                    "busy",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many request bodies are being read; try again later",
+                )
+            })
     }
 
     async fn read_body(&self, body: Body) -> Result<axum::body::Bytes, Refusal> {
@@ -292,7 +352,16 @@ impl Receiver {
         let internal = |e: String| Refusal::new("error", StatusCode::INTERNAL_SERVER_ERROR, e);
         let admission = self
             .inbox
-            .admit(provider.as_str(), delivery_id, hash, event.clone())
+            .admit(
+                provider.as_str(),
+                delivery_id,
+                hash,
+                // A GitLab token does not bind the body: anyone holding it can send any body, so
+                // comparing bodies protects nothing, and GitLab's identical pushes (A→B again
+                // after a rollback) would be lost.
+                provider != Provider::GitLab,
+                event.clone(),
+            )
             .await
             .map_err(internal)?;
         let kind = event.kind().as_str();
@@ -362,6 +431,22 @@ impl Receiver {
             let line = serde_json::to_string(event).unwrap_or_default();
             let _ = writeln!(std::io::stdout().lock(), "{line}");
         }
+    }
+}
+
+/// The id a delivery is known by: GitHub's `X-GitHub-Delivery`; for GitLab its
+/// `Idempotency-Key` (stable across retries, GitLab 17.4+), else `X-Gitlab-Event-UUID` with the
+/// event type (GitLab gives one UUID to the hooks one request causes, of several types).
+fn delivery_key(provider: Provider, headers: &HeaderMap, id_header: &str) -> Option<String> {
+    match provider {
+        Provider::GitHub => header_str(headers, id_header).map(str::to_owned),
+        Provider::GitLab => header_str(headers, "idempotency-key")
+            .map(|k| format!("idempotency:{k}"))
+            .or_else(|| {
+                let uuid = header_str(headers, id_header)?;
+                let kind = header_str(headers, "x-gitlab-event").unwrap_or("");
+                Some(format!("{uuid}/{kind}"))
+            }),
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::log_safe;
 use super::metrics::Metrics;
 use crate::progress;
 
@@ -66,7 +67,9 @@ impl Worker {
                     tasks.spawn(self.clone().resume(delivery));
                 }
             }
-            Some(Err(e)) => tracing::error!(error = %ErrorChain(&e), "reading the inbox failed"),
+            Some(Err(e)) => {
+                tracing::error!(error = %log_safe(ErrorChain(&e)), "reading the inbox failed")
+            }
             None => {}
         }
         let mut pruned = Instant::now() - PRUNE;
@@ -76,7 +79,7 @@ impl Worker {
                 pruned = Instant::now();
                 let (ledger, keep) = (self.ledger.clone(), self.keep_secs);
                 if let Some(Err(e)) = blocking(move || ledger.prune_deliveries(keep)).await {
-                    tracing::warn!(error = %ErrorChain(&e), "pruning the inbox failed");
+                    tracing::warn!(error = %log_safe(ErrorChain(&e)), "pruning the inbox failed");
                 }
             }
             let slot = tokio::select! {
@@ -101,7 +104,7 @@ impl Worker {
                 }
                 Some(Err(e)) => {
                     drop(slot);
-                    tracing::error!(error = %ErrorChain(&e), "taking a delivery from the inbox failed");
+                    tracing::error!(error = %log_safe(ErrorChain(&e)), "taking a delivery from the inbox failed");
                     tokio::select! {
                         _ = tokio::time::sleep(POLL) => {}
                         _ = shutdown.cancelled() => break,
@@ -132,7 +135,9 @@ impl Worker {
             let repo = self.repo.clone();
             match blocking(move || repo.fetch_remote("origin")).await {
                 Some(Ok(())) => {}
-                Some(Err(e)) => tracing::warn!(seq = delivery.seq, error = %e, "fetching failed"),
+                Some(Err(e)) => {
+                    tracing::warn!(seq = delivery.seq, error = %log_safe(&e), "fetching failed")
+                }
                 None => tracing::warn!(seq = delivery.seq, "fetching failed"),
             }
         }
@@ -145,11 +150,11 @@ impl Worker {
         let runs = match blocking(move || engine.start(&ev, &repo, &options)).await {
             Some(Ok(runs)) => runs,
             Some(Err(e @ Error::Refused { .. })) => {
-                tracing::warn!(seq = delivery.seq, repo = event.repo, error = %ErrorChain(&e), "event refused");
+                tracing::warn!(seq = delivery.seq, repo = event.repo, error = %log_safe(ErrorChain(&e)), "event refused");
                 return Some(DeliveryOutcome::Refused);
             }
             Some(Err(e)) => {
-                tracing::error!(seq = delivery.seq, repo = event.repo, error = %ErrorChain(&e), "starting the event's runs failed");
+                tracing::error!(seq = delivery.seq, repo = event.repo, error = %log_safe(ErrorChain(&e)), "starting the event's runs failed");
                 return Some(DeliveryOutcome::Failed);
             }
             None => return Some(DeliveryOutcome::Failed),
@@ -174,7 +179,7 @@ impl Worker {
         let runs = match blocking(move || ledger.delivery_runs(seq)).await {
             Some(Ok(runs)) => runs,
             Some(Err(e)) => {
-                tracing::error!(seq, error = %ErrorChain(&e), "reading the delivery's runs failed");
+                tracing::error!(seq, error = %log_safe(ErrorChain(&e)), "reading the delivery's runs failed");
                 self.finish(&delivery, DeliveryOutcome::Failed).await;
                 return;
             }
@@ -194,7 +199,7 @@ impl Worker {
             match blocking(move || engine.resume(&id, &options)).await {
                 Some(Ok(s)) => started.push(s),
                 Some(Err(e)) => {
-                    tracing::error!(seq, run = run.id, error = %ErrorChain(&e), "resuming the run failed")
+                    tracing::error!(seq, run = run.id, error = %log_safe(ErrorChain(&e)), "resuming the run failed")
                 }
                 None => {}
             }
@@ -251,9 +256,11 @@ impl Worker {
             match task.await {
                 Ok(Ok(report)) => self.ran(delivery, &report).await,
                 Ok(Err(e)) => {
-                    tracing::error!(seq = delivery.seq, error = %ErrorChain(&e), "a run failed to record")
+                    tracing::error!(seq = delivery.seq, error = %log_safe(ErrorChain(&e)), "a run failed to record")
                 }
-                Err(e) => tracing::error!(seq = delivery.seq, error = %e, "a run crashed"),
+                Err(e) => {
+                    tracing::error!(seq = delivery.seq, error = %log_safe(&e), "a run crashed")
+                }
             }
         }
         complete
@@ -271,7 +278,7 @@ impl Worker {
             result = report.result.name(),
             duration_secs = report.duration_secs,
             "{}",
-            progress::summary(report)
+            log_safe(progress::summary(report))
         );
         let (ledger, run_id) = (self.ledger.clone(), report.run_id.clone());
         if let Some(Ok(deployments)) = blocking(move || ledger.run_deployments(&run_id)).await {
@@ -289,14 +296,14 @@ impl Worker {
 
     async fn finish_event(&self, delivery: &Delivery) {
         if let Err(e) = self.engine.finish_event(&delivery.event).await {
-            tracing::error!(seq = delivery.seq, error = %ErrorChain(&e), "stopping what the event ends failed");
+            tracing::error!(seq = delivery.seq, error = %log_safe(ErrorChain(&e)), "stopping what the event ends failed");
         }
     }
 
     async fn finish(&self, delivery: &Delivery, outcome: DeliveryOutcome) {
         let (ledger, seq) = (self.ledger.clone(), delivery.seq);
         if let Some(Err(e)) = blocking(move || ledger.finish_delivery(seq, outcome)).await {
-            tracing::error!(seq, error = %ErrorChain(&e), "marking the delivery done failed");
+            tracing::error!(seq, error = %log_safe(ErrorChain(&e)), "marking the delivery done failed");
         }
         tracing::info!(
             seq,
