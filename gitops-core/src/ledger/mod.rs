@@ -9,6 +9,7 @@ mod environments;
 mod inbox;
 mod locks;
 mod queue;
+mod retention;
 mod schema;
 
 pub use approvals::{ApprovalRecord, ApprovalStatus};
@@ -19,6 +20,7 @@ pub use inbox::{
 };
 pub use locks::LockHolder;
 pub use queue::GroupDecision;
+pub use retention::Retention;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
