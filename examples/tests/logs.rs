@@ -22,19 +22,33 @@ fn repo(tmp: &Path, stages: &str) -> PathBuf {
 }
 
 fn run(tmp: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let event = tmp.join("event-main.json");
-    let (repo, state) = (tmp.join("repo"), tmp.join("state"));
-    let mut args = vec![
-        "run",
-        "--event",
-        event.to_str().unwrap(),
-        "--repo",
-        repo.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    common::gitops_with_env(&args, None, env)
+    let (event, repo, state) = paths(tmp);
+    common::run_event_with(&event, &repo, &state, extra, env)
+}
+
+/// The event file, repository and state dir of [`repo`].
+fn paths(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        tmp.join("event-main.json"),
+        tmp.join("repo"),
+        tmp.join("state"),
+    )
+}
+
+/// `gitops run` of [`repo`]'s event, started in the background.
+fn spawn_run(tmp: &Path) -> std::process::Child {
+    let (event, repo, state) = paths(tmp);
+    Command::new(env!("CARGO_BIN_EXE_gitops"))
+        .args(["run", "--event"])
+        .arg(event)
+        .arg("--repo")
+        .arg(repo)
+        .arg("--state")
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// `gitops ARGS --state <tmp>/state`, which must succeed; its standard output.
@@ -168,18 +182,7 @@ fn lines_written_before_a_kill_are_kept() {
             pid.display()
         ),
     );
-    let state = tmp.path().join("state");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gitops"))
-        .args(["run", "--event"])
-        .arg(tmp.path().join("event-main.json"))
-        .arg("--repo")
-        .arg(tmp.path().join("repo"))
-        .arg("--state")
-        .arg(&state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(tmp.path());
     wait_for("the stage's start", || {
         !std::fs::read_to_string(&pid)
             .unwrap_or_default()
@@ -288,17 +291,7 @@ fn follow_prints_the_lines_of_a_run_in_another_process_until_it_ends() {
         ),
     );
     let state = tmp.path().join("state");
-    let mut runner = Command::new(env!("CARGO_BIN_EXE_gitops"))
-        .args(["run", "--event"])
-        .arg(tmp.path().join("event-main.json"))
-        .arg("--repo")
-        .arg(tmp.path().join("repo"))
-        .arg("--state")
-        .arg(&state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut runner = spawn_run(tmp.path());
     let mut id = String::new();
     wait_for("the run's start", || {
         let out = common::gitops(
