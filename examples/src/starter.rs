@@ -8,12 +8,12 @@ use gitops_core::scheduler::{RunEvent, RunReport, RunResult, StageResult};
 /// What can go wrong in a starter app.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// A starter's exit: success, or `error: ...` on stderr and status 1.
+/// A starter's exit: success, or `error: ...` (with its causes) on stderr and status 1.
 pub fn exit(result: Result<(), Error>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", gitops_core::ErrorChain(&*e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -356,6 +356,53 @@ fn docker_and_k8s_stages_without_an_engine_fail_naming_where_they_looked() {
 }
 
 #[test]
+fn a_docker_stage_without_an_engine_fails_with_the_cause_on_stderr() {
+    let out = run_in_new_repo_with_env(
+        "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages:\n      b: { backend: docker, run: \"true\", with: { image: busybox } }\n",
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: stage \"b\" of pipeline p failed: "))
+        .unwrap_or_else(|| panic!("no error line for the stage: {stderr}"));
+    // What failed, then why: the client's own error about the socket.
+    let (what, cause) = line
+        .split_once(": caused by: ")
+        .unwrap_or_else(|| panic!("no cause: {line}"));
+    assert_eq!(
+        what,
+        "error: stage \"b\" of pipeline p failed: backend unavailable: no Docker engine answered at unix:///nonexistent/docker.sock"
+    );
+    assert!(cause.contains("/nonexistent/docker.sock"), "{line}");
+}
+
+#[test]
+fn a_ledger_that_cannot_be_opened_is_an_error_with_its_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    let event = repo(
+        &repo_dir,
+        "version: 1\npipelines:\n  p:\n    on: { push: {} }\n    stages: { a: { run: \"true\" } }\n",
+    );
+    // The ledger's file is a directory.
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(state.join("ledger.sqlite3")).unwrap();
+    let ledger = state.join("ledger.sqlite3");
+    let expected = format!(
+        "error: ledger {}: caused by: Is a directory (os error 21)",
+        ledger.display()
+    );
+    let out = common::run_event(&event, &repo_dir, &state, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr).trim(), expected);
+    let out = gitops(&["envs", "--state", state.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr).trim(), expected);
+}
+
+#[test]
 fn an_approval_waits_across_a_restart_and_the_ledger_commands_show_the_deployment() {
     let tmp = tempfile::tempdir().unwrap();
     let config = r#"version: 1

@@ -25,10 +25,11 @@ use serde_json::Value as Json;
 /// What the app loads configs with: the local backend as executor and deployer.
 static OPTIONS: LazyLock<LoadOptions> = LazyLock::new(|| {
     let local = Arc::new(LocalBackend::new());
-    BackendRegistry::new()
-        .with_executor("local", local.clone())
-        .with_deployer("local", local)
-        .load_options()
+    LoadOptions::from_registry(
+        &BackendRegistry::new()
+            .with_executor("local", local.clone())
+            .with_deployer("local", local),
+    )
 });
 
 const FILE: &str = ".gitops.yml";

@@ -1,5 +1,6 @@
 //! The crate's error type: one variant per thing a caller may want to tell apart.
 
+use crate::backend::BoxError;
 use crate::config::ConfigError;
 use crate::ledger::LedgerError;
 use crate::logs::LogError;
@@ -8,7 +9,9 @@ use crate::repo::RepoError;
 use crate::source::watch::WatchError;
 use crate::source::webhook::{SignatureError, WebhookError};
 
-/// Everything that can go wrong in gitops-core.
+/// Everything that can go wrong in gitops-core. The error that caused one, when there is one
+/// (SQLite's, the file system's, a backend's), is its [`source`](std::error::Error::source):
+/// show the whole chain with [`ErrorChain`](crate::ErrorChain).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -53,6 +56,9 @@ pub enum Error {
         repo: String,
         /// What is wrong.
         message: String,
+        /// Why.
+        #[source]
+        source: BoxError,
     },
     /// There is no pending approval request for this stage of this run.
     #[error("run \"{run}\" has no deployment waiting for approval at stage \"{stage}\"")]
@@ -94,7 +100,15 @@ impl From<WatchError> for Error {
     fn from(e: WatchError) -> Self {
         match e {
             WatchError::Repo(e) => e.into(),
-            WatchError::Snapshot { repo, message } => Error::Watch { repo, message },
+            WatchError::Snapshot {
+                repo,
+                message,
+                source,
+            } => Error::Watch {
+                repo,
+                message,
+                source,
+            },
         }
     }
 }

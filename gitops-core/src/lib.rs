@@ -19,9 +19,9 @@
 //! application.
 //!
 //! Each module imports only modules before it in this order: `release`, `event`, `expr`,
-//! `graph`, `config`, `secret`, `trust`, `backend` (the contract a backend author reads alone),
-//! `plan`, `scheduler`, `ledger`, `logs`, `environment`, `repo`, `source`, then the crate's `Error` and
-//! `engine`.
+//! `graph`, `secret`, `backend` (the contract a backend author reads alone: it imports only
+//! `event` and `secret`), `config`, `trust`, `plan`, `scheduler`, `ledger`, `logs`,
+//! `environment`, `repo`, `source`, then the crate's `Error` and `engine`.
 #![warn(missing_docs)]
 
 pub mod backend;
@@ -44,5 +44,6 @@ pub mod source;
 pub mod testing;
 pub mod trust;
 
+pub use backend::ErrorChain;
 pub use error::{Error, Result};
 pub use semver;

@@ -146,7 +146,7 @@ async fn a_program_dropped_before_its_end_leaves_no_process_behind() {
     cmd.arg("-c")
         .arg("sleep 1000 & echo $! > bg.pid; wait")
         .current_dir(dir.path());
-    let cancel = tokio_util::sync::CancellationToken::new();
+    let cancel = gitops_core::backend::Cancellation::new();
     let stop = StopPolicy::new(StopSignal::Terminate, Duration::from_secs(2));
     let program = run_streaming(cmd, &cancel, stop, |_, _| {});
     let d = dir.path().to_path_buf();

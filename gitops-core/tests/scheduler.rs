@@ -738,7 +738,7 @@ impl gitops_core::backend::Executor for Journaling {
             // Runs until it is stopped (or for ten seconds).
             "held" => {
                 tokio::select! {
-                    _ = ctx.cancel.cancelled() => {
+                    _ = ctx.cancelled() => {
                         self.0.push("stopped held".to_owned());
                         return Err(gitops_core::backend::BackendError::Cancelled);
                     }
@@ -776,7 +776,7 @@ impl gitops_core::scheduler::RunRecorder for SlowRecorder {
         &self,
         _run_id: &str,
         stage: &gitops_core::scheduler::StageReport,
-    ) -> Result<(), String> {
+    ) -> Result<(), gitops_core::scheduler::RecordError> {
         tokio::time::sleep(ms(20)).await;
         self.0.push(format!("record {}", stage.id));
         Ok(())

@@ -86,8 +86,7 @@ fn context_tar(
 ) -> Result<Vec<u8>, BackendError> {
     let ignore = Ignore::read(checkout, real)?;
     let mut tar = tar::Builder::new(Vec::new());
-    let fail =
-        |e: std::io::Error| BackendError::Failed(format!("cannot pack the build context: {e}"));
+    let fail = |e: std::io::Error| BackendError::failed_with("cannot pack the build context", e);
     let entries = checkout.walk("context", context, |rel| {
         rel.to_str().is_some_and(|name| {
             name == dockerfile || name == ".dockerignore" || !ignore.excludes(name)
@@ -166,7 +165,7 @@ pub(crate) async fn build(
         context_tar(&checkout, &context_rel, &context.path, &df)
     })
     .await
-    .map_err(|e| BackendError::Failed(format!("packing the build context failed: {e}")))??;
+    .map_err(|e| BackendError::failed_with("packing the build context failed", e))??;
     let options = BuildImageOptionsBuilder::default()
         .dockerfile(&dockerfile)
         .t(&tag)
@@ -181,7 +180,7 @@ pub(crate) async fn build(
     loop {
         let step = tokio::select! {
             step = stream.next() => step,
-            _ = ctx.cancel.cancelled() => return Err(BackendError::Cancelled),
+            _ = ctx.cancelled() => return Err(BackendError::Cancelled),
         };
         let Some(step) = step else { break };
         let step = match step {
@@ -194,7 +193,7 @@ pub(crate) async fn build(
                     format!("building {tag} failed: {}", error.trim()),
                 ));
             }
-            Err(e) => return Err(BackendError::Failed(format!("building {tag}: {e}"))),
+            Err(e) => return Err(BackendError::failed_with(format!("building {tag}"), e)),
         };
         if let Some(message) = step.error_detail.and_then(|d| d.message) {
             ctx.log.line(LogStream::Stderr, &message);

@@ -35,10 +35,10 @@ pub(crate) fn create_error(image: &str, e: ApiError) -> BackendError {
         ApiError::DockerResponseServerError {
             status_code: 404,
             message,
-        } => BackendError::Failed(format!(
+        } => BackendError::failed(format!(
             "image \"{image}\" is not on the Docker engine (build or pull it first): {message}"
         )),
-        e => BackendError::Failed(format!("cannot create a container of {image}: {e}")),
+        e => BackendError::failed_with(format!("cannot create a container of {image}"), e),
     }
 }
 

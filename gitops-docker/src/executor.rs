@@ -83,7 +83,7 @@ fn output_dir() -> Result<tempfile::TempDir, BackendError> {
     let outputs = tempfile::Builder::new()
         .prefix("gitops-docker-output-")
         .tempdir()
-        .map_err(|e| BackendError::Failed(format!("cannot create the output directory: {e}")))?;
+        .map_err(|e| BackendError::failed_with("cannot create the output directory", e))?;
     // The container's user may not be ours.
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(outputs.path(), std::fs::Permissions::from_mode(0o777));
@@ -95,9 +95,7 @@ fn stage_outputs(dir: &Path) -> Result<BTreeMap<String, String>, BackendError> {
     match read_outputs(&dir.join("outputs")) {
         Ok(o) => Ok(o),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(BackendError::Failed(format!(
-            "cannot read $GITOPS_OUTPUT: {e}"
-        ))),
+        Err(e) => Err(BackendError::failed_with("cannot read $GITOPS_OUTPUT", e)),
     }
 }
 
@@ -172,11 +170,11 @@ impl DockerBackend {
                 Some(Err(ApiError::DockerContainerWaitError { code, .. })) => Some(code),
                 Some(Err(e)) => {
                     let _ = logs.await;
-                    return Err(BackendError::Failed(format!("waiting for the stage's container failed: {e}")));
+                    return Err(BackendError::failed_with("waiting for the stage's container failed", e));
                 }
                 None => Some(-1),
             },
-            _ = ctx.cancel.cancelled() => None,
+            _ = ctx.cancelled() => None,
         };
         if exit.is_none() {
             let stop = StopContainerOptionsBuilder::default()
@@ -219,9 +217,10 @@ impl Executor for DockerBackend {
         };
         let exit = match self.docker.start_container(&name, None).await {
             Ok(()) => self.follow(&ctx, &name).await,
-            Err(e) => Err(BackendError::Failed(format!(
-                "cannot start the stage's container: {e}"
-            ))),
+            Err(e) => Err(BackendError::failed_with(
+                "cannot start the stage's container",
+                e,
+            )),
         };
         remove(&self.docker, &name).await;
         cleanup.done = true;
@@ -253,7 +252,7 @@ impl Executor for DockerBackend {
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| BackendError::Unavailable(format!("listing containers: {e}")))?;
+            .map_err(|e| BackendError::unavailable_with("listing containers", e))?;
         let mut removed = 0;
         for c in left {
             if let Some(id) = c.id {
@@ -265,7 +264,7 @@ impl Executor for DockerBackend {
     }
 
     /// `image` and `command`, or the build's `dockerfile`, `context` and `tag`.
-    fn params(&self) -> gitops_core::config::ParamSchema {
+    fn params(&self) -> gitops_core::backend::ParamSchema {
         crate::params::executor()
     }
 }

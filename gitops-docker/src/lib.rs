@@ -42,6 +42,7 @@ mod lines;
 mod params;
 
 use bollard::Docker;
+use gitops_core::backend::BoxError;
 
 /// `s` as a name Docker accepts (`[a-zA-Z0-9_.-]`), at most `max` characters.
 pub(crate) fn docker_name(s: &str, max: usize) -> String {
@@ -53,12 +54,13 @@ pub(crate) fn docker_name(s: &str, max: usize) -> String {
 #[non_exhaustive]
 pub enum DockerError {
     /// No engine answered where one was looked for.
-    #[error("no Docker engine answered at {tried}: {message}")]
+    #[error("no Docker engine answered at {tried}")]
     Unreachable {
         /// Where it was looked for (`DOCKER_HOST`, or the local socket).
         tried: String,
         /// What the client said.
-        message: String,
+        #[source]
+        source: BoxError,
     },
     /// An image could not be built.
     #[error("cannot build image {image}: {message}")]
@@ -142,15 +144,12 @@ impl DockerBackendBuilder {
                 Docker::connect_with_socket_defaults(),
             ),
         };
-        let unreachable = |message: String| DockerError::Unreachable {
+        let unreachable = |e: bollard::errors::Error| DockerError::Unreachable {
             tried: tried.clone(),
-            message,
+            source: e.into(),
         };
-        let docker = docker.map_err(|e| unreachable(e.to_string()))?;
-        docker
-            .ping()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let docker = docker.map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
         Ok(DockerBackend {
             docker,
             workdir: self.workdir.unwrap_or_else(|| "/workspace".to_owned()),
@@ -161,11 +160,12 @@ impl DockerBackendBuilder {
     /// A backend that connects when a stage first uses it: for an app that registers Docker
     /// whether or not a pipeline uses it. When no engine answers, that stage fails with
     /// [`BackendError::Unavailable`](gitops_core::backend::BackendError::Unavailable) naming where
-    /// the engine was looked for, and the next stage tries again.
+    /// the engine was looked for (its source the [`DockerError`]), and the next stage tries
+    /// again.
     pub fn lazy(self) -> gitops_core::backend::Lazy<DockerBackend> {
         gitops_core::backend::Lazy::new(move || {
             let builder = self.clone();
-            async move { builder.build().await.map_err(|e| e.to_string()) }
+            async move { builder.build().await }
         })
         .with_params(params::executor(), params::deployer())
     }

@@ -2,7 +2,7 @@
 //! `executor.rs`, `build.rs` and `deploy.rs`, which read these keys (a test below holds the
 //! deployment's keys to the lists `deploy.rs` checks at run time).
 
-use gitops_core::config::params::{ParamKind, ParamSchema};
+use gitops_core::backend::{ParamKind, ParamSchema};
 
 /// A stage: a container of `image`, or an image build.
 pub(crate) fn executor() -> ParamSchema {

@@ -202,10 +202,18 @@ async fn a_missing_engine_is_a_clear_error_naming_what_was_tried() {
         .build()
         .await
         .unwrap_err();
+    let chain = gitops_core::ErrorChain(&err).to_string();
     assert!(
-        err.to_string()
-            .starts_with("no Docker engine answered at unix:///nonexistent/docker.sock: "),
-        "{err}"
+        chain.starts_with(
+            "no Docker engine answered at unix:///nonexistent/docker.sock: caused by: "
+        ),
+        "{chain}"
+    );
+    // The client's own error, not a copy of its text.
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(
+        source.downcast_ref::<bollard::errors::Error>().is_some(),
+        "{source:?}"
     );
 }
 

@@ -12,7 +12,7 @@ use crate::names::MANAGED_BY;
 
 /// A failed call to the API server, saying what it was for.
 pub(crate) fn api_error(what: &str, e: kube::Error) -> BackendError {
-    BackendError::Failed(format!("{what}: {e}"))
+    BackendError::failed_with(what, e)
 }
 
 impl KubernetesBackend {
@@ -36,7 +36,7 @@ impl KubernetesBackend {
         labels[MANAGED_BY.0] = json!(MANAGED_BY.1);
         let object: Namespace =
             serde_json::from_value(json!({"metadata": {"name": ns, "labels": labels}}))
-                .map_err(|e| BackendError::Failed(format!("namespace {ns}: {e}")))?;
+                .map_err(|e| BackendError::failed_with(format!("namespace {ns}"), e))?;
         match api.create(&PostParams::default(), &object).await {
             Ok(_) => Ok(true),
             // Made meanwhile by another stage.

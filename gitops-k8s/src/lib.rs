@@ -46,12 +46,13 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum K8sError {
     /// No configuration was found, or the cluster it names did not answer.
-    #[error("no Kubernetes cluster answered ({tried}): {message}")]
+    #[error("no Kubernetes cluster answered ({tried})")]
     Unreachable {
         /// Where the configuration came from (`KUBECONFIG=...`, in-cluster, `~/.kube/config`).
         tried: String,
         /// What went wrong.
-        message: String,
+        #[source]
+        source: gitops_core::backend::BoxError,
     },
 }
 
@@ -96,31 +97,27 @@ impl KubernetesBackend {
             }
             _ => "~/.kube/config (KUBECONFIG is not set)".to_owned(),
         };
-        let unreachable = |message: String| K8sError::Unreachable {
-            tried: tried.clone(),
-            message,
+        let unreachable = |tried: String, e: gitops_core::backend::BoxError| {
+            K8sError::Unreachable { tried, source: e }
         };
         let config = kube::Config::infer()
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(tried.clone(), e.into()))?;
         let url = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config).map_err(|e| unreachable(e.to_string()))?;
+        let client =
+            kube::Client::try_from(config).map_err(|e| unreachable(tried.clone(), e.into()))?;
         client
             .apiserver_version()
             .await
-            .map_err(|e| unreachable(format!("{url}: {e}")))?;
+            .map_err(|e| unreachable(format!("{tried}, {url}"), e.into()))?;
         Ok(Self::new(client))
     }
 
     /// [`from_env`](Self::from_env) when a stage first needs it: for an app that registers the
     /// backend whether or not a pipeline uses it.
     pub fn lazy() -> gitops_core::backend::Lazy<KubernetesBackend> {
-        gitops_core::backend::Lazy::new(|| async {
-            KubernetesBackend::from_env()
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .with_params(params::executor(), params::deployer())
+        gitops_core::backend::Lazy::new(KubernetesBackend::from_env)
+            .with_params(params::executor(), params::deployer())
     }
 
     /// How long finished Jobs stay before Kubernetes removes them (`ttlSecondsAfterFinished`).

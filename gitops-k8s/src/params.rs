@@ -1,7 +1,7 @@
 //! What the Kubernetes backend reads from `with`, declared for config validation: keep in step
 //! with `job.rs`, `deploy.rs` and `names.rs`, which read these keys.
 
-use gitops_core::config::params::{ParamKind, ParamSchema};
+use gitops_core::backend::{ParamKind, ParamSchema};
 
 /// A stage: a Job.
 pub(crate) fn executor() -> ParamSchema {

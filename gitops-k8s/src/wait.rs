@@ -4,11 +4,11 @@
 use std::fmt::Debug;
 
 use futures_util::StreamExt;
+use gitops_core::backend::Cancellation;
 use kube::Api;
 use kube::api::{ListParams, WatchEvent, WatchParams};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// Why a wait ended without its state.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ pub(crate) async fn until<K, T>(
     api: &Api<K>,
     selector: Selector<'_>,
     deadline: Option<Instant>,
-    cancel: &CancellationToken,
+    cancel: &Cancellation,
     mut check: impl FnMut(&K) -> Option<T>,
     mut gone: impl FnMut(&K) -> Option<T>,
     mut empty: impl FnMut() -> Option<T>,
@@ -119,7 +119,7 @@ pub(crate) async fn until_gone<K>(
     api: &Api<K>,
     name: &str,
     deadline: Option<Instant>,
-    cancel: &CancellationToken,
+    cancel: &Cancellation,
 ) -> Result<(), WaitError>
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,

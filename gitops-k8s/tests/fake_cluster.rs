@@ -146,7 +146,7 @@ async fn failures_deadlines_and_cancellation_end_the_job() {
 
     // Cancelling deletes the Job with its pods, in the foreground.
     let ctx = stage(dir.path(), "cancel", "sleep 30");
-    let cancel = ctx.cancel.clone();
+    let cancel = ctx.cancellation().clone();
     let running = tokio::spawn({
         let backend = backend.clone();
         async move { backend.execute(ctx).await }

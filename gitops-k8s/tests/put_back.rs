@@ -10,7 +10,6 @@ use gitops_core::testing::push_event;
 use gitops_k8s::KubernetesBackend;
 use gitops_k8s::testing::FakeCluster;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 const NS: &str = "gitops-staging";
 
@@ -45,7 +44,7 @@ async fn cancel_while_rolling_out(
     ctx: StageContext,
     image: &str,
 ) {
-    let token = CancellationToken::new();
+    let token = gitops_core::backend::Cancellation::new();
     let ctx = ctx.with_cancel(token.clone());
     let deploying = tokio::spawn({
         let backend = backend.clone();

@@ -7,26 +7,24 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gitops_core::backend::LogSink;
 use gitops_core::backend::process::{Exit, StopPolicy, StopSignal, run_streaming};
-use tokio_util::sync::CancellationToken;
+use gitops_core::backend::{Cancellation, LogSink};
 
 use crate::plan::PlanSummary;
 use crate::ui::{ChangeSummary, Diagnostic, UiReader};
 
 /// What went wrong running terraform.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TerraformError {
     /// The binary could not be started.
-    #[error(
-        "cannot run {binary}: {message} (install Terraform or OpenTofu, or set the binary path)"
-    )]
+    #[error("cannot run {binary} (install Terraform or OpenTofu, or set the binary path)")]
     NotFound {
         /// The binary.
         binary: String,
         /// Why.
-        message: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The configuration or the command has errors; each is located when terraform says where.
     #[error("terraform {command} failed: {}", join(.diagnostics))]
@@ -148,7 +146,7 @@ pub struct Terraform {
     dir: PathBuf,
     env: Vec<(String, String)>,
     log: LogSink,
-    cancel: CancellationToken,
+    cancel: Cancellation,
     grace: Duration,
     lock_timeout: Duration,
     mask: Vec<String>,
@@ -184,7 +182,7 @@ impl Terraform {
                 ("TF_INPUT".into(), "0".into()),
             ],
             log: LogSink::discard(),
-            cancel: CancellationToken::new(),
+            cancel: Cancellation::new(),
             grace: Duration::from_secs(30),
             lock_timeout: Duration::ZERO,
             mask: Vec::new(),
@@ -212,7 +210,7 @@ impl Terraform {
 
     /// Cancels a running command: it gets SIGINT (terraform stops cleanly and releases its
     /// lock), then SIGKILL after `grace` (default 30 seconds).
-    pub fn with_cancel(mut self, cancel: CancellationToken, grace: Duration) -> Self {
+    pub fn with_cancel(mut self, cancel: Cancellation, grace: Duration) -> Self {
         self.cancel = cancel;
         self.grace = grace;
         self
@@ -260,9 +258,9 @@ impl Terraform {
             ui.line(stream, line)
         })
         .await
-        .map_err(|e| TerraformError::NotFound {
+        .map_err(|source| TerraformError::NotFound {
             binary: self.binary.display().to_string(),
-            message: e.to_string(),
+            source,
         })?;
         let code = match exit {
             Exit::Cancelled => return Err(TerraformError::Cancelled),

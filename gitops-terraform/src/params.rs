@@ -2,7 +2,7 @@
 //! with `Settings::read` in `backend.rs` (a test below holds the two to the same keys). Stages
 //! and deployments take the same keys.
 
-use gitops_core::config::params::{ParamKind, ParamSchema};
+use gitops_core::backend::{ParamKind, ParamSchema};
 
 /// The parameters of a stage, a deployment and a stop.
 pub(crate) fn schema() -> ParamSchema {

@@ -335,7 +335,7 @@ async fn configuration_errors_are_located_and_bad_parameters_named() {
         ))
         .await
         .unwrap_err();
-    assert!(matches!(err, BackendError::Unavailable(_)), "{err}");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err}");
     assert!(
         err.to_string()
             .contains("cannot run /nonexistent/terraform"),
@@ -370,7 +370,7 @@ async fn a_held_state_lock_is_reported_and_a_cancelled_apply_releases_it() {
     let dir = checkout(&slow(30));
     let lines = Lines::default();
     let ctx = deploy_ctx(dir.path(), "staging", json!({"dir": "infra"})).with_log(lines.sink("d"));
-    let cancel = ctx.cancel.clone();
+    let cancel = ctx.cancellation().clone();
     let tf2 = tf.clone();
     let deploying = tokio::spawn(async move { tf2.deploy(ctx).await });
     wait_for(&lines, "Creating...").await;

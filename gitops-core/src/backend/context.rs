@@ -1,17 +1,14 @@
 //! What a backend is told about the stage it runs.
 
 use std::collections::BTreeMap;
-use std::path::{Component, PathBuf};
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
-use super::{BackendError, LogSink};
-use crate::config::{Approval, Environment, MAX_DURATION, OnBusy};
+use super::{BackendError, Cancellation, EnvironmentTarget, LogSink, Params};
 use crate::event::GitEvent;
 use crate::secret::Secret;
-use crate::trust::TrustLevel;
 
 /// What all stages of one run share.
 #[derive(Debug, Clone)]
@@ -57,74 +54,42 @@ impl RunInfo {
     }
 }
 
-/// The environment a deploy or stop stage acts on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct EnvironmentTarget {
-    /// The instance (`preview-pr-7`, `staging`).
-    pub name: String,
-    /// The environment as named in config (`preview`).
-    pub config_name: String,
-    /// The version being deployed (the tag's semver), when there is one.
-    pub version: Option<String>,
-    /// The pull request that owns it (per-pull-request environments).
-    pub pull_request: Option<u64>,
-    /// How deployments to it wait (approval, lock, pin), from its config.
-    pub policy: EnvironmentPolicy,
+/// How far the engine trusts an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustLevel {
+    /// The repository's own pushes, tags and releases, and operator commands.
+    Trusted,
+    /// A pull request from a branch of the repository itself.
+    Member,
+    /// A pull request from another repository, or from one the engine cannot tell.
+    Fork,
 }
 
-/// How deployments to an environment wait, from its config.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct EnvironmentPolicy {
-    /// Each deployment waits for someone's approval.
-    pub approval: Approval,
-    /// What a deployment does while another one holds the environment.
-    pub on_locked: OnBusy,
-    /// What a pipeline's deployment does while a rollback pins the environment.
-    pub on_pinned: OnBusy,
-    /// Stop the environment after this long without a deployment.
-    pub auto_stop_after: Option<std::time::Duration>,
-}
+impl TrustLevel {
+    /// `trusted`, `member` or `fork`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustLevel::Trusted => "trusted",
+            TrustLevel::Member => "member",
+            TrustLevel::Fork => "fork",
+        }
+    }
 
-impl EnvironmentPolicy {
-    /// The policy an environment's config sets.
-    pub fn of(env: &Environment) -> Self {
-        EnvironmentPolicy {
-            approval: env.approval,
-            on_locked: env.on_locked,
-            on_pinned: env.on_pinned,
-            auto_stop_after: env.auto_stop_after,
+    /// The level named `name` (`trusted`, `member`, `fork`).
+    pub fn parse(name: &str) -> Option<TrustLevel> {
+        match name {
+            "trusted" => Some(TrustLevel::Trusted),
+            "member" => Some(TrustLevel::Member),
+            "fork" => Some(TrustLevel::Fork),
+            _ => None,
         }
     }
 }
 
-impl EnvironmentTarget {
-    /// A target.
-    pub fn new(
-        name: impl Into<String>,
-        config_name: impl Into<String>,
-        version: Option<String>,
-    ) -> Self {
-        EnvironmentTarget {
-            name: name.into(),
-            config_name: config_name.into(),
-            version,
-            pull_request: None,
-            policy: EnvironmentPolicy::default(),
-        }
-    }
-
-    /// Sets the owning pull request.
-    pub fn with_pull_request(mut self, number: Option<u64>) -> Self {
-        self.pull_request = number;
-        self
-    }
-
-    /// Sets the policy.
-    pub fn with_policy(mut self, policy: EnvironmentPolicy) -> Self {
-        self.policy = policy;
-        self
+impl fmt::Display for TrustLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -154,29 +119,11 @@ pub struct StageContext {
     /// The stage's `timeout`, for backends that also tell the platform (a Kubernetes Job's
     /// deadline); the scheduler enforces it in any case by cancelling.
     pub timeout: Option<std::time::Duration>,
-    /// Cancelled when the stage must stop (timeout, run cancelled). Shared: stages without a
-    /// timeout share their run's tokens, since cloning a token takes a lock.
-    pub cancel: Arc<CancellationToken>,
+    /// Fires when the stage must stop (timeout, run cancelled): read it through
+    /// [`cancelled`](Self::cancelled) and [`is_cancelled`](Self::is_cancelled).
+    pub(crate) cancel: Cancellation,
     /// Where log lines go.
     pub log: LogSink,
-}
-
-/// `rel`, a path from `with.<key>`, when it stays inside the checkout (no `..`, not absolute).
-///
-/// This checks the text only; open what a config names through
-/// [`Checkout`](super::paths::Checkout), which also refuses links leading out and special files.
-pub fn checkout_path(key: &str, rel: &str) -> Result<PathBuf, BackendError> {
-    let path = PathBuf::from(rel);
-    let inside = path
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if inside {
-        Ok(path)
-    } else {
-        Err(BackendError::InvalidParameters(format!(
-            "`with.{key}`: \"{rel}\" is not a path inside the checkout"
-        )))
-    }
 }
 
 impl StageContext {
@@ -192,7 +139,7 @@ impl StageContext {
         self.params().u64(key)
     }
 
-    /// `with.<key>` as a number of seconds, up to [`MAX_DURATION`]; see [`Params::seconds`].
+    /// `with.<key>` as a number of seconds, up to 7 days; see [`Params::seconds`].
     pub fn param_seconds(&self, key: &str) -> Result<Option<Duration>, BackendError> {
         self.params().seconds(key)
     }
@@ -214,7 +161,7 @@ impl StageContext {
             with: serde_json::Map::new(),
             environment: None,
             timeout: None,
-            cancel: Arc::new(CancellationToken::new()),
+            cancel: Cancellation::new(),
             log: LogSink::discard(),
         }
     }
@@ -243,10 +190,26 @@ impl StageContext {
         self
     }
 
-    /// Sets the cancellation token.
-    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
-        self.cancel = Arc::new(cancel);
+    /// Sets what tells the backend to stop.
+    pub fn with_cancel(mut self, cancel: Cancellation) -> Self {
+        self.cancel = cancel;
         self
+    }
+
+    /// Completes when the stage must stop (it timed out, or its run was cancelled); at once when
+    /// it already must. Cancel-safe: use it in `tokio::select!` beside the stage's work.
+    pub fn cancelled(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.cancel.cancelled()
+    }
+
+    /// Whether the stage must stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// What tells the stage to stop, to hand to a helper or a task of the backend's own.
+    pub fn cancellation(&self) -> &Cancellation {
+        &self.cancel
     }
 
     /// Sets the stage's timeout.
@@ -319,119 +282,5 @@ impl StageContext {
             opt("GITOPS_DEPLOY_VERSION", t.version.clone());
         }
         vars
-    }
-}
-
-/// Typed reads of a map of backend parameters (a stage's `with`, or a map inside it), whose
-/// errors name the parameter by its whole path (`with.services.web.port`).
-#[derive(Debug, Clone, Copy)]
-pub struct Params<'a> {
-    map: &'a serde_json::Map<String, serde_json::Value>,
-    path: &'a str,
-}
-
-impl<'a> Params<'a> {
-    /// The parameters in `map`, found at `path` (`with`, `with.services.web`).
-    pub fn new(map: &'a serde_json::Map<String, serde_json::Value>, path: &'a str) -> Self {
-        Params { map, path }
-    }
-
-    /// Where these parameters are.
-    pub fn path(&self) -> &'a str {
-        self.path
-    }
-
-    /// The raw value of `key`; `None` when absent or null.
-    pub fn get(&self, key: &str) -> Option<&'a serde_json::Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    /// The keys present.
-    pub fn keys(&self) -> impl Iterator<Item = &'a str> {
-        self.map.keys().map(String::as_str)
-    }
-
-    /// An [`InvalidParameters`](BackendError::InvalidParameters) error about `key`: "`<path>.<key>`
-    /// must be `expected`, found VALUE".
-    pub fn invalid(&self, key: &str, expected: &str) -> BackendError {
-        let found = self
-            .map
-            .get(key)
-            .map_or_else(|| "nothing".to_owned(), ToString::to_string);
-        BackendError::InvalidParameters(format!(
-            "`{}.{key}` must be {expected}, found {found}",
-            self.path
-        ))
-    }
-
-    /// `key` as a string (`None` when absent or null), else an error naming it.
-    pub fn str(&self, key: &str) -> Result<Option<&'a str>, BackendError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(self.invalid(key, "a string")),
-        }
-    }
-
-    /// `key` as a whole number (a number, or a string of digits); `None` when absent or null.
-    pub fn u64(&self, key: &str) -> Result<Option<u64>, BackendError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-            Some(serde_json::Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
-            Some(_) => Err(self.invalid(key, "a whole number")),
-        }
-    }
-
-    /// `key` as a number of seconds (a whole number, or a string of digits) up to
-    /// [`MAX_DURATION`] (7 days); `None` when absent or null; a longer one is an error naming
-    /// the key, so that no deadline made from it can overflow.
-    pub fn seconds(&self, key: &str) -> Result<Option<Duration>, BackendError> {
-        match self.u64(key)? {
-            None => Ok(None),
-            Some(secs) if secs <= MAX_DURATION.as_secs() => Ok(Some(Duration::from_secs(secs))),
-            Some(_) => Err(self.invalid(
-                key,
-                &format!(
-                    "a number of seconds up to {} (7 days)",
-                    MAX_DURATION.as_secs()
-                ),
-            )),
-        }
-    }
-
-    /// `key` as a list of strings (`None` when absent or null).
-    pub fn strings(&self, key: &str) -> Result<Option<Vec<String>>, BackendError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(serde_json::Value::Array(items)) => items
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .map(Some)
-                .ok_or_else(|| self.invalid(key, "a list of strings")),
-            Some(_) => Err(self.invalid(key, "a list of strings")),
-        }
-    }
-
-    /// `key` as a map of names to strings (numbers and booleans are written out), such as an
-    /// `env`; `None` when absent or null.
-    pub fn string_map(&self, key: &str) -> Result<Option<BTreeMap<String, String>>, BackendError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(serde_json::Value::Object(map)) => map
-                .iter()
-                .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => Some((k.clone(), s.clone())),
-                    serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
-                        Some((k.clone(), v.to_string()))
-                    }
-                    _ => None,
-                })
-                .collect::<Option<BTreeMap<_, _>>>()
-                .map(Some)
-                .ok_or_else(|| self.invalid(key, "a map of names to strings")),
-            Some(_) => Err(self.invalid(key, "a map of names to strings")),
-        }
     }
 }

@@ -7,15 +7,15 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 
-use super::{BackendError, Completion, Deployer, Executor, StageContext};
-use crate::config::ParamSchema;
+use super::{BackendError, BoxError, Completion, Deployer, Executor, ParamSchema, StageContext};
 
 type Make<B> = Box<
-    dyn Fn() -> Pin<Box<dyn Future<Output = Result<B, String>> + Send>> + Send + Sync + 'static,
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<B, BoxError>> + Send>> + Send + Sync + 'static,
 >;
 
 /// A backend made by `make` at its first use. When making it fails, that stage fails with
-/// [`BackendError::Unavailable`] and the message, and the next stage tries again.
+/// [`BackendError::Unavailable`], its message that of the error and its source the error itself,
+/// and the next stage tries again.
 ///
 /// Its parameters must be known before it is made (configs are checked before any stage
 /// runs): they are those given to [`with_params`](Self::with_params), else an open schema.
@@ -36,13 +36,17 @@ impl<B> std::fmt::Debug for Lazy<B> {
 
 impl<B: Send + Sync + 'static> Lazy<B> {
     /// A backend that `make` makes when first needed (its error says what is missing).
-    pub fn new<F, Fut>(make: F) -> Self
+    pub fn new<F, Fut, E>(make: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<B, String>> + Send + 'static,
+        Fut: Future<Output = Result<B, E>> + Send + 'static,
+        E: Into<BoxError>,
     {
         Lazy {
-            make: Box::new(move || Box::pin(make())),
+            make: Box::new(move || {
+                let made = make();
+                Box::pin(async move { made.await.map_err(Into::into) })
+            }),
             backend: tokio::sync::OnceCell::new(),
             run_params: ParamSchema::open(),
             deploy_params: ParamSchema::open(),
@@ -62,7 +66,7 @@ impl<B: Send + Sync + 'static> Lazy<B> {
         self.backend
             .get_or_try_init(|| (self.make)())
             .await
-            .map_err(BackendError::Unavailable)
+            .map_err(|e| BackendError::unavailable_with(e.to_string(), e))
     }
 }
 

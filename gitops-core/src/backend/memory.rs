@@ -137,7 +137,7 @@ impl MemoryBackend {
         if !script.delay.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(script.delay) => {}
-                _ = ctx.cancel.cancelled() => return Err(BackendError::Cancelled),
+                _ = ctx.cancelled() => return Err(BackendError::Cancelled),
             }
         }
         if script.fail_always || ctx.attempt <= script.fail_attempts {

@@ -3,23 +3,27 @@
 //! in config (`local`, `docker`, ...) to implementations.
 //!
 //! Every call gets a [`StageContext`]: the resolved `env` and `with` of the stage, the checkout
-//! directory, a cancellation token, a sink for log lines. Outputs are returned in the
+//! directory, a [`Cancellation`], a sink for log lines. Outputs are returned in the
 //! [`Completion`].
 //!
 //! # Cancellation
 //!
-//! When `ctx.cancel` is cancelled (the stage timed out, or its run was cancelled), an
+//! When `ctx.cancelled()` completes (the stage timed out, or its run was cancelled), an
 //! implementation must stop everything it started for the stage (processes, containers, jobs)
 //! and return promptly; what it returns then is recorded as cancelled or timed out, whatever it
 //! is. Nothing may be left running after the call returns.
 
+mod cancel;
 mod context;
+mod environment;
+mod error;
 mod lazy;
 pub mod local;
 mod log;
 pub mod memory;
 pub mod names;
 mod outputs;
+pub mod params;
 pub mod paths;
 pub mod process;
 mod registry;
@@ -28,15 +32,16 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use crate::config::ParamSchema;
-
-pub use context::{
-    EnvironmentPolicy, EnvironmentTarget, Params, RunInfo, StageContext, checkout_path,
-};
+pub use cancel::Cancellation;
+pub use context::{RunInfo, StageContext, TrustLevel};
+pub use environment::{Approval, EnvironmentPolicy, EnvironmentTarget, OnBusy};
+pub(crate) use error::io_failed;
+pub use error::{BackendError, BoxError, ErrorChain};
 pub use lazy::Lazy;
 pub(crate) use log::LogTarget;
 pub use log::{LogLine, LogSink, LogStream};
 pub use outputs::read_outputs;
+pub use params::{ParamKind, ParamSchema, Params, checkout_path};
 pub use paths::Checkout;
 pub use registry::BackendRegistry;
 
@@ -90,24 +95,6 @@ impl Completion {
     }
 }
 
-/// Why a backend could not carry out a call at all (as opposed to a stage that ran and failed).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum BackendError {
-    /// The infrastructure it needs does not answer (no Docker daemon, no cluster).
-    #[error("backend unavailable: {0}")]
-    Unavailable(String),
-    /// The stage's parameters make no sense for this backend.
-    #[error("invalid parameters: {0}")]
-    InvalidParameters(String),
-    /// The call was cancelled and stopped what it had started.
-    #[error("cancelled")]
-    Cancelled,
-    /// Anything else.
-    #[error("{0}")]
-    Failed(String),
-}
-
 /// Runs one stage.
 ///
 /// Implementations are shared between runs and stages (`Send + Sync`), and must honour the
@@ -128,7 +115,7 @@ pub trait Executor: Send + Sync + 'static {
 
     /// What a `run` stage on this backend may set in `with`, checked when a config loads. A
     /// parameter that is a command must be declared as one
-    /// ([`ParamKind::Command`](crate::config::params::ParamKind::Command)), so that `${{ }}` is
+    /// ([`ParamKind::Command`]), so that `${{ }}` is
     /// refused in it. The default accepts anything and declares no command.
     fn params(&self) -> ParamSchema {
         ParamSchema::open()
@@ -158,7 +145,7 @@ pub trait Deployer: Send + Sync + 'static {
 
     /// What deploy and stop stages on this backend, and environments deployed by it, may set in
     /// `with`, checked when a config loads. A parameter that is a command must be declared as one
-    /// ([`ParamKind::Command`](crate::config::params::ParamKind::Command)), so that `${{ }}` is
+    /// ([`ParamKind::Command`]), so that `${{ }}` is
     /// refused in it. The default accepts anything and declares no command.
     fn params(&self) -> ParamSchema {
         ParamSchema::open()

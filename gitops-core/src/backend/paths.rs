@@ -31,7 +31,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, readlinkat};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 
-use super::BackendError;
+use super::{BackendError, io_failed};
 
 mod resolve;
 
@@ -94,17 +94,13 @@ pub struct Checkout {
     fd: OwnedFd,
 }
 
-fn io_failed(what: &str, path: &Path, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Failed(format!("{what} {}: {e}", path.display()))
-}
-
 impl Checkout {
     /// Opens the checkout at `root` (a directory the engine made; the one path followed as is).
     pub fn open(root: impl AsRef<Path>) -> Result<Checkout, BackendError> {
         let root = root.as_ref();
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let fd = nix::fcntl::open(root, flags, Mode::empty())
-            .map_err(|e| io_failed("cannot open the checkout", root, e.desc().to_lowercase()))?;
+            .map_err(|e| io_failed("cannot open the checkout", root, e))?;
         Ok(Checkout {
             root: root.to_owned(),
             fd,
@@ -137,7 +133,7 @@ impl Checkout {
     ///
     /// [`BackendError::InvalidParameters`] when the path or a link on its way leads out of the
     /// checkout, goes through more than [`MAX_LINKS`] links, or ends at anything but a file or
-    /// directory; [`BackendError::Failed`] when the system refuses to look.
+    /// directory; [`BackendError::failed`] when the system refuses to look.
     pub fn find(&self, key: &str, rel: impl AsRef<Path>) -> Result<Option<Resolved>, BackendError> {
         Ok(self.found(key, rel.as_ref(), Want::Any)?.map(|f| Resolved {
             path: f.path,

@@ -12,9 +12,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
-use super::LogStream;
+use super::{Cancellation, LogStream};
 
 /// The variables of this process that a stage's process keeps (besides those the stage is
 /// given): nothing else of the host's environment (a server's webhook secret, say) reaches
@@ -102,7 +101,7 @@ impl StopPolicy {
 /// Where that order matters more than which stream a line came from, use [`run_merged`].
 pub async fn run_streaming(
     cmd: Command,
-    cancel: &CancellationToken,
+    cancel: &Cancellation,
     stop: StopPolicy,
     on_line: impl FnMut(LogStream, &str),
 ) -> std::io::Result<Exit> {
@@ -114,7 +113,7 @@ pub async fn run_streaming(
 /// stream it was written to cannot be told apart any more).
 pub async fn run_merged(
     cmd: Command,
-    cancel: &CancellationToken,
+    cancel: &Cancellation,
     stop: StopPolicy,
     on_line: impl FnMut(LogStream, &str),
 ) -> std::io::Result<Exit> {
@@ -133,7 +132,7 @@ enum Pipes {
 async fn run(
     mut cmd: Command,
     pipes: Pipes,
-    cancel: &CancellationToken,
+    cancel: &Cancellation,
     stop: StopPolicy,
     mut on_line: impl FnMut(LogStream, &str),
 ) -> std::io::Result<Exit> {

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Deployer, Executor};
-use crate::config::LoadOptions;
 
 /// Maps the backend names used in config to [`Executor`]s and [`Deployer`]s.
 #[derive(Clone, Default)]
@@ -63,21 +62,13 @@ impl BackendRegistry {
         names
     }
 
-    /// What configs run on this registry may use: its backend names, and the `with` parameters
-    /// each declares for `run` stages and for deployments; what `Engine` loads configs with.
-    pub fn load_options(&self) -> LoadOptions {
-        LoadOptions {
-            backends: self.names(),
-            run_params: self
-                .executors
-                .iter()
-                .map(|(name, e)| (name.clone(), e.params()))
-                .collect(),
-            deploy_params: self
-                .deployers
-                .iter()
-                .map(|(name, d)| (name.clone(), d.params()))
-                .collect(),
-        }
+    /// The executors, by name.
+    pub fn executors(&self) -> impl Iterator<Item = (&str, &Arc<dyn Executor>)> {
+        self.executors.iter().map(|(name, e)| (name.as_str(), e))
+    }
+
+    /// The deployers, by name.
+    pub fn deployers(&self) -> impl Iterator<Item = (&str, &Arc<dyn Deployer>)> {
+        self.deployers.iter().map(|(name, d)| (name.as_str(), d))
     }
 }

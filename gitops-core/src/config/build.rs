@@ -6,9 +6,9 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::model::{
-    Approval, Config, Environment, OnBusy, Pipeline, PullRequestTrigger, PushTrigger, Stage,
-    TagTrigger, Triggers,
+    Config, Environment, Pipeline, PullRequestTrigger, PushTrigger, Stage, TagTrigger, Triggers,
 };
+use crate::backend::{Approval, OnBusy};
 
 impl Config {
     /// An empty version 1 config.

@@ -24,12 +24,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+use crate::backend::BackendRegistry;
+
+pub use crate::backend::{Approval, OnBusy};
 pub use de::{Condition, MAX_DURATION, TemplateString, format_duration, parse_duration};
 pub use locate::Position;
 pub use model::{
-    Action, Approval, Concurrency, Config, DeployFrom, DeployFromTags, Environment, OnBusy,
-    OnConflict, PULL_REQUEST_TYPES, Pipeline, PullRequestTrigger, PullRequestType, PushTrigger,
-    ReleaseTrigger, Retry, SemverReq, Stage, TagTrigger, Triggers,
+    Action, Concurrency, Config, DeployFrom, DeployFromTags, Environment, OnConflict,
+    PULL_REQUEST_TYPES, Pipeline, PullRequestTrigger, PullRequestType, PushTrigger, ReleaseTrigger,
+    Retry, SemverReq, Stage, TagTrigger, Triggers,
 };
 pub use params::ParamSchema;
 pub use patterns::{Glob, Globs};
@@ -118,7 +121,7 @@ impl fmt::Display for ConfigError {
 }
 
 /// What a config may refer to beyond itself: the backends, and what each accepts in `with`
-/// (`BackendRegistry::load_options` gives those of the registered backends).
+/// ([`LoadOptions::from_registry`] gives those of the registered backends).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LoadOptions {
@@ -143,6 +146,22 @@ impl Default for LoadOptions {
 }
 
 impl LoadOptions {
+    /// What configs run on `registry` may use: its backend names, and the `with` parameters
+    /// each declares for `run` stages and for deployments; what `Engine` loads configs with.
+    pub fn from_registry(registry: &BackendRegistry) -> Self {
+        LoadOptions {
+            backends: registry.names(),
+            run_params: registry
+                .executors()
+                .map(|(name, e)| (name.to_owned(), e.params()))
+                .collect(),
+            deploy_params: registry
+                .deployers()
+                .map(|(name, d)| (name.to_owned(), d.params()))
+                .collect(),
+        }
+    }
+
     /// Allows one more backend name.
     pub fn with_backend(mut self, name: impl Into<String>) -> Self {
         self.backends.push(name.into());

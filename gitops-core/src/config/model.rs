@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::de::{Condition, TemplateString, duration, one_or_many, present};
 use super::patterns::Globs;
+use crate::backend::{Approval, EnvironmentPolicy, OnBusy};
 use crate::event::TagAction;
 
 /// A whole `.gitops.yml`.
@@ -61,6 +62,18 @@ pub struct Environment {
     pub deploy_from: Option<DeployFrom>,
 }
 
+impl Environment {
+    /// How deployments to it wait, as its backend is told.
+    pub fn policy(&self) -> EnvironmentPolicy {
+        EnvironmentPolicy {
+            approval: self.approval,
+            on_locked: self.on_locked,
+            on_pinned: self.on_pinned,
+            auto_stop_after: self.auto_stop_after,
+        }
+    }
+}
+
 /// `deploy_from:` of an environment: the branches and tags whose events may deploy to it. A
 /// pull request's event matches neither (its head branch is not the repository's).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -89,28 +102,6 @@ pub struct DeployFromTags {
     /// Tag names that match (globs).
     #[serde(default)]
     pub names: Option<Globs>,
-}
-
-/// Whether deployments to an environment need someone's approval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Approval {
-    /// They go ahead.
-    #[default]
-    None,
-    /// Each waits for an approval.
-    Required,
-}
-
-/// What a deployment does when it cannot go ahead yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnBusy {
-    /// It waits (the run shows why).
-    #[default]
-    Wait,
-    /// It fails at once, saying why.
-    Fail,
 }
 
 fn local() -> String {

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Engine, RunOptions};
 use crate::backend::{
-    BackendError, Deployer, EnvironmentPolicy, EnvironmentTarget, RunInfo, StageContext,
+    BackendError, Cancellation, Deployer, EnvironmentPolicy, EnvironmentTarget, RunInfo,
+    StageContext,
 };
 use crate::config::Action;
 use crate::environment::{Environments, LockGuard};
@@ -58,7 +59,7 @@ impl Engine {
         let (workdir, checkout) = self.workdir_of(recorded, action)?;
         let run_id = format!("{}-{}", action_name(action), new_run_id());
         let info = RunInfo::new(run_id, "gitops", event, workdir).with_actor(actor);
-        let cancel = Arc::new(cancel.unwrap_or_default());
+        let cancel = Cancellation::from_token(cancel.unwrap_or_default());
         let (ctx, target, masker) = self.context_of(env, action, recorded, info, &cancel)?;
         let holder = format!("{} of {}", action_name(action), env.name);
         let no_wait_events = |_: WaitReason| {};
@@ -100,7 +101,7 @@ impl Engine {
             checkout,
             cancel: cancel.clone(),
         };
-        let stop_if_dropped = CancellationToken::clone(&cancel).drop_guard();
+        let stop_if_dropped = cancel.token().clone().drop_guard();
         let task = tokio::spawn(locked.run(guard, self.ledger.clone(), self.environments.clone()));
         let outcome = task
             .await
@@ -154,7 +155,7 @@ impl Engine {
         action: Action,
         recorded: &DeploymentRecord,
         mut info: RunInfo,
-        cancel: &Arc<CancellationToken>,
+        cancel: &Cancellation,
     ) -> Result<(StageContext, EnvironmentTarget, Masker)> {
         let level = recorded
             .trust
@@ -192,7 +193,7 @@ struct Locked {
     record: NewDeployment,
     masker: Masker,
     checkout: Checkout,
-    cancel: Arc<CancellationToken>,
+    cancel: Cancellation,
 }
 
 impl Locked {
@@ -214,7 +215,7 @@ impl Locked {
             checkout,
             cancel,
         } = self;
-        ctx.cancel = Arc::new(guard.revocation().token().clone());
+        ctx.cancel = guard.revocation().cancellation().clone();
         let outcome = async {
             let id = ledger.begin_deployment(&record)?;
             let call = tokio::spawn(async move {
@@ -225,12 +226,12 @@ impl Locked {
             });
             let returned = match call.await {
                 Ok(returned) => returned,
-                Err(e) if e.is_panic() => Err(BackendError::Failed(DEPLOYER_PANICKED.to_owned())),
+                Err(e) if e.is_panic() => Err(BackendError::failed(DEPLOYER_PANICKED.to_owned())),
                 Err(_) => Err(BackendError::Cancelled),
             };
             let lost = guard.revocation().reason();
             let returned = match lost {
-                Some(reason) => Err(BackendError::Failed(reason.to_owned())),
+                Some(reason) => Err(BackendError::failed(reason.to_owned())),
                 None => returned,
             };
             let returned = masked(returned, &masker);

@@ -3,6 +3,7 @@
 //! environments, rolling back, pinning, approvals; and the ledger's queries about them.
 
 use super::Engine;
+use crate::backend::ErrorChain;
 use crate::config::Action;
 use crate::event::GitEvent;
 use crate::ledger::{
@@ -187,7 +188,7 @@ impl Engine {
                     reason,
                     deployment,
                 }),
-                Err(e) => errors.push(e.to_string()),
+                Err(e) => errors.push(ErrorChain(&e).to_string()),
             }
         }
         if !errors.is_empty() && out.is_empty() {

@@ -10,7 +10,7 @@ use super::Engine;
 use crate::Result;
 use crate::ledger::{Ledger, LedgerError, Retention};
 use crate::logs::{LogStore, RunLogWriter};
-use crate::scheduler::{RunRecorder, StageReport};
+use crate::scheduler::{RecordError, RunRecorder, StageReport};
 
 /// Records a stage's result in the ledger once its log is closed: whoever sees the result
 /// (`gitops logs --follow`, in another process) then finds the whole log.
@@ -21,7 +21,7 @@ pub(super) struct Recorder {
 
 #[async_trait]
 impl RunRecorder for Recorder {
-    async fn stage_finished(&self, run_id: &str, stage: &StageReport) -> Result<(), String> {
+    async fn stage_finished(&self, run_id: &str, stage: &StageReport) -> Result<(), RecordError> {
         if let Some(log) = &self.log {
             log.close_stage(&stage.id);
         }

@@ -103,7 +103,7 @@ impl Engine {
     ) -> Result<Engine> {
         let state_dir = state_dir.into();
         let ledger = Ledger::open(&state_dir)?;
-        let load = registry.load_options();
+        let load = LoadOptions::from_registry(&registry);
         Ok(Engine {
             logs: LogStore::new(&state_dir),
             state_dir,

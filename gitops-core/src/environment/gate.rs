@@ -3,10 +3,9 @@
 //! its deployment, and of its end.
 
 use async_trait::async_trait;
-use tokio_util::sync::CancellationToken;
 
 use super::{Environments, new_deployment};
-use crate::backend::{BackendError, Completion, Outcome, StageContext};
+use crate::backend::{BackendError, Cancellation, Completion, Outcome, StageContext};
 use crate::config::{Action, Approval};
 use crate::ledger::ApprovalStatus;
 use crate::scheduler::{DeploymentGate, GateRefusal, GateTicket, WaitReason};
@@ -18,7 +17,7 @@ impl Environments {
         run_id: &str,
         stage: &str,
         environment: &str,
-        cancel: &CancellationToken,
+        cancel: &Cancellation,
         waiting: &(dyn Fn(WaitReason) + Send + Sync),
     ) -> Result<(), GateRefusal> {
         let mut told = false;
@@ -72,7 +71,7 @@ impl DeploymentGate for Environments {
         let Some(target) = &ctx.environment else {
             return Err(GateRefusal::Refused("no environment".to_owned()));
         };
-        let cancel = ctx.cancel.as_ref();
+        let cancel = ctx.cancellation();
         if action == Action::Deploy && target.policy.approval == Approval::Required {
             self.approved(&ctx.run.id, &ctx.stage, &target.name, cancel, waiting)
                 .await?;
@@ -129,7 +128,7 @@ impl DeploymentGate for Environments {
             .as_ref()
             .and_then(|g| g.revocation().reason())
             .filter(|_| !succeeded)
-            .map(|reason| Err(BackendError::Failed(reason.to_owned())));
+            .map(|reason| Err(BackendError::failed(reason.to_owned())));
         let (returned, cancelled) = match &lost {
             Some(lost) => (lost, false),
             None => (returned, cancelled),

@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::Environments;
-use crate::backend::EnvironmentTarget;
+use crate::backend::{Cancellation, EnvironmentTarget, ErrorChain};
 use crate::config::OnBusy;
 use crate::ledger::Ledger;
 use crate::scheduler::{GateRefusal, Revocation, WaitReason};
@@ -64,7 +63,7 @@ impl Environments {
         holder: &str,
         target: &EnvironmentTarget,
         respect_pin: bool,
-        cancel: &CancellationToken,
+        cancel: &Cancellation,
         waiting: &(dyn Fn(WaitReason) + Send + Sync),
     ) -> Result<LockGuard, GateRefusal> {
         let ttl = self.inner.lock_ttl.as_secs_f64();
@@ -125,7 +124,7 @@ impl Environments {
 
     /// A guard for a lock just taken, renewing it until released; when it cannot, the guard's
     /// revocation (a child of `cancel`) is revoked.
-    fn guard(&self, environment: &str, holder: &str, cancel: &CancellationToken) -> LockGuard {
+    fn guard(&self, environment: &str, holder: &str, cancel: &Cancellation) -> LockGuard {
         let ledger = self.inner.ledger.clone();
         let ttl = self.inner.lock_ttl;
         let lost = Revocation::child_of(cancel);
@@ -179,7 +178,7 @@ async fn renew_until_lost(
                 return "it expired or was released, and is no longer held by this deployment"
                     .to_owned();
             }
-            Ok(Err(e)) => e.to_string(),
+            Ok(Err(e)) => ErrorChain(&e).to_string(),
             Err(e) => e.to_string(),
         };
         if renewed.elapsed() + ttl / 3 >= ttl {

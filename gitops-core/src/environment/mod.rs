@@ -23,11 +23,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 pub use lock::LockGuard;
 
-use crate::backend::{BackendError, Completion, Outcome, StageContext};
+use crate::backend::{BackendError, Cancellation, Completion, ErrorChain, Outcome, StageContext};
 use crate::config::Action;
 use crate::ledger::{DeploymentInputs, DeploymentResult, Ledger, LedgerError, NewDeployment};
 use crate::scheduler::GateRefusal;
@@ -80,13 +78,13 @@ impl Environments {
         let ledger = self.inner.ledger.clone();
         match tokio::task::spawn_blocking(move || f(&ledger)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(GateRefusal::Refused(e.to_string())),
+            Ok(Err(e)) => Err(GateRefusal::Refused(ErrorChain(&e).to_string())),
             Err(e) => Err(GateRefusal::Refused(format!("the ledger task failed: {e}"))),
         }
     }
 
     /// Sleeps one poll interval; `Cancelled` when `cancel` fires first.
-    async fn pause(&self, cancel: &CancellationToken) -> Result<(), GateRefusal> {
+    async fn pause(&self, cancel: &Cancellation) -> Result<(), GateRefusal> {
         tokio::select! {
             _ = tokio::time::sleep(self.inner.poll) => Ok(()),
             _ = cancel.cancelled() => Err(GateRefusal::Cancelled),
@@ -117,7 +115,7 @@ impl Environments {
             Err(BackendError::Cancelled) => (DeploymentResult::Cancelled, None, BTreeMap::new()),
             Err(e) => (
                 DeploymentResult::Failure,
-                Some(e.to_string()),
+                Some(ErrorChain(e).to_string()),
                 BTreeMap::new(),
             ),
         };
@@ -266,7 +264,7 @@ mod tests {
         let ledger = Ledger::open(tmp.path()).unwrap();
         let envs = Environments::new(ledger.clone());
         let target = EnvironmentTarget::new("staging", "staging", None);
-        let cancel = CancellationToken::new();
+        let cancel = Cancellation::new();
         let guard = envs
             .acquire("staging", HOLDER, &target, false, &cancel, &|_| {})
             .await

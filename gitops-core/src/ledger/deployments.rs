@@ -402,7 +402,7 @@ impl Ledger {
     fn corrupt(&self, e: impl std::fmt::Display) -> LedgerError {
         LedgerError::Database {
             path: self.path.clone(),
-            message: e.to_string(),
+            source: e.to_string().into(),
         }
     }
 }

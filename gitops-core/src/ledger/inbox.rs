@@ -148,6 +148,9 @@ pub struct Delivery {
 }
 
 /// How many deliveries wait and run.
+///
+/// (The inbox's queries say `state != 'done'` beside the state they look for, so that SQLite
+/// uses the index of the deliveries not done, which stays small however many are kept.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InboxDepth {
     /// Accepted, not started.
@@ -261,7 +264,9 @@ fn admit(
         let waiting = match *queued {
             Some(n) => n,
             None => tx
-                .prepare_cached("SELECT COUNT(*) FROM inbox WHERE state = 'queued'")?
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM inbox WHERE state = 'queued' AND state != 'done'",
+                )?
                 .query_row([], |r| r.get(0))?,
         };
         *queued = Some(waiting);
@@ -341,7 +346,7 @@ impl Ledger {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let raw = tx
                 .query_row(
-                    &format!("{SELECT_DELIVERY} WHERE state = 'queued' ORDER BY seq LIMIT 1"),
+                    &format!("{SELECT_DELIVERY} WHERE state = 'queued' AND state != 'done' ORDER BY seq LIMIT 1"),
                     [],
                     raw_delivery,
                 )
@@ -381,7 +386,7 @@ impl Ledger {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let rows = {
                 let mut stmt = tx.prepare(&format!(
-                    "{SELECT_DELIVERY} WHERE state = 'running' ORDER BY seq"
+                    "{SELECT_DELIVERY} WHERE state = 'running' AND state != 'done' ORDER BY seq"
                 ))?;
                 stmt.query_map([], raw_delivery)?
                     .collect::<rusqlite::Result<Vec<_>>>()?

@@ -29,21 +29,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::backend::BoxError;
 use crate::event::GitEvent;
-use crate::scheduler::{RunRecorder, RunResult, StageReport};
+use crate::scheduler::{RecordError, RunRecorder, RunResult, StageReport};
 use crate::trust::TrustLevel;
 
 /// Why the ledger could not be read or written.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LedgerError {
-    /// SQLite failed.
-    #[error("ledger {path}: {message}")]
+    /// SQLite failed, or the files it needs could not be made.
+    #[error("ledger {path}")]
     Database {
         /// The database file.
         path: PathBuf,
-        /// What SQLite said.
-        message: String,
+        /// What failed: SQLite's error, or the file system's.
+        #[source]
+        source: BoxError,
     },
     /// A run id that the ledger does not know.
     #[error("no run \"{0}\" in the ledger")]
@@ -275,14 +277,14 @@ impl Ledger {
     /// Opens (creating if needed) the ledger of `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Ledger, LedgerError> {
         let path = state_dir.join(LEDGER_FILE);
-        let err = |e: &dyn std::fmt::Display| LedgerError::Database {
+        let err = |e: BoxError| LedgerError::Database {
             path: path.clone(),
-            message: e.to_string(),
+            source: e,
         };
-        private_dir(state_dir).map_err(|e| err(&e))?;
-        private_files(&path).map_err(|e| err(&e))?;
-        let mut conn = Connection::open(&path).map_err(|e| err(&e))?;
-        schema::prepare(&mut conn).map_err(|e| err(&e))?;
+        private_dir(state_dir).map_err(|e| err(e.into()))?;
+        private_files(&path).map_err(|e| err(e.into()))?;
+        let mut conn = Connection::open(&path).map_err(|e| err(e.into()))?;
+        schema::prepare(&mut conn).map_err(|e| err(e.into()))?;
         Ok(Ledger {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -303,13 +305,13 @@ impl Ledger {
         &self,
         every: std::time::Duration,
     ) -> Result<BackgroundCheckpoints, LedgerError> {
-        let err = |e: &dyn std::fmt::Display| LedgerError::Database {
+        let err = |e: BoxError| LedgerError::Database {
             path: self.path.clone(),
-            message: e.to_string(),
+            source: e,
         };
-        let conn = Connection::open(&self.path).map_err(|e| err(&e))?;
+        let conn = Connection::open(&self.path).map_err(|e| err(e.into()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(|e| err(&e))?;
+            .map_err(|e| err(e.into()))?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
@@ -321,7 +323,7 @@ impl Ledger {
                     let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                 }
             })
-            .map_err(|e| err(&e))?;
+            .map_err(|e| err(e.into()))?;
         self.with(|c| c.pragma_update(None, "wal_autocheckpoint", 0))?;
         Ok(BackgroundCheckpoints {
             ledger: self.clone(),
@@ -337,7 +339,7 @@ impl Ledger {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut conn).map_err(|e| LedgerError::Database {
             path: self.path.clone(),
-            message: e.to_string(),
+            source: e.into(),
         })
     }
 
@@ -651,14 +653,14 @@ fn private_files(path: &Path) -> std::io::Result<()> {
 
 #[async_trait]
 impl RunRecorder for Ledger {
-    async fn stage_finished(&self, run_id: &str, stage: &StageReport) -> Result<(), String> {
+    async fn stage_finished(&self, run_id: &str, stage: &StageReport) -> Result<(), RecordError> {
         let ledger = self.clone();
         let run_id = run_id.to_owned();
-        let stage = stage.clone();
-        tokio::task::spawn_blocking(move || ledger.record_stage(&run_id, &stage))
+        let report = stage.clone();
+        tokio::task::spawn_blocking(move || ledger.record_stage(&run_id, &report))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(|e| RecordError::new(&*stage.id, e))?
+            .map_err(|e| RecordError::new(&*stage.id, e))
     }
 }
 

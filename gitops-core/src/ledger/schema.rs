@@ -122,7 +122,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX inbox_by_delivery ON inbox(provider, delivery_id);
     CREATE INDEX inbox_by_body ON inbox(body_hash, received_at);
-    CREATE INDEX inbox_by_state ON inbox(state, seq);
+    CREATE INDEX inbox_waiting ON inbox(state, seq) WHERE state != 'done';
     ALTER TABLE runs ADD COLUMN delivery INTEGER;
     CREATE INDEX runs_by_delivery ON runs(delivery);",
     "CREATE INDEX runs_by_start ON runs(started_at, id);

@@ -2,7 +2,6 @@
 //! backoff between them, the same for every backend.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::call::{call, stopped_by_run};
@@ -98,11 +97,11 @@ async fn one_attempt(job: &mut Job, attempt: u32) -> Attempt {
     let shared = job.shared.clone();
     let target = &shared.targets[job.target];
     if let Target::Missing(message) = target {
-        return Attempt::Returned(Err(BackendError::Failed(message.clone())));
+        return Attempt::Returned(Err(BackendError::failed(message.clone())));
     }
     // Without a timeout the stage stops only when the run does: its token is the run's.
     let token = match job.timeout {
-        Some(_) => Arc::new(shared.cancel_shard(job.index).child_token()),
+        Some(_) => shared.cancel_shard(job.index).child(),
         None => shared.cancel_shard(job.index).clone(),
     };
     let mut ctx = if job.retry.is_some() {

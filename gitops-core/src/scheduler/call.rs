@@ -4,14 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use super::events::RunEvent;
 use super::gate::{DEPLOYER_PANICKED, DeploymentGate, GateRefusal, GateTicket, WaitReason};
 use super::mask::masked;
 use super::state::Shared;
 use super::target::Target;
-use crate::backend::{BackendError, Completion, Outcome, StageContext};
+use crate::backend::{BackendError, Cancellation, Completion, Outcome, StageContext};
 use crate::config::Action;
 
 /// Calls the backend of stage `index` within `limit`, cancelling its token when the limit
@@ -30,12 +28,12 @@ pub(super) async fn call(
     let token = ctx.cancel.clone();
     let (deployer, action) = match target {
         Target::Execute(e) => return bounded(e.execute(ctx), limit, &token).await,
-        Target::Missing(m) => return (Err(BackendError::Failed(m.clone())), false),
+        Target::Missing(m) => return (Err(BackendError::failed(m.clone())), false),
         Target::Deploy(d) => (d, Action::Deploy),
         Target::Stop(d) => (d, Action::Stop),
     };
     if let Some(why) = shared.pipeline.stages[index].refused() {
-        return (Err(BackendError::Failed(why.to_owned())), false);
+        return (Err(BackendError::failed(why.to_owned())), false);
     }
     let invoke = |ctx| async move {
         match action {
@@ -59,12 +57,12 @@ pub(super) async fn call(
     let ticket = match entered {
         Ok(ticket) => ticket,
         Err(GateRefusal::Cancelled) => return (Err(BackendError::Cancelled), false),
-        Err(GateRefusal::Refused(message)) => return (Err(BackendError::Failed(message)), false),
+        Err(GateRefusal::Refused(message)) => return (Err(BackendError::failed(message)), false),
     };
     let mut ctx = ctx;
     let revocation = ticket.revocation.clone();
     if let Some(r) = &revocation {
-        ctx.cancel = Arc::new(r.token().clone());
+        ctx.cancel = r.cancellation().clone();
     }
     let entered = Entered {
         gate: gate.clone(),
@@ -72,7 +70,7 @@ pub(super) async fn call(
     };
     let (mut returned, timed_out) = bounded(invoke(ctx), limit, &token).await;
     if let Some(reason) = revocation.as_ref().and_then(|r| r.reason()) {
-        returned = Err(BackendError::Failed(reason.to_owned()));
+        returned = Err(BackendError::failed(reason.to_owned()));
     }
     let returned = masked(returned, &shared.masker);
     entered.leave(&returned, token.is_cancelled()).await;
@@ -123,7 +121,7 @@ impl Drop for Entered {
         let gate = self.gate.clone();
         runtime.spawn(async move {
             let returned = if panicked {
-                Err(BackendError::Failed(DEPLOYER_PANICKED.to_owned()))
+                Err(BackendError::failed(DEPLOYER_PANICKED.to_owned()))
             } else {
                 Err(BackendError::Cancelled)
             };
@@ -136,7 +134,7 @@ impl Drop for Entered {
 async fn bounded<R>(
     work: impl std::future::Future<Output = R>,
     limit: Option<Duration>,
-    token: &CancellationToken,
+    token: &Cancellation,
 ) -> (R, bool) {
     let Some(limit) = limit else {
         return (work.await, false);

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BackendError, Completion, StageContext};
+use crate::backend::{BackendError, Cancellation, Completion, StageContext};
 use crate::config::Action;
 
 /// Why a deploy or stop stage waits before its backend is called.
@@ -76,33 +75,34 @@ impl GateTicket {
     }
 }
 
-/// How a gate stops a deployment it let in while the backend works: it cancels the token the
-/// backend was given (a child of the stage's), saying why. Cheap to clone; clones share it.
+/// How a gate stops a deployment it let in while the backend works: it cancels the
+/// [`Cancellation`] the backend was given (a child of the stage's), saying why. Cheap to clone;
+/// clones share it.
 #[derive(Debug, Clone, Default)]
 pub struct Revocation {
-    token: CancellationToken,
+    cancel: Cancellation,
     reason: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Revocation {
-    /// A revocation whose token is a child of `parent` (the stage's): it is cancelled with the
+    /// A revocation whose cancellation is a child of `parent` (the stage's): it fires with the
     /// stage, and revoking it cancels only the deployment.
-    pub fn child_of(parent: &CancellationToken) -> Self {
+    pub fn child_of(parent: &Cancellation) -> Self {
         Revocation {
-            token: parent.child_token(),
+            cancel: parent.child(),
             reason: Arc::default(),
         }
     }
 
-    /// The token to give the backend.
-    pub fn token(&self) -> &CancellationToken {
-        &self.token
+    /// What to give the backend.
+    pub fn cancellation(&self) -> &Cancellation {
+        &self.cancel
     }
 
     /// Records why (the first reason given stays) and cancels the token.
     pub fn revoke(&self, reason: impl Into<String>) {
         let _ = self.reason.set(reason.into());
-        self.token.cancel();
+        self.cancel.cancel();
     }
 
     /// Why it was revoked; `None` while it was not.
@@ -116,7 +116,7 @@ impl Revocation {
 #[async_trait]
 pub trait DeploymentGate: Send + Sync + 'static {
     /// Called before the backend is: returns when the stage may go ahead, telling `waiting` why
-    /// it waits meanwhile; gives up when `ctx.cancel` is cancelled.
+    /// it waits meanwhile; gives up when `ctx.cancelled()` completes.
     async fn enter(
         &self,
         ctx: &StageContext,

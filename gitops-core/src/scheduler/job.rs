@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::progress::Progress;
 use super::state::Shared;
-use crate::backend::{EnvironmentPolicy, EnvironmentTarget, StageContext};
-use crate::config::Retry;
+use crate::backend::{EnvironmentTarget, StageContext};
+use crate::config::{Environment, Retry};
 use crate::expr::StageStatus;
 use crate::plan::layout::{ENVIRONMENT, POLICY, RENDERS};
 
@@ -77,7 +77,7 @@ impl Job {
                             .filter(|_| settings.is_some_and(|s| s.per_pull_request))
                             .map(|pr| pr.number),
                     )
-                    .with_policy(settings.map(EnvironmentPolicy::of).unwrap_or_default()),
+                    .with_policy(settings.map(Environment::policy).unwrap_or_default()),
                 ));
             }
         }

@@ -1,14 +1,16 @@
 //! What a backend returned, as a stage's result: every secret of the run masked in its outputs
-//! and messages, since what it returns is shown (report, events) and recorded (ledger).
+//! and messages (an error's causes too), since what it returns is shown (report, events) and
+//! recorded (ledger).
 
 use std::collections::BTreeMap;
 
 use super::report::StageResult;
-use crate::backend::{BackendError, Completion, Outcome};
+use crate::backend::{BackendError, Completion, ErrorChain, Outcome};
 use crate::secret::Masker;
 
 /// What a backend returned, with every secret masked in its outputs and messages: what it
-/// returns is shown (report, events) and recorded (ledger).
+/// returns is shown (report, events) and recorded (ledger). An error whose message or causes
+/// hold a secret becomes a [`BackendError::Failed`] of the whole chain, masked.
 pub(crate) fn masked(
     returned: Result<Completion, BackendError>,
     masker: &Masker,
@@ -26,9 +28,9 @@ pub(crate) fn masked(
         }
         Err(BackendError::Cancelled) => Err(BackendError::Cancelled),
         Err(e) => {
-            let mut text = e.to_string();
+            let mut text = ErrorChain(&e).to_string();
             if masker.mask_in_place(&mut text) {
-                Err(BackendError::Failed(text))
+                Err(BackendError::failed(text))
             } else {
                 Err(e)
             }
@@ -54,7 +56,7 @@ pub(super) fn classify(
         Err(e) => {
             let message = match e {
                 BackendError::Cancelled => "the backend cancelled the stage".to_owned(),
-                e => e.to_string(),
+                e => ErrorChain(&e).to_string(),
             };
             (
                 StageResult::Failure {

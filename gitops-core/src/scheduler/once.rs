@@ -51,7 +51,7 @@ where
         match &shared.targets[shared.pipeline.layout.target(index)] {
             Target::Execute(e) => e.execute(ctx(shared, index)),
             Target::Missing(m) => {
-                Box::pin(std::future::ready(Err(BackendError::Failed(m.clone()))))
+                Box::pin(std::future::ready(Err(BackendError::failed(m.clone()))))
             }
             gated => {
                 let ctx = ctx(shared, index);

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::gate::DeploymentGate;
 use super::report::StageReport;
-use crate::backend::{LogLine, RunInfo};
+use crate::backend::{BoxError, LogLine, RunInfo};
 use crate::secret::{Masker, Secret};
 
 /// Limits on how much runs at once.
@@ -54,8 +54,31 @@ impl SchedulerOptions {
 /// be resumed.
 #[async_trait]
 pub trait RunRecorder: Send + Sync + 'static {
-    /// Called when a stage has ended, before any stage that needs it starts.
-    async fn stage_finished(&self, run_id: &str, stage: &StageReport) -> Result<(), String>;
+    /// Called when a stage has ended, before any stage that needs it starts. An error is told
+    /// to the run's followers as a warning; the run goes on.
+    async fn stage_finished(&self, run_id: &str, stage: &StageReport) -> Result<(), RecordError>;
+}
+
+/// Why a [`RunRecorder`] could not record a stage's result.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot record stage \"{stage}\"")]
+#[non_exhaustive]
+pub struct RecordError {
+    /// The stage.
+    pub stage: String,
+    /// What failed (the ledger's error, say).
+    #[source]
+    pub source: BoxError,
+}
+
+impl RecordError {
+    /// Recording `stage` failed because of `source`.
+    pub fn new(stage: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        RecordError {
+            stage: stage.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// Keeps the log lines of a run's stages as they come (the engine's stage logs in the state

@@ -18,7 +18,9 @@ use super::progress::Progress;
 use super::report::StageReport;
 use super::spec::{RunRecorder, RunSpec, SchedulerOptions};
 use super::target::Target;
-use crate::backend::{BackendRegistry, LogLine, LogSink, LogTarget, RunInfo, StageContext};
+use crate::backend::{
+    BackendRegistry, Cancellation, LogLine, LogSink, LogTarget, RunInfo, StageContext,
+};
 use crate::expr::StageStatus;
 use crate::plan::PlannedPipeline;
 use crate::secret::{Masker, Secret};
@@ -31,7 +33,7 @@ pub(super) struct Shared {
     pub run_cancel: CancellationToken,
     /// Children of `run_cancel` that stage contexts clone: cloning a token locks its node, so
     /// thousands of stages cloning one token would all queue on one lock.
-    pub cancel_shards: Vec<Arc<CancellationToken>>,
+    pub cancel_shards: Vec<Cancellation>,
     pub start: Instant,
     /// What runs the stages of each of the layout's (backend, action) pairs, resolved once
     /// per run.
@@ -226,7 +228,7 @@ impl Shared {
             events,
             // A shard for every 256 stages, up to 64: a small run makes one token, not 64.
             cancel_shards: (0..(pipeline.stages.len() / 256).clamp(1, 64))
-                .map(|_| Arc::new(cancel.child_token()))
+                .map(|_| Cancellation::from_token(cancel.child_token()))
                 .collect(),
             run_cancel: cancel,
             start,
@@ -289,7 +291,7 @@ impl Shared {
         true
     }
 
-    pub fn cancel_shard(&self, index: usize) -> &Arc<CancellationToken> {
+    pub fn cancel_shard(&self, index: usize) -> &Cancellation {
         &self.cancel_shards[index % self.cancel_shards.len()]
     }
 

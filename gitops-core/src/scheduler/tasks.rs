@@ -23,6 +23,7 @@ use super::once::once;
 use super::report::{StageReport, StageResult};
 use super::spec::RunRecorder;
 use super::state::Shared;
+use crate::backend::ErrorChain;
 
 /// Books the end of stage `index` from its task: records it (when the run has a recorder,
 /// before any stage that needs it starts), counts it off its dependents, and starts what
@@ -117,9 +118,9 @@ pub(super) async fn apply(mut out: Handoff, shared: &Arc<Shared>) -> Option<usiz
 }
 
 async fn record(shared: &Shared, recorder: &dyn RunRecorder, report: &StageReport) {
-    if let Err(message) = recorder.stage_finished(&shared.info.id, report).await {
+    if let Err(e) = recorder.stage_finished(&shared.info.id, report).await {
         shared.emit(|at| RunEvent::Warning {
-            message: format!("cannot record stage \"{}\": {message}", report.id),
+            message: ErrorChain(&e).to_string(),
             at,
         });
     }

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio_util::sync::CancellationToken;
 
 use super::push_event;
 use crate::backend::{
-    BackendError, Completion, Deployer, EnvironmentTarget, Outcome, RunInfo, StageContext,
+    BackendError, Cancellation, Completion, Deployer, EnvironmentTarget, Outcome, RunInfo,
+    StageContext,
 };
 
 /// `with` parameters.
@@ -314,7 +314,7 @@ pub async fn cancelled_deploy_keeps_the_previous_release(
     )
     .await;
     let before = leftovers(setup, env).await;
-    let token = CancellationToken::new();
+    let token = Cancellation::new();
     let ctx =
         context(setup, env, "deploy", (setup.slow_release)("cancelled")).with_cancel(token.clone());
     let cancel_after = setup.cancel_after;

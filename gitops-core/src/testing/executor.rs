@@ -175,7 +175,7 @@ pub async fn streams_logs(exec: &dyn Executor, setup: &Setup) {
 /// Cancellation stops a running command promptly.
 pub async fn stops_on_cancel(exec: &dyn Executor, setup: &Setup) {
     let ctx = context(setup, "cancel", "sleep 1000");
-    let token = ctx.cancel.clone();
+    let token = ctx.cancellation().clone();
     let start = Instant::now();
     let cancel_after = Duration::from_millis(500);
     tokio::spawn(async move {

@@ -18,52 +18,12 @@
 
 mod policy;
 
-use std::fmt;
-
+pub use crate::backend::TrustLevel;
 pub use policy::{DEFAULT_TRUST_LABEL, EnvironmentRules, ForkRule, Policy, SecretSpec, WatchTrust};
 
 use crate::config::{Action, DeployFrom, Environment};
 use crate::event::{EventPayload, GitEvent, PullRequestEvent};
 use crate::release::matches_requirement;
-
-/// How far the engine trusts an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrustLevel {
-    /// The repository's own pushes, tags and releases, and operator commands.
-    Trusted,
-    /// A pull request from a branch of the repository itself.
-    Member,
-    /// A pull request from another repository, or from one the engine cannot tell.
-    Fork,
-}
-
-impl TrustLevel {
-    /// `trusted`, `member` or `fork`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TrustLevel::Trusted => "trusted",
-            TrustLevel::Member => "member",
-            TrustLevel::Fork => "fork",
-        }
-    }
-
-    /// The level named `name` (`trusted`, `member`, `fork`).
-    pub fn parse(name: &str) -> Option<TrustLevel> {
-        match name {
-            "trusted" => Some(TrustLevel::Trusted),
-            "member" => Some(TrustLevel::Member),
-            "fork" => Some(TrustLevel::Fork),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for TrustLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Whether `pr` was seen by the repository watcher: its head is a pull request ref of the
 /// repository (`refs/pull/<n>/head`), with no repository known for it. Webhooks name the head

@@ -36,6 +36,7 @@ mod objects;
 mod ready;
 mod service;
 
+use bollard::errors::Error as ApiError;
 use gitops_core::backend::BackendError::InvalidParameters;
 use std::time::Duration;
 
@@ -51,8 +52,8 @@ pub(crate) use service::{DEPLOY_KEYS, SERVICE_KEYS};
 const LABEL: &str = "gitops.environment";
 const SERVICE_LABEL: &str = "gitops.service";
 
-fn failed(what: &str, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Failed(format!("{what}: {e}"))
+fn failed(what: &str, e: ApiError) -> BackendError {
+    BackendError::failed_with(what, e)
 }
 
 /// The environment a deploy or stop stage acts on.
@@ -104,9 +105,10 @@ impl Deployer for DockerBackend {
                 self.ready(name, published, service, deadline, timeout, &ctx)
                     .await
                     .map_err(|e| match e {
-                        BackendError::Failed(m) => {
-                            BackendError::Failed(format!("service {}: {m}", service.name))
-                        }
+                        BackendError::Failed { message, source } => BackendError::Failed {
+                            message: format!("service {}: {message}", service.name),
+                            source,
+                        },
                         e => e,
                     })?;
                 urls.push(published.map(|p| format!("http://127.0.0.1:{p}/")));
@@ -151,7 +153,7 @@ impl Deployer for DockerBackend {
     }
 
     /// One service's keys, or `services`, with `primary` and `ready_timeout`.
-    fn params(&self) -> gitops_core::config::ParamSchema {
+    fn params(&self) -> gitops_core::backend::ParamSchema {
         crate::params::deployer()
     }
 }

@@ -33,12 +33,12 @@ impl DockerBackend {
             .and_then(|p| p.parse::<u16>().ok());
         match published {
             Some(p) => Ok(Some(p)),
-            None if !running => Err(BackendError::Failed(format!(
+            None if !running => Err(BackendError::failed(format!(
                 "service {}: the container exited before it was ready{}",
                 service.name,
                 self.tail(name).await
             ))),
-            None => Err(BackendError::Failed(format!(
+            None => Err(BackendError::failed(format!(
                 "service {}: port {port} of the container was not published: {ports:?}",
                 service.name
             ))),
@@ -95,7 +95,7 @@ impl DockerBackend {
                 .state;
             let running = state.as_ref().and_then(|s| s.running).unwrap_or(false);
             if !running {
-                return Err(BackendError::Failed(format!(
+                return Err(BackendError::failed(format!(
                     "the container exited before it was ready{}",
                     self.tail(id).await
                 )));
@@ -114,7 +114,7 @@ impl DockerBackend {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(BackendError::Failed(format!(
+                return Err(BackendError::failed(format!(
                     "not ready within {}s: {}",
                     timeout.as_secs(),
                     match (health, published) {
@@ -128,7 +128,7 @@ impl DockerBackend {
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = ctx.cancel.cancelled() => return Err(BackendError::Cancelled),
+                _ = ctx.cancelled() => return Err(BackendError::Cancelled),
             }
         }
     }

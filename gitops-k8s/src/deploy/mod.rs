@@ -248,10 +248,10 @@ impl Deployer for KubernetesBackend {
             Err(e) => return Err(api_error(&format!("deleting namespace {ns}"), e)),
         }
         let deadline = tokio::time::Instant::now().checked_add(self.rollout_timeout);
-        match wait::until_gone(&api, &ns, deadline, &ctx.cancel).await {
+        match wait::until_gone(&api, &ns, deadline, ctx.cancellation()).await {
             Ok(()) => Ok(Completion::success()),
             Err(WaitError::Cancelled) => Err(BackendError::Cancelled),
-            Err(WaitError::TimedOut) => Err(BackendError::Failed(format!(
+            Err(WaitError::TimedOut) => Err(BackendError::failed(format!(
                 "namespace {ns} was still terminating after {}s",
                 self.rollout_timeout.as_secs()
             ))),
@@ -260,7 +260,7 @@ impl Deployer for KubernetesBackend {
     }
 
     /// `manifests`, `image`, `namespace`, `service` and `rollout_timeout` (see the module docs).
-    fn params(&self) -> gitops_core::config::ParamSchema {
+    fn params(&self) -> gitops_core::backend::ParamSchema {
         crate::params::deployer()
     }
 }

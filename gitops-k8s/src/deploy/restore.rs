@@ -10,12 +10,11 @@
 
 use std::time::Duration;
 
-use gitops_core::backend::BackendError;
+use gitops_core::backend::{BackendError, Cancellation};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::manifests::Manifest;
 use super::{APPLIED, Pruned, record};
@@ -139,7 +138,7 @@ impl KubernetesBackend {
                 None => Prior::Absent,
                 Some(o) => {
                     let value = serde_json::to_value(&o)
-                        .map_err(|e| BackendError::Failed(format!("{kind} {name}: {e}")))?;
+                        .map_err(|e| BackendError::failed_with(format!("{kind} {name}"), e))?;
                     match extract(&value, "gitops") {
                         Some(config) => Prior::Applied(config),
                         None => Prior::Foreign,
@@ -178,10 +177,10 @@ impl KubernetesBackend {
             }
             let patience = Duration::from_secs(60);
             let deadline = tokio::time::Instant::now().checked_add(patience);
-            return wait::until_gone(&namespaces, ns, deadline, &CancellationToken::new())
+            return wait::until_gone(&namespaces, ns, deadline, &Cancellation::new())
                 .await
                 .map_err(|_| {
-                    BackendError::Failed(format!(
+                    BackendError::failed(format!(
                         "namespace {ns}, made by the cancelled deploy, was still there after {}s",
                         patience.as_secs()
                     ))

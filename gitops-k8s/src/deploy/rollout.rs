@@ -61,7 +61,7 @@ impl KubernetesBackend {
             &api,
             Selector::Name(&m.name),
             deadline,
-            &ctx.cancel,
+            ctx.cancellation(),
             |o: &DynamicObject| {
                 let value = serde_json::to_value(o).ok()?;
                 rollout_pending(&kind, &value).is_none().then_some(Ok(()))
@@ -83,7 +83,7 @@ impl KubernetesBackend {
                 );
                 Ok(())
             }
-            Ok(Err(message)) => Err(BackendError::Failed(message)),
+            Ok(Err(message)) => Err(BackendError::failed(message)),
             Err(WaitError::Cancelled) => Err(BackendError::Cancelled),
             Err(WaitError::TimedOut) => {
                 let progress = match api.get(&m.name).await {
@@ -93,7 +93,7 @@ impl KubernetesBackend {
                         .unwrap_or_else(|| "done just now".to_owned()),
                     Err(e) => e.to_string(),
                 };
-                Err(BackendError::Failed(format!(
+                Err(BackendError::failed(format!(
                     "{} {} did not roll out within {}s: {progress}",
                     m.kind,
                     m.name,

@@ -104,7 +104,7 @@ impl Executor for KubernetesBackend {
     }
 
     /// `image`, `command`, `env` and `namespace` (see the crate docs).
-    fn params(&self) -> gitops_core::config::ParamSchema {
+    fn params(&self) -> gitops_core::backend::ParamSchema {
         crate::params::executor()
     }
 }

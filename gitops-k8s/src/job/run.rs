@@ -97,7 +97,7 @@ impl KubernetesBackend {
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), ns);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let job: Job = serde_json::from_value(job)
-            .map_err(|e| BackendError::Failed(format!("the Job does not serialise: {e}")))?;
+            .map_err(|e| BackendError::failed_with("the Job does not serialise", e))?;
         jobs.create(&PostParams::default(), &job)
             .await
             .map_err(|e| api_error(&format!("creating Job {ns}/{name}"), e))?;
@@ -116,7 +116,7 @@ impl KubernetesBackend {
             }
             // A wait without a deadline does not time out.
             Err(WaitError::TimedOut) => {
-                return Err(BackendError::Failed(
+                return Err(BackendError::failed(
                     "the wait for the Job ended without a result".to_owned(),
                 ));
             }
@@ -140,7 +140,7 @@ impl KubernetesBackend {
             jobs,
             Selector::Name(name),
             None,
-            &ctx.cancel,
+            ctx.cancellation(),
             Ended::of,
             |_| Some(Ended::deleted()),
             || Some(Ended::deleted()),
@@ -207,7 +207,7 @@ impl KubernetesBackend {
             pods,
             Selector::Labels(&selector),
             None,
-            &ctx.cancel,
+            ctx.cancellation(),
             |p: &Pod| {
                 let status = p.status.as_ref()?;
                 if let Some(stuck) = cannot_start(status) {
@@ -258,11 +258,11 @@ impl KubernetesBackend {
         let patience = self.stop_grace + std::time::Duration::from_secs(30);
         let deadline = tokio::time::Instant::now().checked_add(patience);
         // Not the stage's token: it may be the cancellation that brought us here.
-        let unstoppable = tokio_util::sync::CancellationToken::new();
+        let unstoppable = gitops_core::backend::Cancellation::new();
         match wait::until_gone(jobs, name, deadline, &unstoppable).await {
             Ok(()) => Ok(()),
             Err(WaitError::Api(e)) => Err(api_error(&format!("watching Job {ns}/{name} go"), e)),
-            Err(WaitError::TimedOut | WaitError::Cancelled) => Err(BackendError::Failed(format!(
+            Err(WaitError::TimedOut | WaitError::Cancelled) => Err(BackendError::failed(format!(
                 "Job {ns}/{name} was still being deleted {}s after it was asked to stop",
                 patience.as_secs()
             ))),

@@ -129,7 +129,7 @@ pub(super) fn stage_secret(
         })
         .collect();
     let labels: BTreeMap<String, String> = serde_json::from_value(labels.clone())
-        .map_err(|e| BackendError::Failed(format!("the Secret's labels: {e}")))?;
+        .map_err(|e| BackendError::failed_with("the Secret's labels", e))?;
     Ok(Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(name.to_owned()),

@@ -12,9 +12,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use gitops_core::backend::Cancellation;
 use gitops_core::backend::process::{Exit, StopPolicy, StopSignal, run_streaming};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::routes::{Target, async_stream, not_found, streaming};
 use super::store::{PodLog, key};
@@ -25,7 +25,7 @@ const NOW: &str = "2026-01-01T00:00:00Z";
 impl FakeCluster {
     /// Runs the first container of `pod` (of Job `job`).
     pub(super) fn start_pod(&self, namespace: &str, name: &str, job: Option<String>, pod: &Value) {
-        let token = CancellationToken::new();
+        let token = Cancellation::new();
         {
             let mut state = lock(&self.inner);
             let id = (namespace.to_owned(), name.to_owned());
@@ -53,7 +53,7 @@ impl FakeCluster {
         pod: &str,
         job: Option<&str>,
         container: &Value,
-        token: CancellationToken,
+        token: Cancellation,
         stop: StopPolicy,
     ) {
         let argv: Vec<String> = container["command"]

@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use gitops_core::backend::Cancellation;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::apply::{self, Managed};
 
@@ -79,7 +79,7 @@ pub(super) struct State {
     pub(super) managers: BTreeMap<Key, Vec<Managed>>,
     pub(super) logs: BTreeMap<(String, String), PodLog>,
     /// Processes the kubelet runs, by pod (namespace, name).
-    pub(super) running: BTreeMap<(String, String), CancellationToken>,
+    pub(super) running: BTreeMap<(String, String), Cancellation>,
     pub(super) requests: Vec<String>,
     next_id: u64,
 }

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use gitops_core::backend::{BackendError, Completion, Deployer, LogStream, StageContext};
+use gitops_core::backend::{
+    BackendError, BoxError, Cancellation, Completion, Deployer, LogStream, StageContext,
+};
 
 use super::failure;
 use super::settings::{Settings, state_key};
@@ -41,13 +43,11 @@ impl TerraformBackend {
     /// variables planned and applied again), or, when it had none, empty again (destroyed, and
     /// its workspace deleted when this deploy made it). Runs to its end whatever the stage's
     /// cancellation, since half an environment is worse than a late return.
-    async fn put_back(&self, ctx: &StageContext, p: &Prepared) -> Result<(), String> {
-        let tf =
-            p.tf.clone()
-                .with_cancel(tokio_util::sync::CancellationToken::new(), self.grace);
+    async fn put_back(&self, ctx: &StageContext, p: &Prepared) -> Result<(), BoxError> {
+        let tf = p.tf.clone().with_cancel(Cancellation::new(), self.grace);
         p.backend_override
             .ensure()
-            .map_err(|e| format!("writing the backend override again: {e}"))?;
+            .map_err(|e| BackendError::failed_with("writing the backend override again", e))?;
         let saved = self.deployed_vars(ctx, &p.settings);
         if saved.is_dir() {
             ctx.log.line(
@@ -55,20 +55,16 @@ impl TerraformBackend {
                 "cancelled: putting back the release deployed before",
             );
             let plan_file = p.scratch.path().join("put-back.tfplan");
-            tf.plan(&plan_file, &saved_vars(&saved), false)
-                .await
-                .map_err(|e| e.to_string())?;
-            tf.apply(&plan_file).await.map_err(|e| e.to_string())?;
+            tf.plan(&plan_file, &saved_vars(&saved), false).await?;
+            tf.apply(&plan_file).await?;
         } else {
             ctx.log.line(
                 LogStream::Stdout,
                 "cancelled: removing what this first deploy made",
             );
-            tf.destroy(&p.var_files).await.map_err(|e| e.to_string())?;
+            tf.destroy(&p.var_files).await?;
             if !p.workspace_existed && p.settings.workspace != "default" {
-                tf.delete_workspace(&p.settings.workspace)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                tf.delete_workspace(&p.settings.workspace).await?;
             }
         }
         Ok(())
@@ -110,19 +106,23 @@ impl Deployer for TerraformBackend {
             Err(TerraformError::Cancelled) => {
                 return match self.put_back(&ctx, &p).await {
                     Ok(()) => Err(BackendError::Cancelled),
-                    Err(e) => Err(BackendError::Failed(format!(
-                        "the deploy was cancelled, and putting back what was there before failed: {e}"
-                    ))),
+                    Err(e) => Err(BackendError::failed_with(
+                        "the deploy was cancelled, and putting back what was there before failed",
+                        e,
+                    )),
                 };
             }
             Err(e) => return failure(e),
         };
         let saved = self.deployed_vars(&ctx, &p.settings);
         self.save_deployed_vars(&saved, &p.var_files).map_err(|e| {
-            BackendError::Failed(format!(
-                "applied, but cannot keep the variables for a later destroy in {}: {e}",
-                saved.display()
-            ))
+            BackendError::failed_with(
+                format!(
+                    "applied, but cannot keep the variables for a later destroy in {}",
+                    saved.display()
+                ),
+                e,
+            )
         })?;
         let mut completion = Completion::success()
             .with_output("workspace", p.settings.workspace.clone())
@@ -177,7 +177,7 @@ impl Deployer for TerraformBackend {
     }
 
     /// The same keys as a stage's.
-    fn params(&self) -> gitops_core::config::ParamSchema {
+    fn params(&self) -> gitops_core::backend::ParamSchema {
         crate::params::schema()
     }
 }

@@ -35,18 +35,16 @@ impl TerraformBackend {
             .collect();
         cmd.env("GITOPS_TF_VAR_ARGS", var_args.join(" "));
         let stop = StopPolicy::new(StopSignal::Interrupt, self.grace);
-        let exit = run_streaming(cmd, &ctx.cancel, stop, |stream, line| {
+        let exit = run_streaming(cmd, ctx.cancellation(), stop, |stream, line| {
             ctx.log.line(stream, line)
         })
         .await
-        .map_err(|e| BackendError::Unavailable(format!("cannot run sh: {e}")))?;
+        .map_err(|e| BackendError::unavailable_with("cannot run sh", e))?;
         let outputs = match read_outputs(&output) {
             Ok(o) => o,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => {
-                return Err(BackendError::Failed(format!(
-                    "cannot read $GITOPS_OUTPUT: {e}"
-                )));
+                return Err(BackendError::failed_with("cannot read $GITOPS_OUTPUT", e));
             }
         };
         exit.into_completion(outputs)
@@ -120,7 +118,7 @@ impl Executor for TerraformBackend {
 
     /// `dir`, `binary`, `workspace`, `vars`, `var_files`, `backend_config`, `lock_timeout`,
     /// `expose_sensitive` and `action` (see the crate docs).
-    fn params(&self) -> gitops_core::config::ParamSchema {
+    fn params(&self) -> gitops_core::backend::ParamSchema {
         crate::params::schema()
     }
 }

@@ -16,8 +16,8 @@ pub(crate) use settings::KEYS;
 fn to_backend(e: TerraformError) -> BackendError {
     match e {
         TerraformError::Cancelled => BackendError::Cancelled,
-        TerraformError::NotFound { .. } => BackendError::Unavailable(e.to_string()),
-        e => BackendError::Failed(e.to_string()),
+        TerraformError::NotFound { .. } => BackendError::unavailable_with(e.to_string(), e),
+        e => BackendError::failed_with(e.to_string(), e),
     }
 }
 

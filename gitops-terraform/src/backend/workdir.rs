@@ -128,9 +128,8 @@ impl TerraformBackend {
         create: bool,
     ) -> Result<Prepared, SetupError> {
         let settings = Settings::read(self, ctx).map_err(SetupError::Backend)?;
-        let io = |what: &str, e: std::io::Error| {
-            SetupError::Backend(BackendError::Failed(format!("{what}: {e}")))
-        };
+        let io =
+            |what: &str, e: std::io::Error| SetupError::Backend(BackendError::failed_with(what, e));
         let cache = self.state_dir.join("plugin-cache");
         std::fs::create_dir_all(&cache).map_err(|e| io("creating the plugin cache", e))?;
         let mut generated = BackendOverride(None);
@@ -154,7 +153,7 @@ impl TerraformBackend {
             .with_envs(ctx.variables())
             .with_env("TF_PLUGIN_CACHE_DIR", cache.to_string_lossy())
             .with_log(ctx.log.clone())
-            .with_cancel((*ctx.cancel).clone(), self.grace)
+            .with_cancel(ctx.cancellation().clone(), self.grace)
             .with_lock_timeout(settings.lock_timeout);
         // Setting up is quiet: what goes wrong is in the error, the rest is noise in the log.
         let quiet = tf

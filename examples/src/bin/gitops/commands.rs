@@ -30,7 +30,7 @@ fn read_stdin() -> Result<Vec<u8>, String> {
 }
 
 fn print_json(value: &impl serde::Serialize) -> Outcome {
-    let text = serde_json::to_string_pretty(value).map_err(|e| format!("error: {e}"))?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| crate::error(&e))?;
     outln!("{text}");
     Ok(())
 }
@@ -49,9 +49,9 @@ pub fn validate(path: &Path) -> Outcome {
 }
 
 pub fn event(provider: &str, event_type: &str, file: Option<&Path>) -> Outcome {
-    let provider: Provider = provider.parse().map_err(|e| format!("error: {e}"))?;
+    let provider: Provider = provider.parse().map_err(|e| crate::error(&e))?;
     let body = read_input(file)?;
-    let event = parse(provider, event_type, &body).map_err(|e| format!("error: {e}"))?;
+    let event = parse(provider, event_type, &body).map_err(|e| crate::error(&e))?;
     print_json(&event)
 }
 
@@ -65,8 +65,8 @@ pub fn plan(event_file: &Path, repo: Option<&Path>, config: Option<&Path>) -> Ou
     })?;
     let (config, changes) = match repo {
         Some(dir) => {
-            let repo = Repository::open(dir).map_err(|e| format!("error: {e}"))?;
-            let commit = repo.commit_for(&event).map_err(|e| format!("error: {e}"))?;
+            let repo = Repository::open(dir).map_err(|e| crate::error(&e))?;
+            let commit = repo.commit_for(&event).map_err(|e| crate::error(&e))?;
             let config = repo
                 .config_at(&commit, &crate::run::load_options())
                 .map_err(|e| e.to_string())?;
@@ -82,7 +82,7 @@ pub fn plan(event_file: &Path, repo: Option<&Path>, config: Option<&Path>) -> Ou
     };
     let plan = Planner::new()
         .plan(&event, &config, &changes)
-        .map_err(|e| format!("error: {e}"))?;
+        .map_err(|e| crate::error(&e))?;
     print_json(&plan)
 }
 
@@ -98,7 +98,7 @@ pub fn graph(pipeline: &str, path: &Path) -> Outcome {
     };
     let graph =
         gitops_core::graph::StageGraph::from_needs(p.stages.iter().map(|(id, s)| (id, &s.needs)))
-            .map_err(|e| format!("error: {e}"))?;
+            .map_err(|e| crate::error(&e))?;
     let stages: Vec<_> = p.stages.values().collect();
     out!(
         "{}",

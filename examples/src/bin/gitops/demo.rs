@@ -61,7 +61,7 @@ pub async fn run(keep: Option<&Path>) -> Result<(), String> {
     };
     demo(&dir, keep.is_some())
         .await
-        .map_err(|e| format!("error: demo failed: {e}"))
+        .map_err(|e| format!("error: demo failed: {}", gitops_core::ErrorChain(&*e)))
 }
 
 /// `dir`, made if missing and absolute; refused when it holds anything already.

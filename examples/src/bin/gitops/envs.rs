@@ -20,8 +20,8 @@ fn open(common: &Common) -> Result<Engine, String> {
     engine(common)
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    format!("error: {e}")
+fn err(e: impl std::error::Error + 'static) -> String {
+    crate::error(&e)
 }
 
 /// A Unix time as `YYYY-MM-DD HH:MM:SS` UTC.

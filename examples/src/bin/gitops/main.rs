@@ -395,6 +395,12 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+/// `error: ` and the message of `e` with each of its causes (`...: caused by: ...`), as the app
+/// prints errors.
+fn error(e: &(dyn std::error::Error + 'static)) -> String {
+    format!("error: {}", gitops_core::ErrorChain(e))
+}
+
 fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -215,6 +215,22 @@ pub fn summary(report: &RunReport) -> String {
     )
 }
 
+/// An `error:` line for each stage of `report` that failed (not one reused from an earlier run):
+/// its message, which holds what caused it.
+pub fn failures(report: &RunReport) -> impl Iterator<Item = String> + '_ {
+    report
+        .stages
+        .iter()
+        .filter(|s| !s.reused)
+        .filter_map(|s| match &s.result {
+            StageResult::Failure { message, .. } => Some(format!(
+                "error: stage \"{}\" of pipeline {} failed: {message}",
+                s.id, report.pipeline
+            )),
+            _ => None,
+        })
+}
+
 /// A failed or timed-out stage for [`summary`]: `test failed with exit code 3`, or its message
 /// when there is no exit code.
 fn failure(stage: &str, result: &StageResult) -> Option<String> {

@@ -87,7 +87,7 @@ pub fn registry(state: &Path) -> BackendRegistry {
 /// backend names and parameters of [`registry`], the very ones `run` loads configs with. The
 /// state dir plays no part in them, so none is needed.
 pub fn load_options() -> LoadOptions {
-    registry(Path::new("")).load_options()
+    LoadOptions::from_registry(&registry(Path::new("")))
 }
 
 /// The engine of the state dir, on [`registry`].
@@ -102,13 +102,13 @@ pub fn engine(common: &Common) -> Result<Engine, String> {
             e.with_policy(common.policy.clone())
                 .with_max_log_bytes(common.max_log_bytes)
         })
-        .map_err(|e| format!("error: {e}"))
+        .map_err(|e| crate::error(&e))
 }
 
 /// Removes the finished runs (and their logs) that `--keep-runs` and `--keep-days` let go,
 /// saying how many on standard error.
 pub fn prune(engine: &Engine, retention: &Retention) -> Result<(), String> {
-    let removed = engine.prune(retention).map_err(|e| format!("error: {e}"))?;
+    let removed = engine.prune(retention).map_err(|e| crate::error(&e))?;
     if !removed.is_empty() {
         errln!(
             "removed {} and their logs (--keep-runs/--keep-days)",
@@ -176,7 +176,7 @@ pub async fn run(
             event_file.display()
         )
     })?;
-    let repo = Repository::open(repo).map_err(|e| format!("error: {e}"))?;
+    let repo = Repository::open(repo).map_err(|e| crate::error(&e))?;
     let engine = engine(&common)?;
     prune(&engine, &common.retention)?;
     let mut options = run_options(&common)?;
@@ -184,7 +184,7 @@ pub async fn run(
     let runs = engine.start(&event, &repo, &options).map_err(|e| match e {
         // Located config errors read `file:line:col: message`, as `gitops validate` prints them.
         gitops_core::Error::Config(e) => e.to_string(),
-        e => format!("error: {e}"),
+        e => crate::error(&e),
     })?;
     print_notes(&runs);
     let result = if runs.is_empty() {
@@ -219,7 +219,7 @@ pub async fn finish_event(engine: &Engine, event: &GitEvent) -> Result<(), Strin
     for stopped in engine
         .finish_event(event)
         .await
-        .map_err(|e| format!("error: {e}"))?
+        .map_err(|e| crate::error(&e))?
     {
         outln!(
             "■ {} stopped: its pull request was closed (deployment #{}, {})",
@@ -235,7 +235,7 @@ pub async fn rerun(run_id: &str, from: Option<&str>, common: Common) -> Result<(
     let engine = engine(&common)?;
     let run = engine
         .rerun(run_id, from, &run_options(&common)?)
-        .map_err(|e| format!("error: {e}"))?;
+        .map_err(|e| crate::error(&e))?;
     outln!("Re-running run {run_id} as {}", run.id);
     execute(&engine, vec![run], &common).await
 }
@@ -246,7 +246,7 @@ pub async fn resume(run_id: Option<&str>, common: Common) -> Result<(), String> 
         Some(id) => vec![id.to_owned()],
         None => engine
             .interrupted()
-            .map_err(|e| format!("error: {e}"))?
+            .map_err(|e| crate::error(&e))?
             .into_iter()
             .map(|r| r.id)
             .collect(),
@@ -261,9 +261,7 @@ pub async fn resume(run_id: Option<&str>, common: Common) -> Result<(), String> 
     let options = run_options(&common)?;
     let mut runs = Vec::new();
     for id in &ids {
-        let run = engine
-            .resume(id, &options)
-            .map_err(|e| format!("error: {e}"))?;
+        let run = engine.resume(id, &options).map_err(|e| crate::error(&e))?;
         let kept = count(run.pipeline.stages.len(), "stage");
         outln!("Resuming run {id} ({kept}; finished ones are kept)");
         runs.push(run);
@@ -316,7 +314,7 @@ async fn execute(engine: &Engine, runs: Vec<StartedRun>, common: &Common) -> Res
     for (task, follower) in tasks {
         match task.await {
             Ok(Ok(report)) => reports.push(report),
-            Ok(Err(e)) => errors.push(format!("error: {e}")),
+            Ok(Err(e)) => errors.push(crate::error(&e)),
             Err(e) => errors.push(format!("error: a run crashed: {e}")),
         }
         let _ = follower.await;
@@ -329,9 +327,14 @@ async fn execute(engine: &Engine, runs: Vec<StartedRun>, common: &Common) -> Res
         let made = engine
             .ledger()
             .run_deployments(&report.run_id)
-            .map_err(|e| format!("error: {e}"))?;
+            .map_err(|e| crate::error(&e))?;
         for d in &made {
             outln!("{}", crate::envs::deployment_line(d));
+        }
+    }
+    for report in &reports {
+        for line in progress::failures(report) {
+            errln!("{line}");
         }
     }
     if let Some(path) = &common.report {
@@ -340,7 +343,7 @@ async fn execute(engine: &Engine, runs: Vec<StartedRun>, common: &Common) -> Res
         } else {
             serde_json::to_string_pretty(&reports)
         };
-        let json = json.map_err(|e| format!("error: {e}"))?;
+        let json = json.map_err(|e| crate::error(&e))?;
         std::fs::write(path, json + "\n")
             .map_err(|e| format!("error: cannot write {}: {e}", path.display()))?;
     }

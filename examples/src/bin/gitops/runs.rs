@@ -12,8 +12,8 @@ use gitops_examples::{errln, outln};
 use crate::envs::{deployment_json, print_json, short, time};
 use crate::run::{Common, engine};
 
-fn err(e: impl std::fmt::Display) -> String {
-    format!("error: {e}")
+fn err(e: impl std::error::Error + 'static) -> String {
+    crate::error(&e)
 }
 
 /// `running`, `interrupted` (its process is gone), or how it ended.

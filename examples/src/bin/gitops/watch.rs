@@ -26,7 +26,7 @@ pub struct WatchArgs {
 }
 
 pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| format!("error: {e}");
+    let err = |e: &(dyn std::error::Error + 'static)| crate::error(e);
     let state = common.state.clone();
     let base = args.base_branch.clone();
     let source = args.repo.clone();
@@ -82,7 +82,7 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
             Ok(poll) => poll,
             // A long-running watch outlives a remote that does not answer for a while.
             Err(e) if !args.once => {
-                errln!("error: {e} (trying again in {every})");
+                errln!("{} (trying again in {every})", crate::error(&e));
                 tokio::select! {
                     _ = tokio::time::sleep(args.interval) => continue,
                     _ = crate::run::interrupted() => return Ok(()),
@@ -176,7 +176,7 @@ async fn handle(
             runs
         }
         Err(e) => {
-            errln!("error: {e}");
+            errln!("{}", crate::error(&e));
             return Handled::Done { failed: 1 };
         }
     };
@@ -196,10 +196,11 @@ async fn handle(
             Ok(report) => {
                 failed += usize::from(report.result != RunResult::Success);
                 errln!("{}", progress::summary(&report));
+                progress::failures(&report).for_each(|line| errln!("{line}"));
             }
             Err(e) => {
                 failed += 1;
-                errln!("error: {e}");
+                errln!("{}", crate::error(&e));
             }
         }
     }
@@ -212,7 +213,7 @@ async fn handle(
                 errln!("■ {} stopped: its pull request was closed", s.environment);
             }
         }
-        Err(e) => errln!("error: {e}"),
+        Err(e) => errln!("{}", crate::error(&e)),
     }
     Handled::Done { failed }
 }

@@ -30,9 +30,9 @@ use async_trait::async_trait;
 
 use super::server::{self, NotServing, ServerFiles};
 use super::{LocalBackend, process};
+use crate::backend::ParamSchema;
 use crate::backend::process::Exit;
-use crate::backend::{BackendError, Checkout, Completion, Deployer, StageContext};
-use crate::config::ParamSchema;
+use crate::backend::{BackendError, Checkout, Completion, Deployer, StageContext, io_failed};
 
 /// The live release, and the one being made.
 const RELEASE: &str = "release";
@@ -40,10 +40,6 @@ const NEXT: &str = "release.next";
 const OLD: &str = "release.old";
 /// The build's `$GITOPS_OUTPUT`, while it runs.
 const BUILD_OUTPUT: &str = "build.output";
-
-fn io(what: &str, path: &Path, e: std::io::Error) -> BackendError {
-    BackendError::Failed(format!("{what} {}: {e}", path.display()))
-}
 
 impl LocalBackend {
     fn environment_dir(&self, ctx: &StageContext) -> Result<PathBuf, BackendError> {
@@ -181,10 +177,10 @@ impl LocalBackend {
         let next = root.join(NEXT);
         for dir in [&next, &root.join(OLD)] {
             if dir.exists() {
-                std::fs::remove_dir_all(dir).map_err(|e| io("cannot remove", dir, e))?;
+                std::fs::remove_dir_all(dir).map_err(|e| io_failed("cannot remove", dir, e))?;
             }
         }
-        std::fs::create_dir_all(&next).map_err(|e| io("cannot create", &next, e))?;
+        std::fs::create_dir_all(&next).map_err(|e| io_failed("cannot create", &next, e))?;
         let skip = root
             .parent()
             .and_then(|p| p.canonicalize().ok())
@@ -263,9 +259,9 @@ impl LocalBackend {
         // The new release goes live.
         let old = root.join(OLD);
         if release.exists() {
-            std::fs::rename(&release, &old).map_err(|e| io("cannot move", &release, e))?;
+            std::fs::rename(&release, &old).map_err(|e| io_failed("cannot move", &release, e))?;
         }
-        std::fs::rename(&next, &release).map_err(|e| io("cannot move", &next, e))?;
+        std::fs::rename(&next, &release).map_err(|e| io_failed("cannot move", &next, e))?;
         if old.exists() {
             let _ = std::fs::remove_dir_all(&old);
         }
@@ -301,7 +297,7 @@ impl Deployer for LocalBackend {
         server::stop(&ServerFiles::in_dir(&root, "server")).await;
         server::stop(&ServerFiles::in_dir(&root, "server.next")).await;
         if root.exists() {
-            std::fs::remove_dir_all(&root).map_err(|e| io("cannot remove", &root, e))?;
+            std::fs::remove_dir_all(&root).map_err(|e| io_failed("cannot remove", &root, e))?;
         }
         Ok(Completion::success())
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{BackendError, Completion, Executor, StageContext};
-use crate::config::ParamSchema;
+use crate::backend::ParamSchema;
 
 /// Runs stages as local processes.
 #[derive(Debug, Clone)]
@@ -103,11 +103,11 @@ impl Executor for LocalBackend {
         let output_file = tempfile::Builder::new()
             .prefix("gitops-output-")
             .tempfile()
-            .map_err(|e| BackendError::Failed(format!("cannot create the output file: {e}")))?;
+            .map_err(|e| BackendError::failed_with("cannot create the output file", e))?;
         let status =
             process::run(self, &ctx, &command, &ctx.run.workdir, output_file.path()).await?;
         let outputs = super::read_outputs(output_file.path())
-            .map_err(|e| BackendError::Failed(format!("cannot read $GITOPS_OUTPUT: {e}")))?;
+            .map_err(|e| BackendError::failed_with("cannot read $GITOPS_OUTPUT", e))?;
         status.into_completion(outputs)
     }
 

@@ -1,7 +1,7 @@
 //! What the local backend reads from `with`, declared for config validation: keep in step with
 //! `deploy.rs`, which reads these keys.
 
-use crate::config::params::{ParamKind, ParamSchema};
+use crate::backend::{ParamKind, ParamSchema};
 
 /// A `run` stage: the command is its `run`, so `with` takes nothing.
 pub(super) fn run() -> ParamSchema {
@@ -40,81 +40,6 @@ pub(super) fn deploy() -> ParamSchema {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, LoadOptions};
-
-    fn options() -> LoadOptions {
-        LoadOptions::default()
-            .with_run_params("local", super::run())
-            .with_deploy_params("local", super::deploy())
-    }
-
-    fn parse(yaml: &str) -> Result<Config, String> {
-        Config::parse_with(".gitops.yml", yaml, &options()).map_err(|e| e.to_string())
-    }
-
-    /// The config of `gitops demo` (examples/src/bin/gitops/demo.rs) and the README's keys.
-    #[test]
-    fn accepts_the_documented_examples() {
-        let yaml = r#"version: 1
-environments:
-  preview: { per_pull_request: true }
-  staging: { with: { files: app.txt, ready_timeout: 30 } }
-pipelines:
-  pr:
-    on: { pull_request: {} }
-    stages:
-      build: { run: ./build.sh }
-      preview: { needs: build, deploy: preview, with: { files: [app.txt] } }
-  main:
-    on: { push: { branches: [main] } }
-    stages:
-      deploy:
-        deploy: staging
-        with: { files: [site, app.txt], build: 'echo "building $GITOPS_PR_TITLE"', serve: "python3 -m http.server $PORT", port: 8080 }
-  closed:
-    on: { pull_request: { types: [closed] } }
-    stages:
-      teardown: { stop: preview }
-"#;
-        parse(yaml).unwrap();
-    }
-
-    #[test]
-    fn refuses_unknown_keys_and_templates_in_commands() {
-        let base = "version: 1\nenvironments:\n  web: {}\npipelines:\n  ci:\n    on: { push: {} }\n    stages:\n      d: { deploy: web, with: WITH }\n";
-        let err = parse(&base.replace("WITH", "{ sevre: x }")).unwrap_err();
-        assert!(err.contains("did you mean \"serve\"?"), "{err}");
-        let err =
-            parse(&base.replace("WITH", "{ build: \"echo ${{ event.pr.title }}\" }")).unwrap_err();
-        assert!(
-            err.starts_with(
-                ".gitops.yml:8:40: pipelines.ci.stages.d.with.build: `build` is a command"
-            ),
-            "{err}"
-        );
-        let err = parse(&base.replace("WITH", "{ serve: \"x ${{ event.sha }}\" }")).unwrap_err();
-        assert!(err.contains("with.serve: `serve` is a command"), "{err}");
-        let err = parse(&base.replace("WITH", "{ port: 0 }")).unwrap_err();
-        assert!(
-            err.contains("must be a whole number from 1 to 65535, found 0"),
-            "{err}"
-        );
-        let err = parse(&base.replace("WITH", "{ files: [../etc] }")).unwrap_err();
-        assert!(
-            err.contains("with.files[0]: must be a path inside the checkout"),
-            "{err}"
-        );
-        // A run stage on the local backend takes no `with` at all.
-        let run = "version: 1\npipelines:\n  ci:\n    on: { push: {} }\n    stages:\n      t: { run: make, with: { image: x } }\n";
-        let err = parse(run).unwrap_err();
-        assert!(
-            err.contains(
-                "unknown parameter \"image\": backend \"local\" takes no `with` parameters here"
-            ),
-            "{err}"
-        );
-    }
-
     /// A context made in code, which no config validation saw.
     #[tokio::test]
     async fn deploy_refuses_a_command_holding_a_template() {

@@ -22,9 +22,11 @@ pub(super) async fn run(
     stage_environment(&mut cmd, ctx.variables());
     cmd.env("GITOPS_OUTPUT", output);
     let stop = StopPolicy::new(StopSignal::Terminate, backend.kill_grace);
-    run_merged(cmd, &ctx.cancel, stop, |stream, line| {
+    run_merged(cmd, ctx.cancellation(), stop, |stream, line| {
         ctx.log.line(stream, line)
     })
     .await
-    .map_err(|e| BackendError::Unavailable(format!("cannot run {}: {e}", backend.shell.display())))
+    .map_err(|e| {
+        BackendError::unavailable_with(format!("cannot run {}", backend.shell.display()), e)
+    })
 }

@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 
 use super::LocalBackend;
 use crate::backend::process::kill_group;
-use crate::backend::{BackendError, StageContext};
+use crate::backend::{BackendError, StageContext, io_failed};
 
 /// Where a server's pid and log are kept.
 #[derive(Debug, Clone)]
@@ -34,10 +34,6 @@ impl ServerFiles {
         let _ = std::fs::rename(&self.pid, &to.pid);
         let _ = std::fs::rename(&self.log, &to.log);
     }
-}
-
-fn io(what: &str, path: &Path, e: std::io::Error) -> BackendError {
-    BackendError::Failed(format!("{what} {}: {e}", path.display()))
 }
 
 /// Whether `pid` still runs (a zombie has ended; it only waits to be reaped).
@@ -69,7 +65,7 @@ pub(super) fn free_port() -> Result<u16, BackendError> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| BackendError::Failed(format!("cannot find a free loopback port: {e}")))
+        .map_err(|e| BackendError::failed_with("cannot find a free loopback port", e))
 }
 
 /// Why a server did not come up.
@@ -98,10 +94,10 @@ impl LocalBackend {
             .checked_add(timeout)
             .ok_or_else(|| failed(ctx.params().invalid("ready_timeout", "a shorter time")))?;
         let log = std::fs::File::create(&files.log)
-            .map_err(|e| failed(io("cannot create", &files.log, e)))?;
+            .map_err(|e| failed(io_failed("cannot create", &files.log, e)))?;
         let err_log = log
             .try_clone()
-            .map_err(|e| failed(io("cannot open", &files.log, e)))?;
+            .map_err(|e| failed(io_failed("cannot open", &files.log, e)))?;
         let mut cmd = tokio::process::Command::new(&self.shell);
         cmd.arg("-c")
             .arg(command)
@@ -113,16 +109,16 @@ impl LocalBackend {
         crate::backend::process::stage_environment(&mut cmd, ctx.variables());
         cmd.env("PORT", port.to_string());
         let mut child = cmd.spawn().map_err(|e| {
-            failed(BackendError::Unavailable(format!(
-                "cannot start {}: {e}",
-                self.shell.display()
-            )))
+            failed(BackendError::unavailable_with(
+                format!("cannot start {}", self.shell.display()),
+                e,
+            ))
         })?;
         let pgid = child.id().map(|id| Pid::from_raw(id as i32));
         if let Some(pid) = child.id() {
             if let Err(e) = std::fs::write(&files.pid, pid.to_string()) {
                 kill_group(pgid, Signal::SIGKILL);
-                return Err(failed(io("cannot write", &files.pid, e)));
+                return Err(failed(io_failed("cannot write", &files.pid, e)));
             }
         }
         let give_up = |message: String| {
@@ -135,7 +131,7 @@ impl LocalBackend {
                     let _ = std::fs::write(&files.log, text);
                 }
             }
-            NotServing::Failed(BackendError::Failed(message))
+            NotServing::Failed(BackendError::failed(message))
         };
         loop {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -170,7 +166,7 @@ impl LocalBackend {
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = ctx.cancel.cancelled() => {
+                _ = ctx.cancelled() => {
                     give_up(String::new());
                     let _ = child.wait().await;
                     return Err(NotServing::Cancelled);

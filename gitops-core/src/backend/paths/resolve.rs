@@ -73,108 +73,160 @@ fn same_inode(a: &FileStat, b: &FileStat) -> bool {
 
 /// Resolves `rel` under the directory `root` without leaving it (see the module docs).
 pub(super) fn resolve_in(root: BorrowedFd<'_>, rel: &Path) -> Result<Found, Refusal> {
-    let mut pending: VecDeque<(OsString, Origin)> = VecDeque::new();
-    for c in rel.components() {
-        match c {
-            Component::Normal(s) => pending.push_back((s.to_owned(), None)),
-            Component::ParentDir => pending.push_back(("..".into(), None)),
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => return Err(Refusal::Outside),
+    let mut walk = Walk::new(root, rel)?;
+    while let Some((name, origin)) = walk.pending.pop_front() {
+        if name == ".." {
+            walk.climb(origin)?;
+        } else if let Some(found) = walk.step(name, origin)? {
+            return Ok(found);
         }
     }
-    let mut stack: Vec<(OsString, OwnedFd)> = Vec::new();
-    let mut links = 0;
-    let here = |stack: &[(OsString, OwnedFd)]| -> PathBuf {
-        stack.iter().map(|(n, _)| n.as_os_str()).collect()
-    };
-    while let Some((name, origin)) = pending.pop_front() {
-        if name == ".." {
-            if stack.pop().is_none() {
-                return Err(origin.map_or(Refusal::Outside, Refusal::Link));
+    walk.at_directory()
+}
+
+/// A resolution under way: the components still to walk (a link's target goes first), and the
+/// directories entered, each by a descriptor.
+struct Walk<'a> {
+    root: BorrowedFd<'a>,
+    pending: VecDeque<(OsString, Origin)>,
+    stack: Vec<(OsString, OwnedFd)>,
+    links: usize,
+}
+
+impl<'a> Walk<'a> {
+    /// The components of `rel` to walk from `root`; an absolute path is refused.
+    fn new(root: BorrowedFd<'a>, rel: &Path) -> Result<Self, Refusal> {
+        let mut pending = VecDeque::new();
+        for c in rel.components() {
+            match c {
+                Component::Normal(s) => pending.push_back((s.to_owned(), None)),
+                Component::ParentDir => pending.push_back(("..".into(), None)),
+                Component::CurDir => {}
+                Component::RootDir | Component::Prefix(_) => return Err(Refusal::Outside),
             }
-            continue;
         }
-        let cur = stack.last().map_or(root, |(_, fd)| fd.as_fd());
-        let path = here(&stack).join(&name);
-        let stat = match fstatat(cur, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(Walk {
+            root,
+            pending,
+            stack: Vec::new(),
+            links: 0,
+        })
+    }
+
+    /// The directory reached.
+    fn cur(&self) -> BorrowedFd<'_> {
+        self.stack.last().map_or(self.root, |(_, fd)| fd.as_fd())
+    }
+
+    /// Where the directory reached is, below the root.
+    fn here(&self) -> PathBuf {
+        self.stack.iter().map(|(n, _)| n.as_os_str()).collect()
+    }
+
+    /// `..`: out of the directory last entered; refused at the root.
+    fn climb(&mut self, origin: Origin) -> Result<(), Refusal> {
+        match self.stack.pop() {
+            Some(_) => Ok(()),
+            None => Err(origin.map_or(Refusal::Outside, Refusal::Link)),
+        }
+    }
+
+    /// One component, `name`: a link queues its target, a directory on the way is entered, and
+    /// the last component is what was found.
+    fn step(&mut self, name: OsString, origin: Origin) -> Result<Option<Found>, Refusal> {
+        let path = self.here().join(&name);
+        let stat = match fstatat(self.cur(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(s) => s,
             Err(Errno::ENOENT) => return Err(Refusal::Missing(origin)),
             Err(e) => return Err(Refusal::Io(path, e)),
         };
+        let last = self.pending.is_empty();
         match kind_of(&stat) {
-            Err(what) => return Err(Refusal::Special(path, what)),
-            Ok(SFlag::S_IFLNK) => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(Refusal::Loop);
-                }
-                let target = PathBuf::from(
-                    readlinkat(cur, name.as_os_str()).map_err(|e| Refusal::Io(path.clone(), e))?,
-                );
-                let origin = Rc::new((path, target));
-                if origin.1.as_os_str().is_empty() {
-                    return Err(Refusal::Missing(Some(origin)));
-                }
-                let target = &origin.1;
-                if target.has_root() {
-                    return Err(Refusal::Link(origin.clone()));
-                }
-                for c in target.components().rev() {
-                    match c {
-                        Component::Normal(s) => {
-                            pending.push_front((s.to_owned(), Some(origin.clone())))
-                        }
-                        Component::ParentDir => {
-                            pending.push_front(("..".into(), Some(origin.clone())))
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Ok(SFlag::S_IFDIR) if pending.is_empty() => {
-                return Ok(Found {
-                    path,
-                    kind: Kind::Dir,
-                    at: dup(cur, &stack)?,
-                    name: Some(name),
-                    stat,
-                });
-            }
-            Ok(SFlag::S_IFDIR) => {
-                let flags =
-                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-                let fd = match openat(cur, name.as_os_str(), flags, Mode::empty()) {
-                    Ok(fd) => fd,
-                    Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => {
-                        return Err(Refusal::Changed(path));
-                    }
-                    Err(e) => return Err(Refusal::Io(path, e)),
-                };
-                stack.push((name, fd));
-            }
-            Ok(_) if pending.is_empty() => {
-                return Ok(Found {
-                    path,
-                    kind: Kind::File,
-                    at: dup(cur, &stack)?,
-                    name: Some(name),
-                    stat,
-                });
-            }
-            Ok(_) => return Err(Refusal::NotDir(path)),
+            Err(what) => Err(Refusal::Special(path, what)),
+            Ok(SFlag::S_IFLNK) => self.follow(name, path).map(|()| None),
+            Ok(SFlag::S_IFDIR) if !last => self.enter(name, path).map(|()| None),
+            Ok(SFlag::S_IFDIR) => self.found(Kind::Dir, path, name, stat).map(Some),
+            Ok(_) if last => self.found(Kind::File, path, name, stat).map(Some),
+            Ok(_) => Err(Refusal::NotDir(path)),
         }
     }
-    // The path ends at a directory reached by `..`, or is the root itself.
-    let path = here(&stack);
-    let cur = stack.last().map_or(root, |(_, fd)| fd.as_fd());
-    let stat = fstat(cur).map_err(|e| Refusal::Io(path.clone(), e))?;
-    Ok(Found {
-        path,
-        kind: Kind::Dir,
-        at: dup(cur, &stack)?,
-        name: None,
-        stat,
-    })
+
+    /// The link `name` (at `path`): its target's components are walked next; an empty target,
+    /// an absolute one, or one link too many is refused.
+    fn follow(&mut self, name: OsString, path: PathBuf) -> Result<(), Refusal> {
+        self.links += 1;
+        if self.links > MAX_LINKS {
+            return Err(Refusal::Loop);
+        }
+        let target = PathBuf::from(
+            readlinkat(self.cur(), name.as_os_str()).map_err(|e| Refusal::Io(path.clone(), e))?,
+        );
+        let origin = Rc::new((path, target));
+        if origin.1.as_os_str().is_empty() {
+            return Err(Refusal::Missing(Some(origin)));
+        }
+        if origin.1.has_root() {
+            return Err(Refusal::Link(origin));
+        }
+        for c in origin.1.components().rev() {
+            match c {
+                Component::Normal(s) => self
+                    .pending
+                    .push_front((s.to_owned(), Some(origin.clone()))),
+                Component::ParentDir => {
+                    self.pending.push_front(("..".into(), Some(origin.clone())))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory `name` (at `path`) on the way, entered by a descriptor that follows no
+    /// link: one that changed since it was looked at is refused.
+    fn enter(&mut self, name: OsString, path: PathBuf) -> Result<(), Refusal> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = match openat(self.cur(), name.as_os_str(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => {
+                return Err(Refusal::Changed(path));
+            }
+            Err(e) => return Err(Refusal::Io(path, e)),
+        };
+        self.stack.push((name, fd));
+        Ok(())
+    }
+
+    /// What the path names: `name` in the directory reached.
+    fn found(
+        &self,
+        kind: Kind,
+        path: PathBuf,
+        name: OsString,
+        stat: FileStat,
+    ) -> Result<Found, Refusal> {
+        Ok(Found {
+            path,
+            kind,
+            at: dup(self.cur(), &self.stack)?,
+            name: Some(name),
+            stat,
+        })
+    }
+
+    /// The path ends at a directory reached by `..`, or is the root itself.
+    fn at_directory(self) -> Result<Found, Refusal> {
+        let path = self.here();
+        let cur = self.cur();
+        let stat = fstat(cur).map_err(|e| Refusal::Io(path.clone(), e))?;
+        Ok(Found {
+            path,
+            kind: Kind::Dir,
+            at: dup(cur, &self.stack)?,
+            name: None,
+            stat,
+        })
+    }
 }
 
 fn dup(fd: BorrowedFd<'_>, stack: &[(OsString, OwnedFd)]) -> Result<OwnedFd, Refusal> {
@@ -313,11 +365,13 @@ impl Refusal {
                 shown(&p).display()
             ),
             Refusal::Io(p, e) => {
-                return BackendError::Failed(format!(
-                    "`with.{key}`: cannot open \"{}\" in the checkout: {}",
-                    shown(&p).display(),
-                    e.desc().to_lowercase()
-                ));
+                return BackendError::failed_with(
+                    format!(
+                        "`with.{key}`: cannot open \"{}\" in the checkout",
+                        shown(&p).display()
+                    ),
+                    e,
+                );
             }
         };
         BackendError::InvalidParameters(format!("`with.{key}`: {message}"))

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use diff::{Refs, events_between, open_pull_requests};
 
+use crate::backend::BoxError;
 use crate::event::GitEvent;
 use crate::repo::{RepoError, Repository, fetch_mirror};
 
@@ -35,8 +36,11 @@ pub enum WatchError {
     Snapshot {
         /// The repository watched.
         repo: String,
-        /// What is wrong.
+        /// What is wrong (`snapshot FILE`).
         message: String,
+        /// Why.
+        #[source]
+        source: BoxError,
     },
 }
 
@@ -215,10 +219,11 @@ impl Watcher {
         Ok(poll)
     }
 
-    fn state_err(&self, e: impl std::fmt::Display) -> WatchError {
+    fn state_err(&self, e: impl Into<BoxError>) -> WatchError {
         WatchError::Snapshot {
             repo: self.source.describe(),
-            message: format!("snapshot {}: {e}", self.snapshot_file.display()),
+            message: format!("snapshot {}", self.snapshot_file.display()),
+            source: e.into(),
         }
     }
 

@@ -88,7 +88,7 @@ fn commit(ledger: &Ledger, limits: &InboxLimits, batch: Vec<Job>) {
             }
         }
         Err(e) => {
-            let e = e.to_string();
+            let e = gitops_core::ErrorChain(&e).to_string();
             for job in batch {
                 let _ = job.reply.send(Err(e.clone()));
             }

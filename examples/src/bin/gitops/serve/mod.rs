@@ -186,7 +186,7 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
             "--allow-unsigned: unsigned {provider} requests are accepted and run"
         );
     }
-    let repo = Repository::open(&args.repo).map_err(|e| format!("error: {e}"))?;
+    let repo = Repository::open(&args.repo).map_err(|e| crate::error(&e))?;
     let repos = served_repos(&args, &common, &repo)?;
     let engine = engine(&common)?;
     let _pruning = crate::run::prune_daily(&engine, common.retention)?;
@@ -202,7 +202,7 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
     // Checkpoints (and their fsync) off the path of the deliveries' commits.
     let _checkpoints = ledger
         .checkpoint_in_background(Duration::from_secs(1))
-        .map_err(|e| format!("error: {e}"))?;
+        .map_err(|e| crate::error(&e))?;
     let inbox = commit::Committer::start(ledger.clone(), limits)
         .map_err(|e| format!("error: cannot start the inbox's thread: {e}"))?;
     let receiver = Arc::new(Receiver {

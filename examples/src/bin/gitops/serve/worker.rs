@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gitops_core::Error;
 use gitops_core::config::Action;
 use gitops_core::engine::{Engine, RunOptions, StartedRun};
 use gitops_core::ledger::{Delivery, DeliveryOutcome, Ledger};
 use gitops_core::repo::Repository;
 use gitops_core::scheduler::{RunEvent, RunReport, WaitReason};
+use gitops_core::{Error, ErrorChain};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -66,7 +66,7 @@ impl Worker {
                     tasks.spawn(self.clone().resume(delivery));
                 }
             }
-            Some(Err(e)) => tracing::error!(error = %e, "reading the inbox failed"),
+            Some(Err(e)) => tracing::error!(error = %ErrorChain(&e), "reading the inbox failed"),
             None => {}
         }
         let mut pruned = Instant::now() - PRUNE;
@@ -76,7 +76,7 @@ impl Worker {
                 pruned = Instant::now();
                 let (ledger, keep) = (self.ledger.clone(), self.keep_secs);
                 if let Some(Err(e)) = blocking(move || ledger.prune_deliveries(keep)).await {
-                    tracing::warn!(error = %e, "pruning the inbox failed");
+                    tracing::warn!(error = %ErrorChain(&e), "pruning the inbox failed");
                 }
             }
             let slot = tokio::select! {
@@ -101,7 +101,7 @@ impl Worker {
                 }
                 Some(Err(e)) => {
                     drop(slot);
-                    tracing::error!(error = %e, "taking a delivery from the inbox failed");
+                    tracing::error!(error = %ErrorChain(&e), "taking a delivery from the inbox failed");
                     tokio::select! {
                         _ = tokio::time::sleep(POLL) => {}
                         _ = shutdown.cancelled() => break,
@@ -145,11 +145,11 @@ impl Worker {
         let runs = match blocking(move || engine.start(&ev, &repo, &options)).await {
             Some(Ok(runs)) => runs,
             Some(Err(e @ Error::Refused { .. })) => {
-                tracing::warn!(seq = delivery.seq, repo = event.repo, error = %e, "event refused");
+                tracing::warn!(seq = delivery.seq, repo = event.repo, error = %ErrorChain(&e), "event refused");
                 return Some(DeliveryOutcome::Refused);
             }
             Some(Err(e)) => {
-                tracing::error!(seq = delivery.seq, repo = event.repo, error = %e, "starting the event's runs failed");
+                tracing::error!(seq = delivery.seq, repo = event.repo, error = %ErrorChain(&e), "starting the event's runs failed");
                 return Some(DeliveryOutcome::Failed);
             }
             None => return Some(DeliveryOutcome::Failed),
@@ -174,7 +174,7 @@ impl Worker {
         let runs = match blocking(move || ledger.delivery_runs(seq)).await {
             Some(Ok(runs)) => runs,
             Some(Err(e)) => {
-                tracing::error!(seq, error = %e, "reading the delivery's runs failed");
+                tracing::error!(seq, error = %ErrorChain(&e), "reading the delivery's runs failed");
                 self.finish(&delivery, DeliveryOutcome::Failed).await;
                 return;
             }
@@ -194,7 +194,7 @@ impl Worker {
             match blocking(move || engine.resume(&id, &options)).await {
                 Some(Ok(s)) => started.push(s),
                 Some(Err(e)) => {
-                    tracing::error!(seq, run = run.id, error = %e, "resuming the run failed")
+                    tracing::error!(seq, run = run.id, error = %ErrorChain(&e), "resuming the run failed")
                 }
                 None => {}
             }
@@ -251,7 +251,7 @@ impl Worker {
             match task.await {
                 Ok(Ok(report)) => self.ran(delivery, &report).await,
                 Ok(Err(e)) => {
-                    tracing::error!(seq = delivery.seq, error = %e, "a run failed to record")
+                    tracing::error!(seq = delivery.seq, error = %ErrorChain(&e), "a run failed to record")
                 }
                 Err(e) => tracing::error!(seq = delivery.seq, error = %e, "a run crashed"),
             }
@@ -289,14 +289,14 @@ impl Worker {
 
     async fn finish_event(&self, delivery: &Delivery) {
         if let Err(e) = self.engine.finish_event(&delivery.event).await {
-            tracing::error!(seq = delivery.seq, error = %e, "stopping what the event ends failed");
+            tracing::error!(seq = delivery.seq, error = %ErrorChain(&e), "stopping what the event ends failed");
         }
     }
 
     async fn finish(&self, delivery: &Delivery, outcome: DeliveryOutcome) {
         let (ledger, seq) = (self.ledger.clone(), delivery.seq);
         if let Some(Err(e)) = blocking(move || ledger.finish_delivery(seq, outcome)).await {
-            tracing::error!(seq, error = %e, "marking the delivery done failed");
+            tracing::error!(seq, error = %ErrorChain(&e), "marking the delivery done failed");
         }
         tracing::info!(
             seq,
