@@ -11,7 +11,8 @@ fn line() -> LogLine {
         stage: "build".to_owned(),
         attempt: 1,
         stream: LogStream::Stdout,
-        line: "   Compiling gitops-core v0.1.0 (/work/gitops-core): a typical line of 80 bytes".to_owned(),
+        line: "   Compiling gitops-core v0.1.0 (/work/gitops-core): a typical line of 80 bytes"
+            .to_owned(),
     }
 }
 
