@@ -3,6 +3,7 @@
 use crate::backend::BoxError;
 use crate::config::ConfigError;
 use crate::ledger::LedgerError;
+use crate::logs::LogError;
 use crate::plan::PlanError;
 use crate::repo::RepoError;
 use crate::source::watch::WatchError;
@@ -29,6 +30,9 @@ pub enum Error {
     /// The ledger could not be read or written.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// A stage log could not be read or written.
+    #[error(transparent)]
+    Logs(#[from] LogError),
     /// The run cannot be resumed: it is not one a crash interrupted.
     #[error("run \"{run}\" cannot be resumed: it is {status}")]
     NotResumable {

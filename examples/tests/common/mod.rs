@@ -89,19 +89,28 @@ pub fn push_repo(dir: &Path, config: &str) -> PathBuf {
 
 /// `gitops run --event EVENT --repo REPO --state STATE`, with environment variables `env`.
 pub fn run_event(event: &Path, repo: &Path, state: &Path, env: &[(&str, &str)]) -> Output {
-    gitops_with_env(
-        &[
-            "run",
-            "--event",
-            event.to_str().unwrap(),
-            "--repo",
-            repo.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-        ],
-        None,
-        env,
-    )
+    run_event_with(event, repo, state, &[], env)
+}
+
+/// [`run_event`] with more arguments, `extra`.
+pub fn run_event_with(
+    event: &Path,
+    repo: &Path,
+    state: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let mut args = vec![
+        "run",
+        "--event",
+        event.to_str().unwrap(),
+        "--repo",
+        repo.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    gitops_with_env(&args, None, env)
 }
 
 /// The file of a push event for the tip of `branch` of the repository in `dir`, written beside

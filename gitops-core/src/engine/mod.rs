@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 mod deploy;
 mod environments;
+mod logs;
 mod rerun;
 mod started;
 mod trust;
@@ -26,6 +27,7 @@ use crate::config::{CONFIG_FILE, Config, LoadOptions};
 use crate::environment::Environments;
 use crate::event::GitEvent;
 use crate::ledger::{Ledger, RunRecord, new_run_id};
+use crate::logs::LogStore;
 use crate::plan::{Plan, PlannedPipeline, Planner};
 use crate::repo::Repository;
 use crate::scheduler::{RunReport, RunSpec, Scheduler, SchedulerOptions};
@@ -68,6 +70,7 @@ impl RunOptions {
 pub struct Engine {
     state_dir: PathBuf,
     ledger: Ledger,
+    logs: LogStore,
     environments: Environments,
     scheduler: Scheduler,
     load: LoadOptions,
@@ -102,6 +105,7 @@ impl Engine {
         let ledger = Ledger::open(&state_dir)?;
         let load = LoadOptions::from_registry(&registry);
         Ok(Engine {
+            logs: LogStore::new(&state_dir),
             state_dir,
             environments: Environments::new(ledger.clone()),
             ledger,
@@ -277,10 +281,19 @@ impl Engine {
         );
         info.actor = record.actor.clone().or_else(|| options.actor.clone());
         info.trust = record.trust;
+        // Every run's ids name a folder; were one not to, its stages' lines would not be kept.
+        let log = self.logs.writer(&record.id).ok().map(Arc::new);
+        let recorder = logs::Recorder {
+            ledger: self.ledger.clone(),
+            log: log.clone(),
+        };
         let mut spec = RunSpec::new(info)
             .with_reuse(reuse)
-            .with_recorder(Arc::new(self.ledger.clone()))
+            .with_recorder(Arc::new(recorder))
             .with_gate(Arc::new(self.environments.clone()));
+        if let Some(log) = &log {
+            spec = spec.with_log(log.clone());
+        }
         spec.env = self.stage_env(options);
         spec.secrets = secrets.all.clone();
         spec.environment_secrets = secrets.by_environment.clone();
@@ -296,6 +309,7 @@ impl Engine {
                 checkout,
                 grouped: pipeline.concurrency.is_some(),
                 watcher: None,
+                log,
                 ended: false,
             },
             run: self.scheduler.run(pipeline, spec),

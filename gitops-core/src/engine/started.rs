@@ -54,6 +54,8 @@ pub(super) struct RunEnd {
     pub checkout: Option<PathBuf>,
     pub grouped: bool,
     pub watcher: Option<tokio::task::JoinHandle<()>>,
+    /// Its stages' logs, closed before its end is recorded.
+    pub log: Option<Arc<crate::logs::RunLogWriter>>,
     pub ended: bool,
 }
 
@@ -65,6 +67,9 @@ impl RunEnd {
         }
         if self.grouped {
             leave_group(&self.local_runs, &self.ledger, &self.id);
+        }
+        if let Some(log) = &self.log {
+            log.close_all();
         }
         let recorded = self.ledger.finish_run(&self.id, result);
         if let Some(dir) = &self.checkout {

@@ -9,6 +9,7 @@ mod environments;
 mod inbox;
 mod locks;
 mod queue;
+mod retention;
 mod schema;
 
 pub use approvals::{ApprovalRecord, ApprovalStatus};
@@ -19,6 +20,7 @@ pub use inbox::{
 };
 pub use locks::LockHolder;
 pub use queue::GroupDecision;
+pub use retention::Retention;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -96,6 +98,32 @@ impl RunStatus {
             "cancelled" => RunStatus::Finished(RunResult::Cancelled),
             _ => return None,
         })
+    }
+}
+
+/// Which runs [`Ledger::find_runs`] returns: those matching every field set, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunQuery {
+    /// Runs of this pipeline.
+    pub pipeline: Option<String>,
+    /// Runs that deployed to or stopped this environment instance (`staging`,
+    /// `preview-pr-7`).
+    pub environment: Option<String>,
+    /// Runs older than this one (a page's last run, for the next page).
+    pub before: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl Default for RunQuery {
+    fn default() -> Self {
+        RunQuery {
+            pipeline: None,
+            environment: None,
+            before: None,
+            limit: 20,
+        }
     }
 }
 
@@ -449,6 +477,29 @@ impl Ledger {
             ))?;
             stmt.query_map([limit as i64], raw_run)?
                 .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter().map(RawRun::decode).collect()
+    }
+
+    /// The runs `query` asks for, newest first.
+    pub fn find_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, LedgerError> {
+        let rows = self.with(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{SELECT_RUN} WHERE (?1 IS NULL OR pipeline = ?1)
+                 AND (?2 IS NULL OR id IN (SELECT run_id FROM deployments WHERE environment = ?2))
+                 AND (?3 IS NULL OR (started_at, id) < (SELECT started_at, id FROM runs WHERE id = ?3))
+                 ORDER BY started_at DESC, id DESC LIMIT ?4"
+            ))?;
+            stmt.query_map(
+                params![
+                    query.pipeline,
+                    query.environment,
+                    query.before,
+                    query.limit.min(i64::MAX as usize) as i64
+                ],
+                raw_run,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()
         })?;
         rows.into_iter().map(RawRun::decode).collect()
     }

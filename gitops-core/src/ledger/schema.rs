@@ -125,6 +125,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX inbox_waiting ON inbox(state, seq) WHERE state != 'done';
     ALTER TABLE runs ADD COLUMN delivery INTEGER;
     CREATE INDEX runs_by_delivery ON runs(delivery);",
+    "CREATE INDEX runs_by_start ON runs(started_at, id);
+    CREATE INDEX runs_by_pipeline ON runs(pipeline, started_at);
+    CREATE INDEX deployments_by_run ON deployments(run_id);",
 ];
 
 pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {

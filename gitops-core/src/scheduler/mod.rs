@@ -67,4 +67,4 @@ pub use gate::{
 pub(crate) use mask::masked;
 pub use report::{RunReport, RunResult, SkipReason, StageReport, StageResult};
 pub use run::{Run, Scheduler};
-pub use spec::{RecordError, RunRecorder, RunSpec, SchedulerOptions};
+pub use spec::{LogRecorder, RecordError, RunRecorder, RunSpec, SchedulerOptions};

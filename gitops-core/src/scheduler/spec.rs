@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::gate::DeploymentGate;
 use super::report::StageReport;
-use crate::backend::{BoxError, RunInfo};
+use crate::backend::{BoxError, LogLine, RunInfo};
 use crate::secret::{Masker, Secret};
 
 /// Limits on how much runs at once.
@@ -81,6 +81,15 @@ impl RecordError {
     }
 }
 
+/// Keeps the log lines of a run's stages as they come (the engine's stage logs in the state
+/// dir implement it: see [`crate::logs`]).
+pub trait LogRecorder: Send + Sync + 'static {
+    /// One line of a stage, secrets already masked. Called on the task that read the line,
+    /// in the order the stage wrote its lines: it must not wait on anything slow (a write of
+    /// one line to a file is fine; a network call is not).
+    fn line(&self, line: &LogLine);
+}
+
 /// What one run needs besides the plan.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -104,6 +113,8 @@ pub struct RunSpec {
     pub recorder: Option<Arc<dyn RunRecorder>>,
     /// What deploy and stop stages pass through (none: they call their backend at once).
     pub gate: Option<Arc<dyn DeploymentGate>>,
+    /// Where every log line of its stages is kept, whether or not anyone follows the run.
+    pub log: Option<Arc<dyn LogRecorder>>,
 }
 
 impl RunSpec {
@@ -118,6 +129,7 @@ impl RunSpec {
             reuse: BTreeMap::new(),
             recorder: None,
             gate: None,
+            log: None,
         }
     }
 
@@ -147,6 +159,12 @@ impl RunSpec {
     /// Reuses these results.
     pub fn with_reuse(mut self, reuse: BTreeMap<String, StageReport>) -> Self {
         self.reuse = reuse;
+        self
+    }
+
+    /// Keeps every log line with `log`.
+    pub fn with_log(mut self, log: Arc<dyn LogRecorder>) -> Self {
+        self.log = Some(log);
         self
     }
 

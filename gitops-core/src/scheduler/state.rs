@@ -38,7 +38,7 @@ pub(super) struct Shared {
     /// What runs the stages of each of the layout's (backend, action) pairs, resolved once
     /// per run.
     pub targets: Vec<Target>,
-    /// Where stage logs go: nowhere when no one follows the run (no line is masked and
+    /// Where stage logs go: nowhere when no one keeps or follows them (no line is masked and
     /// copied for no one).
     pub log: Option<Arc<LogTarget>>,
     pub gate: Option<Arc<dyn DeploymentGate>>,
@@ -205,16 +205,23 @@ impl Shared {
             .collect();
         let start = Instant::now();
         let masker = spec.masker();
-        let log = events.clone().map(|events| {
+        // Lines are masked and handed on only when someone keeps or follows them.
+        let (kept, followers) = (spec.log.clone(), events.clone());
+        let log = (kept.is_some() || followers.is_some()).then(|| {
             LogTarget::new(masker.clone(), move |l: LogLine| {
-                let at = start.elapsed().as_secs_f64();
-                let _ = events.send(RunEvent::Log {
-                    stage: l.stage,
-                    attempt: l.attempt,
-                    stream: l.stream,
-                    line: l.line,
-                    at,
-                });
+                if let Some(kept) = &kept {
+                    kept.line(&l);
+                }
+                if let Some(events) = &followers {
+                    let at = start.elapsed().as_secs_f64();
+                    let _ = events.send(RunEvent::Log {
+                        stage: l.stage,
+                        attempt: l.attempt,
+                        stream: l.stream,
+                        line: l.line,
+                        at,
+                    });
+                }
             })
         });
         Arc::new(Shared {

@@ -126,6 +126,8 @@ async fn demo(dir: &Path, keep: bool) -> Result<(), Error> {
         policy: Default::default(),
         trusted_ref: None,
         max_parallel: None,
+        max_log_bytes: gitops_core::logs::DEFAULT_MAX_LOG_BYTES,
+        retention: Default::default(),
     };
     let mut options = RunOptions::default();
     options.actor = Some(envs::actor());

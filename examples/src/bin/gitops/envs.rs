@@ -31,7 +31,7 @@ pub fn time(secs: f64) -> String {
         .unwrap_or_else(|_| "-".to_owned())
 }
 
-fn short(sha: Option<&str>) -> String {
+pub fn short(sha: Option<&str>) -> String {
     sha.map_or_else(|| "-".to_owned(), |s| s.chars().take(7).collect())
 }
 
@@ -61,7 +61,7 @@ fn action(d: &DeploymentRecord) -> &'static str {
 }
 
 /// A deployment as `history --json` prints it; the fields `gitops history --help` lists.
-fn deployment_json(d: &DeploymentRecord) -> serde_json::Value {
+pub fn deployment_json(d: &DeploymentRecord) -> serde_json::Value {
     serde_json::json!({
         "id": d.id,
         "environment": d.environment,
@@ -172,7 +172,7 @@ pub fn history_table(history: &[DeploymentRecord]) -> String {
     out.trim_end().to_owned()
 }
 
-fn print_json(value: &serde_json::Value) -> Result<(), String> {
+pub fn print_json(value: &serde_json::Value) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(err)?;
     outln!("{text}");
     Ok(())

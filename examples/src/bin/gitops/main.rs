@@ -6,6 +6,7 @@ mod envs;
 mod init;
 mod progress;
 mod run;
+mod runs;
 mod serve;
 mod watch;
 
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gitops_core::ledger::{Retention, RunQuery};
 use gitops_core::trust::{Policy, SecretSpec};
 use gitops_examples::errln;
 
@@ -161,6 +163,54 @@ enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// List runs, newest first: id, pipeline, event, ref or pull request, who, result, when,
+    /// how long.
+    Runs {
+        /// Only runs of this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only runs that deployed to or stopped this environment (`staging`, `preview-pr-7`).
+        #[arg(long)]
+        env: Option<String>,
+        /// At most N runs.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+        /// JSON for scripts: a list of {id, pipeline, event (its kind), action, ref,
+        /// pull_request, sha, actor, result (running, interrupted, success, failure or
+        /// cancelled), started_at, finished_at, duration_secs}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Show a run: its event, each stage's result, attempts, duration and outputs (secrets
+    /// masked), and the deployments it made.
+    Show {
+        /// The run.
+        run: String,
+        /// JSON for scripts: what `runs --json` gives, with event (the whole event), trust,
+        /// rerun_of, stages (a list of {id, result, message, exit_code, skip_reason, attempts,
+        /// flaky, reused, duration_secs, outputs, environment, deployment}; a stage still
+        /// running has only id and result) and deployments (as `history --json`).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Print the stored log of a run's stage (of every stage without STAGE, each line after its
+    /// stage's name).
+    Logs {
+        /// The run.
+        run: String,
+        /// The stage.
+        stage: Option<String>,
+        /// Print new lines as they come until the run (or the stage) ends, also when it runs
+        /// in another process sharing the state dir.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// Redeploy the previous release of an environment (or VERSION) and pin it there.
     Rollback {
         /// The environment.
@@ -253,6 +303,18 @@ struct CommonArgs {
     /// Stages running at once (default: the number of CPUs).
     #[arg(long)]
     max_parallel: Option<usize>,
+    /// Cap on each stage's stored log (`logs/<run>/<stage>.log` in the state dir); past it,
+    /// lines are dropped and the log ends with a line saying how much.
+    #[arg(long, value_name = "BYTES", default_value_t = gitops_core::logs::DEFAULT_MAX_LOG_BYTES)]
+    max_log_bytes: u64,
+    /// Keep the newest N runs (with their logs) and remove older finished ones; applied when
+    /// run, watch or serve starts, and daily while watch or serve runs.
+    #[arg(long, value_name = "N")]
+    keep_runs: Option<usize>,
+    /// Keep the runs started within D days (with their logs) and remove older finished ones;
+    /// applied as --keep-runs is.
+    #[arg(long, value_name = "D")]
+    keep_days: Option<f64>,
 }
 
 /// The state dir option of the ledger commands.
@@ -273,6 +335,9 @@ impl StateArg {
             policy: None,
             trusted_ref: None,
             max_parallel: None,
+            max_log_bytes: gitops_core::logs::DEFAULT_MAX_LOG_BYTES,
+            keep_runs: None,
+            keep_days: None,
         }
         .resolve()
     }
@@ -298,12 +363,26 @@ impl CommonArgs {
             policy = policy.with_secret(name.clone(), SecretSpec::from_env(name));
         }
         policy = policy.with_pass_env(self.pass_env);
+        let mut retention = Retention::default();
+        if let Some(n) = self.keep_runs {
+            retention = retention.with_keep_runs(n);
+        }
+        if let Some(days) = self.keep_days {
+            if !(days >= 0.0 && days.is_finite()) {
+                return Err(format!(
+                    "error: --keep-days {days}: must be a number of days, 0 or more"
+                ));
+            }
+            retention = retention.with_keep_days(days);
+        }
         Ok(run::Common {
             state: run::state_dir(self.state)?,
             report: self.report,
             policy,
             trusted_ref: self.trusted_ref,
             max_parallel: self.max_parallel,
+            max_log_bytes: self.max_log_bytes,
+            retention,
         })
     }
 }
@@ -377,6 +456,30 @@ fn main() -> ExitCode {
         Command::Rollback { env, to, state } => state
             .resolve()
             .and_then(|c| block_on(envs::rollback(&env, to.as_deref(), c))),
+        Command::Runs {
+            pipeline,
+            env,
+            limit,
+            json,
+            state,
+        } => state.resolve().and_then(|c| {
+            let mut query = RunQuery::default();
+            query.pipeline = pipeline;
+            query.environment = env;
+            query.limit = limit;
+            runs::runs(&query, c, json)
+        }),
+        Command::Show { run, json, state } => {
+            state.resolve().and_then(|c| runs::show(&run, c, json))
+        }
+        Command::Logs {
+            run,
+            stage,
+            follow,
+            state,
+        } => state
+            .resolve()
+            .and_then(|c| block_on(runs::logs(&run, stage.as_deref(), follow, c))),
         Command::Unpin { env, state } => state.resolve().and_then(|c| envs::unpin(&env, c)),
         Command::Approve { run, stage, state } => state
             .resolve()

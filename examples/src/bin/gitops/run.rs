@@ -8,6 +8,7 @@ use gitops_core::backend::local::LocalBackend;
 use gitops_core::config::LoadOptions;
 use gitops_core::engine::{Engine, RunOptions, StartedRun};
 use gitops_core::event::GitEvent;
+use gitops_core::ledger::Retention;
 use gitops_core::repo::Repository;
 use gitops_core::scheduler::{RunReport, RunResult};
 use gitops_core::trust::Policy;
@@ -25,6 +26,10 @@ pub struct Common {
     pub policy: Policy,
     pub trusted_ref: Option<String>,
     pub max_parallel: Option<usize>,
+    /// The cap on each stage's stored log.
+    pub max_log_bytes: u64,
+    /// Which finished runs (and their logs) are kept.
+    pub retention: Retention,
 }
 
 /// The state dir: `--state`, else `$GITOPS_STATE`, else the user's state directory; made
@@ -93,8 +98,51 @@ pub fn engine(common: &Common) -> Result<Engine, String> {
         options = options.with_max_parallel(n);
     }
     Engine::with_options(&common.state, registry, options)
-        .map(|e| e.with_policy(common.policy.clone()))
+        .map(|e| {
+            e.with_policy(common.policy.clone())
+                .with_max_log_bytes(common.max_log_bytes)
+        })
         .map_err(|e| crate::error(&e))
+}
+
+/// Removes the finished runs (and their logs) that `--keep-runs` and `--keep-days` let go,
+/// saying how many on standard error.
+pub fn prune(engine: &Engine, retention: &Retention) -> Result<(), String> {
+    let removed = engine.prune(retention).map_err(|e| crate::error(&e))?;
+    if !removed.is_empty() {
+        errln!(
+            "removed {} and their logs (--keep-runs/--keep-days)",
+            count(removed.len(), "old run")
+        );
+    }
+    Ok(())
+}
+
+/// The daily [`prune`] of watch and serve; stops when dropped.
+pub struct DailyPruning(tokio::task::JoinHandle<()>);
+
+impl Drop for DailyPruning {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// [`prune`] now, then once a day until the returned value is dropped (watch, serve).
+pub fn prune_daily(engine: &Engine, retention: Retention) -> Result<DailyPruning, String> {
+    prune(engine, &retention)?;
+    let engine = engine.clone();
+    Ok(DailyPruning(tokio::spawn(async move {
+        const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + DAY, DAY);
+        loop {
+            every.tick().await;
+            let engine = engine.clone();
+            let pruned = tokio::task::spawn_blocking(move || prune(&engine, &retention)).await;
+            if let Ok(Err(e)) = pruned {
+                errln!("{e}");
+            }
+        }
+    })))
 }
 
 pub fn run_options(common: &Common) -> Result<RunOptions, String> {
@@ -130,6 +178,7 @@ pub async fn run(
     })?;
     let repo = Repository::open(repo).map_err(|e| crate::error(&e))?;
     let engine = engine(&common)?;
+    prune(&engine, &common.retention)?;
     let mut options = run_options(&common)?;
     options.in_place = in_place;
     let runs = engine.start(&event, &repo, &options).map_err(|e| match e {

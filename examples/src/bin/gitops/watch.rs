@@ -14,7 +14,7 @@ use gitops_examples::{errln, outln};
 use tokio_util::sync::CancellationToken;
 
 use crate::progress;
-use crate::run::{Common, engine, run_options};
+use crate::run::{Common, engine, prune_daily, run_options};
 
 /// What `gitops watch` was asked to do.
 pub struct WatchArgs {
@@ -44,6 +44,10 @@ pub async fn watch(args: WatchArgs, common: Common) -> Result<(), String> {
         None
     } else {
         Some(engine(&common)?)
+    };
+    let _pruning = match &engine {
+        Some(engine) => Some(prune_daily(engine, common.retention)?),
+        None => None,
     };
     let mut options = run_options(&common)?;
     options.actor = Some("watch".to_owned());

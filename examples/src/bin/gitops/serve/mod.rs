@@ -242,6 +242,7 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
     let repo = Repository::open(&args.repo).map_err(|e| crate::error(&e))?;
     let repos = served_repos(&args, &common, &repo)?;
     let engine = engine(&common)?;
+    let _pruning = crate::run::prune_daily(&engine, common.retention)?;
     let ledger = engine.ledger().clone();
     let metrics = Arc::new(Metrics::new());
     let wake = Arc::new(Notify::new());
