@@ -641,3 +641,48 @@ fn bodies_are_read_only_after_the_headers_pass_and_within_a_budget() {
     let body = fx.push("small");
     assert_eq!(deliver(&server, "small", &body).0, 202);
 }
+
+#[test]
+fn deliveries_take_their_places_in_a_concurrency_group_in_the_order_they_arrived() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    let config = format!(
+        "version: 1\npipelines:\n  deploy:\n    on: {{ push: {{ branches: [main] }} }}\n    concurrency: {{ group: prod, on_conflict: fifo }}\n    stages:\n      deploy: {{ run: \"echo start $GITOPS_SHA >> {l}; sleep 0.3; echo end $GITOPS_SHA >> {l}\" }}\n",
+        l = log.display()
+    );
+    let fx = fixture(&config);
+    // A second commit upstream, after `after`: a tree of 10,000 files for the first push, so
+    // that its checkout is slow, then one without them for the second.
+    let upstream = fx.dir.join("upstream");
+    let many = upstream.join("many");
+    std::fs::create_dir_all(&many).unwrap();
+    for i in 0..10_000 {
+        std::fs::write(many.join(format!("f{i}")), i.to_string()).unwrap();
+    }
+    git(&upstream, &["add", "-A"]);
+    git(&upstream, &["commit", "-qm", "many"]);
+    let big = git(&upstream, &["rev-parse", "HEAD"]);
+    git(&upstream, &["rm", "-rq", "many"]);
+    git(&upstream, &["commit", "-qm", "few"]);
+    let small = git(&upstream, &["rev-parse", "HEAD"]);
+    let push = |before: &str, after: &str| {
+        serde_json::to_vec(
+            &json!({"ref": "refs/heads/main", "before": before, "after": after,
+            "repository": {"full_name": "o/upstream"}}),
+        )
+        .unwrap()
+    };
+    let server = fx.serve(&["--max-runs", "2"]);
+    assert_eq!(deliver(&server, "big", &push(&fx.after, &big)).0, 202);
+    assert_eq!(deliver(&server, "small", &push(&big, &small)).0, 202);
+    let ledger = fx.ledger();
+    wait_until("both runs to end", || {
+        let runs = ledger.runs(10).unwrap();
+        runs.len() == 2 && runs.iter().all(|r| r.status != RunStatus::Running)
+    });
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!("start {big}\nend {big}\nstart {small}\nend {small}\n"),
+        "the later push deployed last"
+    );
+}

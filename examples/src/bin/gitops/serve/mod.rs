@@ -317,6 +317,7 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
             metrics: metrics.clone(),
             wake,
             slots: Arc::new(Semaphore::new(max_runs)),
+            order: Arc::default(),
             shutdown: shutdown.clone(),
             abort: abort.clone(),
             keep_secs: args.replay_window.as_secs_f64().max(24.0 * 3600.0),

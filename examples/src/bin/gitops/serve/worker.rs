@@ -35,6 +35,10 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     /// One permit a run.
     pub slots: Arc<Semaphore>,
+    /// Held by the delivery being started, until each of its runs has joined its concurrency
+    /// group: deliveries start, and take their places in groups, in the inbox's order (a push
+    /// whose checkout is quick does not overtake an earlier one).
+    pub order: Arc<tokio::sync::Mutex<()>>,
     /// No new runs start once it is cancelled (the first signal); those left are resumed at
     /// the next start.
     pub shutdown: CancellationToken,
@@ -43,6 +47,9 @@ pub struct Worker {
     /// Done deliveries are kept this long (the replay window).
     pub keep_secs: f64,
 }
+
+/// The right to start the next delivery (see [`Worker::order`]).
+type Turn = tokio::sync::OwnedMutexGuard<()>;
 
 /// Runs `f` off the async threads (SQLite and git block).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
@@ -82,6 +89,11 @@ impl Worker {
                     tracing::warn!(error = %log_safe(ErrorChain(&e)), "pruning the inbox failed");
                 }
             }
+            // The turn first: waiting for it holds no slot that a run could use.
+            let turn = tokio::select! {
+                t = self.order.clone().lock_owned() => t,
+                _ = shutdown.cancelled() => break,
+            };
             let slot = tokio::select! {
                 s = self.slots.clone().acquire_owned() => match s {
                     Ok(s) => s,
@@ -92,10 +104,10 @@ impl Worker {
             let ledger = self.ledger.clone();
             match blocking(move || ledger.take_delivery()).await {
                 Some(Ok(Some(delivery))) => {
-                    tasks.spawn(self.clone().process(delivery, slot));
+                    tasks.spawn(self.clone().process(delivery, slot, turn));
                 }
                 Some(Ok(None)) => {
-                    drop(slot);
+                    drop((slot, turn));
                     tokio::select! {
                         _ = self.wake.notified() => {}
                         _ = tokio::time::sleep(POLL) => {}
@@ -103,22 +115,22 @@ impl Worker {
                     }
                 }
                 Some(Err(e)) => {
-                    drop(slot);
+                    drop((slot, turn));
                     tracing::error!(error = %log_safe(ErrorChain(&e)), "taking a delivery from the inbox failed");
                     tokio::select! {
                         _ = tokio::time::sleep(POLL) => {}
                         _ = shutdown.cancelled() => break,
                     }
                 }
-                None => drop(slot),
+                None => drop((slot, turn)),
             }
         }
         while tasks.join_next().await.is_some() {}
     }
 
     /// Runs what a delivery's event triggers, then marks it done.
-    async fn process(self: Arc<Self>, delivery: Delivery, slot: OwnedSemaphorePermit) {
-        if let Some(outcome) = self.start_and_run(&delivery, Some(slot)).await {
+    async fn process(self: Arc<Self>, delivery: Delivery, slot: OwnedSemaphorePermit, turn: Turn) {
+        if let Some(outcome) = self.start_and_run(&delivery, Some(slot), Some(turn)).await {
             self.finish(&delivery, outcome).await;
         }
     }
@@ -129,6 +141,7 @@ impl Worker {
         &self,
         delivery: &Delivery,
         slot: Option<OwnedSemaphorePermit>,
+        turn: Option<Turn>,
     ) -> Option<DeliveryOutcome> {
         let event = &delivery.event;
         if self.repo.remote_url("origin").is_some() {
@@ -165,7 +178,7 @@ impl Worker {
         } else {
             DeliveryOutcome::Ran
         };
-        if !self.execute(delivery, runs, slot).await {
+        if !self.execute(delivery, runs, slot, turn).await {
             return None;
         }
         self.finish_event(delivery).await;
@@ -188,7 +201,7 @@ impl Worker {
         if runs.is_empty() {
             // Taken, and nothing started: start it now.
             let slot = self.slots.clone().acquire_owned().await.ok();
-            if let Some(outcome) = self.start_and_run(&delivery, slot).await {
+            if let Some(outcome) = self.start_and_run(&delivery, slot, None).await {
                 self.finish(&delivery, outcome).await;
             }
             return;
@@ -204,20 +217,21 @@ impl Worker {
                 None => {}
             }
         }
-        if self.execute(&delivery, started, None).await {
+        if self.execute(&delivery, started, None, None).await {
             self.finish_event(&delivery).await;
             self.finish(&delivery, DeliveryOutcome::Ran).await;
         }
     }
 
-    /// Executes runs, each once it has a slot (`first` is one already held). False when a
-    /// shutdown kept some from starting: they stay recorded as started, and the next start
-    /// resumes them.
+    /// Executes runs, each once it has a slot (`first` is one already held); `turn` is let go
+    /// once each has begun (joined its concurrency group). False when a shutdown kept some from
+    /// starting: they stay recorded as started, and the next start resumes them.
     async fn execute(
         &self,
         delivery: &Delivery,
         runs: Vec<StartedRun>,
         mut first: Option<OwnedSemaphorePermit>,
+        turn: Option<Turn>,
     ) -> bool {
         let mut tasks = Vec::new();
         let mut complete = true;
@@ -244,6 +258,7 @@ impl Worker {
                 token.cancel();
             });
             let observer = tokio::spawn(observe(run.subscribe(), self.metrics.clone()));
+            let mut begun = run.subscribe();
             tasks.push(tokio::spawn(async move {
                 let report = run.execute().await;
                 relay.abort();
@@ -251,7 +266,13 @@ impl Worker {
                 let _ = observer.await;
                 report
             }));
+            if turn.is_some() {
+                // Its first event (queued in its group, or started) comes once it has joined
+                // its group; a run that ends first closes the channel.
+                let _ = begun.recv().await;
+            }
         }
+        drop(turn);
         for task in tasks {
             match task.await {
                 Ok(Ok(report)) => self.ran(delivery, &report).await,
