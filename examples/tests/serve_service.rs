@@ -608,7 +608,13 @@ fn a_grace_period_ends_in_cancellation_and_what_waits_is_run_at_the_next_start()
 #[test]
 fn bodies_are_read_only_after_the_headers_pass_and_within_a_budget() {
     let fx = fixture("version: 1\npipelines: {}\n");
-    let server = fx.serve(&["--no-run", "--max-body-bytes-in-flight", "8192"]);
+    let server = fx.serve(&[
+        "--no-run",
+        "--max-body-bytes",
+        "8192",
+        "--max-body-bytes-in-flight",
+        "8192",
+    ]);
     let open = |headers: &str, length: usize| {
         let mut s = TcpStream::connect(server.addr).unwrap();
         write!(

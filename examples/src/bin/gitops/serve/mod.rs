@@ -266,8 +266,10 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
         inbox,
         limits,
         max_body_bytes: args.max_body_bytes,
+        // At least one body of the largest size fits, or such a delivery could never be read.
         bodies: Arc::new(Semaphore::new(
-            (args.max_body_bytes_in_flight / 1024).clamp(1, Semaphore::MAX_PERMITS),
+            (args.max_body_bytes_in_flight.max(args.max_body_bytes) / 1024 + 1)
+                .clamp(1, Semaphore::MAX_PERMITS),
         )),
         body_timeout: args.body_timeout,
         metrics: metrics.clone(),
