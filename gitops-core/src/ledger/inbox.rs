@@ -9,7 +9,10 @@
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{Ledger, LedgerError, RunRecord, SELECT_RUN, now, process_alive, raw_run};
+use super::{
+    Ledger, LedgerError, RunRecord, SELECT_RUN, is_own, now, own_start, process_alive_since,
+    raw_run,
+};
 use crate::event::GitEvent;
 
 /// A delivery as received: committed to the inbox before the server answers.
@@ -359,8 +362,8 @@ impl Ledger {
                 .optional()?;
             if let Some(raw) = &raw {
                 tx.execute(
-                    "UPDATE inbox SET state = 'running', pid = ?2, started_at = ?3 WHERE seq = ?1",
-                    params![raw.0, std::process::id(), now()],
+                    "UPDATE inbox SET state = 'running', pid = ?2, pid_start = ?3, started_at = ?4 WHERE seq = ?1",
+                    params![raw.0, std::process::id(), own_start(), now()],
                 )?;
             }
             tx.commit()?;
@@ -391,21 +394,26 @@ impl Ledger {
         let rows = self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let rows = {
-                let mut stmt = tx.prepare(&format!(
-                    "{SELECT_DELIVERY} WHERE state = 'running' AND state != 'done' ORDER BY seq"
-                ))?;
-                stmt.query_map([], raw_delivery)?
+                let mut stmt = tx.prepare(
+                    "SELECT seq, provider, delivery_id, event, state, pid, received_at, pid_start FROM inbox
+                     WHERE state = 'running' AND state != 'done' ORDER BY seq",
+                )?;
+                stmt.query_map([], |r| Ok((raw_delivery(r)?, r.get::<_, Option<u64>>(7)?)))?
                     .collect::<rusqlite::Result<Vec<_>>>()?
             };
-            let mine = std::process::id();
+            // Gone: not this process, and no process that started when it did has its pid
+            // (a restarted container's PID 1 is another process).
             let gone: Vec<RawDelivery> = rows
                 .into_iter()
-                .filter(|r| r.5.is_none_or(|pid| pid != mine && !process_alive(pid)))
+                .filter(|(r, start)| {
+                    r.5.is_none_or(|pid| !is_own(pid, *start) && !process_alive_since(pid, *start))
+                })
+                .map(|(r, _)| r)
                 .collect();
             for r in &gone {
                 tx.execute(
-                    "UPDATE inbox SET pid = ?2 WHERE seq = ?1",
-                    params![r.0, mine],
+                    "UPDATE inbox SET pid = ?2, pid_start = ?3 WHERE seq = ?1",
+                    params![r.0, std::process::id(), own_start()],
                 )?;
             }
             tx.commit()?;
@@ -672,12 +680,34 @@ mod tests {
         ledger.take_delivery().unwrap().unwrap();
         // Ours and alive: not claimed.
         assert!(ledger.claim_interrupted_deliveries().unwrap().is_empty());
+        // Our pid, but a process that started at another time (a restarted container's PID
+        // 1): gone, and claimed.
+        ledger
+            .with(|c| c.execute("UPDATE inbox SET pid_start = 1", []))
+            .unwrap();
+        let claimed = ledger.claim_interrupted_deliveries().unwrap();
+        assert_eq!(
+            claimed.len(),
+            1,
+            "the same pid from an earlier start is another process"
+        );
+        assert!(
+            ledger.claim_interrupted_deliveries().unwrap().is_empty(),
+            "now ours"
+        );
         let dead = u32::MAX - 1;
         ledger
             .with(|c| c.execute("UPDATE inbox SET pid = ?1", [dead]))
             .unwrap();
         let mut run = RunRecord::new("r1", "p", a.clone(), "version: 1", dir.path());
         run.delivery = Some(1);
+        assert!(!run.is_interrupted(), "this process's own run");
+        let mut earlier = run.clone();
+        earlier.pid_start = Some(1);
+        assert!(
+            earlier.is_interrupted(),
+            "the same pid, started at another time"
+        );
         ledger.begin_run(&run).unwrap();
         let claimed = ledger.claim_interrupted_deliveries().unwrap();
         assert_eq!(claimed.len(), 1);

@@ -151,6 +151,9 @@ pub struct RunRecord {
     pub status: RunStatus,
     /// The process that ran it.
     pub pid: u32,
+    /// When that process started (clock ticks since boot, from `/proc`), so that another
+    /// process given the same pid later (a restarted container's PID 1) is not taken for it.
+    pub pid_start: Option<u64>,
     /// Unix time it started.
     pub started_at: f64,
     /// Unix time it ended.
@@ -179,6 +182,7 @@ impl RunRecord {
             rerun_of: None,
             status: RunStatus::Running,
             pid: std::process::id(),
+            pid_start: own_start(),
             started_at: now(),
             finished_at: None,
             actor: None,
@@ -190,8 +194,40 @@ impl RunRecord {
 
     /// Whether the run was started and its process is gone: a crash interrupted it.
     pub fn is_interrupted(&self) -> bool {
-        self.status == RunStatus::Running && !process_alive(self.pid)
+        self.status == RunStatus::Running && !process_alive_since(self.pid, self.pid_start)
     }
+}
+
+/// When process `pid` started, in clock ticks since boot (`/proc/<pid>/stat`, field 22).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// When this process started (see [`process_start`]).
+fn own_start() -> Option<u64> {
+    static START: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *START.get_or_init(|| process_start(std::process::id()))
+}
+
+/// Whether the process that recorded `pid` (started at `start`, when known) still runs: a
+/// process with that pid that started at another time is another process.
+fn process_alive_since(pid: u32, start: Option<u64>) -> bool {
+    if !process_alive(pid) {
+        return false;
+    }
+    match (start, process_start(pid)) {
+        (Some(recorded), Some(now)) => recorded == now,
+        // Recorded before starts were, or /proc cannot be read: the pid decides.
+        _ => true,
+    }
+}
+
+/// Whether `pid` and `start` are this process's.
+fn is_own(pid: u32, start: Option<u64>) -> bool {
+    pid == std::process::id() && (start.is_none() || start == own_start())
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -399,8 +435,8 @@ impl Ledger {
         })?;
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, actor, trust, trusted_config, delivery)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, ?12, ?13, ?14)",
+                "INSERT INTO runs (id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, actor, trust, trusted_config, delivery, pid_start)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     run.id,
                     run.pipeline,
@@ -415,7 +451,8 @@ impl Ledger {
                     run.actor,
                     run.trust.map(TrustLevel::as_str),
                     run.trusted_config,
-                    run.delivery
+                    run.delivery,
+                    run.pid_start
                 ],
             )
             .map(|_| ())
@@ -426,8 +463,8 @@ impl Ledger {
     pub fn claim_run(&self, id: &str) -> Result<(), LedgerError> {
         self.with(|c| {
             c.execute(
-                "UPDATE runs SET pid = ?2, status = 'running', finished_at = NULL WHERE id = ?1",
-                params![id, std::process::id()],
+                "UPDATE runs SET pid = ?2, pid_start = ?3, status = 'running', finished_at = NULL WHERE id = ?1",
+                params![id, std::process::id(), own_start()],
             )
             .map(|_| ())
         })
@@ -539,7 +576,7 @@ impl Ledger {
     }
 }
 
-const SELECT_RUN: &str = "SELECT id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, finished_at, actor, trust, trusted_config, delivery FROM runs";
+const SELECT_RUN: &str = "SELECT id, pipeline, event, config, repo, commit_sha, workdir, rerun_of, status, pid, started_at, finished_at, actor, trust, trusted_config, delivery, pid_start FROM runs";
 
 struct RawRun {
     id: String,
@@ -558,6 +595,7 @@ struct RawRun {
     trust: Option<String>,
     trusted_config: Option<String>,
     delivery: Option<u64>,
+    pid_start: Option<u64>,
 }
 
 fn raw_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
@@ -578,6 +616,7 @@ fn raw_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
         trust: r.get(13)?,
         trusted_config: r.get(14)?,
         delivery: r.get(15)?,
+        pid_start: r.get(16)?,
     })
 }
 
@@ -614,6 +653,7 @@ impl RawRun {
             trust,
             trusted_config: self.trusted_config,
             delivery: self.delivery,
+            pid_start: self.pid_start,
         })
     }
 }

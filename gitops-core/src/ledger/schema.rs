@@ -117,6 +117,7 @@ const MIGRATIONS: &[&str] = &[
         state TEXT NOT NULL,
         outcome TEXT,
         pid INTEGER,
+        pid_start INTEGER,
         started_at REAL,
         finished_at REAL
     );
@@ -124,6 +125,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX inbox_by_body ON inbox(body_hash, received_at);
     CREATE INDEX inbox_waiting ON inbox(state, seq) WHERE state != 'done';
     ALTER TABLE runs ADD COLUMN delivery INTEGER;
+    ALTER TABLE runs ADD COLUMN pid_start INTEGER;
     CREATE INDEX runs_by_delivery ON runs(delivery);",
     "CREATE INDEX runs_by_start ON runs(started_at, id);
     CREATE INDEX runs_by_pipeline ON runs(pipeline, started_at);
