@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::server::{Server, github, request, sign, wait_until};
+use common::server::{Server, fixture, github, request, sign, wait_until};
 use common::{git, text};
 use serde_json::{Value, json};
 
@@ -270,9 +270,6 @@ fn a_flood_of_requests_is_handled_without_loss() {
 fn a_pushed_commit_is_fetched_run_and_finished_across_a_graceful_shutdown() {
     let tmp = tempfile::tempdir().unwrap();
     let marks = tmp.path().join("marks");
-    let upstream = tmp.path().join("upstream");
-    std::fs::create_dir_all(&upstream).unwrap();
-    git(&upstream, &["init", "-q"]);
     let config = format!(
         r#"version: 1
 pipelines:
@@ -283,30 +280,14 @@ pipelines:
 "#,
         m = marks.display()
     );
-    std::fs::write(upstream.join(".gitops.yml"), config).unwrap();
-    git(&upstream, &["add", "-A"]);
-    git(&upstream, &["commit", "-qm", "one"]);
-    let before = git(&upstream, &["rev-parse", "HEAD"]);
-    let clone = tmp.path().join("clone");
-    git(
-        tmp.path(),
-        &[
-            "clone",
-            "-q",
-            upstream.to_str().unwrap(),
-            clone.to_str().unwrap(),
-        ],
-    );
-    // Pushed after the clone was made: the server must fetch it.
-    std::fs::write(upstream.join("app.txt"), "two").unwrap();
-    git(&upstream, &["add", "-A"]);
-    git(&upstream, &["commit", "-qm", "two"]);
-    let after = git(&upstream, &["rev-parse", "HEAD"]);
+    // `after` is pushed after the clone was made: the server must fetch it.
+    let fx = fixture(&config);
+    let (clone, before, after) = (&fx.clone, &fx.before, &fx.after);
 
-    let state = tmp.path().join("state");
+    let state = &fx.state;
     let mut server = Server::start(
-        &state,
-        &clone,
+        state,
+        clone,
         &["--allow-unsigned", "--repo-name", "o/upstream"],
         &[],
     );
@@ -329,7 +310,7 @@ pipelines:
         format!("start-{after}\nend-{after}\n"),
         "the running stage finished before the server exited"
     );
-    let ledger = gitops_core::ledger::Ledger::open(&state).unwrap();
+    let ledger = gitops_core::ledger::Ledger::open(state).unwrap();
     let runs = ledger.runs(10).unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].commit.as_deref(), Some(after.as_str()));

@@ -6,11 +6,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::git;
-use common::server::{Server, github, request, sign, wait_until};
+use common::server::{Fixture, Server, fixture, github, request, sign, wait_until};
 use gitops_core::ledger::{Ledger, RunStatus};
 use gitops_core::scheduler::RunResult;
 use nix::sys::signal::Signal;
@@ -18,61 +18,8 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "hook-secret-5e1f";
 
-/// An upstream repository with `config` on `main`, a clone of it, and a commit pushed upstream
-/// after the clone was made (the server must fetch it).
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    clone: PathBuf,
-    state: PathBuf,
-    before: String,
-    after: String,
-}
-
-fn fixture(config: &str) -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let upstream = dir.join("upstream");
-    std::fs::create_dir_all(&upstream).unwrap();
-    git(&upstream, &["init", "-q", "-b", "main"]);
-    std::fs::write(upstream.join(".gitops.yml"), config).unwrap();
-    git(&upstream, &["add", "-A"]);
-    git(&upstream, &["commit", "-qm", "one"]);
-    let before = git(&upstream, &["rev-parse", "HEAD"]);
-    let clone = dir.join("clone");
-    git(
-        &dir,
-        &[
-            "clone",
-            "-q",
-            upstream.to_str().unwrap(),
-            clone.to_str().unwrap(),
-        ],
-    );
-    std::fs::write(upstream.join("app.txt"), "two").unwrap();
-    git(&upstream, &["add", "-A"]);
-    git(&upstream, &["commit", "-qm", "two"]);
-    let after = git(&upstream, &["rev-parse", "HEAD"]);
-    Fixture {
-        state: dir.join("state"),
-        _tmp: tmp,
-        dir,
-        clone,
-        before,
-        after,
-    }
-}
-
+/// The tests here serve the fixture's clone with a GitHub secret.
 impl Fixture {
-    /// A push of `after` to main; `tag` makes bodies of the same push differ.
-    fn push(&self, tag: &str) -> Vec<u8> {
-        serde_json::to_vec(&json!({"ref": "refs/heads/main", "before": self.before,
-            "after": self.after, "created": false, "deleted": false, "forced": false,
-            "compare": tag, "sender": {"login": "octo"},
-            "repository": {"full_name": "o/upstream"}}))
-        .unwrap()
-    }
-
     fn serve(&self, extra: &[&str]) -> Server {
         let mut args = vec!["--github-secret-env", "HOOK", "--repo-name", "o/upstream"];
         args.extend_from_slice(extra);

@@ -2,12 +2,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::git;
 use hmac::{Hmac, Mac};
+use serde_json::json;
 use sha2::Sha256;
 
 /// A running `gitops serve` whose standard output lines are collected.
@@ -184,5 +186,61 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An upstream repository with `config` on `main`, a clone of it, and a commit pushed upstream
+/// after the clone was made (the server must fetch it).
+pub struct Fixture {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub clone: PathBuf,
+    pub state: PathBuf,
+    pub before: String,
+    pub after: String,
+}
+
+pub fn fixture(config: &str) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let upstream = dir.join("upstream");
+    std::fs::create_dir_all(&upstream).unwrap();
+    git(&upstream, &["init", "-q", "-b", "main"]);
+    std::fs::write(upstream.join(".gitops.yml"), config).unwrap();
+    git(&upstream, &["add", "-A"]);
+    git(&upstream, &["commit", "-qm", "one"]);
+    let before = git(&upstream, &["rev-parse", "HEAD"]);
+    let clone = dir.join("clone");
+    git(
+        &dir,
+        &[
+            "clone",
+            "-q",
+            upstream.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(upstream.join("app.txt"), "two").unwrap();
+    git(&upstream, &["add", "-A"]);
+    git(&upstream, &["commit", "-qm", "two"]);
+    let after = git(&upstream, &["rev-parse", "HEAD"]);
+    Fixture {
+        state: dir.join("state"),
+        _tmp: tmp,
+        dir,
+        clone,
+        before,
+        after,
+    }
+}
+
+impl Fixture {
+    /// A push of `after` to main; `tag` makes bodies of the same push differ.
+    pub fn push(&self, tag: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({"ref": "refs/heads/main", "before": self.before,
+            "after": self.after, "created": false, "deleted": false, "forced": false,
+            "compare": tag, "sender": {"login": "octo"},
+            "repository": {"full_name": "o/upstream"}}))
+        .unwrap()
     }
 }
