@@ -8,6 +8,7 @@ mod progress;
 mod run;
 mod runs;
 mod serve;
+mod ui;
 mod watch;
 
 use std::path::PathBuf;
