@@ -31,6 +31,9 @@ pub struct Viewer {
     /// The name of the token the request carried (the NAME of its `--ui-token-env NAME`),
     /// when it carried a valid one; `None` for a loopback peer without a token.
     pub name: Option<String>,
+    /// For a viewer signed in by the login form's cookie: the value forms that act must send
+    /// back as their `csrf` field (a request with `Authorization: Bearer` needs none).
+    pub csrf: Option<String>,
 }
 
 impl Viewer {
