@@ -8,6 +8,7 @@ mod progress;
 mod run;
 mod runs;
 mod serve;
+mod shapes;
 mod ui;
 mod watch;
 
