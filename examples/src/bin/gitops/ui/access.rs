@@ -321,19 +321,38 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// A JSON error answer: `{"error": message}`.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({ "error": message.into() });
-    (status, axum::Json(body)).into_response()
+/// An error answer: `{"error": message}` with its status; a 401 asks for a bearer token
+/// (`WWW-Authenticate`).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"gitops\""),
+            );
+        }
+        response
+    }
+}
+
+/// An error answer of `status` saying `message`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+    }
 }
 
 fn unauthorized(message: &str) -> Response {
-    let mut response = error(StatusCode::UNAUTHORIZED, message);
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer realm=\"gitops\""),
-    );
-    response
+    error(StatusCode::UNAUTHORIZED, message).into_response()
 }
 
 /// Whether the request is a browser's asking for a page.
@@ -363,7 +382,8 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
         return error(
             StatusCode::FORBIDDEN,
             "the dashboard cannot tell who is asking: the server did not record the peer's address",
-        );
+        )
+        .into_response();
     };
     let access = &gate.access;
     let path = request.uri().path();
@@ -378,11 +398,13 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
                 return error(
                     StatusCode::FORBIDDEN,
                     "this dashboard has no tokens: start it with --ui-token-env NAME to accept Authorization: Bearer",
-                );
+                )
+                .into_response();
             }
             None => {
                 if !access.failed_attempt().await {
-                    return error(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts");
+                    return error(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts")
+                        .into_response();
                 }
                 return unauthorized("the bearer token is not valid");
             }
@@ -396,7 +418,8 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
             return error(
                 StatusCode::FORBIDDEN,
                 "the dashboard answers loopback peers only; to let others in, start it with --ui-token-env NAME (a variable holding a token they then send as Authorization: Bearer, or enter at /login)",
-            );
+            )
+            .into_response();
         }
         None if wants_page(&request) => {
             let next = request

@@ -1,5 +1,6 @@
 //! The read API: `GET /api/runs`, `/api/runs/{id}`, `/api/runs/{id}/stages/{stage}/log`,
-//! `/api/environments`, `/api/environments/{name}/history`, JSON as the `--json` outputs.
+//! `/api/environments`, `/api/environments/{name}/history`, JSON as the `--json` outputs; and
+//! `/api/session`, who is looking.
 //! Errors are `{"error": "..."}`: 400 for input that cannot name anything, 404 for what the
 //! ledger does not know.
 
@@ -19,8 +20,8 @@ use gitops_core::logs::FollowedLine;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::UiState;
-use super::access::error;
+use super::access::{ApiError, error};
+use super::{UiState, Viewer};
 use crate::envs::{deployment_json, env_json};
 use crate::shapes::{run_json, show_json};
 
@@ -60,14 +61,15 @@ pub fn routes() -> Router<UiState> {
         .route("/api/runs/{id}/stages/{stage}/log", get(log))
         .route("/api/environments", get(environments))
         .route("/api/environments/{name}/history", get(history))
+        .route("/api/session", get(session))
         .route("/api/{*rest}", get(unknown))
 }
 
 /// An answer or an error answer.
-pub type Answer<T = Response> = Result<T, Response>;
+pub type Answer<T = Response> = Result<T, ApiError>;
 
 /// A 500 for a failure of the server's own (the state dir, the ledger): logged, not shown.
-pub fn internal(e: impl std::fmt::Display) -> Response {
+pub fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %crate::serve::log_safe(e), "a dashboard request failed");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -116,7 +118,7 @@ pub fn known_run(engine: &Engine, id: &str) -> Answer<RunRecord> {
     }
 }
 
-async fn unknown(Path(rest): Path<String>) -> Response {
+async fn unknown(Path(rest): Path<String>) -> ApiError {
     let shown: String = rest.chars().take(MAX_NAME).collect();
     error(
         StatusCode::NOT_FOUND,
@@ -314,6 +316,18 @@ fn stream(engine: &Engine, context: &Context, id: &str, stage: &str) -> Answer {
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// `GET /api/session`: who is looking: `{name, can_act, csrf}` (`csrf`: what a form of a
+/// viewer signed in by cookie sends back; null otherwise). Other sites cannot read it.
+async fn session(viewer: Option<Extension<Viewer>>) -> Response {
+    let viewer = viewer.map(|Extension(v)| v).unwrap_or_default();
+    Json(serde_json::json!({
+        "name": viewer.name,
+        "can_act": viewer.can_act(),
+        "csrf": viewer.csrf,
+    }))
+    .into_response()
 }
 
 /// `GET /api/environments`: as `envs --json`.

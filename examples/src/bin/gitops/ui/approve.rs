@@ -47,15 +47,10 @@ async fn decide(
                 "approving needs a token, and this dashboard has none: start it with --ui-token-env NAME",
             ));
         }
-        let mut response = error(
+        return Err(error(
             StatusCode::UNAUTHORIZED,
             "approving needs a token: send Authorization: Bearer <token>, or sign in at /login",
-        );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"gitops\""),
-        );
-        return Err(response);
+        ));
     };
     if !same_origin(request.headers(), state.public_url.as_deref()) {
         return Err(error(

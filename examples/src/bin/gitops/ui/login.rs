@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::access::{Gate, error, same_origin};
+use super::access::{ApiError, Gate, error, same_origin};
 
 /// The largest form accepted by the login and approval endpoints.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -38,7 +38,7 @@ pub fn escape(text: &str) -> String {
 
 /// The fields of a form body (`application/x-www-form-urlencoded`), read up to
 /// [`MAX_FORM_BYTES`]; `Err` answers the request.
-pub async fn form_fields(body: Body) -> Result<Vec<(String, String)>, Response> {
+pub async fn form_fields(body: Body) -> Result<Vec<(String, String)>, ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
         .await
         .map_err(|_| {
@@ -127,11 +127,11 @@ fn redirect(gate: &Gate, path: &str, cookie: Option<String>) -> Response {
 
 async fn login(State(gate): State<Gate>, request: Request) -> Response {
     if !same_origin(request.headers(), gate.public_url.as_deref()) {
-        return error(StatusCode::FORBIDDEN, "the form was sent from another site");
+        return error(StatusCode::FORBIDDEN, "the form was sent from another site").into_response();
     }
     let fields = match form_fields(request.into_body()).await {
         Ok(fields) => fields,
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     let field = |key: &str| {
         fields
@@ -145,7 +145,8 @@ async fn login(State(gate): State<Gate>, request: Request) -> Response {
         Some(cookie) => redirect(&gate, &next, Some(cookie)),
         None => {
             if !gate.access.failed_attempt().await {
-                return error(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts");
+                return error(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts")
+                    .into_response();
             }
             let mut response = page(&gate, &next, Some("Sign-in failed.")).into_response();
             *response.status_mut() = StatusCode::UNAUTHORIZED;
@@ -156,7 +157,7 @@ async fn login(State(gate): State<Gate>, request: Request) -> Response {
 
 async fn logout(State(gate): State<Gate>, headers: HeaderMap) -> Response {
     if !same_origin(&headers, gate.public_url.as_deref()) {
-        return error(StatusCode::FORBIDDEN, "the form was sent from another site");
+        return error(StatusCode::FORBIDDEN, "the form was sent from another site").into_response();
     }
     redirect(&gate, "/login", Some(gate.access.logout_cookie()))
 }
