@@ -62,7 +62,10 @@ fn ledger(state: &Path) -> String {
 }
 
 /// `gitops ui` over `state`, and its address (the caller kills it and waits for it).
-#[allow(clippy::zombie_processes, reason = "returned to the caller, who waits for it")]
+#[allow(
+    clippy::zombie_processes,
+    reason = "returned to the caller, who waits for it"
+)]
 fn start(bin: &Path, state: &Path) -> (Child, SocketAddr) {
     let mut child = Command::new(bin)
         .args(["ui", "--listen", "127.0.0.1:0", "--state"])

@@ -103,9 +103,12 @@ fn send(
     body: &str,
 ) {
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head += &format!("Host: {addr}\r\n");
+    }
     for (k, v) in headers {
         head += &format!("{k}: {v}\r\n");
     }
@@ -357,6 +360,25 @@ fn bad_input_gets_400_and_unknown_names_404_and_no_file_is_read() {
     let answer = ui.get(&format!("/api/runs/{id}/stages/../../../../etc/passwd/log"));
     assert!([400, 404].contains(&answer.status), "{answer:?}");
     assert!(!answer.body.contains("root:"));
+    // A page of another site rebound to this address is not a loopback reader.
+    let answer = http(
+        ui.addr,
+        None,
+        "GET",
+        "/api/runs",
+        &[("Host", "evil.example")],
+        "",
+    );
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    let answer = http(
+        ui.addr,
+        None,
+        "GET",
+        "/api/runs",
+        &[("Host", "localhost")],
+        "",
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
     // Approving needs a token, and this dashboard has none.
     let answer = http(
         ui.addr,

@@ -411,9 +411,19 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
         },
         None => cookie(request.headers(), SESSION_COOKIE).and_then(|v| access.viewer_of_session(v)),
     };
+    let anonymous = access.is_anonymous(peer.ip());
+    if viewer.is_none() && anonymous && !local_host(request.headers(), gate.public_url.as_deref()) {
+        // A page of another site whose name was made to resolve to this address (DNS
+        // rebinding) would be let in as a loopback peer: it sends its own name as Host.
+        return error(
+            StatusCode::FORBIDDEN,
+            "the Host header names another site: reach the dashboard by its address, localhost, or the host of --public-url",
+        )
+        .into_response();
+    }
     let viewer = match viewer {
         Some(viewer) => viewer,
-        None if login || access.is_anonymous(peer.ip()) => Viewer::default(),
+        None if login || anonymous => Viewer::default(),
         None if !access.has_tokens() => {
             return error(
                 StatusCode::FORBIDDEN,
@@ -442,6 +452,26 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
     };
     request.extensions_mut().insert(viewer);
     next.run(request).await
+}
+
+/// Whether the request's `Host` is an address, `localhost`, or the public URL's host: a name
+/// this server answers to for anonymous peers.
+fn local_host(headers: &HeaderMap, public_url: Option<&str>) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        // HTTP/1.0 without Host: no page of another site sends that.
+        return headers.get(header::HOST).is_none();
+    };
+    let public_host = public_url
+        .and_then(|u| u.split_once("://"))
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(rest));
+    if public_host.is_some_and(|p| p.eq_ignore_ascii_case(host)) {
+        return true;
+    }
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok()
 }
 
 /// Whether the request's `Origin`, when it has one, is this server's: the host it was sent to,
@@ -527,6 +557,23 @@ mod tests {
         assert_eq!(access.token_name("a-long-token-value-2"), Some("bob"));
         assert_eq!(access.token_name("a-long-token-value"), None);
         assert!(!format!("{access:?}").contains("token-value"));
+    }
+
+    #[test]
+    fn anonymous_peers_must_name_this_host_by_address() {
+        let host = |h: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, h.parse().unwrap());
+            headers
+        };
+        for ok in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "10.1.2.3"] {
+            assert!(local_host(&host(ok), None), "{ok}");
+        }
+        assert!(!local_host(&host("evil.example:8080"), None));
+        assert!(!local_host(&host("127.0.0.1.evil.example"), None));
+        let public = Some("https://ci.example.com/gitops");
+        assert!(local_host(&host("ci.example.com"), public));
+        assert!(local_host(&HeaderMap::new(), None));
     }
 
     #[test]
