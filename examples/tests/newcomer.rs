@@ -157,6 +157,13 @@ fn demo_keep_leaves_its_repository_and_state_dir_to_look_at() {
         &stdout,
         &format!("`gitops envs --state {}`", state.display()),
     );
+    says(
+        &stdout,
+        &format!(
+            "`gitops ui --state {} --listen 127.0.0.1:8080`",
+            state.display()
+        ),
+    );
     let config = dir.join("repo/.gitops.yml");
     expect(&run(&["validate", "--config", config.to_str().unwrap()]), 0);
     assert_eq!(git(&dir.join("repo"), &["status", "--porcelain"]), "");

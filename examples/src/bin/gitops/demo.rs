@@ -230,6 +230,13 @@ async fn demo(dir: &Path, keep: bool) -> Result<(), Error> {
         outln!(
             "  {state}  the state dir: `gitops envs --state {state}`, `gitops history --state {state}`"
         );
+        outln!(
+            "\nThe dashboard over it (environments, runs, logs): `gitops ui --state {state} --listen 127.0.0.1:8080`, then open http://127.0.0.1:8080/"
+        );
+    } else {
+        outln!(
+            "\nTo see it in the dashboard, keep it: `gitops demo --keep DIR`, then `gitops ui --state DIR/state --listen 127.0.0.1:8080` and open http://127.0.0.1:8080/"
+        );
     }
     Ok(())
 }

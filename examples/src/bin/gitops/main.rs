@@ -8,6 +8,7 @@ mod progress;
 mod run;
 mod runs;
 mod serve;
+mod shapes;
 mod ui;
 mod watch;
 
@@ -141,6 +142,15 @@ enum Command {
         args: Box<serve::ServeArgs>,
         #[command(flatten)]
         common: CommonArgs,
+    },
+    /// Serve the dashboard and the read API over a state dir (no webhooks): environments,
+    /// runs, live logs, approvals. Loopback peers read without a token; others need one
+    /// (--ui-token-env).
+    Ui {
+        #[command(flatten)]
+        args: ui::command::UiArgs,
+        #[command(flatten)]
+        state: StateArg,
     },
     /// List environments: status, version, commit, URL, whether pinned.
     Envs {
@@ -450,6 +460,9 @@ fn main() -> ExitCode {
         Command::Serve { args, common } => common
             .resolve()
             .and_then(|c| block_on(serve::serve(*args, c))),
+        Command::Ui { args, state } => state
+            .resolve()
+            .and_then(|c| block_on(ui::command::ui(args, c))),
         Command::Envs { json, state } => state.resolve().and_then(|c| envs::envs(c, json)),
         Command::History { env, json, state } => state
             .resolve()

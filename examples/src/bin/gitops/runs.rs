@@ -1,33 +1,18 @@
 //! `gitops runs`, `show` and `logs`: what ran, how each stage ended, and what it printed, read
 //! from the ledger and the stage logs of a state dir.
 
-use gitops_core::engine::Engine;
 use gitops_core::event::GitEvent;
-use gitops_core::ledger::{DeploymentRecord, RunQuery, RunRecord, RunStatus, now};
+use gitops_core::ledger::RunQuery;
 use gitops_core::logs::LogEntry;
-use gitops_core::scheduler::{StageReport, StageResult};
 use gitops_examples::text::count;
 use gitops_examples::{errln, outln};
 
-use crate::envs::{deployment_json, print_json, short, time};
+use crate::envs::{print_json, short, time};
 use crate::run::{Common, engine};
+use crate::shapes::{duration, result, run_json, show_json, stages};
 
 fn err(e: impl std::error::Error + 'static) -> String {
     crate::error(&e)
-}
-
-/// `running`, `interrupted` (its process is gone), or how it ended.
-fn result(run: &RunRecord) -> &'static str {
-    match run.status {
-        RunStatus::Running if run.is_interrupted() => "interrupted",
-        RunStatus::Running => "running",
-        RunStatus::Finished(r) => r.name(),
-    }
-}
-
-/// Seconds it ran, or has run so far.
-fn duration(run: &RunRecord) -> f64 {
-    (run.finished_at.unwrap_or_else(now) - run.started_at).max(0.0)
 }
 
 /// What the event was about: a pull request, a branch, a tag.
@@ -36,24 +21,6 @@ fn subject(event: &GitEvent) -> String {
         Some(pr) => format!("PR #{}", pr.number),
         None => event.git_ref().unwrap_or_else(|| "-".to_owned()),
     }
-}
-
-/// A run as `runs --json` prints it; the fields `gitops runs --help` lists.
-fn run_json(run: &RunRecord) -> serde_json::Value {
-    serde_json::json!({
-        "id": run.id,
-        "pipeline": run.pipeline,
-        "event": run.event.kind().as_str(),
-        "action": run.event.action(),
-        "ref": run.event.git_ref(),
-        "pull_request": run.event.pull_request().map(|pr| pr.number),
-        "sha": run.commit,
-        "actor": run.actor,
-        "result": result(run),
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "duration_secs": duration(run),
-    })
 }
 
 /// `gitops runs`: the newest runs first.
@@ -89,70 +56,16 @@ pub fn runs(query: &RunQuery, common: Common, json: bool) -> Result<(), String> 
     Ok(())
 }
 
-/// The stages of a run as `show` lists them: those recorded, in the order they ended, then
-/// those that have a log and no result yet (running).
-fn stages(engine: &Engine, run: &str) -> Result<(Vec<StageReport>, Vec<String>), String> {
-    let recorded = engine.ledger().stage_results(run).map_err(err)?;
-    let running = engine
-        .logs()
-        .stages(run)
-        .map_err(err)?
-        .into_iter()
-        .filter(|s| !recorded.iter().any(|r| &*r.id == s))
-        .collect();
-    Ok((recorded, running))
-}
-
-fn stage_json(stage: &StageReport, deployments: &[DeploymentRecord]) -> serde_json::Value {
-    let (message, exit_code, skip_reason) = match &stage.result {
-        StageResult::Failure { message, exit_code } => (Some(message.clone()), *exit_code, None),
-        StageResult::Skipped { reason } => (None, None, serde_json::to_value(reason).ok()),
-        _ => (None, None, None),
-    };
-    let deployment = deployments
-        .iter()
-        .find(|d| d.stage.as_deref() == Some(&*stage.id));
-    serde_json::json!({
-        "id": &*stage.id,
-        "result": stage.result.name(),
-        "message": message,
-        "exit_code": exit_code,
-        "skip_reason": skip_reason,
-        "attempts": stage.attempts,
-        "flaky": stage.flaky,
-        "reused": stage.reused,
-        "duration_secs": stage.duration().map(|d| d.as_secs_f64()),
-        "outputs": stage.outputs,
-        "environment": deployment.map(|d| d.environment.clone()),
-        "deployment": deployment.map(deployment_json),
-    })
-}
-
 /// `gitops show RUN`: the run's event, each stage's result, outputs (masked when recorded),
 /// and the deployments it made.
 pub fn show(run_id: &str, common: Common, json: bool) -> Result<(), String> {
     let engine = engine(&common)?;
     let run = engine.ledger().run(run_id).map_err(err)?;
+    if json {
+        return print_json(&show_json(&engine, &run)?);
+    }
     let (recorded, running) = stages(&engine, run_id)?;
     let deployments = engine.ledger().run_deployments(run_id).map_err(err)?;
-    if json {
-        let mut stages: Vec<_> = recorded
-            .iter()
-            .map(|s| stage_json(s, &deployments))
-            .collect();
-        stages.extend(
-            running
-                .iter()
-                .map(|s| serde_json::json!({ "id": s, "result": "running" })),
-        );
-        let mut value = run_json(&run);
-        value["event"] = serde_json::to_value(&run.event).map_err(err)?;
-        value["trust"] = serde_json::json!(run.trust.map(|t| t.as_str()));
-        value["rerun_of"] = serde_json::json!(run.rerun_of);
-        value["stages"] = serde_json::Value::Array(stages);
-        value["deployments"] = deployments.iter().map(deployment_json).collect();
-        return print_json(&value);
-    }
     outln!(
         "run {} of pipeline {}: {} ({:.1}s)",
         run.id,

@@ -2,8 +2,11 @@
 //! timeout (which also bounds how long a kept-alive connection waits for its next request), an
 //! idle timeout (no byte read or written), and a cap on open connections (past it, new
 //! connections wait in the listen backlog). On shutdown it stops accepting and lets open
-//! requests finish, unless told to stop at once.
+//! requests finish, unless told to stop at once. Each request carries its peer's address as
+//! [`ConnectInfo`], for the dashboard's access rules.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,10 +14,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::routing::future::RouteFuture;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -55,9 +60,9 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait, rather than spin.
                     tracing::warn!(error = %super::log_safe(&e), "accepting a connection failed");
@@ -77,7 +82,13 @@ pub async fn serve(
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .serve_connection(io, TowerToHyperService::new(router.clone()));
+            .serve_connection(
+                io,
+                WithPeer {
+                    router: router.clone(),
+                    peer,
+                },
+            );
         let connection = graceful.watch(connection);
         let (metrics, idle) = (metrics.clone(), limits.idle_timeout);
         metrics.connections().inc();
@@ -94,6 +105,24 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = abort.cancelled() => {}
+    }
+}
+
+/// The router of one connection: each request gets the peer's address as [`ConnectInfo`]
+/// before the router sees it (a clone of the router is an `Arc`'s).
+struct WithPeer {
+    router: Router,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for WithPeer {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = RouteFuture<Infallible>;
+
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        tower_service::Service::call(&mut self.router.clone(), request)
     }
 }
 

@@ -10,8 +10,8 @@
 //! the next start. A second signal cancels everything at once, in every phase.
 
 mod commit;
-mod http;
-mod metrics;
+pub(crate) mod http;
+pub(crate) mod metrics;
 mod receive;
 mod worker;
 
@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use self::metrics::Metrics;
 use self::receive::Receiver;
 use crate::run::{Common, engine, run_options};
+use crate::ui::command::UiOptions;
 
 /// What `gitops serve` is asked to do.
 #[derive(clap::Args)]
@@ -97,6 +98,8 @@ pub struct ServeArgs {
     /// The server's log: one line per delivery and per run, as text or JSON.
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    #[command(flatten)]
+    ui: UiOptions,
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {
@@ -119,7 +122,7 @@ fn secret(flag: &str, name: &Option<String>) -> Result<Option<String>, String> {
 }
 
 /// The logger: text or JSON lines on standard error.
-fn init_log(format: &str) {
+pub(crate) fn init_log(format: &str) {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -239,9 +242,11 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
             "--allow-unsigned: unsigned {provider} requests are accepted and run"
         );
     }
+    let access = args.ui.access()?;
+    let public_url = args.ui.public_url()?;
     let repo = Repository::open(&args.repo).map_err(|e| crate::error(&e))?;
     let repos = served_repos(&args, &common, &repo)?;
-    let engine = engine(&common)?;
+    let engine = Arc::new(engine(&common)?);
     let _pruning = crate::run::prune_daily(&engine, common.retention)?;
     let ledger = engine.ledger().clone();
     let metrics = Arc::new(Metrics::new());
@@ -297,6 +302,12 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| format!("error: {e}"))?;
 
     let (shutdown, abort) = (CancellationToken::new(), CancellationToken::new());
+    // The dashboard and the API, behind their access rules; webhooks, health and metrics not.
+    let ui = crate::ui::UiState {
+        engine: engine.clone(),
+        public_url,
+    };
+    let router = router.merge(crate::ui::with_access(ui, access, shutdown.clone()));
     let worker = run.then(|| {
         let mut options = run_options(&common)?;
         options.actor = Some("webhook".to_owned());
@@ -312,7 +323,7 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
             .max(1);
         let worker = Arc::new(worker::Worker {
-            engine: Arc::new(engine),
+            engine,
             repo,
             options,
             ledger: ledger.clone(),
@@ -327,6 +338,7 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
         Ok::<_, String>(tokio::spawn(worker.work()))
     });
     let worker = worker.transpose()?;
+    args.ui.warn_if_open(addr);
     if args.log_format != "json" {
         eprintln!("listening on http://{addr}");
     }
@@ -359,7 +371,11 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
 /// The first signal shuts down gracefully: `abort` follows after `grace`; a second signal
 /// aborts at once. The streams are made once, so that a second signal sent right after the
 /// first is not missed.
-async fn signals(shutdown: CancellationToken, abort: CancellationToken, grace: Duration) {
+pub(crate) async fn signals(
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+    grace: Duration,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

@@ -6,13 +6,20 @@
 //! others for a token (`--ui-token-env NAME`), and puts a [`Viewer`] in the request's
 //! extensions saying who is looking and whether they may act (approve, reject).
 
+pub mod access;
 pub mod api;
+mod approve;
+pub mod command;
+mod login;
 pub mod pages;
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::{Extension, Router, middleware};
 use gitops_core::engine::Engine;
+use tokio_util::sync::CancellationToken;
+
+use self::access::{Access, Gate};
 
 /// What the handlers of the dashboard and the API share.
 #[derive(Clone)]
@@ -44,10 +51,26 @@ impl Viewer {
     }
 }
 
-/// The dashboard and the API, with their state.
+/// The dashboard and the API, with their state: the routes alone, without the access layer
+/// ([`with_access`] adds it, and the login form).
 pub fn router(state: UiState) -> Router {
     Router::new()
         .merge(api::routes())
+        .merge(approve::routes())
         .merge(pages::routes())
         .with_state(state)
+}
+
+/// The dashboard, the API and the login form behind the access rules `access`; live log
+/// streams end when `shutdown` is cancelled.
+pub fn with_access(state: UiState, access: Access, shutdown: CancellationToken) -> Router {
+    let gate = Gate {
+        access: access.clone(),
+        public_url: state.public_url.clone(),
+    };
+    let context = api::Context::new(shutdown, access.has_tokens());
+    router(state)
+        .layer(Extension(context))
+        .merge(login::routes().with_state(gate.clone()))
+        .layer(middleware::from_fn_with_state(gate, access::check))
 }
