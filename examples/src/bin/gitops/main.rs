@@ -229,6 +229,20 @@ enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// TEMPORARY (until the API branch lands): serve the dashboard over a state dir.
+    Ui {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The variable holding the token that signs in.
+        #[arg(long, value_name = "NAME")]
+        ui_token_env: Option<String>,
+        /// The address links use.
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// Approve the deployment a run's stage waits to make.
     Approve {
         /// The run.
@@ -482,6 +496,14 @@ fn main() -> ExitCode {
             .resolve()
             .and_then(|c| block_on(runs::logs(&run, stage.as_deref(), follow, c))),
         Command::Unpin { env, state } => state.resolve().and_then(|c| envs::unpin(&env, c)),
+        Command::Ui {
+            listen,
+            ui_token_env,
+            public_url,
+            state,
+        } => state
+            .resolve()
+            .and_then(|c| block_on(ui::temporary::serve(&listen, c, ui_token_env, public_url))),
         Command::Approve { run, stage, state } => state
             .resolve()
             .and_then(|c| envs::decide(&run, &stage, true, c)),

@@ -8,6 +8,8 @@
 
 pub mod api;
 pub mod pages;
+// TEMPORARY: drop on merge with the API branch.
+pub mod temporary;
 
 use std::sync::Arc;
 
