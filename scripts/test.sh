@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that checks everything CI checks: it installs and starts what the tests need
-# (git, the Docker engine, busybox-static for test images; terraform must be on PATH), then runs
+# (git, the Docker engine, busybox-static for test images, Chromium and chromedriver for the
+# dashboard's browser test; terraform must be on PATH), then runs
 # formatting, clippy, rustdoc and every test with the real engines switched on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ missing=()
 command -v git >/dev/null || missing+=(git)
 command -v dockerd >/dev/null || missing+=(docker.io)
 [ -x /bin/busybox ] || command -v busybox >/dev/null || missing+=(busybox-static)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     if [ "$(id -u)" -ne 0 ]; then
@@ -45,7 +48,7 @@ if ! command -v terraform >/dev/null && ! command -v tofu >/dev/null; then
     exit 1
 fi
 
-export GITOPS_TEST_DOCKER=1 GITOPS_TEST_TERRAFORM=1
+export GITOPS_TEST_DOCKER=1 GITOPS_TEST_TERRAFORM=1 GITOPS_TEST_BROWSER=1
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 say "cargo fmt --check"

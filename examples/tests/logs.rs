@@ -38,17 +38,7 @@ fn paths(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// `gitops run` of [`repo`]'s event, started in the background.
 fn spawn_run(tmp: &Path) -> std::process::Child {
     let (event, repo, state) = paths(tmp);
-    Command::new(env!("CARGO_BIN_EXE_gitops"))
-        .args(["run", "--event"])
-        .arg(event)
-        .arg("--repo")
-        .arg(repo)
-        .arg("--state")
-        .arg(state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    common::run_command(&event, &repo, &state).spawn().unwrap()
 }
 
 /// `gitops ARGS --state <tmp>/state`, which must succeed; its standard output.

@@ -87,6 +87,22 @@ pub fn push_repo(dir: &Path, config: &str) -> PathBuf {
     push_event(dir, "main")
 }
 
+/// `gitops run --event EVENT --repo REPO --state STATE`, to start in the background, its
+/// output thrown away.
+pub fn run_command(event: &Path, repo: &Path, state: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gitops"));
+    command
+        .args(["run", "--event"])
+        .arg(event)
+        .arg("--repo")
+        .arg(repo)
+        .arg("--state")
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
 /// `gitops run --event EVENT --repo REPO --state STATE`, with environment variables `env`.
 pub fn run_event(event: &Path, repo: &Path, state: &Path, env: &[(&str, &str)]) -> Output {
     run_event_with(event, repo, state, &[], env)

@@ -155,7 +155,7 @@ pub fn describe(
     }
 }
 
-fn skip_reason(reason: &SkipReason) -> String {
+pub fn skip_reason(reason: &SkipReason) -> String {
     match reason {
         SkipReason::NeedFailed { need } => format!("needs {need}, which failed"),
         SkipReason::NeedSkipped { need } => format!("needs {need}, which was skipped"),
