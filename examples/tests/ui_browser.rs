@@ -139,6 +139,35 @@ fn pull_request_event(tmp: &Path, repo: &Path) -> PathBuf {
     file
 }
 
+/// Closes the pull request when dropped (the test passed or not), which stops its preview's
+/// server: nothing is left running.
+struct Teardown {
+    closed: PathBuf,
+    repo: PathBuf,
+    state: PathBuf,
+}
+
+impl Teardown {
+    fn closing(opened: &Path, repo: &Path, state: &Path) -> Teardown {
+        let mut event: Value =
+            serde_json::from_str(&std::fs::read_to_string(opened).unwrap()).unwrap();
+        event["action"] = json!("closed");
+        let closed = opened.with_file_name("event-pr-closed.json");
+        std::fs::write(&closed, event.to_string()).unwrap();
+        Teardown {
+            closed,
+            repo: repo.to_owned(),
+            state: state.to_owned(),
+        }
+    }
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let _ = common::run_command(&self.closed, &self.repo, &self.state).status();
+    }
+}
+
 fn gitops_run(event: &Path, repo: &Path, state: &Path) -> Command {
     use std::os::unix::process::CommandExt;
     let mut command = common::run_command(event, repo, state);
@@ -216,6 +245,7 @@ async fn the_dashboard_in_a_real_browser() {
 
     // A pull request's run that deploys a served preview, and a failed run.
     let pr = pull_request_event(tmp.path(), &repo);
+    let _preview = Teardown::closing(&pr, &repo, &state);
     let out = gitops_run(&pr, &repo, &state).status().unwrap();
     assert!(out.success(), "the pull request's run failed");
     let failed = gitops_run(&push_event(&repo, "main"), &repo, &state)
