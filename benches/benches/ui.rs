@@ -134,6 +134,8 @@ fn bench(c: &mut Criterion) {
         format!("/api/runs/{middle}"),
         "/api/environments".to_owned(),
         "/".to_owned(),
+        "/runs".to_owned(),
+        format!("/runs?before={middle}"),
         format!("/runs/{middle}"),
     ];
     for path in &paths {
