@@ -454,7 +454,9 @@ async fn the_dashboard_in_a_real_browser() {
         .await
         .unwrap();
     wait_for_text(&client, "the approved deploy", true, |b| {
-        b.contains("Deployed to staging") && !b.contains("waits for an approval")
+        b.contains("Deployed to staging")
+            && b.contains("Approved by GITOPS_UI_TEST_TOKEN")
+            && !b.contains("waits for an approval")
     })
     .await;
     let deploy = client

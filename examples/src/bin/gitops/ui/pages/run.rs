@@ -6,7 +6,9 @@ use axum::Extension;
 use axum::extract::{Path, State};
 use gitops_core::backend::LogStream;
 use gitops_core::engine::Engine;
-use gitops_core::ledger::{ApprovalRecord, DeploymentRecord, LedgerError, RunRecord};
+use gitops_core::ledger::{
+    ApprovalRecord, ApprovalStatus, DeploymentRecord, LedgerError, RunRecord,
+};
 use gitops_core::logs::LogEntry;
 use gitops_core::scheduler::StageResult;
 use maud::{Markup, html};
@@ -118,6 +120,14 @@ fn stage_block(
         .rev()
         .find(|d| d.stage.as_deref() == Some(stage.id.as_str()));
     let approval = waiting.iter().find(|a| a.stage == stage.id);
+    // Who decided a deploy that waited for an approval.
+    let decided = match report {
+        Some(_) => engine
+            .ledger()
+            .approval(&run.id, &stage.id)?
+            .filter(|a| a.status != ApprovalStatus::Pending),
+        None => None,
+    };
     let log = match stage.state {
         Shown::Pending | Shown::NotRun | Shown::Skipped => Vec::new(),
         _ => engine.logs().read(&run.id, &stage.id)?,
@@ -158,6 +168,12 @@ fn stage_block(
             }
             @if let Some(d) = deployment { (deployment_line(ctx, d)) }
             @if let Some(a) = approval { (approve(ctx, run, a)) }
+            @if let Some(a) = &decided {
+                p.facts {
+                    @if a.status == ApprovalStatus::Approved { "Approved" } @else { "Rejected" }
+                    " by " strong { (a.decided_by.as_deref().unwrap_or("someone unrecorded")) }
+                }
+            }
             @if has_log {
                 details.logbox open[stage.state.is_failure() || live] {
                     summary {
