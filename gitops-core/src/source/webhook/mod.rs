@@ -117,7 +117,13 @@ fn decode<'a, T: serde::Deserialize<'a>>(
     event_type: &str,
     body: &'a [u8],
 ) -> Result<T, WebhookError> {
-    serde_json::from_slice(body).map_err(|source| WebhookError::Malformed {
+    // Checked as UTF-8 once, the body's strings are not checked again one by one. A body that
+    // is not UTF-8 is parsed as bytes, for serde_json's own verdict and message.
+    let parsed = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    };
+    parsed.map_err(|source| WebhookError::Malformed {
         provider,
         event_type: event_type.to_owned(),
         source,

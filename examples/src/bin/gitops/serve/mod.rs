@@ -261,8 +261,7 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
     let _checkpoints = ledger
         .checkpoint_in_background(Duration::from_secs(1))
         .map_err(|e| crate::error(&e))?;
-    let inbox = commit::Committer::start(ledger.clone(), limits)
-        .map_err(|e| format!("error: cannot start the inbox's thread: {e}"))?;
+    let inbox = commit::Committer::new(ledger.clone(), limits);
     let receiver = Arc::new(Receiver {
         github_secret: github_secret.map(String::into_bytes),
         gitlab_token,
