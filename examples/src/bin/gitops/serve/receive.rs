@@ -341,7 +341,7 @@ impl Receiver {
         ))
     }
 
-    /// Commits the delivery to the inbox (on the committer's thread: SQLite blocks).
+    /// Commits the delivery to the inbox, with those waiting beside it (see [`super::commit`]).
     async fn admit(
         &self,
         provider: Provider,
