@@ -785,3 +785,31 @@ fn a_request_forwarded_by_a_proxy_on_loopback_is_not_anonymous() {
     assert_eq!(answer.status, 403, "{}", answer.body);
     assert!(answer.body.contains("proxy"), "{}", answer.body);
 }
+
+/// The login form is a page like the others: it may not be framed by another site (a
+/// clickjacking of the sign-in), and it runs no script.
+#[test]
+fn the_login_form_may_not_be_framed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let env = [("APPROVER", TOKEN)];
+    let ui = Ui::start(&state, &["--ui-token-env", "APPROVER"], &env);
+    let form = ui.get("/login?next=%2F");
+    let failed = http(
+        ui.addr,
+        None,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        "token=wrong&next=%2F",
+    );
+    for (what, answer) in [("GET /login", form), ("a failed POST /login", failed)] {
+        let policy = answer.header("content-security-policy").unwrap_or("");
+        assert!(
+            policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'none'"),
+            "{what}: {answer:?}"
+        );
+        assert_eq!(answer.header("x-frame-options"), Some("DENY"), "{what}");
+        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"), "{what}");
+    }
+}
