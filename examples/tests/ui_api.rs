@@ -765,7 +765,10 @@ fn a_request_forwarded_by_a_proxy_on_loopback_is_not_anonymous() {
         None,
         "GET",
         "/api/runs",
-        &[("X-Forwarded-For", "203.0.113.9"), ("Authorization", &right)],
+        &[
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("Authorization", &right),
+        ],
         "",
     );
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -810,6 +813,10 @@ fn the_login_form_may_not_be_framed() {
             "{what}: {answer:?}"
         );
         assert_eq!(answer.header("x-frame-options"), Some("DENY"), "{what}");
-        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"), "{what}");
+        assert_eq!(
+            answer.header("x-content-type-options"),
+            Some("nosniff"),
+            "{what}"
+        );
     }
 }

@@ -24,7 +24,8 @@ pub fn routes() -> Router<Gate> {
 
 /// What the pages' policy says (see [`super::pages`]), but for the form's one inline style
 /// block: no script at all, and no framing by another site.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'";
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'";
 
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
