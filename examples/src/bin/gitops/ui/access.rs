@@ -160,7 +160,8 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn unix_now() -> u64 {
+/// Now, in Unix seconds.
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -278,6 +279,7 @@ impl Access {
         Some(Viewer {
             name: Some(token.name.clone()),
             csrf: Some(csrf),
+            until: Some(expiry_secs),
         })
     }
 
@@ -393,6 +395,7 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
             Some(name) => Some(Viewer {
                 name: Some(name.to_owned()),
                 csrf: None,
+                until: None,
             }),
             None if !access.has_tokens() => {
                 return error(
