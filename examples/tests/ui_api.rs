@@ -719,3 +719,104 @@ fn the_live_log_streams_new_lines_until_the_stage_ends() {
     assert_eq!((name.as_str(), data.as_str()), ("end", "{}"));
     assert!(child.wait().unwrap().success());
 }
+
+/// A reverse proxy on the same host (the `--public-url` setup) connects from loopback for
+/// everyone it forwards: a request that says it was forwarded is not an anonymous reader,
+/// whatever its peer address; the forwarded address itself grants nothing either.
+#[test]
+fn a_request_forwarded_by_a_proxy_on_loopback_is_not_anonymous() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let env = [("APPROVER", TOKEN)];
+    let ui = Ui::start(
+        &state,
+        &[
+            "--ui-token-env",
+            "APPROVER",
+            "--public-url",
+            "https://ci.example.com/gitops",
+        ],
+        &env,
+    );
+    let forwarded: &[(&str, &str)] = &[
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("X-Forwarded-For", "127.0.0.1"),
+        ("Forwarded", "for=203.0.113.9;proto=https"),
+        ("X-Real-IP", "203.0.113.9"),
+        ("X-Forwarded-Host", "ci.example.com"),
+    ];
+    for header in forwarded {
+        let answer = http(ui.addr, None, "GET", "/api/runs", &[*header], "");
+        assert_eq!(answer.status, 401, "{header:?}: {}", answer.body);
+        let answer = http(
+            ui.addr,
+            None,
+            "GET",
+            "/api/runs",
+            &[*header, ("Host", "ci.example.com")],
+            "",
+        );
+        assert_eq!(answer.status, 401, "{header:?}: {}", answer.body);
+    }
+    // With the token it reads, forwarded or not; without a proxy header loopback still reads.
+    let right = format!("Bearer {TOKEN}");
+    let answer = http(
+        ui.addr,
+        None,
+        "GET",
+        "/api/runs",
+        &[
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("Authorization", &right),
+        ],
+        "",
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(ui.get("/api/runs").status, 200);
+    drop(ui);
+
+    // Without tokens a forwarded request is refused, saying why.
+    let ui = Ui::start(&state, &[], &[]);
+    let answer = http(
+        ui.addr,
+        None,
+        "GET",
+        "/api/runs",
+        &[("X-Forwarded-For", "203.0.113.9")],
+        "",
+    );
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(answer.body.contains("proxy"), "{}", answer.body);
+}
+
+/// The login form is a page like the others: it may not be framed by another site (a
+/// clickjacking of the sign-in), and it runs no script.
+#[test]
+fn the_login_form_may_not_be_framed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let env = [("APPROVER", TOKEN)];
+    let ui = Ui::start(&state, &["--ui-token-env", "APPROVER"], &env);
+    let form = ui.get("/login?next=%2F");
+    let failed = http(
+        ui.addr,
+        None,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        "token=wrong&next=%2F",
+    );
+    for (what, answer) in [("GET /login", form), ("a failed POST /login", failed)] {
+        let policy = answer.header("content-security-policy").unwrap_or("");
+        assert!(
+            policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'none'"),
+            "{what}: {answer:?}"
+        );
+        assert_eq!(answer.header("x-frame-options"), Some("DENY"), "{what}");
+        assert_eq!(
+            answer.header("x-content-type-options"),
+            Some("nosniff"),
+            "{what}"
+        );
+    }
+}

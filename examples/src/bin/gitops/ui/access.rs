@@ -160,7 +160,8 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn unix_now() -> u64 {
+/// Now, in Unix seconds.
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -278,6 +279,7 @@ impl Access {
         Some(Viewer {
             name: Some(token.name.clone()),
             csrf: Some(csrf),
+            until: Some(expiry_secs),
         })
     }
 
@@ -393,6 +395,7 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
             Some(name) => Some(Viewer {
                 name: Some(name.to_owned()),
                 csrf: None,
+                until: None,
             }),
             None if !access.has_tokens() => {
                 return error(
@@ -411,7 +414,10 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
         },
         None => cookie(request.headers(), SESSION_COOKIE).and_then(|v| access.viewer_of_session(v)),
     };
-    let anonymous = access.is_anonymous(peer.ip());
+    // A proxy (one on loopback, say, in front of --public-url) connects for everyone it
+    // forwards: its address is not the viewer's.
+    let proxied = forwarded(request.headers());
+    let anonymous = access.is_anonymous(peer.ip()) && !proxied;
     if viewer.is_none() && anonymous && !local_host(request.headers(), gate.public_url.as_deref()) {
         // A page of another site whose name was made to resolve to this address (DNS
         // rebinding) would be let in as a loopback peer: it sends its own name as Host.
@@ -424,6 +430,13 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
     let viewer = match viewer {
         Some(viewer) => viewer,
         None if login || anonymous => Viewer::default(),
+        None if !access.has_tokens() && proxied => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "the request came through a proxy (Forwarded, X-Forwarded-For or X-Real-IP), which does not make its sender a loopback peer; to let others in, start the dashboard with --ui-token-env NAME",
+            )
+            .into_response();
+        }
         None if !access.has_tokens() => {
             return error(
                 StatusCode::FORBIDDEN,
@@ -452,6 +465,18 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
     };
     request.extensions_mut().insert(viewer);
     next.run(request).await
+}
+
+/// Whether a proxy says it forwarded the request (for someone else than its own address).
+fn forwarded(headers: &HeaderMap) -> bool {
+    [
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-real-ip",
+    ]
+    .iter()
+    .any(|name| headers.contains_key(*name))
 }
 
 /// Whether the request's `Host` is an address, `localhost`, or the public URL's host: a name

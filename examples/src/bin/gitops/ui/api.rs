@@ -222,6 +222,7 @@ async fn run(State(state): State<UiState>, Path(id): Path<String>) -> Answer {
 async fn log(
     State(state): State<UiState>,
     Extension(context): Extension<Context>,
+    viewer: Option<Extension<Viewer>>,
     Path((id, stage)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
@@ -255,7 +256,8 @@ async fn log(
     })
     .await?;
     let Some(lines) = lines else {
-        return stream(&state.engine, &context, &id, &stage);
+        let viewer = viewer.map(|Extension(v)| v).unwrap_or_default();
+        return stream(&state.engine, &context, &viewer, &id, &stage);
     };
     let mut text = String::new();
     for entry in lines {
@@ -282,8 +284,8 @@ fn line_event(line: &FollowedLine) -> Event {
 }
 
 /// The stage's lines so far, then new ones as they come, then `end` when it ends. When the
-/// server shuts down the stream closes without `end`.
-fn stream(engine: &Engine, context: &Context, id: &str, stage: &str) -> Answer {
+/// server shuts down, or the viewer's session ends, the stream closes without `end`.
+fn stream(engine: &Engine, context: &Context, viewer: &Viewer, id: &str, stage: &str) -> Answer {
     let Ok(slot) = context.streams.clone().try_acquire_owned() else {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -292,13 +294,26 @@ fn stream(engine: &Engine, context: &Context, id: &str, stage: &str) -> Answer {
     };
     let follower = engine.logs().follow(engine.ledger(), id, Some(stage));
     let shutdown = context.shutdown.clone();
+    // A session's cookie is not checked again while its stream is open: the stream ends when
+    // the session does (the browser's reconnection is then asked to sign in).
+    let ends = viewer.until.map(|until| {
+        tokio::time::Instant::now()
+            + std::time::Duration::from_secs(until.saturating_sub(super::access::unix_now()))
+    });
     let events = futures_util::stream::unfold(Some((follower, slot)), move |open| {
         let shutdown = shutdown.clone();
         async move {
             let (mut follower, slot) = open?;
+            let session_ends = async {
+                match ends {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let next = tokio::select! {
                 next = follower.next() => next,
                 _ = shutdown.cancelled() => return None,
+                _ = session_ends => return None,
             };
             Some(match next {
                 Ok(Some(lines)) => (
@@ -362,4 +377,48 @@ async fn history(State(state): State<UiState>, Path(name): Path<String>) -> Answ
         Ok(Json(body).into_response())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use gitops_core::backend::BackendRegistry;
+    use gitops_core::event::GitEvent;
+
+    use super::*;
+
+    /// A live log opened by a session that ends ends with it: the cookie's expiry is not
+    /// outlived by a stream of a run that may wait for days.
+    #[test]
+    fn a_live_log_ends_when_the_session_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), BackendRegistry::new()).unwrap();
+        let config = "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: x }\n";
+        let event = GitEvent::push(
+            "o/r",
+            "main",
+            None,
+            "0123456789abcdef0123456789abcdef01234567",
+        );
+        let run = RunRecord::new("r1", "main", event, config, dir.path());
+        // Running, and never finished: a follower of it would wait on.
+        engine.ledger().begin_run(&run).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let context = Context::new(CancellationToken::new(), true);
+            let viewer = Viewer {
+                until: Some(crate::ui::access::unix_now() + 1),
+                ..Viewer::default()
+            };
+            let response = stream(&engine, &context, &viewer, "r1", "build").unwrap();
+            let body = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                axum::body::to_bytes(response.into_body(), usize::MAX),
+            )
+            .await;
+            assert!(body.is_ok(), "the stream outlived the session");
+        });
+    }
 }

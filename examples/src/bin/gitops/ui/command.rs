@@ -102,6 +102,15 @@ impl UiOptions {
                 "the dashboard listens beyond loopback without a token: other peers get 403; give --ui-token-env NAME to let them sign in"
             );
         }
+        let loopback_reads = self.anonymous_nets.is_empty()
+            || self.anonymous_nets.iter().any(|n| {
+                Net::parse(n).is_ok_and(|net| net.contains(std::net::Ipv4Addr::LOCALHOST.into()))
+            });
+        if self.public_url.is_some() && loopback_reads {
+            tracing::warn!(
+                "--public-url with loopback anonymous: a proxy on this host that sends no Forwarded or X-Forwarded-For header lets everyone it forwards read without a token; give --ui-anonymous-net none"
+            );
+        }
         let wide = self
             .anonymous_nets
             .iter()

@@ -41,6 +41,9 @@ pub struct Viewer {
     /// For a viewer signed in by the login form's cookie: the value forms that act must send
     /// back as their `csrf` field (a request with `Authorization: Bearer` needs none).
     pub csrf: Option<String>,
+    /// For a viewer signed in by cookie: when the session ends (Unix seconds); what it opened
+    /// (a live log) ends then too.
+    pub until: Option<u64>,
 }
 
 impl Viewer {
