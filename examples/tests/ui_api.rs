@@ -820,3 +820,44 @@ fn the_login_form_may_not_be_framed() {
         );
     }
 }
+
+/// A rollback, as the environment's page and history show it: the rollback marked with the
+/// deployment it went back to, the environment pinned, and the API's history as the CLI's.
+#[test]
+fn an_environment_shows_its_rollback_and_pin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = "version: 1\nenvironments:\n  staging: {}\npipelines:\n  main:\n    on: { push: {} }\n    stages:\n      staging: { deploy: staging }\n";
+    let repo = tmp.path().join("repo");
+    let first = push_repo(&repo, config);
+    let state = tmp.path().join("state");
+    let ran = |event: &Path| {
+        let out = common::run_event(event, &repo, &state, &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    ran(&first);
+    std::fs::write(repo.join("app.txt"), "2").unwrap();
+    common::git(&repo, &["add", "-A"]);
+    common::git(&repo, &["commit", "-qm", "2"]);
+    ran(&common::push_event(&repo, "main"));
+    let out = common::gitops(
+        &["rollback", "staging", "--state", state.to_str().unwrap()],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let ui = Ui::start(&state, &[], &[]);
+    assert_eq!(
+        ui.json("/api/environments/staging/history"),
+        cli_json(&state, &["history", "staging"])
+    );
+    let page = ui.get("/environments/staging");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("↩ rollback</span> of #1"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Pinned by "), "{}", page.body);
+    let overview = ui.get("/");
+    assert!(overview.body.contains("pinned by "), "{}", overview.body);
+}
