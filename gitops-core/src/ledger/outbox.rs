@@ -160,6 +160,18 @@ impl Ledger {
         })
     }
 
+    /// Update `id` was not tried (its forge is held back, by the failure of an older update):
+    /// it is handed out again at `until` (Unix time), its attempts unchanged.
+    pub fn report_deferred(&self, id: u64, until: f64) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE outbox SET next_attempt_at = ?2, claimed_until = NULL WHERE id = ?1",
+                params![id, until],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// The forge refused update `id` for good (the sender logs why): it leaves the outbox.
     pub fn report_dropped(&self, id: u64) -> Result<(), LedgerError> {
         self.delete_report(id)
@@ -266,6 +278,17 @@ mod tests {
         let due = ledger.due_reports(retry_at, 10).unwrap();
         assert_eq!(due[0].attempts, 1);
         assert_eq!(due[0].last_error.as_deref(), Some("forge answered 502"));
+    }
+
+    #[test]
+    fn a_deferred_update_keeps_its_attempts() {
+        let (_dir, ledger) = ledger();
+        let id = enqueue(&ledger, "status:o/r:1:gitops/a", "pending");
+        ledger.due_reports(now(), 10).unwrap();
+        let until = now() + 30.0;
+        ledger.report_deferred(id, until).unwrap();
+        assert!(ledger.due_reports(now(), 10).unwrap().is_empty());
+        assert_eq!(ledger.due_reports(until, 10).unwrap()[0].attempts, 0);
     }
 
     #[test]
