@@ -5,8 +5,11 @@
 //! Each update has a target (`status:{repo}:{sha}:{context}`) on which only the last state
 //! matters. Ids grow monotonically, so they order the updates of a target: storing a newer one
 //! deletes the older ones not being sent, and marks the one being sent (if any) superseded, so
-//! that a failed send of it is not retried. A target's newer update is not handed out while an
-//! older one is being sent, so the forge sees them in order.
+//! that a failed send of it is not retried.
+//!
+//! A forge gets its updates in the order they were stored: one is not handed out while an older
+//! one of the same forge is being sent or waits for its retry (the failures worth a retry, an
+//! outage or a rate limit, are the forge's, not the update's).
 
 use rusqlite::{TransactionBehavior, params};
 
@@ -78,7 +81,7 @@ impl Ledger {
     /// Up to `limit` updates due at `now` (Unix time), oldest first, claimed for
     /// [`REPORT_CLAIM_SECS`]: each must then be passed to [`report_sent`](Self::report_sent),
     /// [`report_failed`](Self::report_failed) or [`report_dropped`](Self::report_dropped). An
-    /// update whose target has an older one being sent waits for it.
+    /// update waits while an older one of its forge is being sent or waits for its retry.
     pub fn due_reports(&self, now: f64, limit: usize) -> Result<Vec<PendingReport>, LedgerError> {
         let rows = self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -94,7 +97,8 @@ impl Ledger {
                      WHERE next_attempt_at <= ?1 AND superseded = 0
                      AND (claimed_until IS NULL OR claimed_until < ?1)
                      AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.forge = o.forge
-                         AND b.target = o.target AND b.id < o.id AND b.claimed_until >= ?1)
+                         AND b.id < o.id AND (b.claimed_until >= ?1
+                             OR (b.superseded = 0 AND b.next_attempt_at > ?1)))
                      ORDER BY id LIMIT ?2",
                 )?;
                 stmt.query_map(params![now, limit as i64], |r| {
@@ -263,6 +267,31 @@ mod tests {
         assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), [success]);
         ledger.report_sent(success).unwrap();
         assert_eq!(ledger.outbox_len().unwrap(), 0);
+    }
+
+    #[test]
+    fn later_updates_of_a_forge_wait_behind_one_waiting_for_its_retry() {
+        let (_dir, ledger) = ledger();
+        let first = enqueue(&ledger, "status:o/r:1:gitops/a", "success");
+        ledger.due_reports(now(), 10).unwrap();
+        let retry_at = now() + 30.0;
+        ledger
+            .report_failed(first, retry_at, "forge answered 502")
+            .unwrap();
+        let second = enqueue(&ledger, "status:o/r:2:gitops/a", "success");
+        let other_forge = NewReport {
+            forge: "gitlab",
+            target: "status:o/r:2:gitops/a",
+            payload: &json!({ "state": "success" }),
+        };
+        let gitlab = ledger.enqueue_report(other_forge).unwrap();
+        let due = ledger.due_reports(now(), 10).unwrap();
+        assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), [gitlab]);
+        let due = ledger.due_reports(retry_at, 10).unwrap();
+        assert_eq!(
+            due.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [first, second]
+        );
     }
 
     #[test]

@@ -144,6 +144,7 @@ const MIGRATIONS: &[&str] = &[
         last_error TEXT
     );
     CREATE INDEX outbox_by_target ON outbox(forge, target, id);
+    CREATE INDEX outbox_by_forge ON outbox(forge, id);
     CREATE INDEX outbox_due ON outbox(next_attempt_at, id);",
 ];
 
