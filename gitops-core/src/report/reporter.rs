@@ -91,10 +91,22 @@ impl Reporter {
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return,
             };
-            if let Err(e) = run.observe(&event) {
-                tracing::warn!(run = run_id, error = %crate::ErrorChain(&e), "cannot store a forge update");
-            }
-            if matches!(event, RunEvent::RunFinished { .. }) {
+            let end = matches!(event, RunEvent::RunFinished { .. });
+            // Off the async threads: SQLite blocks.
+            let observed = tokio::task::spawn_blocking(move || {
+                let result = run.observe(&event);
+                (run, result)
+            })
+            .await;
+            run = match observed {
+                Ok((run, Ok(()))) => run,
+                Ok((run, Err(e))) => {
+                    tracing::warn!(run = run_id, error = %crate::ErrorChain(&e), "cannot store a forge update");
+                    run
+                }
+                Err(_) => return,
+            };
+            if end {
                 return;
             }
         }

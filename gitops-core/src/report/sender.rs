@@ -122,13 +122,15 @@ impl Sender {
 
     /// One pass: sends the updates due now. Returns how many it took from the outbox.
     pub async fn send_due(&self) -> Result<usize, LedgerError> {
-        let due = self.ledger.due_reports(now(), self.options.batch)?;
+        let batch = self.options.batch;
+        let due = self.ledger(move |l| l.due_reports(now(), batch)).await?;
         let taken = due.len();
         // Forges that cannot take updates now, until when.
         let mut held: HashMap<String, f64> = HashMap::new();
         for report in due {
             if let Some(&until) = held.get(&report.forge) {
-                self.ledger.report_deferred(report.id, until)?;
+                self.ledger(move |l| l.report_deferred(report.id, until))
+                    .await?;
                 continue;
             }
             if let Some(until) = self.send(&report).await? {
@@ -143,20 +145,23 @@ impl Sender {
         let Some(forge) = self.forges.get(&report.forge) else {
             let retry_at = now() + self.options.backoff_max.as_secs_f64();
             let error = format!("no forge named \"{}\" is configured", report.forge);
-            self.ledger.report_failed(report.id, retry_at, &error)?;
+            let id = report.id;
+            self.ledger(move |l| l.report_failed(id, retry_at, &error))
+                .await?;
             return Ok(None);
         };
+        let id = report.id;
         let update: ForgeUpdate = match serde_json::from_value(report.payload.clone()) {
             Ok(update) => update,
             Err(e) => {
                 tracing::warn!(target = %report.target, error = %e, "unreadable forge update dropped");
-                self.ledger.report_dropped(report.id)?;
+                self.ledger(move |l| l.report_dropped(id)).await?;
                 return Ok(None);
             }
         };
         let (message, after) = match forge.send(&update).await {
             Ok(()) => {
-                self.ledger.report_sent(report.id)?;
+                self.ledger(move |l| l.report_sent(id)).await?;
                 return Ok(None);
             }
             Err(SendError::Final { status, message }) => {
@@ -164,7 +169,7 @@ impl Sender {
                     forge = %report.forge, target = %report.target, status, message = %message,
                     "the forge refused an update; it is dropped"
                 );
-                self.ledger.report_dropped(report.id)?;
+                self.ledger(move |l| l.report_dropped(id)).await?;
                 return Ok(None);
             }
             Err(SendError::Retry { message, after }) => (message, after),
@@ -174,7 +179,7 @@ impl Sender {
                 forge = %report.forge, target = %report.target, attempts = report.attempts + 1,
                 error = %message, "gave up on an update the forge did not take in time"
             );
-            self.ledger.report_dropped(report.id)?;
+            self.ledger(move |l| l.report_dropped(id)).await?;
             return Ok(None);
         }
         let wait = after
@@ -187,8 +192,26 @@ impl Sender {
             );
         }
         let retry_at = now() + wait.as_secs_f64();
-        self.ledger.report_failed(report.id, retry_at, &message)?;
+        self.ledger(move |l| l.report_failed(id, retry_at, &message))
+            .await?;
         Ok(Some(retry_at))
+    }
+
+    /// Runs `f` on the ledger off the async threads (SQLite blocks).
+    async fn ledger<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let ledger = self.ledger.clone();
+        let path = ledger.path().to_path_buf();
+        tokio::task::spawn_blocking(move || f(&ledger))
+            .await
+            .unwrap_or_else(|e| {
+                Err(LedgerError::Database {
+                    path,
+                    source: e.into(),
+                })
+            })
     }
 
     /// The wait after `failures` failures: exponential, capped, with "equal jitter" (half fixed,
