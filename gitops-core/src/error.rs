@@ -84,6 +84,14 @@ pub enum Error {
         /// What is missing.
         message: String,
     },
+    /// A forge client could not be set up (its URL, its token, the system's certificates).
+    #[error("cannot report to {forge}: {message}")]
+    Forge {
+        /// The forge (`github`).
+        forge: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl From<RepoError> for Error {

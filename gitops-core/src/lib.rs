@@ -15,13 +15,13 @@
 //! DAG, [`expr`] is the `${{ }}` language, [`release`] the semver rules of tag triggers, and
 //! [`plan`] decides, purely, what an event runs. [`scheduler`] runs a plan on the backends of
 //! [`backend`]; deploy and stop stages pass through [`environment`]; [`ledger`] records runs and
-//! deployments, [`logs`] keeps their stages' logs; [`engine`] ties them together for an
-//! application.
+//! deployments, [`logs`] keeps their stages' logs, [`report`] sends forge-triggered runs' results
+//! back to the forge; [`engine`] ties them together for an application.
 //!
 //! Each module imports only modules before it in this order: `release`, `event`, `expr`,
 //! `graph`, `secret`, `backend` (the contract a backend author reads alone: it imports only
 //! `event` and `secret`), `config`, `trust`, `plan`, `scheduler`, `ledger`, `logs`,
-//! `environment`, `repo`, `source`, then the crate's `Error` and `engine`.
+//! `environment`, `repo`, `source`, `report`, then the crate's `Error` and `engine`.
 #![warn(missing_docs)]
 
 pub mod backend;
@@ -37,6 +37,7 @@ pub mod logs;
 pub mod plan;
 pub mod release;
 pub mod repo;
+pub mod report;
 pub mod scheduler;
 pub mod secret;
 pub mod source;

@@ -8,6 +8,7 @@ mod deployments;
 mod environments;
 mod inbox;
 mod locks;
+mod outbox;
 mod queue;
 mod retention;
 mod schema;
@@ -19,6 +20,7 @@ pub use inbox::{
     Admission, Delivery, DeliveryOutcome, DeliveryState, InboxDepth, InboxLimits, NewDelivery,
 };
 pub use locks::LockHolder;
+pub use outbox::{NewReport, PendingReport, REPORT_CLAIM_SECS};
 pub use queue::GroupDecision;
 pub use retention::Retention;
 

@@ -130,6 +130,22 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX runs_by_start ON runs(started_at, id);
     CREATE INDEX runs_by_pipeline ON runs(pipeline, started_at);
     CREATE INDEX deployments_by_run ON deployments(run_id);",
+    // The outbox of forge updates (see `outbox.rs`): `id` orders them, also within a target.
+    "CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        forge TEXT NOT NULL,
+        target TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        claimed_until REAL,
+        superseded INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_by_target ON outbox(forge, target, id);
+    CREATE INDEX outbox_by_forge ON outbox(forge, id);
+    CREATE INDEX outbox_due ON outbox(next_attempt_at, id);",
 ];
 
 pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -13,6 +13,7 @@ mod commit;
 pub(crate) mod http;
 pub(crate) mod metrics;
 mod receive;
+mod report;
 mod worker;
 
 use std::net::SocketAddr;
@@ -56,6 +57,13 @@ pub struct ServeArgs {
     /// The environment variable holding the GitHub webhook secret (enables GitHub).
     #[arg(long, value_name = "NAME")]
     github_secret_env: Option<String>,
+    /// The environment variable holding a GitHub token that may write commit statuses: the
+    /// runs of GitHub deliveries then set one per pipeline (`gitops/<pipeline>`).
+    #[arg(long, value_name = "NAME")]
+    github_token_env: Option<String>,
+    /// GitHub's REST API (GitHub Enterprise Server: `https://HOST/api/v3`).
+    #[arg(long, value_name = "URL", default_value = "https://api.github.com")]
+    github_api_url: String,
     /// The environment variable holding the GitLab webhook token (enables GitLab).
     #[arg(long, value_name = "NAME")]
     gitlab_token_env: Option<String>,
@@ -249,6 +257,10 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
     let engine = Arc::new(engine(&common)?);
     let _pruning = crate::run::prune_daily(&engine, common.retention)?;
     let ledger = engine.ledger().clone();
+    let (reporter, sender) = match report::github(&args, &ledger, public_url.as_deref())? {
+        Some((reporter, sender)) => (Some(reporter), Some(sender)),
+        None => (None, None),
+    };
     let metrics = Arc::new(Metrics::new());
     let wake = Arc::new(Notify::new());
     let run = !args.no_run;
@@ -333,6 +345,7 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
             shutdown: shutdown.clone(),
             abort: abort.clone(),
             keep_secs: args.replay_window.as_secs_f64().max(24.0 * 3600.0),
+            reporter,
         });
         Ok::<_, String>(tokio::spawn(worker.work()))
     });
@@ -342,6 +355,11 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
         eprintln!("listening on http://{addr}");
     }
     tracing::info!(%addr, repositories = repos.join(","), run, "serving");
+    // Updates it has not sent when the server stops stay in the outbox for the next start.
+    let sending = CancellationToken::new();
+    if let Some(sender) = sender {
+        tokio::spawn(sender.run(sending.clone()));
+    }
     tokio::spawn(signals(
         shutdown.clone(),
         abort.clone(),
@@ -363,6 +381,7 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
     if let Some(worker) = worker {
         let _ = worker.await;
     }
+    sending.cancel();
     tracing::info!("stopped");
     Ok(())
 }

@@ -11,10 +11,11 @@ use gitops_core::config::Action;
 use gitops_core::engine::{Engine, RunOptions, StartedRun};
 use gitops_core::ledger::{Delivery, DeliveryOutcome, Ledger};
 use gitops_core::repo::Repository;
+use gitops_core::report::{ReportTarget, Reporter};
 use gitops_core::scheduler::{RunEvent, RunReport, WaitReason};
 use gitops_core::{Error, ErrorChain};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::log_safe;
@@ -46,6 +47,8 @@ pub struct Worker {
     pub abort: CancellationToken,
     /// Done deliveries are kept this long (the replay window).
     pub keep_secs: f64,
+    /// Reports the runs of GitHub deliveries to GitHub (`--github-token-env`).
+    pub reporter: Option<Reporter>,
 }
 
 /// The right to start the next delivery (see [`Worker::order`]).
@@ -257,6 +260,7 @@ impl Worker {
                 abort.cancelled().await;
                 token.cancel();
             });
+            let reporting = self.report(delivery, &run);
             let observer = tokio::spawn(observe(run.subscribe(), self.metrics.clone()));
             let mut begun = run.subscribe();
             tasks.push(tokio::spawn(async move {
@@ -264,6 +268,10 @@ impl Worker {
                 relay.abort();
                 drop(slot);
                 let _ = observer.await;
+                // Its last status is in the outbox before the delivery is done.
+                if let Some(reporting) = reporting {
+                    let _ = reporting.await;
+                }
                 report
             }));
             if turn.is_some() {
@@ -285,6 +293,23 @@ impl Worker {
             }
         }
         complete
+    }
+
+    /// Follows a run of a GitHub delivery, turning its events into commit statuses, until it
+    /// ends.
+    fn report(&self, delivery: &Delivery, run: &StartedRun) -> Option<JoinHandle<()>> {
+        let (Some(reporter), Some(sha)) = (&self.reporter, &delivery.event.sha) else {
+            return None;
+        };
+        if delivery.provider != "github" {
+            return None;
+        }
+        let target = ReportTarget::new("github", &delivery.event.repo, sha);
+        let (reporter, events) = (reporter.clone(), run.subscribe());
+        let (id, pipeline) = (run.id.clone(), run.pipeline.name.clone());
+        Some(tokio::spawn(async move {
+            reporter.follow(target, &id, &pipeline, events).await
+        }))
     }
 
     /// Logs a run's end and counts it.

@@ -1,0 +1,107 @@
+//! Reporting back to the forge: a run's events become forge updates (commit statuses), stored
+//! in the ledger's outbox and sent by a background [`Sender`] through a [`Forge`].
+//!
+//! The run never waits for the forge: the [`Reporter`] only writes to the outbox, and the sender
+//! retries with backoff until the forge takes the update, refuses it for good, or a newer update
+//! of the same commit status replaces it (the last state wins).
+
+mod forge;
+mod github;
+mod reporter;
+mod sender;
+
+pub use forge::{Forge, SendError};
+pub use github::{GitHub, GitHubBuilder};
+pub use reporter::{ReportTarget, Reporter, RunReporter};
+pub use sender::{Sender, SenderOptions};
+
+use serde::{Deserialize, Serialize};
+
+/// The longest description a commit status may have (GitHub's limit).
+pub const MAX_DESCRIPTION_CHARS: usize = 140;
+
+/// The state of a commit status, in the forge's words (GitHub's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusState {
+    /// The run is queued or running.
+    Pending,
+    /// Every stage succeeded.
+    Success,
+    /// A stage failed.
+    Failure,
+    /// The run could not finish (cancelled, superseded, or failed outside any stage).
+    Error,
+}
+
+/// A commit status: one per commit and context (`gitops/<pipeline>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitStatus {
+    /// `owner/name`.
+    pub repo: String,
+    /// The commit.
+    pub sha: String,
+    /// `gitops/<pipeline>`.
+    pub context: String,
+    /// Its state.
+    pub state: StatusState,
+    /// At most [`MAX_DESCRIPTION_CHARS`] characters.
+    pub description: String,
+    /// The run's page, when there is a public URL.
+    pub target_url: Option<String>,
+}
+
+/// An update for a forge, as stored in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ForgeUpdate {
+    /// Set a commit status.
+    Status(CommitStatus),
+}
+
+impl ForgeUpdate {
+    /// The outbox target it updates: the last update stored for a target wins.
+    pub fn target(&self) -> String {
+        match self {
+            ForgeUpdate::Status(s) => format!("status:{}:{}:{}", s.repo, s.sha, s.context),
+        }
+    }
+}
+
+/// `text` cut to at most `max` characters, ending with `…` when cut.
+pub(crate) fn truncate_chars(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_at_most_the_limit_in_characters() {
+        assert_eq!(truncate_chars("abc", 3), "abc");
+        assert_eq!(truncate_chars("abcd", 3), "ab…");
+        let long = "é".repeat(MAX_DESCRIPTION_CHARS + 1);
+        let cut = truncate_chars(&long, MAX_DESCRIPTION_CHARS);
+        assert_eq!(cut.chars().count(), MAX_DESCRIPTION_CHARS);
+    }
+
+    #[test]
+    fn a_status_target_names_repo_commit_and_context() {
+        let update = ForgeUpdate::Status(CommitStatus {
+            repo: "o/r".into(),
+            sha: "abc".into(),
+            context: "gitops/ci".into(),
+            state: StatusState::Pending,
+            description: String::new(),
+            target_url: None,
+        });
+        assert_eq!(update.target(), "status:o/r:abc:gitops/ci");
+    }
+}

@@ -1,0 +1,246 @@
+//! The sender: drains the outbox into the forges, in order, retrying with backoff.
+//!
+//! Updates go out one at a time, oldest first. When a forge cannot take one now (down, 5xx, rate
+//! limited), every later update for that forge waits as long as it does, so that they still
+//! arrive in the order they were stored and a rate-limited forge is not pressed further.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{Forge, ForgeUpdate, SendError};
+use crate::ledger::{Ledger, LedgerError, PendingReport, now};
+
+/// How the [`Sender`] paces itself.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SenderOptions {
+    /// How often it looks at the outbox when nothing wakes it.
+    pub poll: Duration,
+    /// The wait after a first failure; it doubles with each failure (with jitter).
+    pub backoff_base: Duration,
+    /// The longest wait between two tries that the forge did not set.
+    pub backoff_max: Duration,
+    /// The longest wait a forge may ask for (`Retry-After`, a rate limit's reset).
+    pub max_requested_wait: Duration,
+    /// An update not delivered this long after it was stored is dropped.
+    pub max_age: Duration,
+    /// How many updates it takes from the outbox at a time.
+    pub batch: usize,
+}
+
+impl Default for SenderOptions {
+    fn default() -> Self {
+        SenderOptions {
+            poll: Duration::from_secs(5),
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(15 * 60),
+            max_requested_wait: Duration::from_secs(3600),
+            max_age: Duration::from_secs(24 * 3600),
+            batch: 20,
+        }
+    }
+}
+
+impl SenderOptions {
+    /// Looks at the outbox this often when nothing wakes it.
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// Backs off from `base` after a first failure, doubling up to `max`.
+    pub fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_max = max;
+        self
+    }
+}
+
+/// Sends the outbox's updates to their forges, one at a time and oldest first; a forge that
+/// cannot take one now holds back its later ones as long.
+pub struct Sender {
+    ledger: Ledger,
+    forges: HashMap<String, Arc<dyn Forge>>,
+    options: SenderOptions,
+    wake: Arc<Notify>,
+}
+
+impl Sender {
+    /// A sender of `ledger`'s outbox, with no forge yet.
+    pub fn new(ledger: Ledger) -> Self {
+        Sender {
+            ledger,
+            forges: HashMap::new(),
+            options: SenderOptions::default(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Sends the updates stored for `forge`'s [name](Forge::name).
+    pub fn with_forge(mut self, forge: Arc<dyn Forge>) -> Self {
+        self.forges.insert(forge.name().to_owned(), forge);
+        self
+    }
+
+    /// Paces itself so.
+    pub fn with_options(mut self, options: SenderOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Looks at the outbox as soon as `wake` is notified ([`Reporter::wake`](super::Reporter::wake)).
+    pub fn with_wake(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = wake;
+        self
+    }
+
+    /// Sends until `cancel` is cancelled. A ledger that cannot be read is logged and tried
+    /// again at the next poll.
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            let full = match self.send_due().await {
+                Ok(taken) => taken >= self.options.batch,
+                Err(e) => {
+                    tracing::warn!(error = %crate::ErrorChain(&e), "cannot read the outbox");
+                    false
+                }
+            };
+            if full {
+                continue;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.options.poll) => {}
+            }
+        }
+    }
+
+    /// One pass: sends the updates due now. Returns how many it took from the outbox.
+    pub async fn send_due(&self) -> Result<usize, LedgerError> {
+        let batch = self.options.batch;
+        let due = self.ledger(move |l| l.due_reports(now(), batch)).await?;
+        let taken = due.len();
+        // Forges that cannot take updates now, until when.
+        let mut held: HashMap<String, f64> = HashMap::new();
+        for report in due {
+            if let Some(&until) = held.get(&report.forge) {
+                self.ledger(move |l| l.report_deferred(report.id, until))
+                    .await?;
+                continue;
+            }
+            if let Some(until) = self.send(&report).await? {
+                held.insert(report.forge.clone(), until);
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Sends one update; `Some(time)` when its forge cannot take more before that time.
+    async fn send(&self, report: &PendingReport) -> Result<Option<f64>, LedgerError> {
+        let Some(forge) = self.forges.get(&report.forge) else {
+            let retry_at = now() + self.options.backoff_max.as_secs_f64();
+            let error = format!("no forge named \"{}\" is configured", report.forge);
+            let id = report.id;
+            self.ledger(move |l| l.report_failed(id, retry_at, &error))
+                .await?;
+            return Ok(None);
+        };
+        let id = report.id;
+        let update: ForgeUpdate = match serde_json::from_value(report.payload.clone()) {
+            Ok(update) => update,
+            Err(e) => {
+                tracing::warn!(target = %report.target, error = %e, "unreadable forge update dropped");
+                self.ledger(move |l| l.report_dropped(id)).await?;
+                return Ok(None);
+            }
+        };
+        let (message, after) = match forge.send(&update).await {
+            Ok(()) => {
+                self.ledger(move |l| l.report_sent(id)).await?;
+                return Ok(None);
+            }
+            Err(SendError::Final { status, message }) => {
+                tracing::warn!(
+                    forge = %report.forge, target = %report.target, status, message = %message,
+                    "the forge refused an update; it is dropped"
+                );
+                self.ledger(move |l| l.report_dropped(id)).await?;
+                return Ok(None);
+            }
+            Err(SendError::Retry { message, after }) => (message, after),
+        };
+        if now() - report.created_at > self.options.max_age.as_secs_f64() {
+            tracing::warn!(
+                forge = %report.forge, target = %report.target, attempts = report.attempts + 1,
+                error = %message, "gave up on an update the forge did not take in time"
+            );
+            self.ledger(move |l| l.report_dropped(id)).await?;
+            return Ok(None);
+        }
+        let wait = after
+            .map(|after| after.min(self.options.max_requested_wait))
+            .unwrap_or_else(|| self.backoff(report.attempts));
+        if report.attempts == 0 {
+            tracing::info!(
+                forge = %report.forge, target = %report.target, error = %message,
+                retry_in_secs = wait.as_secs_f64(), "the forge did not take an update; will retry"
+            );
+        }
+        let retry_at = now() + wait.as_secs_f64();
+        self.ledger(move |l| l.report_failed(id, retry_at, &message))
+            .await?;
+        Ok(Some(retry_at))
+    }
+
+    /// Runs `f` on the ledger off the async threads (SQLite blocks).
+    async fn ledger<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let ledger = self.ledger.clone();
+        let path = ledger.path().to_path_buf();
+        tokio::task::spawn_blocking(move || f(&ledger))
+            .await
+            .unwrap_or_else(|e| {
+                Err(LedgerError::Database {
+                    path,
+                    source: e.into(),
+                })
+            })
+    }
+
+    /// The wait after `failures` failures: exponential, capped, with "equal jitter" (half fixed,
+    /// half random) so that senders do not retry in step.
+    fn backoff(&self, failures: u32) -> Duration {
+        let max = self.options.backoff_max;
+        let full = self
+            .options
+            .backoff_base
+            .saturating_mul(1u32 << failures.min(20))
+            .min(max);
+        full / 2 + full.mul_f64(fastrand::f64() / 2.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_its_jitter_and_stops_at_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let sender = Sender::new(Ledger::open(dir.path()).unwrap());
+        for failures in 0..4 {
+            let full = Duration::from_secs(2 << failures);
+            let wait = sender.backoff(failures);
+            assert!(wait >= full / 2 && wait <= full, "{failures}: {wait:?}");
+        }
+        assert!(sender.backoff(40) <= Duration::from_secs(15 * 60));
+        assert!(sender.backoff(40) >= Duration::from_secs(15 * 30));
+    }
+}
