@@ -440,11 +440,19 @@ async fn the_dashboard_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    // The login's own redirect lands first, or it would replace the page opened next.
+    wait_for_text(&client, "the signed-in page after the login", false, |b| {
+        b.contains("Signed in as")
+    })
+    .await;
     client
         .goto(&format!("{ui}/runs/{release_id}"))
         .await
         .unwrap();
-    assert!(body_text(&client).await.contains("Signed in as"));
+    wait_for_text(&client, "the run page, signed in", false, |b| {
+        b.contains("Signed in as") && b.contains("waits for an approval")
+    })
+    .await;
     shot(&client, "run-approve").await;
     client
         .find(Locator::Css("#stage-deploy button.approve"))
