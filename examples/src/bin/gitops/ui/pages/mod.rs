@@ -44,10 +44,16 @@ pub fn routes() -> Router<UiState> {
 
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    let headers = response.headers_mut();
+    secure(response.headers_mut(), CONTENT_SECURITY_POLICY);
+    response
+}
+
+/// The headers every HTML answer carries: the content security policy `csp`, no sniffing, no
+/// referrer beyond this origin, no framing.
+pub(super) fn secure(headers: &mut axum::http::HeaderMap, csp: &'static str) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        HeaderValue::from_static(csp),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -58,7 +64,6 @@ async fn security_headers(request: Request, next: Next) -> Response {
         HeaderValue::from_static("same-origin"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    response
 }
 
 /// The request's viewer (set by the access layer; without it, one who may only read) and
