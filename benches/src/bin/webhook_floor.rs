@@ -48,6 +48,10 @@ async fn receive(
     }
 }
 
+/// The allocator `gitops` uses, so that the two differ only in what they do.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);

@@ -27,8 +27,30 @@ pub struct NewDelivery<'a> {
     /// Whether a body received before (within the replay window) makes this one a duplicate.
     /// False where the forge's authentication does not bind the body (a GitLab token).
     pub compare_body: bool,
-    /// The event, as parsed.
-    pub event: &'a GitEvent,
+    /// The event, encoded for the inbox.
+    pub event: &'a EncodedEvent,
+}
+
+/// An event encoded as the inbox stores it (JSON), once: a server that also prints or logs the
+/// event reuses the encoding instead of making another.
+#[derive(Debug, Clone)]
+pub struct EncodedEvent(String);
+
+impl EncodedEvent {
+    /// Encodes `event`.
+    pub fn new(event: &GitEvent) -> Result<EncodedEvent, LedgerError> {
+        serde_json::to_string(event)
+            .map(EncodedEvent)
+            .map_err(|e| LedgerError::Corrupt {
+                run: "a new delivery".to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    /// The event's JSON.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// How the inbox takes deliveries.
@@ -328,20 +350,13 @@ impl Ledger {
         deliveries: &[NewDelivery<'_>],
         limits: &InboxLimits,
     ) -> Result<Vec<Admission>, LedgerError> {
-        let events = deliveries
-            .iter()
-            .map(|d| serde_json::to_string(d.event))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| LedgerError::Corrupt {
-                run: "a new delivery".to_owned(),
-                message: e.to_string(),
-            })?;
         let at = now();
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut queued = None;
             let mut admissions = Vec::with_capacity(deliveries.len());
-            for (delivery, event) in deliveries.iter().zip(&events) {
+            for delivery in deliveries {
+                let event = delivery.event.as_str();
                 admissions.push(admit(&tx, delivery, event, limits, at, &mut queued)?);
             }
             tx.commit()?;
@@ -503,7 +518,11 @@ mod tests {
         }
     }
 
-    fn new<'a>(id: Option<&'a str>, hash: &'a str, event: &'a GitEvent) -> NewDelivery<'a> {
+    fn enc(event: &GitEvent) -> EncodedEvent {
+        EncodedEvent::new(event).unwrap()
+    }
+
+    fn new<'a>(id: Option<&'a str>, hash: &'a str, event: &'a EncodedEvent) -> NewDelivery<'a> {
         NewDelivery {
             provider: "github",
             delivery_id: id,
@@ -519,20 +538,20 @@ mod tests {
         let ledger = Ledger::open(dir.path()).unwrap();
         let (a, b) = (push(&"a".repeat(40)), push(&"b".repeat(40)));
         let first = ledger
-            .accept_delivery(&new(Some("d1"), "h1", &a), &limits())
+            .accept_delivery(&new(Some("d1"), "h1", &enc(&a)), &limits())
             .unwrap();
         assert_eq!(first, Admission::Accepted { seq: 1 });
         // The same id again, still waiting: taken (once).
         assert_eq!(
             ledger
-                .accept_delivery(&new(Some("d1"), "h1", &a), &limits())
+                .accept_delivery(&new(Some("d1"), "h1", &enc(&a)), &limits())
                 .unwrap(),
             Admission::Requeued { seq: 1 }
         );
         // The same body under a new id: a replay.
         assert_eq!(
             ledger
-                .accept_delivery(&new(Some("d9"), "h1", &a), &limits())
+                .accept_delivery(&new(Some("d9"), "h1", &enc(&a)), &limits())
                 .unwrap(),
             Admission::Duplicate {
                 seq: 1,
@@ -541,13 +560,13 @@ mod tests {
         );
         assert_eq!(
             ledger
-                .accept_delivery(&new(None, "h2", &b), &limits())
+                .accept_delivery(&new(None, "h2", &enc(&b)), &limits())
                 .unwrap(),
             Admission::Accepted { seq: 2 }
         );
         assert_eq!(
             ledger
-                .accept_delivery(&new(Some("d3"), "h3", &b), &limits())
+                .accept_delivery(&new(Some("d3"), "h3", &enc(&b)), &limits())
                 .unwrap(),
             Admission::Full { queued: 2 }
         );
@@ -564,7 +583,7 @@ mod tests {
         // Running: a redelivery runs nothing.
         assert_eq!(
             ledger
-                .accept_delivery(&new(Some("d1"), "h1", &a), &limits())
+                .accept_delivery(&new(Some("d1"), "h1", &enc(&a)), &limits())
                 .unwrap(),
             Admission::Duplicate {
                 seq: 1,
@@ -577,7 +596,7 @@ mod tests {
         ledger.finish_delivery(1, DeliveryOutcome::Failed).unwrap();
         assert_eq!(
             ledger
-                .accept_delivery(&new(Some("d1"), "captured", &b), &limits())
+                .accept_delivery(&new(Some("d1"), "captured", &enc(&b)), &limits())
                 .unwrap(),
             Admission::Duplicate {
                 seq: 1,
@@ -586,7 +605,7 @@ mod tests {
         );
         assert_eq!(
             ledger
-                .accept_delivery(&new(Some("d1"), "h1", &a), &limits())
+                .accept_delivery(&new(Some("d1"), "h1", &enc(&a)), &limits())
                 .unwrap(),
             Admission::Requeued { seq: 1 }
         );
@@ -594,7 +613,7 @@ mod tests {
         ledger.finish_delivery(1, DeliveryOutcome::Ran).unwrap();
         assert_eq!(
             ledger
-                .accept_delivery(&new(Some("d1"), "h1", &a), &limits())
+                .accept_delivery(&new(Some("d1"), "h1", &enc(&a)), &limits())
                 .unwrap(),
             Admission::Duplicate {
                 seq: 1,
@@ -608,7 +627,7 @@ mod tests {
         };
         assert_eq!(
             ledger
-                .accept_delivery(&new(Some("d4"), "h1", &a), &no_window)
+                .accept_delivery(&new(Some("d4"), "h1", &enc(&a)), &no_window)
                 .unwrap(),
             Admission::Accepted { seq: 3 }
         );
@@ -620,7 +639,7 @@ mod tests {
     fn deliveries_committed_together_are_decided_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(dir.path()).unwrap();
-        let (a, b) = (push(&"a".repeat(40)), push(&"b".repeat(40)));
+        let (a, b) = (enc(&push(&"a".repeat(40))), enc(&push(&"b".repeat(40))));
         let batch = [
             new(Some("d1"), "h1", &a),
             new(Some("d1"), "h1", &a),
@@ -657,7 +676,7 @@ mod tests {
         for i in 0..5 {
             let id = format!("d{i}");
             let admission = ledger
-                .accept_delivery(&new(Some(&id), "h", &a), &record)
+                .accept_delivery(&new(Some(&id), "h", &enc(&a)), &record)
                 .unwrap();
             assert!(
                 matches!(admission, Admission::Accepted { .. }),
@@ -675,7 +694,7 @@ mod tests {
         let ledger = Ledger::open(dir.path()).unwrap();
         let a = push(&"a".repeat(40));
         ledger
-            .accept_delivery(&new(Some("d1"), "h1", &a), &limits())
+            .accept_delivery(&new(Some("d1"), "h1", &enc(&a)), &limits())
             .unwrap();
         ledger.take_delivery().unwrap().unwrap();
         // Ours and alive: not claimed.

@@ -17,7 +17,8 @@ pub use approvals::{ApprovalRecord, ApprovalStatus};
 pub use deployments::{DeploymentInputs, DeploymentRecord, DeploymentResult, NewDeployment};
 pub use environments::{EnvironmentRecord, EnvironmentStatus};
 pub use inbox::{
-    Admission, Delivery, DeliveryOutcome, DeliveryState, InboxDepth, InboxLimits, NewDelivery,
+    Admission, Delivery, DeliveryOutcome, DeliveryState, EncodedEvent, InboxDepth, InboxLimits,
+    NewDelivery,
 };
 pub use locks::LockHolder;
 pub use outbox::{NewReport, PendingReport, REPORT_CLAIM_SECS};

@@ -420,6 +420,11 @@ fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> Result<
         .block_on(f)
 }
 
+/// mimalloc: a server's requests allocate and free many small buffers from several threads,
+/// where glibc's malloc spent a tenth of `serve`'s time under load (`benches/load/serve.sh`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     gitops_examples::output::exit_quietly_on_closed_pipes();
     let cli = Cli::parse();

@@ -9,10 +9,9 @@
 //! `Ledger::checkpoint_in_background`); one commit runs at a time, so the other workers go on.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use gitops_core::event::GitEvent;
-use gitops_core::ledger::{Admission, InboxLimits, Ledger, NewDelivery};
+use gitops_core::ledger::{Admission, EncodedEvent, InboxLimits, Ledger, NewDelivery};
 use tokio::sync::oneshot;
 
 /// Deliveries committed in one transaction at most.
@@ -24,7 +23,7 @@ struct Job {
     delivery_id: Option<String>,
     body_hash: String,
     compare_body: bool,
-    event: GitEvent,
+    event: Arc<EncodedEvent>,
     reply: oneshot::Sender<Result<Admission, String>>,
 }
 
@@ -61,7 +60,7 @@ impl Committer {
         delivery_id: Option<&str>,
         body_hash: String,
         compare_body: bool,
-        event: GitEvent,
+        event: Arc<EncodedEvent>,
     ) -> Result<Admission, String> {
         let (reply, mut answer) = oneshot::channel();
         let ticket = {

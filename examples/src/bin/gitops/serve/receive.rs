@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gitops_core::event::{EventKind, GitEvent};
-use gitops_core::ledger::{Admission, InboxLimits};
+use gitops_core::ledger::{Admission, EncodedEvent, InboxLimits};
 use gitops_core::source::webhook::{
     Provider, WebhookError, parse, verify_github_signature, verify_gitlab_token,
 };
@@ -61,6 +61,19 @@ pub async fn gitlab(State(app): State<Arc<Receiver>>, headers: HeaderMap, body: 
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
+}
+
+/// An answer whose JSON is already written.
+fn json_reply(status: StatusCode, json: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response()
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -350,6 +363,10 @@ impl Receiver {
         event: &GitEvent,
     ) -> Result<(&'static str, Response), Refusal> {
         let internal = |e: String| Refusal::new("error", StatusCode::INTERNAL_SERVER_ERROR, e);
+        let encoded = Arc::new(
+            EncodedEvent::new(event)
+                .map_err(|e| internal(gitops_core::ErrorChain(&e).to_string()))?,
+        );
         let admission = self
             .inbox
             .admit(
@@ -360,26 +377,30 @@ impl Receiver {
                 // comparing bodies protects nothing, and GitLab's identical pushes (A→B again
                 // after a rollback) would be lost.
                 provider != Provider::GitLab,
-                event.clone(),
+                encoded.clone(),
             )
             .await
             .map_err(internal)?;
         let kind = event.kind().as_str();
         Ok(match admission {
+            // Built without a `serde_json::Value`: every delivery gets one of these two.
             Admission::Accepted { seq } => {
-                self.accepted(event);
+                self.accepted(&encoded);
                 (
                     "accepted",
-                    reply(StatusCode::ACCEPTED, json!({"accepted": kind, "seq": seq})),
+                    json_reply(
+                        StatusCode::ACCEPTED,
+                        format!(r#"{{"accepted":"{kind}","seq":{seq}}}"#),
+                    ),
                 )
             }
             Admission::Requeued { seq } => {
-                self.accepted(event);
+                self.accepted(&encoded);
                 (
                     "redelivered",
-                    reply(
+                    json_reply(
                         StatusCode::ACCEPTED,
-                        json!({"accepted": kind, "seq": seq, "redelivery": true}),
+                        format!(r#"{{"accepted":"{kind}","seq":{seq},"redelivery":true}}"#),
                     ),
                 )
             }
@@ -422,14 +443,13 @@ impl Receiver {
         hex(&h.finalize())
     }
 
-    fn accepted(&self, event: &GitEvent) {
+    fn accepted(&self, event: &EncodedEvent) {
         if self.limits.run {
             self.wake.notify_one();
         } else {
             // `--no-run`: the event, as a line of JSON.
             use std::io::Write;
-            let line = serde_json::to_string(event).unwrap_or_default();
-            let _ = writeln!(std::io::stdout().lock(), "{line}");
+            let _ = writeln!(std::io::stdout().lock(), "{}", event.as_str());
         }
     }
 }
