@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
 use common::git;
-use common::server::{Server, fixture, github, wait_until};
+use common::server::{Server, fixture, github, request, wait_until};
 use serde_json::{Value, json};
 
 /// `gitops serve` of `clone`, reporting to the GitHub stand-in at `api` with a token.
@@ -74,7 +74,8 @@ fn a_pushed_commit_gets_a_pending_then_a_success_status() {
     );
 }
 
-/// A request to the GitHub stand-in: method, path (with its query), `Authorization` and body.
+/// A request to the forge stand-in: method, path (with its query), `Authorization` (or GitLab's
+/// `PRIVATE-TOKEN`) and body.
 #[derive(Debug, Clone)]
 struct Call {
     method: String,
@@ -107,7 +108,7 @@ fn github_stand_in() -> (SocketAddr, Arc<Mutex<Vec<Call>>>) {
                 let (name, value) = line.split_once(':').unwrap();
                 match name.to_ascii_lowercase().as_str() {
                     "content-length" => length = value.trim().parse().unwrap(),
-                    "authorization" => auth = value.trim().to_owned(),
+                    "authorization" | "private-token" => auth = value.trim().to_owned(),
                     _ => {}
                 }
             }
@@ -331,5 +332,73 @@ pipelines:
     assert!(
         !server.log().iter().any(|l| l.contains("t0ken-for-tests")),
         "the token reached the log"
+    );
+}
+
+#[test]
+fn a_gitlab_push_gets_running_then_success_on_gitlab_and_nothing_on_github() {
+    let fx = fixture(
+        "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: \"true\" }\n",
+    );
+    let (gitlab, seen) = github_stand_in();
+    let (github_api, github_seen) = github_stand_in();
+    let (gitlab_url, github_url) = (format!("http://{gitlab}"), format!("http://{github_api}"));
+    let server = Server::start(
+        &fx.state,
+        &fx.clone,
+        &[
+            "--allow-unsigned",
+            "--repo-name",
+            "o/upstream",
+            "--gitlab-api-token-env",
+            "TEST_GITLAB_TOKEN",
+            "--gitlab-url",
+            &gitlab_url,
+            "--github-token-env",
+            "TEST_GITHUB_TOKEN",
+            "--github-api-url",
+            &github_url,
+        ],
+        &[
+            ("TEST_GITLAB_TOKEN", "gl-t0ken-for-tests"),
+            ("TEST_GITHUB_TOKEN", "gh-t0ken-for-tests"),
+        ],
+    );
+    let body = serde_json::to_vec(&json!({"object_kind": "push", "ref": "refs/heads/main",
+        "before": fx.before, "after": fx.after, "user_username": "octo",
+        "project": {"path_with_namespace": "o/upstream"}}))
+    .unwrap();
+    let (status, reply) = request(
+        server.addr,
+        "POST",
+        "/webhooks/gitlab",
+        &[
+            ("X-Gitlab-Event", "Push Hook"),
+            ("X-Gitlab-Event-UUID", "u-1"),
+        ],
+        &body,
+    );
+    assert_eq!(status, 202, "{reply}");
+    wait_until("two statuses", || seen.lock().unwrap().len() >= 2);
+    let seen = seen.lock().unwrap().clone();
+    let path = format!("/api/v4/projects/o%2Fupstream/statuses/{}", fx.after);
+    assert!(
+        seen.iter().all(|c| c.method == "POST" && c.path == path),
+        "{seen:?}"
+    );
+    let states: Vec<&Value> = seen.iter().map(|c| &c.body["state"]).collect();
+    assert_eq!(states, ["running", "success"]);
+    assert_eq!(seen[0].body["name"], "gitops/main");
+    assert!(seen.iter().all(|c| c.auth == "gl-t0ken-for-tests"));
+    assert!(
+        github_seen.lock().unwrap().is_empty(),
+        "a GitLab run reported to GitHub"
+    );
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|l| l.contains("gl-t0ken-for-tests") || l.contains("gh-t0ken-for-tests")),
+        "a token reached the log"
     );
 }

@@ -734,6 +734,8 @@ async fn a_deployment_is_made_once_and_made_again_when_github_lost_it() {
             description: "deploy".into(),
             environment_url: None,
             log_url: None,
+            git_ref: Some("main".into()),
+            tag: false,
         })
     };
     store(&setup.ledger, update(DeploymentState::InProgress));

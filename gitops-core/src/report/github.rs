@@ -5,20 +5,17 @@
 //! workspace through kube): a handful of endpoints do not justify `octocrab`'s or `reqwest`'s
 //! weight.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER, USER_AGENT};
-use hyper::{Method, Request, StatusCode};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::header::{HeaderMap, RETRY_AFTER};
+use hyper::{Method, StatusCode};
 
+use super::http::{
+    CommentPlace, Rest, forge_message, header_u64, numeric, path_part_ok, refused, sha,
+};
 use super::{
-    COMMENT_MARKER, CommitStatus, DeploymentState, DeploymentUpdate, Forge, ForgeRefs, ForgeUpdate,
+    CommitStatus, DeploymentState, DeploymentUpdate, Forge, ForgeRefs, ForgeUpdate,
     PullRequestComment, SendError,
 };
 use crate::Error;
@@ -26,9 +23,6 @@ use crate::secret::Secret;
 
 /// The public API.
 pub const GITHUB_API_URL: &str = "https://api.github.com";
-
-/// The most of an answer's body read (GitHub's error bodies are small).
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// How long GitHub asks to wait after a secondary rate limit that names no time: "at least one
 /// minute".
@@ -65,50 +59,33 @@ impl GitHubBuilder {
         if hyper::header::HeaderValue::from_str(&bearer(&self.token)).is_err() {
             return Err(err("the token is not a valid header value".into()));
         }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let builder = if self.api_url.starts_with("https://") {
-            builder
-                .with_provider_and_native_roots(provider)
-                .map_err(|e| err(format!("no system certificates: {e}")))?
-        } else if self.api_url.starts_with("http://") {
-            // Plain http (a stand-in, a proxy on loopback): TLS is never used.
-            let tls = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| err(e.to_string()))?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            builder.with_tls_config(tls)
-        } else {
-            return Err(err(format!(
-                "the API URL \"{}\" is not http:// or https://",
-                self.api_url
-            )));
-        };
-        let connector = builder.https_or_http().enable_http1().build();
+        let rest = Rest::new(
+            "GitHub",
+            &self.api_url,
+            self.timeout,
+            vec![
+                ("accept", "application/vnd.github+json"),
+                ("x-github-api-version", "2022-11-28"),
+            ],
+            judge,
+        )?;
         Ok(GitHub {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            api_url: self.api_url,
+            rest,
             token: self.token,
-            timeout: self.timeout,
-            user_agent: format!("gitops/{}", env!("CARGO_PKG_VERSION")),
         })
     }
 }
 
 /// Sends updates to GitHub's REST API with a token (`Authorization: Bearer`).
 pub struct GitHub {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    api_url: String,
+    rest: Rest,
     token: Secret,
-    timeout: Duration,
-    user_agent: String,
 }
 
 impl std::fmt::Debug for GitHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GitHub")
-            .field("api_url", &self.api_url)
+            .field("api_url", &self.rest.base())
             .finish_non_exhaustive()
     }
 }
@@ -129,55 +106,17 @@ impl GitHub {
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<Bytes, SendError> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.api_url))
-            .header(AUTHORIZATION, bearer(&self.token))
-            .header(ACCEPT, "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", "2022-11-28")
-            .header(USER_AGENT, &self.user_agent);
-        if body.is_some() {
-            request = request.header(CONTENT_TYPE, "application/json");
-        }
-        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| SendError::Final {
-                status: None,
-                message: format!("cannot make the request to {path}: {e}"),
-            })?;
-        let exchange = async {
-            let answer = self.client.request(request).await.map_err(|e| {
-                retry(
-                    format!("cannot reach {}: {}", self.api_url, crate::ErrorChain(&e)),
-                    None,
-                )
-            })?;
-            let (parts, body) = answer.into_parts();
-            // An unreadable body leaves the status to decide.
-            let body = match Limited::new(body, MAX_ANSWER_BYTES).collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(_) => Bytes::new(),
-            };
-            Ok::<_, SendError>((parts.status, parts.headers, body))
-        };
-        let (status, headers, body) = tokio::time::timeout(self.timeout, exchange)
+    ) -> Result<bytes::Bytes, SendError> {
+        let auth = bearer(&self.token);
+        self.rest
+            .request(method, path, ("authorization", &auth), body)
             .await
-            .map_err(|_| {
-                retry(
-                    format!("GitHub did not answer within {:?}", self.timeout),
-                    None,
-                )
-            })??;
-        judge(status, &headers, &body, unix_now()).map(|()| body)
     }
 
     /// Sends a request whose answer is an object with an `id`; that id.
     async fn create(&self, path: &str, body: &serde_json::Value) -> Result<String, SendError> {
-        let answer = self.request(Method::POST, path, Some(body)).await?;
-        created_id(&answer)
-            .ok_or_else(|| retry(format!("GitHub's answer to POST {path} has no id"), None))
+        let auth = bearer(&self.token);
+        self.rest.create(path, ("authorization", &auth), body).await
     }
 
     async fn status(&self, status: &CommitStatus) -> Result<(), SendError> {
@@ -266,51 +205,17 @@ impl GitHub {
         refs: &ForgeRefs,
     ) -> Result<(), SendError> {
         let repo = repo_path(&comment.repo)?;
-        let key = format!("comment:{}:{}", comment.repo, comment.number);
-        let known = match refs.get(&key)?.filter(|id| !id.is_empty()) {
-            Some(id) => Some(id),
-            None => self.find_comment(&repo, comment.number).await?,
+        let place = CommentPlace {
+            key: format!("comment:{}:{}", comment.repo, comment.number),
+            list: format!("{repo}/issues/{}/comments", comment.number),
+            edit: format!("{repo}/issues/comments"),
+            edit_method: Method::PATCH,
+            create: format!("{repo}/issues/{}/comments", comment.number),
         };
-        let body = serde_json::json!({ "body": comment.body });
-        if let Some(id) = known {
-            let path = format!("{repo}/issues/comments/{}", numeric(&id)?);
-            match self.request(Method::PATCH, &path, Some(&body)).await {
-                Ok(_) => return refs.set(&key, &id),
-                // Deleted since, or not ours (someone else's comment copying the marker): a
-                // new one is made.
-                Err(SendError::Final {
-                    status: Some(403 | 404),
-                    ..
-                }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let path = format!("{repo}/issues/{}/comments", comment.number);
-        let id = self.create(&path, &body).await?;
-        refs.set(&key, &id)
-    }
-
-    /// The id of a comment of the pull request that starts with the marker (one gitops made
-    /// from another state directory, or before its id was recorded), among its first 1,000.
-    async fn find_comment(&self, repo: &str, number: u64) -> Result<Option<String>, SendError> {
-        for page in 1..=10 {
-            let path = format!("{repo}/issues/{number}/comments?per_page=100&page={page}");
-            let answer = self.request(Method::GET, &path, None).await?;
-            let comments: Vec<serde_json::Value> =
-                serde_json::from_slice(&answer).unwrap_or_default();
-            let found = comments.iter().find(|c| {
-                c.get("body")
-                    .and_then(|b| b.as_str())
-                    .is_some_and(|b| b.starts_with(COMMENT_MARKER))
-            });
-            if let Some(id) = found.and_then(|c| c.get("id")).and_then(|id| id.as_u64()) {
-                return Ok(Some(id.to_string()));
-            }
-            if comments.len() < 100 {
-                break;
-            }
-        }
-        Ok(None)
+        let auth = bearer(&self.token);
+        self.rest
+            .upsert_comment(&place, ("authorization", &auth), refs, &comment.body)
+            .await
     }
 }
 
@@ -337,61 +242,14 @@ fn retry(message: String, after: Option<Duration>) -> SendError {
     SendError::Retry { message, after }
 }
 
-fn refused(message: String) -> SendError {
-    SendError::Final {
-        status: None,
-        message,
-    }
-}
-
 /// `/repos/{owner}/{repo}`, refusing names that would change the path.
 fn repo_path(repo: &str) -> Result<String, SendError> {
-    let name_ok = |s: &str| {
-        !s.is_empty()
-            && s != "."
-            && s != ".."
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
     match repo.split_once('/') {
-        Some((owner, name)) if name_ok(owner) && name_ok(name) => {
+        Some((owner, name)) if path_part_ok(owner) && path_part_ok(name) => {
             Ok(format!("/repos/{owner}/{name}"))
         }
         _ => Err(refused(format!("\"{repo}\" is not a GitHub owner/name"))),
     }
-}
-
-/// A commit sha, refused unless hexadecimal.
-fn sha(sha: &str) -> Result<&str, SendError> {
-    if sha.is_empty() || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(refused(format!("\"{sha}\" is not a commit sha")));
-    }
-    Ok(sha)
-}
-
-/// An id GitHub gave, refused unless a number (it goes into a path).
-fn numeric(id: &str) -> Result<&str, SendError> {
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
-        return Err(refused(format!("\"{id}\" is not a GitHub id")));
-    }
-    Ok(id)
-}
-
-/// The `id` of a created object.
-fn created_id(answer: &[u8]) -> Option<String> {
-    let json: serde_json::Value = serde_json::from_slice(answer).ok()?;
-    json.get("id")?.as_u64().map(|id| id.to_string())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
-    headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// What an answer means: delivered, worth a retry (when), or refused for good.
@@ -427,19 +285,6 @@ fn judge(status: StatusCode, headers: &HeaderMap, body: &[u8], now: u64) -> Resu
         status: Some(status.as_u16()),
         message,
     })
-}
-
-/// GitHub's `message` (and `errors`) from an error body, else the start of the body.
-fn forge_message(body: &[u8]) -> String {
-    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body)
-        && let Some(message) = json.get("message").and_then(|m| m.as_str())
-    {
-        return match json.get("errors") {
-            Some(errors) => super::truncate_chars(&format!("{message} {errors}"), 500),
-            None => super::truncate_chars(message, 500),
-        };
-    }
-    super::truncate_chars(String::from_utf8_lossy(body).trim(), 200)
 }
 
 #[cfg(test)]

@@ -8,12 +8,15 @@
 mod comment;
 mod forge;
 mod github;
+mod gitlab;
+mod http;
 mod reporter;
 mod sender;
 
 pub use comment::{COMMENT_MARKER, MAX_COMMENT_CHARS};
 pub use forge::{Forge, ForgeRefs, SendError};
 pub use github::{GitHub, GitHubBuilder};
+pub use gitlab::{GitLab, GitLabBuilder};
 pub use reporter::{ReportTarget, Reporter, RunReporter};
 pub use sender::{Sender, SenderOptions};
 
@@ -92,6 +95,12 @@ pub struct DeploymentUpdate {
     pub environment_url: Option<String>,
     /// The run's page, when there is a public URL.
     pub log_url: Option<String>,
+    /// The branch or tag deployed (GitLab's deployments name it).
+    #[serde(default)]
+    pub git_ref: Option<String>,
+    /// `git_ref` is a tag.
+    #[serde(default)]
+    pub tag: bool,
 }
 
 /// The one comment gitops keeps on a pull request, edited in place.

@@ -13,6 +13,7 @@ use super::{
     PullRequestComment, StatusState, truncate_chars,
 };
 use crate::config::Action;
+use crate::event::GitEvent;
 use crate::ledger::{DeploymentRecord, DeploymentResult, Ledger, LedgerError, NewReport};
 use crate::scheduler::{RunEvent, RunResult, StageResult};
 
@@ -28,6 +29,9 @@ pub struct ReportTarget {
     pub sha: String,
     /// The pull request the run is for: it gets the comment.
     pub pull_request: Option<u64>,
+    /// The branch or tag the run is of (`main`, `v1.2.0`), and whether it is a tag: GitLab's
+    /// deployments name it.
+    pub git_ref: Option<(String, bool)>,
 }
 
 impl ReportTarget {
@@ -38,7 +42,24 @@ impl ReportTarget {
             repo: repo.to_owned(),
             sha: sha.to_owned(),
             pull_request: None,
+            git_ref: None,
         }
+    }
+
+    /// Updates for the commit of `event` on `forge` (its pull request, its branch or tag);
+    /// `None` for an event without a commit (a deletion, a ping).
+    pub fn for_event(forge: &str, event: &GitEvent) -> Option<Self> {
+        let sha = event.sha.as_deref()?;
+        let mut target = ReportTarget::new(forge, &event.repo, sha);
+        target.pull_request = event.pull_request().map(|pr| pr.number);
+        target.git_ref = event.git_ref().and_then(|r| {
+            if let Some(tag) = r.strip_prefix("refs/tags/") {
+                Some((tag.to_owned(), true))
+            } else {
+                r.strip_prefix("refs/heads/").map(|b| (b.to_owned(), false))
+            }
+        });
+        Some(target)
     }
 
     /// The run is for pull request `number`: its comment shows the run.
@@ -399,6 +420,8 @@ impl RunReporter {
             description: truncate_chars(&description, MAX_DESCRIPTION_CHARS),
             environment_url,
             log_url: self.reporter.run_url(run),
+            git_ref: self.target.git_ref.as_ref().map(|(name, _)| name.clone()),
+            tag: self.target.git_ref.as_ref().is_some_and(|(_, tag)| *tag),
         });
         self.reporter.enqueue(&self.target.forge, &update)
     }

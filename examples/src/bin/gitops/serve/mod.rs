@@ -57,8 +57,8 @@ pub struct ServeArgs {
     /// The environment variable holding the GitHub webhook secret (enables GitHub).
     #[arg(long, value_name = "NAME")]
     github_secret_env: Option<String>,
-    /// The environment variable holding a GitHub token that may write commit statuses: the
-    /// runs of GitHub deliveries then set one per pipeline (`gitops/<pipeline>`).
+    /// The environment variable holding a GitHub token that may write commit statuses,
+    /// deployments and pull request comments: the runs of GitHub deliveries then report there.
     #[arg(long, value_name = "NAME")]
     github_token_env: Option<String>,
     /// GitHub's REST API (GitHub Enterprise Server: `https://HOST/api/v3`).
@@ -67,6 +67,13 @@ pub struct ServeArgs {
     /// The environment variable holding the GitLab webhook token (enables GitLab).
     #[arg(long, value_name = "NAME")]
     gitlab_token_env: Option<String>,
+    /// The environment variable holding a GitLab API token (scope `api`): the runs of GitLab
+    /// deliveries then set commit statuses, deployments and the merge request's note.
+    #[arg(long, value_name = "NAME")]
+    gitlab_api_token_env: Option<String>,
+    /// The GitLab instance reported to (self-managed: `https://gitlab.example.com`).
+    #[arg(long, value_name = "URL", default_value = "https://gitlab.com")]
+    gitlab_url: String,
     /// Accept unsigned requests for the providers given no secret (for a test setup only:
     /// anyone who can reach the server can then run pipelines).
     #[arg(long)]
@@ -257,8 +264,8 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
     let engine = Arc::new(engine(&common)?);
     let _pruning = crate::run::prune_daily(&engine, common.retention)?;
     let ledger = engine.ledger().clone();
-    let (reporter, sender) = match report::github(&args, &ledger, public_url.as_deref())? {
-        Some((reporter, sender)) => (Some(reporter), Some(sender)),
+    let (reporting, sender) = match report::forges(&args, &ledger, public_url.as_deref())? {
+        Some((reporting, sender)) => (Some(reporting), Some(sender)),
         None => (None, None),
     };
     let metrics = Arc::new(Metrics::new());
@@ -345,7 +352,7 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
             shutdown: shutdown.clone(),
             abort: abort.clone(),
             keep_secs: args.replay_window.as_secs_f64().max(24.0 * 3600.0),
-            reporter,
+            reporting,
         });
         Ok::<_, String>(tokio::spawn(worker.work()))
     });

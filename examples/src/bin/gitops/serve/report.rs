@@ -1,34 +1,60 @@
-//! Reporting to the forge from `serve`: with `--github-token-env`, runs of GitHub deliveries
-//! set a commit status per pipeline, through the ledger's outbox and a background sender.
+//! Reporting to the forges from `serve`: with `--github-token-env` (or `--gitlab-api-token-env`),
+//! the runs of that forge's deliveries set a commit status per pipeline, a deployment per deploy
+//! and the pull request's comment, through the ledger's outbox and a background sender.
 
 use std::sync::Arc;
 
 use gitops_core::ErrorChain;
 use gitops_core::ledger::Ledger;
-use gitops_core::report::{GitHub, Reporter, Sender};
+use gitops_core::report::{GitHub, GitLab, Reporter, Sender};
 use gitops_core::secret::Secret;
 
 use super::ServeArgs;
 
-/// The reporter for the worker, and the sender to spawn; `None` without a token.
-pub fn github(
+/// What reports: the reporter for the worker and the forges it reports to (by provider name).
+pub struct Reporting {
+    pub reporter: Reporter,
+    pub forges: Vec<&'static str>,
+}
+
+impl Reporting {
+    /// The reporter, when deliveries of `provider` are reported.
+    pub fn to(&self, provider: &str) -> Option<&Reporter> {
+        self.forges.contains(&provider).then_some(&self.reporter)
+    }
+}
+
+/// The reporting and the sender to spawn; `None` without a forge token.
+pub fn forges(
     args: &ServeArgs,
     ledger: &Ledger,
     public_url: Option<&str>,
-) -> Result<Option<(Reporter, Sender)>, String> {
-    let Some(token) = super::secret("--github-token-env", &args.github_token_env)? else {
-        return Ok(None);
-    };
-    let github = GitHub::builder(Secret::new(token))
-        .with_api_url(&args.github_api_url)
-        .build()
-        .map_err(|e| format!("error: {}", ErrorChain(&e)))?;
+) -> Result<Option<(Reporting, Sender)>, String> {
+    let failed = |e: gitops_core::Error| format!("error: {}", ErrorChain(&e));
     let mut reporter = Reporter::new(ledger.clone());
     if let Some(url) = public_url {
         reporter = reporter.with_public_url(url);
     }
-    let sender = Sender::new(ledger.clone())
-        .with_forge(Arc::new(github))
-        .with_wake(reporter.wake());
-    Ok(Some((reporter, sender)))
+    let mut sender = Sender::new(ledger.clone()).with_wake(reporter.wake());
+    let mut forges = Vec::new();
+    if let Some(token) = super::secret("--github-token-env", &args.github_token_env)? {
+        let github = GitHub::builder(Secret::new(token))
+            .with_api_url(&args.github_api_url)
+            .build()
+            .map_err(failed)?;
+        sender = sender.with_forge(Arc::new(github));
+        forges.push("github");
+    }
+    if let Some(token) = super::secret("--gitlab-api-token-env", &args.gitlab_api_token_env)? {
+        let gitlab = GitLab::builder(Secret::new(token))
+            .with_url(&args.gitlab_url)
+            .build()
+            .map_err(failed)?;
+        sender = sender.with_forge(Arc::new(gitlab));
+        forges.push("gitlab");
+    }
+    if forges.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((Reporting { reporter, forges }, sender)))
 }

@@ -11,7 +11,7 @@ use gitops_core::config::Action;
 use gitops_core::engine::{Engine, RunOptions, StartedRun};
 use gitops_core::ledger::{Delivery, DeliveryOutcome, Ledger};
 use gitops_core::repo::Repository;
-use gitops_core::report::{ReportTarget, Reporter};
+use gitops_core::report::ReportTarget;
 use gitops_core::scheduler::{RunEvent, RunReport, WaitReason};
 use gitops_core::{Error, ErrorChain};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -47,8 +47,9 @@ pub struct Worker {
     pub abort: CancellationToken,
     /// Done deliveries are kept this long (the replay window).
     pub keep_secs: f64,
-    /// Reports the runs of GitHub deliveries to GitHub (`--github-token-env`).
-    pub reporter: Option<Reporter>,
+    /// Reports the runs of deliveries to their forge (`--github-token-env`,
+    /// `--gitlab-api-token-env`).
+    pub reporting: Option<super::report::Reporting>,
 }
 
 /// The right to start the next delivery (see [`Worker::order`]).
@@ -295,19 +296,11 @@ impl Worker {
         complete
     }
 
-    /// Follows a run of a GitHub delivery, turning its events into commit statuses,
-    /// deployments and (for a pull request) its comment, until it ends.
+    /// Follows a run of a delivery from a forge reported to, turning its events into commit
+    /// statuses, deployments and (for a pull request) its comment, until it ends.
     fn report(&self, delivery: &Delivery, run: &StartedRun) -> Option<JoinHandle<()>> {
-        let (Some(reporter), Some(sha)) = (&self.reporter, &delivery.event.sha) else {
-            return None;
-        };
-        if delivery.provider != "github" {
-            return None;
-        }
-        let mut target = ReportTarget::new("github", &delivery.event.repo, sha);
-        if let Some(pr) = delivery.event.pull_request() {
-            target = target.with_pull_request(pr.number);
-        }
+        let reporter = self.reporting.as_ref()?.to(&delivery.provider)?;
+        let target = ReportTarget::for_event(&delivery.provider, &delivery.event)?;
         let (reporter, events) = (reporter.clone(), run.subscribe());
         let (id, pipeline) = (run.id.clone(), run.pipeline.name.clone());
         Some(tokio::spawn(async move {

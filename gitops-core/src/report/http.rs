@@ -1,0 +1,331 @@
+//! The HTTP client the forge clients share: `hyper-util`'s pooled client over `hyper-rustls`
+//! (ring, the system's certificates; plain `http://` for a stand-in or a proxy on loopback),
+//! one request at a time with a time limit, answers read up to a limit.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{CONTENT_TYPE, HeaderMap, USER_AGENT};
+use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::{COMMENT_MARKER, ForgeRefs, SendError};
+use crate::Error;
+
+/// The most of an answer's body read (a page of comments fits).
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+/// A pooled HTTP(S) client.
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A client for `base` (`http://` or `https://`), or what is wrong with it.
+pub(crate) fn client(forge: &str, base: &str) -> Result<HttpClient, Error> {
+    let err = |message: String| Error::Forge {
+        forge: forge.into(),
+        message,
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = if base.starts_with("https://") {
+        builder
+            .with_provider_and_native_roots(provider)
+            .map_err(|e| err(format!("no system certificates: {e}")))?
+    } else if base.starts_with("http://") {
+        // Plain http (a stand-in, a proxy on loopback): TLS is never used.
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| err(e.to_string()))?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        builder.with_tls_config(tls)
+    } else {
+        return Err(err(format!(
+            "the URL \"{base}\" is not http:// or https://"
+        )));
+    };
+    let connector = builder.https_or_http().enable_http1().build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+/// What an answer means: delivered, worth a retry (when), or refused for good; given the
+/// status, headers, body and the time now (Unix seconds).
+pub(crate) type Judge = fn(StatusCode, &HeaderMap, &[u8], u64) -> Result<(), SendError>;
+
+/// A forge's REST API: its base, the headers every request carries, and how its answers are
+/// judged. The credentials are given per request (they may differ by repository).
+pub(crate) struct Rest {
+    client: HttpClient,
+    base: String,
+    timeout: Duration,
+    forge: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+    user_agent: String,
+    judge: Judge,
+}
+
+/// Where a pull request's comment lives on a forge: how to list, edit and create it.
+pub(crate) struct CommentPlace {
+    /// The ledger's key for its id.
+    pub key: String,
+    /// The list's path; `page` and `per_page` are added.
+    pub list: String,
+    /// The path of comment `{id}`, without the id.
+    pub edit: String,
+    /// The method that edits (`PATCH`, `PUT`).
+    pub edit_method: Method,
+    /// The path that creates one.
+    pub create: String,
+}
+
+impl Rest {
+    /// The API at `base` of `forge` (its name in messages), sending `headers` with every
+    /// request, judging answers with `judge`.
+    pub fn new(
+        forge: &'static str,
+        base: &str,
+        timeout: Duration,
+        headers: Vec<(&'static str, &'static str)>,
+        judge: Judge,
+    ) -> Result<Rest, Error> {
+        Ok(Rest {
+            client: client(&forge.to_ascii_lowercase(), base)?,
+            base: base.to_owned(),
+            timeout,
+            forge,
+            headers,
+            user_agent: format!("gitops/{}", env!("CARGO_PKG_VERSION")),
+            judge,
+        })
+    }
+
+    /// The API's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request with the credentials header `auth`; the answer's body when the forge
+    /// took it.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        auth: (&'static str, &str),
+        body: Option<&serde_json::Value>,
+    ) -> Result<Bytes, SendError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(auth.0, auth.1)
+            .header(USER_AGENT, &self.user_agent);
+        for (name, value) in &self.headers {
+            request = request.header(*name, *value);
+        }
+        if body.is_some() {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| unmakeable(path, e))?;
+        let (status, headers, body) =
+            exchange(&self.client, request, self.timeout, self.forge).await?;
+        (self.judge)(status, &headers, &body, unix_now()).map(|()| body)
+    }
+
+    /// `POST`s what answers an object with an `id`; that id.
+    pub async fn create(
+        &self,
+        path: &str,
+        auth: (&'static str, &str),
+        body: &serde_json::Value,
+    ) -> Result<String, SendError> {
+        let answer = self.request(Method::POST, path, auth, Some(body)).await?;
+        created_id(&answer).ok_or_else(|| SendError::Retry {
+            message: format!("{}'s answer to POST {path} has no id", self.forge),
+            after: None,
+        })
+    }
+
+    /// Edits the pull request's comment (known by its id in the ledger, or found by its
+    /// marker among the first 1,000), or creates it; records its id.
+    pub async fn upsert_comment(
+        &self,
+        place: &CommentPlace,
+        auth: (&'static str, &str),
+        refs: &ForgeRefs,
+        text: &str,
+    ) -> Result<(), SendError> {
+        let known = match refs.get(&place.key)?.filter(|id| !id.is_empty()) {
+            Some(id) => Some(id),
+            None => self.find_marked(&place.list, auth).await?,
+        };
+        let body = serde_json::json!({ "body": text });
+        if let Some(id) = known {
+            let path = format!("{}/{}", place.edit, numeric(&id)?);
+            match self
+                .request(place.edit_method.clone(), &path, auth, Some(&body))
+                .await
+            {
+                Ok(_) => return refs.set(&place.key, &id),
+                // Deleted since, or not ours (someone else's comment copying the marker): a
+                // new one is made.
+                Err(SendError::Final {
+                    status: Some(403 | 404),
+                    ..
+                }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let id = self.create(&place.create, auth, &body).await?;
+        refs.set(&place.key, &id)
+    }
+
+    async fn find_marked(
+        &self,
+        list: &str,
+        auth: (&'static str, &str),
+    ) -> Result<Option<String>, SendError> {
+        let join = if list.contains('?') { '&' } else { '?' };
+        for page in 1..=10 {
+            let path = format!("{list}{join}per_page=100&page={page}");
+            let answer = self.request(Method::GET, &path, auth, None).await?;
+            let (found, listed) = marked(&answer, COMMENT_MARKER);
+            if found.is_some() || listed < 100 {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Whether `s` may be one part of a repository's path (`owner`, `name`, a group): nothing that
+/// would change the request's path or query.
+pub(crate) fn path_part_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Sends `request` and reads the answer within `timeout`: its status, headers and body (empty
+/// when unreadable). Unreachable or too slow is worth a retry.
+pub(crate) async fn exchange(
+    client: &HttpClient,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
+    forge: &str,
+) -> Result<(StatusCode, HeaderMap, Bytes), SendError> {
+    let host = request.uri().authority().map(|a| a.to_string());
+    let host = host.unwrap_or_default();
+    let exchange = async {
+        let answer = client
+            .request(request)
+            .await
+            .map_err(|e| SendError::Retry {
+                message: format!("cannot reach {host}: {}", crate::ErrorChain(&e)),
+                after: None,
+            })?;
+        let (parts, body) = answer.into_parts();
+        let body = match Limited::new(body, MAX_ANSWER_BYTES).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        Ok::<_, SendError>((parts.status, parts.headers, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| SendError::Retry {
+            message: format!("{forge} did not answer within {timeout:?}"),
+            after: None,
+        })?
+}
+
+/// A request that cannot be made (a bad header value): final.
+pub(crate) fn unmakeable(path: &str, e: impl std::fmt::Display) -> SendError {
+    SendError::Final {
+        status: None,
+        message: format!("cannot make the request to {path}: {e}"),
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The forge's `message` (and `errors`) from an error body, else the start of the body.
+pub(crate) fn forge_message(body: &[u8]) -> String {
+    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
+        let message = json.get("message").or_else(|| json.get("error"));
+        let text = match message {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            // GitLab's validation errors: `{"message": {"field": ["is invalid"]}}`.
+            Some(other) => Some(other.to_string()),
+            None => None,
+        };
+        if let Some(text) = text {
+            return match json.get("errors") {
+                Some(errors) => super::truncate_chars(&format!("{text} {errors}"), 500),
+                None => super::truncate_chars(&text, 500),
+            };
+        }
+    }
+    super::truncate_chars(String::from_utf8_lossy(body).trim(), 200)
+}
+
+/// The `id` of a created object.
+pub(crate) fn created_id(answer: &[u8]) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_slice(answer).ok()?;
+    json.get("id")?.as_u64().map(|id| id.to_string())
+}
+
+/// A refusal made before sending: the update cannot be a valid request.
+pub(crate) fn refused(message: String) -> SendError {
+    SendError::Final {
+        status: None,
+        message,
+    }
+}
+
+/// A commit sha, refused unless hexadecimal.
+pub(crate) fn sha(sha: &str) -> Result<&str, SendError> {
+    if sha.is_empty() || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(refused(format!("\"{sha}\" is not a commit sha")));
+    }
+    Ok(sha)
+}
+
+/// An id a forge gave, refused unless a number (it goes into a path).
+pub(crate) fn numeric(id: &str) -> Result<&str, SendError> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+        return Err(refused(format!("\"{id}\" is not an id")));
+    }
+    Ok(id)
+}
+
+/// The id of the first object of a JSON list whose `body` starts with `marker`, and how many
+/// the list held.
+fn marked(list: &[u8], marker: &str) -> (Option<String>, usize) {
+    let items: Vec<serde_json::Value> = serde_json::from_slice(list).unwrap_or_default();
+    let found = items.iter().find(|c| {
+        c.get("body")
+            .and_then(|b| b.as_str())
+            .is_some_and(|b| b.starts_with(marker))
+    });
+    let id = found
+        .and_then(|c| c.get("id"))
+        .and_then(|id| id.as_u64())
+        .map(|id| id.to_string());
+    (id, items.len())
+}
