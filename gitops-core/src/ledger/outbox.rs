@@ -217,6 +217,26 @@ impl Ledger {
         })
     }
 
+    /// The forges that know deployment `id` (that were sent one of its updates), with the
+    /// repository it was reported in: `(forge, repo)`.
+    pub fn forges_of_deployment(&self, id: i64) -> Result<Vec<(String, String)>, LedgerError> {
+        let suffix = format!(":{id}");
+        let rows: Vec<(String, String)> = self.with(|c| {
+            c.prepare_cached(
+                "SELECT forge, key FROM forge_refs WHERE key LIKE 'deployment:%' AND key LIKE ?1 ESCAPE '\\'",
+            )?
+            .query_map([format!("%{suffix}")], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(forge, key)| {
+                let repo = key.strip_prefix("deployment:")?.strip_suffix(&suffix)?;
+                Some((forge, repo.to_owned()))
+            })
+            .collect())
+    }
+
     /// Stores `pipeline`'s section of pull request `number`'s comment, and returns every
     /// section of that comment, by pipeline name.
     pub fn set_comment_section(

@@ -156,6 +156,55 @@ impl Reporter {
         }
     }
 
+    /// Reports a rollback (a deployment that redeploys an earlier one, made outside any run:
+    /// `gitops rollback`) to the forges that were sent the deployment it redeploys, as a new
+    /// deployment whose description says so. It is stored in the outbox: a sender on the same
+    /// ledger (`gitops serve`) sends it. Returns how many forges it is stored for.
+    pub fn rollback(
+        &self,
+        record: &DeploymentRecord,
+        production: bool,
+    ) -> Result<usize, LedgerError> {
+        let (Some(of), Some(sha)) = (record.rollback_of, &record.sha) else {
+            return Ok(0);
+        };
+        let forges = self.ledger.forges_of_deployment(of)?;
+        let state = match record.result {
+            DeploymentResult::Success => DeploymentState::Success,
+            DeploymentResult::Failure => DeploymentState::Failure,
+            _ => DeploymentState::Error,
+        };
+        let short: String = sha.chars().take(7).collect();
+        let by = record.triggered_by.as_deref().unwrap_or("someone");
+        for (forge, repo) in &forges {
+            let git_ref = (record.event.as_ref())
+                .and_then(|e| ReportTarget::for_event(forge, e))
+                .and_then(|t| t.git_ref);
+            let update = ForgeUpdate::Deployment(DeploymentUpdate {
+                repo: repo.clone(),
+                sha: sha.clone(),
+                deployment: record.id,
+                environment: record.environment.clone(),
+                transient: false,
+                production,
+                state,
+                description: truncate_chars(
+                    &format!("rollback by {by}: redeploys deployment {of} ({short})"),
+                    MAX_DESCRIPTION_CHARS,
+                ),
+                environment_url: (state == DeploymentState::Success)
+                    .then(|| record.outputs.get("url").cloned())
+                    .flatten()
+                    .filter(|u| u.starts_with("https://") || u.starts_with("http://")),
+                log_url: None,
+                tag: git_ref.as_ref().is_some_and(|(_, tag)| *tag),
+                git_ref: git_ref.map(|(name, _)| name),
+            });
+            self.enqueue(forge, &update)?;
+        }
+        Ok(forges.len())
+    }
+
     fn enqueue(&self, forge: &str, update: &ForgeUpdate) -> Result<(), LedgerError> {
         let payload = serde_json::to_value(update).map_err(|e| LedgerError::Corrupt {
             run: update.target(),
@@ -585,5 +634,58 @@ mod tests {
         let status = &statuses(&ledger)[0];
         assert_eq!(status.state, StatusState::Error);
         assert_eq!(status.description, "superseded by a newer run");
+    }
+
+    #[test]
+    fn a_rollback_goes_to_the_forge_that_got_the_deployment_it_redeploys() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let reporter = Reporter::new(ledger.clone());
+        ledger
+            .set_forge_ref("github", "deployment:o/r:5", "77")
+            .unwrap();
+        ledger
+            .set_forge_ref("github", "deployment:o/r:15", "78")
+            .unwrap();
+        let record = DeploymentRecord {
+            id: 9,
+            environment: "production".into(),
+            action: Action::Deploy,
+            backend: "local".into(),
+            version: None,
+            sha: Some("abcdef0123".into()),
+            run_id: None,
+            stage: None,
+            event: None,
+            triggered_by: Some("alice".into()),
+            inputs: Default::default(),
+            outputs: [("url".to_owned(), "https://app.example/".to_owned())].into(),
+            result: DeploymentResult::Success,
+            message: None,
+            rollback_of: Some(5),
+            started_at: 0.0,
+            finished_at: Some(1.0),
+            trust: None,
+        };
+        assert_eq!(reporter.rollback(&record, true).unwrap(), 1);
+        let due = ledger.due_reports(now(), 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].forge, "github");
+        let ForgeUpdate::Deployment(d) = serde_json::from_value(due[0].payload.clone()).unwrap()
+        else {
+            panic!("not a deployment");
+        };
+        assert_eq!((d.repo.as_str(), d.deployment), ("o/r", 9));
+        assert_eq!(d.state, DeploymentState::Success);
+        assert!(d.production);
+        assert_eq!(
+            d.description,
+            "rollback by alice: redeploys deployment 5 (abcdef0)"
+        );
+        assert_eq!(d.environment_url.as_deref(), Some("https://app.example/"));
+        // A deployment no forge was sent: nothing to tell.
+        let mut other = record.clone();
+        other.rollback_of = Some(1);
+        assert_eq!(reporter.rollback(&other, true).unwrap(), 0);
     }
 }

@@ -218,6 +218,24 @@ pub async fn rollback(env: &str, to: Option<&str>, common: Common) -> Result<(),
     let engine = open(&common)?;
     let record = engine.rollback(env, to, &actor()).await.map_err(err)?;
     outln!("{}", describe_rollback(&record));
+    // The forges that were sent the deployment it redeploys get the rollback, through the
+    // outbox (sent by `gitops serve` on this state dir). Production: the policy says so, or
+    // the name does (as GitHub decides by default).
+    let config_name = &record.inputs.config_name;
+    let production = (engine.policy().environments.get(config_name))
+        .and_then(|rules| rules.production)
+        .unwrap_or(config_name == "production");
+    let reporter = gitops_core::report::Reporter::new(engine.ledger().clone());
+    match reporter.rollback(&record, production) {
+        Ok(0) => {}
+        Ok(_) => {
+            outln!("  The forge that showed the redeployed deployment is told (by `gitops serve`).")
+        }
+        Err(e) => eprintln!(
+            "warning: the rollback is not reported to the forge: {}",
+            err(e)
+        ),
+    }
     Ok(())
 }
 
