@@ -15,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::github_app::{Api, Auth, Credentials, GitHubApp};
 use super::{CommitStatus, Forge, ForgeUpdate, SendError};
 use crate::Error;
 use crate::secret::Secret;
@@ -23,7 +24,7 @@ use crate::secret::Secret;
 pub const GITHUB_API_URL: &str = "https://api.github.com";
 
 /// The most of an answer's body read (GitHub's error bodies are small).
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
+pub(super) const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// How long GitHub asks to wait after a secondary rate limit that names no time: "at least one
 /// minute".
@@ -33,7 +34,7 @@ const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct GitHubBuilder {
     api_url: String,
-    token: Secret,
+    auth: Credentials,
     timeout: Duration,
 }
 
@@ -57,9 +58,7 @@ impl GitHubBuilder {
             forge: "github".into(),
             message,
         };
-        if hyper::header::HeaderValue::from_str(&bearer(&self.token)).is_err() {
-            return Err(err("the token is not a valid header value".into()));
-        }
+        self.auth.check().map_err(err)?;
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let builder = if self.api_url.starts_with("https://") {
@@ -81,21 +80,29 @@ impl GitHubBuilder {
             )));
         };
         let connector = builder.https_or_http().enable_http1().build();
-        Ok(GitHub {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            api_url: self.api_url,
-            token: self.token,
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let user_agent = format!("gitops/{}", env!("CARGO_PKG_VERSION"));
+        let auth = self.auth.connect(Api {
+            client: client.clone(),
+            url: self.api_url.clone(),
+            user_agent: user_agent.clone(),
             timeout: self.timeout,
-            user_agent: format!("gitops/{}", env!("CARGO_PKG_VERSION")),
+        });
+        Ok(GitHub {
+            client,
+            api_url: self.api_url,
+            auth,
+            timeout: self.timeout,
+            user_agent,
         })
     }
 }
 
-/// Sends updates to GitHub's REST API with a token (`Authorization: Bearer`).
+/// Sends updates to GitHub's REST API with a token or as a GitHub App (`Authorization: Bearer`).
 pub struct GitHub {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     api_url: String,
-    token: Secret,
+    auth: Auth,
     timeout: Duration,
     user_agent: String,
 }
@@ -113,14 +120,24 @@ impl GitHub {
     pub fn builder(token: Secret) -> GitHubBuilder {
         GitHubBuilder {
             api_url: GITHUB_API_URL.to_owned(),
-            token,
+            auth: Credentials::Token(token),
             timeout: Duration::from_secs(30),
         }
     }
 
+    /// A client of the public API authenticated as `app`, with the token of its installation on
+    /// each update's repository.
+    pub fn app_builder(app: GitHubApp) -> GitHubBuilder {
+        GitHubBuilder {
+            auth: Credentials::App(app),
+            ..GitHub::builder(Secret::new(""))
+        }
+    }
+
     async fn post(&self, path: &str, body: Vec<u8>) -> Result<(), SendError> {
+        let authorization = self.auth.authorization(path).await?;
         let request = Request::post(format!("{}{path}", self.api_url))
-            .header(AUTHORIZATION, bearer(&self.token))
+            .header(AUTHORIZATION, authorization.header.clone())
             .header(ACCEPT, "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28")
             .header(USER_AGENT, &self.user_agent)
@@ -153,7 +170,7 @@ impl GitHub {
                     None,
                 )
             })??;
-        judge(status, &headers, &body, unix_now())
+        (self.auth).judged(&authorization, judge(status, &headers, &body, unix_now()))
     }
 }
 
@@ -181,10 +198,6 @@ impl Forge for GitHub {
             }
         }
     }
-}
-
-fn bearer(token: &Secret) -> String {
-    format!("Bearer {}", token.expose())
 }
 
 fn retry(message: String, after: Option<Duration>) -> SendError {
@@ -219,7 +232,7 @@ fn status_path(status: &CommitStatus) -> Result<String, SendError> {
     Ok(format!("/repos/{owner}/{repo}/statuses/{}", status.sha))
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -231,7 +244,12 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
 }
 
 /// What an answer means: delivered, worth a retry (when), or refused for good.
-fn judge(status: StatusCode, headers: &HeaderMap, body: &[u8], now: u64) -> Result<(), SendError> {
+pub(super) fn judge(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: u64,
+) -> Result<(), SendError> {
     if status.is_success() {
         return Ok(());
     }

@@ -7,11 +7,13 @@
 
 mod forge;
 mod github;
+mod github_app;
 mod reporter;
 mod sender;
 
 pub use forge::{Forge, SendError};
 pub use github::{GitHub, GitHubBuilder};
+pub use github_app::{GitHubApp, MAX_KEY_FILE_BYTES, TOKEN_REFRESH_MARGIN};
 pub use reporter::{ReportTarget, Reporter, RunReporter};
 pub use sender::{Sender, SenderOptions};
 
