@@ -12,6 +12,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,6 +60,8 @@ struct StandIn {
     installed: bool,
     /// Whether the tokens it hands out are taken (false: every status gets 401).
     tokens_work: bool,
+    /// The App's installation on `o/r` (it changes when the App is installed again).
+    installation: Arc<AtomicU64>,
 }
 
 impl StandIn {
@@ -68,6 +71,7 @@ impl StandIn {
             token_lifetime,
             installed,
             tokens_work: true,
+            installation: Arc::new(AtomicU64::new(INSTALLATION)),
         }
     }
 
@@ -157,7 +161,7 @@ async fn installation(
     }
     answer(
         200,
-        json!({"id": INSTALLATION, "account": {"login": "o"}, "app_id": 12345}),
+        json!({"id": s.installation.load(Ordering::SeqCst), "account": {"login": "o"}, "app_id": 12345}),
     )
 }
 
@@ -169,7 +173,7 @@ async fn access_token(
     if let Err(refused) = check_jwt(&headers) {
         return refused;
     }
-    if id != INSTALLATION {
+    if id != s.installation.load(Ordering::SeqCst) {
         return answer(404, json!({"message": "Not Found"}));
     }
     let token = s.record(|r| {
@@ -437,5 +441,22 @@ async fn a_new_token_that_github_refuses_is_a_final_error_not_a_loop() {
         refusal.contains("401") && refusal.contains("Bad credentials"),
         "{refusal}"
     );
+    setup.stop.cancel();
+}
+
+#[tokio::test]
+async fn an_app_installed_again_is_looked_up_again() {
+    let stand_in = StandIn::new(3600, true);
+    let setup = Setup::new(&stand_in).await;
+    setup.pending("o/r", "a").await;
+    // Uninstalled (its token stops working) and installed again under a new id.
+    stand_in
+        .installation
+        .store(INSTALLATION + 1, Ordering::SeqCst);
+    stand_in.record(|r| r.revoked.insert("ghs_standin0".into()));
+    setup.pending("o/r", "b").await;
+    let (took, tokens) = delivered(&stand_in);
+    assert_eq!(took, ["gitops/a", "gitops/b"]);
+    assert_eq!((tokens, stand_in.record(|r| r.lookups)), (2, 2));
     setup.stop.cancel();
 }

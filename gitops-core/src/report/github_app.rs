@@ -247,7 +247,11 @@ pub(super) struct AppAuth {
 impl AppAuth {
     async fn authorization(&self, path: &str) -> Result<Authorization, SendError> {
         let repo = repo_of(path)?;
-        let installation = self.installation(&repo).await?;
+        let known = lock(&self.installations).get(&repo).copied();
+        let installation = match known {
+            Some(id) => id,
+            None => self.installation(&repo).await?,
+        };
         let now = unix_now();
         let cached = lock(&self.tokens)
             .get(&installation)
@@ -262,29 +266,32 @@ impl AppAuth {
         let token = match self.exchange(installation).await {
             Ok(token) => token,
             Err(e) => {
-                // The App may have been uninstalled and installed again: look it up anew.
+                // The App may have been uninstalled and installed again: look it up anew, and
+                // try again when the installation known was an old one.
                 lock(&self.installations).remove(&repo);
-                return Err(e);
+                return Err(match e {
+                    SendError::Final {
+                        status: Some(404),
+                        message,
+                    } if known.is_some() => SendError::Retry {
+                        message: format!("{message} (the installation is looked up again)"),
+                        after: None,
+                    },
+                    e => e,
+                });
             }
         };
         let header = bearer(&token.token)
             .map_err(|_| final_error("GitHub's installation token is not a header"))?;
-        let mut tokens = lock(&self.tokens);
-        if tokens.len() >= MAX_CACHED {
-            tokens.clear();
-        }
-        tokens.insert(installation, token);
+        insert_bounded(&mut lock(&self.tokens), installation, token);
         Ok(Authorization {
             header,
             cached: None,
         })
     }
 
-    /// The installation id of the App on `repo` (cached).
+    /// The installation id of the App on `repo`, looked up and cached.
     async fn installation(&self, repo: &str) -> Result<u64, SendError> {
-        if let Some(&id) = lock(&self.installations).get(repo) {
-            return Ok(id);
-        }
         let path = format!("/repos/{repo}/installation");
         let body = self.call(Method::GET, &path).await.map_err(|e| match e {
             SendError::Final {
@@ -306,11 +313,7 @@ impl AppAuth {
                 message: format!("GitHub's answer to GET {path} has no installation id"),
                 after: None,
             })?;
-        let mut installations = lock(&self.installations);
-        if installations.len() >= MAX_CACHED {
-            installations.clear();
-        }
-        installations.insert(repo.to_owned(), id);
+        insert_bounded(&mut lock(&self.installations), repo.to_owned(), id);
         Ok(id)
     }
 
@@ -425,6 +428,14 @@ fn repo_of(path: &str) -> Result<String, SendError> {
     }
 }
 
+/// Inserts into a cache of at most [`MAX_CACHED`] entries, which starts over when full.
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
+    if map.len() >= MAX_CACHED && !map.contains_key(&key) {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
 /// The guarded map, even if a thread panicked while holding it (a cache is never half-written).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -514,6 +525,19 @@ mod tests {
             said.ends_with("ec.pem: the key is an EC key, not an RSA key"),
             "{said}"
         );
+    }
+
+    #[test]
+    fn a_cache_holds_at_most_its_limit_and_starts_over_past_it() {
+        let mut cache = HashMap::new();
+        for i in 0..MAX_CACHED {
+            insert_bounded(&mut cache, i, i);
+        }
+        assert_eq!(cache.len(), MAX_CACHED);
+        insert_bounded(&mut cache, 0, 7);
+        assert_eq!((cache.len(), cache[&0]), (MAX_CACHED, 7));
+        insert_bounded(&mut cache, MAX_CACHED, 0);
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]
