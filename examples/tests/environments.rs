@@ -2,7 +2,9 @@
 //! the SQLite ledger: pull request teardown and reconcile, locks, approvals, rollback and pins,
 //! and environments served over HTTP on loopback.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -422,14 +424,6 @@ async fn rollback_restores_the_previous_release_and_pins_the_environment() {
     assert!(err.to_string().contains("no such environment"), "{err}");
 }
 
-fn busybox() -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join("busybox"))
-        .find(|p| p.is_file())
-}
-
 fn http_get(url: &str, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let addr = url
@@ -454,11 +448,7 @@ fn alive(pid: i32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_served_environment_is_reachable_replaced_and_stopped() {
-    let Some(busybox) = busybox() else {
-        if std::env::var_os("GITOPS_TEST_DOCKER").is_some() {
-            panic!("busybox is not installed (scripts/test.sh installs busybox-static)");
-        }
-        eprintln!("skipped: busybox not found (scripts/test.sh installs busybox-static)");
+    let Some(busybox) = common::busybox() else {
         return;
     };
     let config = format!(

@@ -1,6 +1,11 @@
 //! `gitops serve --github-token-env` (or `--github-app-id` and `--github-app-key-file`) reports
-//! the runs of GitHub deliveries to GitHub: a commit status per pipeline, sent to a stand-in of
-//! GitHub's REST API on loopback.
+//! the runs of GitHub deliveries to GitHub: a commit status per pipeline, a deployment per deploy with its statuses, and one pull request comment
+//! edited in place, sent to a stand-in of GitHub's REST API on loopback.
+//!
+//! The stand-in answers as GitHub's REST description (API version 2022-11-28) documents:
+//! `POST .../statuses/{sha}` and `POST .../deployments` 201 with the object (its `id`),
+//! `POST .../deployments/{id}/statuses` 201, `GET .../issues/{n}/comments` 200 with a list,
+//! `POST .../issues/{n}/comments` 201 with the comment, `PATCH .../issues/comments/{id}` 200.
 
 mod common;
 
@@ -8,20 +13,86 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
+use common::git;
 use common::server::{Server, fixture, github, wait_until};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-/// A request the stand-in received: its path, `Authorization` header and body.
-type Seen = (String, String, Value);
+/// `gitops serve` of `clone`, reporting to the GitHub stand-in at `api` with a token.
+fn reporting(state: &std::path::Path, clone: &std::path::Path, api: SocketAddr) -> Server {
+    let api_url = format!("http://{api}");
+    Server::start(
+        state,
+        clone,
+        &[
+            "--allow-unsigned",
+            "--repo-name",
+            "o/upstream",
+            "--github-token-env",
+            "TEST_GITHUB_TOKEN",
+            "--github-api-url",
+            &api_url,
+            "--public-url",
+            "https://gitops.example",
+        ],
+        &[("TEST_GITHUB_TOKEN", "t0ken-for-tests")],
+    )
+}
 
-/// A GitHub stand-in (HTTP/1.1, one request a connection) answering as GitHub does an App's
-/// installation lookup (200) and token exchange (201, token `ghs_served`), and 201 to the rest.
-fn stand_in() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+#[test]
+fn a_pushed_commit_gets_a_pending_then_a_success_status() {
+    let fx = fixture(
+        "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: \"sleep 1\" }\n",
+    );
+    let (api, seen) = github_stand_in();
+    let server = reporting(&fx.state, &fx.clone, api);
+    let (status, reply) = github(server.addr, "push", "d-1", &fx.push("a"), None);
+    assert_eq!(status, 202, "{reply}");
+    wait_until("two statuses", || seen.lock().unwrap().len() >= 2);
+    let seen = seen.lock().unwrap().clone();
+    let states: Vec<&str> = seen
+        .iter()
+        .map(|s| s.body["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["pending", "success"]);
+    for Call {
+        method,
+        path,
+        auth,
+        body,
+    } in &seen
+    {
+        assert_eq!(method, "POST");
+        assert_eq!(path, &format!("/repos/o/upstream/statuses/{}", fx.after));
+        assert_eq!(auth, "Bearer t0ken-for-tests");
+        assert_eq!(body["context"], "gitops/main");
+        let url = body["target_url"].as_str().unwrap();
+        assert!(url.starts_with("https://gitops.example/runs/"), "{url}");
+    }
+    assert!(
+        !server.log().iter().any(|l| l.contains("t0ken-for-tests")),
+        "the token reached the log"
+    );
+}
+
+/// A request to the GitHub stand-in: method, path (with its query), `Authorization` and body.
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    path: String,
+    auth: String,
+    body: Value,
+}
+
+/// A GitHub stand-in for statuses, deployments and comments: ids count up from 100. As GitHub
+/// does for an App, it answers the installation lookup (200, id 7) and the token exchange (201,
+/// token `ghs_served`).
+fn github_stand_in() -> (SocketAddr, Arc<Mutex<Vec<Call>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let record = calls.clone();
     std::thread::spawn(move || {
+        let mut next_id = 100;
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -44,19 +115,31 @@ fn stand_in() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
             }
             let mut body = vec![0; length];
             reader.read_exact(&mut body).unwrap();
-            let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+            let mut parts = request_line.split(' ');
+            let method = parts.next().unwrap_or("").to_owned();
+            let path = parts.next().unwrap_or("").to_owned();
             let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let (status, answer) = if path.ends_with("/installation") {
-                ("200 OK", "{\"id\":7}")
-            } else if path.ends_with("/access_tokens") {
-                (
+            next_id += 1;
+            let (status, answer) = match method.as_str() {
+                "GET" if path.ends_with("/installation") => ("200 OK", json!({"id": 7})),
+                "POST" if path.ends_with("/access_tokens") => (
                     "201 Created",
-                    "{\"token\":\"ghs_served\",\"expires_at\":\"2099-01-01T00:00:00Z\"}",
-                )
-            } else {
-                ("201 Created", "{\"id\":1}")
+                    json!({"token": "ghs_served", "expires_at": "2099-01-01T00:00:00Z"}),
+                ),
+                "GET" => ("200 OK", json!([])),
+                "PATCH" => (
+                    "200 OK",
+                    json!({"id": path.rsplit('/').next().unwrap().parse::<u64>().unwrap(), "body": body["body"]}),
+                ),
+                _ => ("201 Created", json!({"id": next_id})),
             };
-            record.lock().unwrap().push((path, auth, body));
+            record.lock().unwrap().push(Call {
+                method,
+                path,
+                auth,
+                body,
+            });
+            let answer = answer.to_string();
             let _ = write!(
                 stream,
                 "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
@@ -64,48 +147,194 @@ fn stand_in() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
             );
         }
     });
-    (addr, seen)
+    (addr, calls)
 }
 
 #[test]
-fn a_pushed_commit_gets_a_pending_then_a_success_status() {
-    let fx = fixture(
-        "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: \"sleep 1\" }\n",
+fn a_pull_request_gets_its_preview_deployment_and_one_comment_edited_in_place() {
+    let Some(busybox) = common::busybox() else {
+        return;
+    };
+    let config = format!(
+        r#"version: 1
+environments:
+  preview: {{ per_pull_request: true, with: {{ serve: "exec {} httpd -f -p 127.0.0.1:$PORT -h ." }} }}
+pipelines:
+  pr:
+    on: {{ pull_request: {{ types: [opened, synchronize] }} }}
+    stages:
+      build: {{ run: "true" }}
+      preview: {{ deploy: preview, needs: [build], with: {{ files: app.txt }} }}
+  checks:
+    on: {{ pull_request: {{ types: [opened, synchronize] }} }}
+    stages:
+      test: {{ run: "for i in $(seq 1 30); do echo line-$i; done; echo '@admin </details>'; exit 3" }}
+  teardown:
+    on: {{ pull_request: {{ types: [closed] }} }}
+    stages:
+      stop: {{ stop: preview }}
+"#,
+        busybox.display()
     );
-    let (api, seen) = stand_in();
-    let api_url = format!("http://{api}");
-    let server = Server::start(
-        &fx.state,
-        &fx.clone,
-        &[
-            "--allow-unsigned",
-            "--repo-name",
-            "o/upstream",
-            "--github-token-env",
-            "TEST_GITHUB_TOKEN",
-            "--github-api-url",
-            &api_url,
-            "--public-url",
-            "https://gitops.example",
-        ],
-        &[("TEST_GITHUB_TOKEN", "t0ken-for-tests")],
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = tmp.path().join("upstream");
+    std::fs::create_dir_all(&upstream).unwrap();
+    git(&upstream, &["init", "-q", "-b", "main"]);
+    std::fs::write(upstream.join(".gitops.yml"), config).unwrap();
+    std::fs::write(upstream.join("app.txt"), "one").unwrap();
+    git(&upstream, &["add", "-A"]);
+    git(&upstream, &["commit", "-qm", "one"]);
+    let base = git(&upstream, &["rev-parse", "HEAD"]);
+    git(&upstream, &["checkout", "-qb", "feature"]);
+    std::fs::write(upstream.join("app.txt"), "two").unwrap();
+    git(&upstream, &["commit", "-qam", "two"]);
+    let head = git(&upstream, &["rev-parse", "HEAD"]);
+    git(&upstream, &["checkout", "-q", "main"]);
+    let clone = tmp.path().join("clone");
+    let (up, cl) = (upstream.to_str().unwrap(), clone.to_str().unwrap());
+    git(tmp.path(), &["clone", "-q", up, cl]);
+    let (api, calls) = github_stand_in();
+    let mut server = reporting(&tmp.path().join("state"), &clone, api);
+    let pr = |action: &str, merged: bool| {
+        serde_json::to_vec(
+            &json!({"action": action, "number": 4, "sender": {"login": "octo"},
+            "pull_request": {"title": "t", "draft": false, "merged": merged, "labels": [],
+                "user": {"login": "octo"},
+                "head": {"ref": "feature", "sha": head, "repo": {"full_name": "o/upstream"}},
+                "base": {"ref": "main", "sha": base, "repo": {"full_name": "o/upstream"}}},
+            "repository": {"full_name": "o/upstream"}}),
+        )
+        .unwrap()
+    };
+    let of = |method: &str, part: &str| -> Vec<Call> {
+        (calls.lock().unwrap().iter())
+            .filter(|c| c.method == method && c.path.contains(part))
+            .cloned()
+            .collect()
+    };
+    let (status, reply) = github(
+        server.addr,
+        "pull_request",
+        "d-open",
+        &pr("opened", false),
+        None,
     );
-    let (status, reply) = github(server.addr, "push", "d-1", &fx.push("a"), None);
     assert_eq!(status, 202, "{reply}");
-    wait_until("two statuses", || seen.lock().unwrap().len() >= 2);
-    let seen = seen.lock().unwrap().clone();
-    let states: Vec<&str> = seen
+    let final_status = |context: &str| {
+        of("POST", "/statuses/")
+            .into_iter()
+            .filter(|c| c.body["context"] == context && c.body["state"] != "pending")
+            .count()
+    };
+    wait_until("both pipelines' final statuses", || {
+        final_status("gitops/pr") == 1 && final_status("gitops/checks") == 1
+    });
+    wait_until("the deployment's success", || {
+        of("POST", "/deployments/")
+            .iter()
+            .any(|c| c.body["state"] == "success")
+    });
+
+    // One deployment, for the preview's instance, transient, of the head commit.
+    let deployments = of("POST", "/repos/o/upstream/deployments");
+    let created: Vec<&Call> = deployments
         .iter()
-        .map(|s| s.2["state"].as_str().unwrap())
+        .filter(|c| c.path == "/repos/o/upstream/deployments")
         .collect();
-    assert_eq!(states, ["pending", "success"]);
-    for (path, auth, body) in &seen {
-        assert_eq!(path, &format!("/repos/o/upstream/statuses/{}", fx.after));
-        assert_eq!(auth, "Bearer t0ken-for-tests");
-        assert_eq!(body["context"], "gitops/main");
-        let url = body["target_url"].as_str().unwrap();
-        assert!(url.starts_with("https://gitops.example/runs/"), "{url}");
-    }
+    assert_eq!(created.len(), 1, "{deployments:?}");
+    let d = &created[0].body;
+    assert_eq!(d["ref"], head.as_str());
+    assert_eq!(d["environment"], "preview-pr-4");
+    assert_eq!(d["auto_merge"], false);
+    assert_eq!(d["required_contexts"], json!([]));
+    assert_eq!(d["transient_environment"], true);
+    assert_eq!(d["production_environment"], false);
+    let statuses: Vec<&Call> = deployments
+        .iter()
+        .filter(|c| c.path.ends_with("/statuses"))
+        .collect();
+    let deployment_path = statuses[0].path.clone();
+    assert!(statuses.iter().all(|c| c.path == deployment_path));
+    let states: Vec<&str> = statuses
+        .iter()
+        .map(|c| c.body["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.last(), Some(&"success"), "{states:?}");
+    let success = &statuses.last().unwrap().body;
+    let preview_url = success["environment_url"].as_str().unwrap().to_owned();
+    assert!(
+        preview_url.starts_with("http://127.0.0.1:"),
+        "{preview_url}"
+    );
+    assert!(
+        success["log_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://gitops.example/runs/")
+    );
+
+    // The comment: created once, then edited; the last body shows both pipelines.
+    wait_until("the comment to show both pipelines' ends", || {
+        let last = (calls.lock().unwrap().iter().rev())
+            .find(|c| c.method == "PATCH" || (c.method == "POST" && c.path.ends_with("/comments")))
+            .map(|c| c.body["body"].as_str().unwrap_or("").to_owned())
+            .unwrap_or_default();
+        last.contains("`pr` passed") && last.contains("`checks` failed")
+    });
+    let posted = of("POST", "/issues/4/comments");
+    assert_eq!(posted.len(), 1, "one comment is created: {posted:?}");
+    let edits = of("PATCH", "/repos/o/upstream/issues/comments/");
+    assert!(!edits.is_empty());
+    let body = edits.last().unwrap().body["body"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        body.starts_with("<!-- gitops: pull request comment -->"),
+        "{body}"
+    );
+    assert!(body.contains(&format!("<{preview_url}>")), "{body}");
+    assert!(body.contains("| `test` | ❌ failed (exit 3) |"), "{body}");
+    assert!(body.contains("| `preview` | ✅ passed |"), "{body}");
+    // The failed stage's last 20 lines: line-12 to line-30 and the hostile one, in a code block.
+    assert!(body.contains("Last 20 log lines of `test`"), "{body}");
+    assert!(
+        !body.contains("line-11\n") && body.contains("line-12\n"),
+        "{body}"
+    );
+    assert!(body.contains("```text\n"), "{body}");
+    let fenced = body.split("```text\n").nth(1).unwrap();
+    assert!(
+        fenced
+            .split("```")
+            .next()
+            .unwrap()
+            .contains("@admin </details>")
+    );
+
+    // Closing the pull request stops the preview: its deployment becomes inactive.
+    let (status, reply) = github(
+        server.addr,
+        "pull_request",
+        "d-close",
+        &pr("closed", false),
+        None,
+    );
+    assert_eq!(status, 202, "{reply}");
+    wait_until("the deployment to be inactive", || {
+        of("POST", &deployment_path)
+            .iter()
+            .any(|c| c.body["state"] == "inactive")
+    });
+    assert_eq!(
+        of("POST", "/repos/o/upstream/deployments")
+            .iter()
+            .filter(|c| c.path == "/repos/o/upstream/deployments")
+            .count(),
+        1,
+        "the stop made no new deployment"
+    );
+    server.stop();
     assert!(
         !server.log().iter().any(|l| l.contains("t0ken-for-tests")),
         "the token reached the log"
@@ -147,7 +376,7 @@ fn a_github_app_gets_its_installation_token_and_reports_with_it() {
     let fx = fixture(
         "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: \"true\" }\n",
     );
-    let (api, seen) = stand_in();
+    let (api, seen) = github_stand_in();
     let api_url = format!("http://{api}");
     let server = Server::start(
         &fx.state,
@@ -171,7 +400,7 @@ fn a_github_app_gets_its_installation_token_and_reports_with_it() {
         seen.lock().unwrap().len() >= 4
     });
     let seen = seen.lock().unwrap().clone();
-    let paths: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
     let statuses = format!("/repos/o/upstream/statuses/{}", fx.after);
     assert_eq!(
         paths,
@@ -182,8 +411,8 @@ fn a_github_app_gets_its_installation_token_and_reports_with_it() {
             &statuses
         ]
     );
-    for (_, auth, _) in &seen[..2] {
-        let claims = verified_claims(auth.strip_prefix("Bearer ").unwrap());
+    for call in &seen[..2] {
+        let claims = verified_claims(call.auth.strip_prefix("Bearer ").unwrap());
         assert_eq!(claims["iss"], "12345");
         let (iat, exp) = (
             claims["iat"].as_u64().unwrap(),
@@ -192,11 +421,11 @@ fn a_github_app_gets_its_installation_token_and_reports_with_it() {
         assert!(exp > iat && exp - iat <= 600, "{claims}");
     }
     let states: Vec<&str> = (seen[2..].iter())
-        .map(|s| s.2["state"].as_str().unwrap())
+        .map(|s| s.body["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["pending", "success"]);
-    for (_, auth, _) in &seen[2..] {
-        assert_eq!(auth, "Bearer ghs_served");
+    for call in &seen[2..] {
+        assert_eq!(call.auth, "Bearer ghs_served");
     }
     assert!(
         !server

@@ -22,9 +22,12 @@ use gitops_core::backend::memory::{MemoryBackend, Script};
 use gitops_core::backend::{BackendRegistry, RunInfo};
 use gitops_core::config::Config;
 use gitops_core::event::GitEvent;
-use gitops_core::ledger::Ledger;
+use gitops_core::ledger::{Ledger, NewReport};
 use gitops_core::plan::{Changes, Planner};
-use gitops_core::report::{GitHub, ReportTarget, Reporter, Sender, SenderOptions};
+use gitops_core::report::{
+    COMMENT_MARKER, DeploymentState, DeploymentUpdate, ForgeUpdate, GitHub, PullRequestComment,
+    ReportTarget, Reporter, Sender, SenderOptions,
+};
 use gitops_core::scheduler::{RunEvent, RunResult, RunSpec, Scheduler};
 use gitops_core::secret::Secret;
 use serde_json::{Value, json};
@@ -542,5 +545,223 @@ async fn a_late_retry_of_pending_never_follows_the_success() {
         .map(|s| (s.answered, s.body["state"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(seen, [(502, "pending".into()), (201, "success".into())]);
+    setup.stop.cancel();
+}
+
+/// A stand-in of GitHub's issue comment and deployment endpoints: `comments` is the pull
+/// request's comments as GitHub lists them; a `PATCH` of an id not listed is a 404 (deleted);
+/// deployment statuses of `gone` deployments are 404s.
+#[derive(Clone, Default)]
+struct Comments {
+    comments: Arc<Mutex<Vec<Value>>>,
+    calls: Arc<Mutex<Vec<(String, String)>>>,
+    gone: Arc<Mutex<Vec<u64>>>,
+    next_id: Arc<Mutex<u64>>,
+}
+
+impl Comments {
+    async fn serve(&self) -> SocketAddr {
+        use axum::http::Method;
+        use axum::routing::{get, patch};
+        async fn list(State(s): State<Comments>) -> axum::Json<Value> {
+            s.calls.lock().unwrap().push(("GET".into(), "list".into()));
+            axum::Json(Value::Array(s.comments.lock().unwrap().clone()))
+        }
+        async fn create(State(s): State<Comments>, body: String) -> (StatusCode, String) {
+            let body: Value = serde_json::from_str(&body).unwrap();
+            let id = s.new_id();
+            s.calls
+                .lock()
+                .unwrap()
+                .push(("POST".into(), id.to_string()));
+            s.comments
+                .lock()
+                .unwrap()
+                .push(json!({"id": id, "body": body["body"]}));
+            (StatusCode::CREATED, json!({"id": id}).to_string())
+        }
+        async fn edit(
+            State(s): State<Comments>,
+            Path(id): Path<u64>,
+            body: String,
+        ) -> (StatusCode, String) {
+            let body: Value = serde_json::from_str(&body).unwrap();
+            s.calls
+                .lock()
+                .unwrap()
+                .push((Method::PATCH.to_string(), id.to_string()));
+            let mut comments = s.comments.lock().unwrap();
+            match comments.iter_mut().find(|c| c["id"] == id) {
+                Some(c) => {
+                    c["body"] = body["body"].clone();
+                    (StatusCode::OK, c.to_string())
+                }
+                None => (
+                    StatusCode::NOT_FOUND,
+                    json!({"message": "Not Found"}).to_string(),
+                ),
+            }
+        }
+        async fn deploy(State(s): State<Comments>) -> (StatusCode, String) {
+            let id = s.new_id();
+            s.calls
+                .lock()
+                .unwrap()
+                .push(("POST".into(), format!("deployment {id}")));
+            (StatusCode::CREATED, json!({"id": id}).to_string())
+        }
+        async fn deploy_status(
+            State(s): State<Comments>,
+            Path(id): Path<u64>,
+            body: String,
+        ) -> (StatusCode, String) {
+            let body: Value = serde_json::from_str(&body).unwrap();
+            let state = body["state"].as_str().unwrap().to_owned();
+            s.calls
+                .lock()
+                .unwrap()
+                .push(("POST".into(), format!("status {id} {state}")));
+            if s.gone.lock().unwrap().contains(&id) {
+                return (
+                    StatusCode::NOT_FOUND,
+                    json!({"message": "Not Found"}).to_string(),
+                );
+            }
+            (StatusCode::CREATED, json!({"id": 1}).to_string())
+        }
+        let app = Router::new()
+            .route("/repos/o/r/issues/7/comments", get(list).post(create))
+            .route("/repos/o/r/issues/comments/{id}", patch(edit))
+            .route("/repos/o/r/deployments", post(deploy))
+            .route("/repos/o/r/deployments/{id}/statuses", post(deploy_status))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    fn new_id(&self) -> u64 {
+        let mut next = self.next_id.lock().unwrap();
+        *next += 1;
+        *next
+    }
+
+    fn calls(&self) -> Vec<(String, String)> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+fn store(ledger: &Ledger, update: ForgeUpdate) {
+    let payload = serde_json::to_value(&update).unwrap();
+    ledger
+        .enqueue_report(NewReport {
+            forge: "github",
+            target: &update.target(),
+            payload: &payload,
+        })
+        .unwrap();
+}
+
+fn comment(body: &str) -> ForgeUpdate {
+    ForgeUpdate::Comment(PullRequestComment {
+        repo: "o/r".into(),
+        number: 7,
+        body: format!("{COMMENT_MARKER}\n{body}"),
+    })
+}
+
+#[tokio::test]
+async fn the_comment_is_found_by_its_marker_edited_in_place_and_made_again_when_deleted() {
+    let stand_in = Comments::default();
+    *stand_in.next_id.lock().unwrap() = 40;
+    // Someone's comment, and one gitops made from another state directory.
+    stand_in.comments.lock().unwrap().extend([
+        json!({"id": 5, "body": "looks good"}),
+        json!({"id": 9, "body": format!("{COMMENT_MARKER}\nold")}),
+    ]);
+    let addr = stand_in.serve().await;
+    let setup = Setup::new();
+    setup.send_to(addr);
+    store(&setup.ledger, comment("first"));
+    setup.drained().await;
+    store(&setup.ledger, comment("second"));
+    setup.drained().await;
+    // Listed once; the marked comment edited twice, the other left alone.
+    assert_eq!(
+        stand_in.calls(),
+        [
+            ("GET".into(), "list".into()),
+            ("PATCH".into(), "9".into()),
+            ("PATCH".into(), "9".into())
+        ]
+    );
+    let comments = stand_in.comments.lock().unwrap().clone();
+    assert_eq!(comments[0]["body"], "looks good");
+    assert!(comments[1]["body"].as_str().unwrap().ends_with("second"));
+    // Deleted on GitHub: the next update makes a new comment, and edits that one after.
+    stand_in.comments.lock().unwrap().retain(|c| c["id"] != 9);
+    store(&setup.ledger, comment("third"));
+    setup.drained().await;
+    store(&setup.ledger, comment("fourth"));
+    setup.drained().await;
+    assert_eq!(
+        stand_in.calls()[3..],
+        [
+            ("PATCH".into(), "9".into()),
+            ("POST".into(), "41".into()),
+            ("PATCH".into(), "41".into())
+        ]
+    );
+    setup.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_deployment_is_made_once_and_made_again_when_github_lost_it() {
+    let stand_in = Comments::default();
+    let addr = stand_in.serve().await;
+    let setup = Setup::new();
+    setup.send_to(addr);
+    let update = |state: DeploymentState| {
+        ForgeUpdate::Deployment(DeploymentUpdate {
+            repo: "o/r".into(),
+            sha: SHA.into(),
+            deployment: 3,
+            environment: "staging".into(),
+            transient: false,
+            production: false,
+            state,
+            description: "deploy".into(),
+            environment_url: None,
+            log_url: None,
+        })
+    };
+    store(&setup.ledger, update(DeploymentState::InProgress));
+    setup.drained().await;
+    store(&setup.ledger, update(DeploymentState::Success));
+    setup.drained().await;
+    assert_eq!(
+        stand_in.calls(),
+        [
+            ("POST".into(), "deployment 1".into()),
+            ("POST".into(), "status 1 in_progress".into()),
+            ("POST".into(), "status 1 success".into())
+        ]
+    );
+    // Deleted on GitHub: a 404, then a new deployment with the state.
+    stand_in.gone.lock().unwrap().push(1);
+    store(&setup.ledger, update(DeploymentState::Inactive));
+    setup.drained().await;
+    store(&setup.ledger, update(DeploymentState::Failure));
+    setup.drained().await;
+    assert_eq!(
+        stand_in.calls()[3..],
+        [
+            ("POST".into(), "status 1 inactive".into()),
+            ("POST".into(), "status 1 failure".into()),
+            ("POST".into(), "deployment 2".into()),
+            ("POST".into(), "status 2 failure".into())
+        ]
+    );
     setup.stop.cancel();
 }

@@ -143,3 +143,20 @@ pub fn push_event(dir: &Path, branch: &str) -> PathBuf {
     std::fs::write(&file, event.to_string()).unwrap();
     file
 }
+
+/// Debian's `busybox` (for `httpd`), when on the PATH. Without it a test skips (saying so),
+/// unless `scripts/test.sh` runs it (`GITOPS_TEST_DOCKER` set), where its absence is a failure.
+pub fn busybox() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("busybox"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("GITOPS_TEST_DOCKER").is_some() {
+            panic!("busybox is not installed (scripts/test.sh installs busybox-static)");
+        }
+        eprintln!("skipped: busybox not found (scripts/test.sh installs busybox-static)");
+    }
+    found
+}

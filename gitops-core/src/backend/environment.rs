@@ -28,6 +28,8 @@ pub struct EnvironmentPolicy {
     pub on_pinned: OnBusy,
     /// Stop the environment after this long without a deployment.
     pub auto_stop_after: Option<std::time::Duration>,
+    /// It serves the product's users (`production: true` in config or policy).
+    pub production: bool,
 }
 
 impl EnvironmentTarget {

@@ -52,7 +52,14 @@ impl Environment {
             on_pinned: OnBusy::Wait,
             auto_stop_after: None,
             deploy_from: None,
+            production: false,
         }
+    }
+
+    /// It serves the product's users (`production: true`).
+    pub fn production(mut self) -> Environment {
+        self.production = true;
+        self
     }
 
     /// Deployments wait for an approval.

@@ -60,6 +60,9 @@ pub struct Environment {
     /// backend is called. Default: any ref its trust level allows.
     #[serde(default)]
     pub deploy_from: Option<DeployFrom>,
+    /// It serves the product's users: forges are told so (GitHub's `production_environment`).
+    #[serde(default)]
+    pub production: bool,
 }
 
 impl Environment {
@@ -70,6 +73,7 @@ impl Environment {
             on_locked: self.on_locked,
             on_pinned: self.on_pinned,
             auto_stop_after: self.auto_stop_after,
+            production: self.production,
         }
     }
 }

@@ -124,6 +124,9 @@ impl Engine {
                 if let Some(a) = rules.approval {
                     env.approval = a;
                 }
+                if let Some(p) = rules.production {
+                    env.production = p;
+                }
             }
         }
         TrustedEnvironments {

@@ -11,9 +11,9 @@
 //! one of the same forge is being sent or waits for its retry (the failures worth a retry, an
 //! outage or a rate limit, are the forge's, not the update's).
 
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{Ledger, LedgerError};
+use super::{Ledger, LedgerError, now};
 
 /// How long an update handed out by [`Ledger::due_reports`] stays claimed by its sender: past
 /// it (the sender crashed), it is handed out again.
@@ -190,6 +190,60 @@ impl Ledger {
         self.with(|c| {
             c.execute("DELETE FROM outbox WHERE id = ?1", [id])
                 .map(|_| ())
+        })
+    }
+}
+
+impl Ledger {
+    /// What `forge` calls the thing gitops knows as `key` (a deployment's id on the forge, a
+    /// comment's id), if it was recorded.
+    pub fn forge_ref(&self, forge: &str, key: &str) -> Result<Option<String>, LedgerError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT remote FROM forge_refs WHERE forge = ?1 AND key = ?2")?
+                .query_row(params![forge, key], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// Records what `forge` calls `key` (replacing what was recorded).
+    pub fn set_forge_ref(&self, forge: &str, key: &str, remote: &str) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO forge_refs (forge, key, remote, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (forge, key) DO UPDATE SET remote = ?3, updated_at = ?4",
+            )?
+            .execute(params![forge, key, remote, now()])
+            .map(drop)
+        })
+    }
+
+    /// Stores `pipeline`'s section of pull request `number`'s comment, and returns every
+    /// section of that comment, by pipeline name.
+    pub fn set_comment_section(
+        &self,
+        forge: &str,
+        repo: &str,
+        number: u64,
+        pipeline: &str,
+        body: &str,
+    ) -> Result<Vec<(String, String)>, LedgerError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO comment_sections (forge, repo, number, pipeline, body, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (forge, repo, number, pipeline) DO UPDATE SET body = ?5, updated_at = ?6",
+            )?
+            .execute(params![forge, repo, number, pipeline, body, now()])?;
+            let sections = tx
+                .prepare_cached(
+                    "SELECT pipeline, body FROM comment_sections
+                     WHERE forge = ?1 AND repo = ?2 AND number = ?3 ORDER BY pipeline",
+                )?
+                .query_map(params![forge, repo, number], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok(sections)
         })
     }
 }

@@ -146,6 +146,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbox_by_target ON outbox(forge, target, id);
     CREATE INDEX outbox_by_forge ON outbox(forge, id);
     CREATE INDEX outbox_due ON outbox(next_attempt_at, id);",
+    // What a forge calls the things gitops made there (a deployment's id, the pull request
+    // comment's id), and each pipeline's section of a pull request's comment.
+    "CREATE TABLE forge_refs (
+        forge TEXT NOT NULL,
+        key TEXT NOT NULL,
+        remote TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (forge, key)
+    );
+    CREATE TABLE comment_sections (
+        forge TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        pipeline TEXT NOT NULL,
+        body TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (forge, repo, number, pipeline)
+    );",
 ];
 
 pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {

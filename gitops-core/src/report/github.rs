@@ -1,7 +1,9 @@
-//! GitHub (and GitHub Enterprise Server) as a [`Forge`]: commit statuses through the REST API.
+//! GitHub (and GitHub Enterprise Server) as a [`Forge`]: commit statuses, deployments and their
+//! statuses, and the pull request comment, through the REST API.
 //!
 //! A thin client over `hyper-util`'s pooled client and `hyper-rustls` (both already in the
-//! workspace through kube): one endpoint does not justify `octocrab`'s or `reqwest`'s weight.
+//! workspace through kube): a handful of endpoints do not justify `octocrab`'s or `reqwest`'s
+//! weight.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,14 +11,17 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER, USER_AGENT};
-use hyper::{Request, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::github_app::{Api, Auth, Credentials, GitHubApp};
-use super::{CommitStatus, Forge, ForgeUpdate, SendError};
+use super::{
+    COMMENT_MARKER, CommitStatus, DeploymentState, DeploymentUpdate, Forge, ForgeRefs, ForgeUpdate,
+    PullRequestComment, SendError,
+};
 use crate::Error;
 use crate::secret::Secret;
 
@@ -134,14 +139,26 @@ impl GitHub {
         }
     }
 
-    async fn post(&self, path: &str, body: Vec<u8>) -> Result<(), SendError> {
+    /// Sends a request; the answer's body when GitHub took it.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Bytes, SendError> {
         let authorization = self.auth.authorization(path).await?;
-        let request = Request::post(format!("{}{path}", self.api_url))
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.api_url))
             .header(AUTHORIZATION, authorization.header.clone())
             .header(ACCEPT, "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28")
-            .header(USER_AGENT, &self.user_agent)
-            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, &self.user_agent);
+        if body.is_some() {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| SendError::Final {
                 status: None,
@@ -170,7 +187,148 @@ impl GitHub {
                     None,
                 )
             })??;
-        (self.auth).judged(&authorization, judge(status, &headers, &body, unix_now()))
+        let judged = judge(status, &headers, &body, unix_now());
+        (self.auth).judged(&authorization, judged).map(|()| body)
+    }
+
+    /// Sends a request whose answer is an object with an `id`; that id.
+    async fn create(&self, path: &str, body: &serde_json::Value) -> Result<String, SendError> {
+        let answer = self.request(Method::POST, path, Some(body)).await?;
+        created_id(&answer)
+            .ok_or_else(|| retry(format!("GitHub's answer to POST {path} has no id"), None))
+    }
+
+    async fn status(&self, status: &CommitStatus) -> Result<(), SendError> {
+        let path = format!(
+            "{}/statuses/{}",
+            repo_path(&status.repo)?,
+            sha(&status.sha)?
+        );
+        // The body of "Create a commit status" (REST API 2022-11-28): `state` (required:
+        // error, failure, pending, success), `target_url`, `description`, `context`.
+        let mut body = serde_json::json!({
+            "state": status.state,
+            "description": status.description,
+            "context": status.context,
+        });
+        if let Some(url) = &status.target_url {
+            body["target_url"] = url.as_str().into();
+        }
+        self.request(Method::POST, &path, Some(&body))
+            .await
+            .map(drop)
+    }
+
+    /// Creates the deployment when GitHub has none for it yet, then sets its state.
+    async fn deployment(
+        &self,
+        update: &DeploymentUpdate,
+        refs: &ForgeRefs,
+    ) -> Result<(), SendError> {
+        let repo = repo_path(&update.repo)?;
+        let key = format!("deployment:{}:{}", update.repo, update.deployment);
+        let id = match refs.get(&key)?.filter(|id| !id.is_empty()) {
+            Some(id) => id,
+            None => {
+                // "Create a deployment": `ref` (required), `environment`, `auto_merge`,
+                // `required_contexts`, `transient_environment`, `production_environment`,
+                // `description`, `payload`.
+                let body = serde_json::json!({
+                    "ref": sha(&update.sha)?,
+                    "environment": update.environment,
+                    "auto_merge": false,
+                    "required_contexts": [],
+                    "transient_environment": update.transient,
+                    "production_environment": update.production,
+                    "description": update.description,
+                    "payload": {"gitops_deployment": update.deployment},
+                });
+                let id = self.create(&format!("{repo}/deployments"), &body).await?;
+                refs.set(&key, &id)?;
+                id
+            }
+        };
+        let id = numeric(&id)?;
+        // "Create a deployment status": `state` (required), `log_url`, `description`,
+        // `environment_url`, `auto_inactive`.
+        let mut body = serde_json::json!({
+            "state": update.state,
+            "description": update.description,
+        });
+        if let Some(url) = &update.log_url {
+            body["log_url"] = url.as_str().into();
+        }
+        if let Some(url) = &update.environment_url {
+            body["environment_url"] = url.as_str().into();
+        }
+        let path = format!("{repo}/deployments/{id}/statuses");
+        match self.request(Method::POST, &path, Some(&body)).await {
+            // The deployment was deleted on GitHub: the next try makes a new one.
+            Err(SendError::Final {
+                status: Some(404), ..
+            }) if update.state != DeploymentState::Inactive => {
+                refs.set(&key, "")?;
+                Err(retry(
+                    format!("deployment {id} is gone from GitHub; a new one will be made"),
+                    None,
+                ))
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// Edits the pull request's comment, or creates it.
+    async fn comment(
+        &self,
+        comment: &PullRequestComment,
+        refs: &ForgeRefs,
+    ) -> Result<(), SendError> {
+        let repo = repo_path(&comment.repo)?;
+        let key = format!("comment:{}:{}", comment.repo, comment.number);
+        let known = match refs.get(&key)?.filter(|id| !id.is_empty()) {
+            Some(id) => Some(id),
+            None => self.find_comment(&repo, comment.number).await?,
+        };
+        let body = serde_json::json!({ "body": comment.body });
+        if let Some(id) = known {
+            let path = format!("{repo}/issues/comments/{}", numeric(&id)?);
+            match self.request(Method::PATCH, &path, Some(&body)).await {
+                Ok(_) => return refs.set(&key, &id),
+                // Deleted since, or not ours (someone else's comment copying the marker): a
+                // new one is made.
+                Err(SendError::Final {
+                    status: Some(403 | 404),
+                    ..
+                }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let path = format!("{repo}/issues/{}/comments", comment.number);
+        let id = self.create(&path, &body).await?;
+        refs.set(&key, &id)
+    }
+
+    /// The id of a comment of the pull request that starts with the marker (one gitops made
+    /// from another state directory, or before its id was recorded), among its first 1,000.
+    async fn find_comment(&self, repo: &str, number: u64) -> Result<Option<String>, SendError> {
+        for page in 1..=10 {
+            let path = format!("{repo}/issues/{number}/comments?per_page=100&page={page}");
+            let answer = self.request(Method::GET, &path, None).await?;
+            let comments: Vec<serde_json::Value> =
+                serde_json::from_slice(&answer).unwrap_or_default();
+            let found = comments.iter().find(|c| {
+                c.get("body")
+                    .and_then(|b| b.as_str())
+                    .is_some_and(|b| b.starts_with(COMMENT_MARKER))
+            });
+            if let Some(id) = found.and_then(|c| c.get("id")).and_then(|id| id.as_u64()) {
+                return Ok(Some(id.to_string()));
+            }
+            if comments.len() < 100 {
+                break;
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -180,22 +338,11 @@ impl Forge for GitHub {
         "github"
     }
 
-    async fn send(&self, update: &ForgeUpdate) -> Result<(), SendError> {
+    async fn send(&self, update: &ForgeUpdate, refs: &ForgeRefs) -> Result<(), SendError> {
         match update {
-            ForgeUpdate::Status(status) => {
-                let path = status_path(status)?;
-                // The body of "Create a commit status" (REST API 2022-11-28): `state` (required:
-                // error, failure, pending, success), `target_url`, `description`, `context`.
-                let mut body = serde_json::json!({
-                    "state": status.state,
-                    "description": status.description,
-                    "context": status.context,
-                });
-                if let Some(url) = &status.target_url {
-                    body["target_url"] = url.as_str().into();
-                }
-                self.post(&path, body.to_string().into_bytes()).await
-            }
+            ForgeUpdate::Status(status) => self.status(status).await,
+            ForgeUpdate::Deployment(deployment) => self.deployment(deployment, refs).await,
+            ForgeUpdate::Comment(comment) => self.comment(comment, refs).await,
         }
     }
 }
@@ -204,8 +351,15 @@ fn retry(message: String, after: Option<Duration>) -> SendError {
     SendError::Retry { message, after }
 }
 
-/// `/repos/{owner}/{repo}/statuses/{sha}`, refusing names that would change the path.
-fn status_path(status: &CommitStatus) -> Result<String, SendError> {
+fn refused(message: String) -> SendError {
+    SendError::Final {
+        status: None,
+        message,
+    }
+}
+
+/// `/repos/{owner}/{repo}`, refusing names that would change the path.
+fn repo_path(repo: &str) -> Result<String, SendError> {
     let name_ok = |s: &str| {
         !s.is_empty()
             && s != "."
@@ -213,23 +367,34 @@ fn status_path(status: &CommitStatus) -> Result<String, SendError> {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
-    let refused = |message: String| SendError::Final {
-        status: None,
-        message,
-    };
-    let (owner, repo) = match status.repo.split_once('/') {
-        Some((owner, repo)) if name_ok(owner) && name_ok(repo) => (owner, repo),
-        _ => {
-            return Err(refused(format!(
-                "\"{}\" is not a GitHub owner/name",
-                status.repo
-            )));
+    match repo.split_once('/') {
+        Some((owner, name)) if name_ok(owner) && name_ok(name) => {
+            Ok(format!("/repos/{owner}/{name}"))
         }
-    };
-    if status.sha.is_empty() || !status.sha.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(refused(format!("\"{}\" is not a commit sha", status.sha)));
+        _ => Err(refused(format!("\"{repo}\" is not a GitHub owner/name"))),
     }
-    Ok(format!("/repos/{owner}/{repo}/statuses/{}", status.sha))
+}
+
+/// A commit sha, refused unless hexadecimal.
+fn sha(sha: &str) -> Result<&str, SendError> {
+    if sha.is_empty() || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(refused(format!("\"{sha}\" is not a commit sha")));
+    }
+    Ok(sha)
+}
+
+/// An id GitHub gave, refused unless a number (it goes into a path).
+fn numeric(id: &str) -> Result<&str, SendError> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+        return Err(refused(format!("\"{id}\" is not a GitHub id")));
+    }
+    Ok(id)
+}
+
+/// The `id` of a created object.
+fn created_id(answer: &[u8]) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_slice(answer).ok()?;
+    json.get("id")?.as_u64().map(|id| id.to_string())
 }
 
 pub(super) fn unix_now() -> u64 {
@@ -360,8 +525,11 @@ mod tests {
             description: String::new(),
             target_url: None,
         };
+        let path = |s: &CommitStatus| -> Result<String, SendError> {
+            Ok(format!("{}/statuses/{}", repo_path(&s.repo)?, sha(&s.sha)?))
+        };
         assert_eq!(
-            status_path(&status("o/r.js", "abc1")).unwrap(),
+            path(&status("o/r.js", "abc1")).unwrap(),
             "/repos/o/r.js/statuses/abc1"
         );
         for (repo, sha) in [
@@ -370,7 +538,9 @@ mod tests {
             ("o/r", "ab/../c"),
             ("o/r?x", "ab"),
         ] {
-            assert!(status_path(&status(repo, sha)).is_err(), "{repo} {sha}");
+            assert!(path(&status(repo, sha)).is_err(), "{repo} {sha}");
         }
+        assert!(numeric("12/../x").is_err());
+        assert_eq!(numeric("42").unwrap(), "42");
     }
 }

@@ -5,13 +5,15 @@
 //! retries with backoff until the forge takes the update, refuses it for good, or a newer update
 //! of the same commit status replaces it (the last state wins).
 
+mod comment;
 mod forge;
 mod github;
 mod github_app;
 mod reporter;
 mod sender;
 
-pub use forge::{Forge, SendError};
+pub use comment::{COMMENT_MARKER, MAX_COMMENT_CHARS};
+pub use forge::{Forge, ForgeRefs, SendError};
 pub use github::{GitHub, GitHubBuilder};
 pub use github_app::{GitHubApp, MAX_KEY_FILE_BYTES, TOKEN_REFRESH_MARGIN};
 pub use reporter::{ReportTarget, Reporter, RunReporter};
@@ -53,6 +55,58 @@ pub struct CommitStatus {
     pub target_url: Option<String>,
 }
 
+/// The state of a deployment, in the forge's words (GitHub's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentState {
+    /// Its backend is deploying it.
+    InProgress,
+    /// It is deployed.
+    Success,
+    /// Its backend failed.
+    Failure,
+    /// It did not finish (cancelled).
+    Error,
+    /// It is deployed no more: the environment was stopped.
+    Inactive,
+}
+
+/// A deployment and its latest state: one forge deployment per deployment in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentUpdate {
+    /// `owner/name`.
+    pub repo: String,
+    /// The commit deployed.
+    pub sha: String,
+    /// The deployment's id in the ledger.
+    pub deployment: i64,
+    /// The environment instance (`preview-pr-7`, `staging`).
+    pub environment: String,
+    /// A per-pull-request instance, gone when its pull request closes.
+    pub transient: bool,
+    /// The config or policy marks the environment `production`.
+    pub production: bool,
+    /// Its state.
+    pub state: DeploymentState,
+    /// At most [`MAX_DESCRIPTION_CHARS`] characters (a rollback says so here).
+    pub description: String,
+    /// Where the deployed environment answers (the deploy's `url` output).
+    pub environment_url: Option<String>,
+    /// The run's page, when there is a public URL.
+    pub log_url: Option<String>,
+}
+
+/// The one comment gitops keeps on a pull request, edited in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestComment {
+    /// `owner/name`.
+    pub repo: String,
+    /// The pull request's number.
+    pub number: u64,
+    /// Markdown, starting with [`COMMENT_MARKER`], at most [`MAX_COMMENT_CHARS`] characters.
+    pub body: String,
+}
+
 /// An update for a forge, as stored in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -60,6 +114,10 @@ pub struct CommitStatus {
 pub enum ForgeUpdate {
     /// Set a commit status.
     Status(CommitStatus),
+    /// Create a deployment (when the forge has none for it yet) and set its state.
+    Deployment(DeploymentUpdate),
+    /// Create or edit the pull request's comment.
+    Comment(PullRequestComment),
 }
 
 impl ForgeUpdate {
@@ -67,6 +125,8 @@ impl ForgeUpdate {
     pub fn target(&self) -> String {
         match self {
             ForgeUpdate::Status(s) => format!("status:{}:{}:{}", s.repo, s.sha, s.context),
+            ForgeUpdate::Deployment(d) => format!("deployment:{}:{}", d.repo, d.deployment),
+            ForgeUpdate::Comment(c) => format!("comment:{}:{}", c.repo, c.number),
         }
     }
 }

@@ -1,12 +1,19 @@
-//! The reporter: a run's events, for an event that came from a forge, become commit statuses in
-//! the outbox. It never talks to the forge itself.
+//! The reporter: a run's events, for an event that came from a forge, become commit statuses,
+//! deployments and the pull request's comment in the outbox. It never talks to the forge
+//! itself.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::{Notify, broadcast};
 
-use super::{CommitStatus, ForgeUpdate, MAX_DESCRIPTION_CHARS, StatusState, truncate_chars};
-use crate::ledger::{Ledger, LedgerError, NewReport};
+use super::comment::{LOG_TAIL_LINES, Section, StageLine, compose, seconds};
+use super::{
+    CommitStatus, DeploymentState, DeploymentUpdate, ForgeUpdate, MAX_DESCRIPTION_CHARS,
+    PullRequestComment, StatusState, truncate_chars,
+};
+use crate::config::Action;
+use crate::ledger::{DeploymentRecord, DeploymentResult, Ledger, LedgerError, NewReport};
 use crate::scheduler::{RunEvent, RunResult, StageResult};
 
 /// Where a run's updates go: the forge its event came from and the commit it ran.
@@ -19,6 +26,8 @@ pub struct ReportTarget {
     pub repo: String,
     /// The commit.
     pub sha: String,
+    /// The pull request the run is for: it gets the comment.
+    pub pull_request: Option<u64>,
 }
 
 impl ReportTarget {
@@ -28,7 +37,14 @@ impl ReportTarget {
             forge: forge.to_owned(),
             repo: repo.to_owned(),
             sha: sha.to_owned(),
+            pull_request: None,
         }
+    }
+
+    /// The run is for pull request `number`: its comment shows the run.
+    pub fn with_pull_request(mut self, number: u64) -> Self {
+        self.pull_request = Some(number);
+        self
     }
 }
 
@@ -71,7 +87,14 @@ impl Reporter {
             pipeline: pipeline.to_owned(),
             failed: None,
             superseded: false,
+            stages: Vec::new(),
+            deploying: HashMap::new(),
+            logs: HashMap::new(),
         }
+    }
+
+    fn run_url(&self, run_id: &str) -> Option<String> {
+        (self.public_url.as_ref()).map(|url| format!("{url}/runs/{run_id}"))
     }
 
     /// Reports a run from its event stream until the run ends (or the stream closes). A
@@ -127,8 +150,20 @@ impl Reporter {
     }
 }
 
+/// A deploy or stop stage's deployment, as the gate announced it.
+#[derive(Debug)]
+struct Deploying {
+    deployment: i64,
+    environment: String,
+    transient: bool,
+    production: bool,
+    /// For a stop: the deployment it ends (set `inactive` once the stop succeeds).
+    ends: Option<DeploymentRecord>,
+}
+
 /// The reporter of one run: shown its events in order, it stores a `pending` status when the
-/// run starts and the final one when it ends.
+/// run starts and the final one when it ends, each deployment's state as it goes, and the run's
+/// section of its pull request's comment.
 #[derive(Debug)]
 pub struct RunReporter {
     reporter: Reporter,
@@ -138,10 +173,16 @@ pub struct RunReporter {
     /// The first stage that failed, and how.
     failed: Option<(String, String)>,
     superseded: bool,
+    /// The stages seen, in the order they started.
+    stages: Vec<StageLine>,
+    /// The deploy and stop stages that passed their gate, by stage.
+    deploying: HashMap<String, Deploying>,
+    /// The last log lines of each stage (masked by the scheduler).
+    logs: HashMap<String, VecDeque<String>>,
 }
 
 impl RunReporter {
-    /// Takes the next event of the run, storing an update when it changes the run's status.
+    /// Takes the next event of the run, storing an update when it changes what the forge shows.
     pub fn observe(&mut self, event: &RunEvent) -> Result<(), LedgerError> {
         match event {
             RunEvent::RunStarted { stages, .. } => {
@@ -149,13 +190,42 @@ impl RunReporter {
                 self.status(
                     StatusState::Pending,
                     format!("{stages} stage{plural} queued"),
-                )
+                )?;
+                self.comment(None, None)
             }
             RunEvent::RunSuperseded { .. } => {
                 self.superseded = true;
                 Ok(())
             }
-            RunEvent::StageFinished { stage, result, .. } => {
+            RunEvent::StageStarted { stage, .. } => {
+                self.stage(stage);
+                Ok(())
+            }
+            RunEvent::Log { stage, line, .. } => {
+                let tail = self.logs.entry(stage.clone()).or_default();
+                if tail.len() == LOG_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(truncate_chars(line, 1000));
+                Ok(())
+            }
+            RunEvent::Deploying {
+                stage,
+                deployment,
+                environment,
+                transient,
+                production,
+                ..
+            } => self.deploying(stage, *deployment, environment, *transient, *production),
+            RunEvent::StageFinished {
+                stage,
+                result,
+                duration_secs,
+                ..
+            } => {
+                let line = self.stage(stage);
+                line.result = Some(result.clone());
+                line.duration_secs = Some(*duration_secs);
                 if self.failed.is_none() {
                     let how = match result {
                         StageResult::Failure { message, .. } => Some(format!("failed: {message}")),
@@ -166,7 +236,7 @@ impl RunReporter {
                     };
                     self.failed = how.map(|how| (stage.clone(), how));
                 }
-                Ok(())
+                self.deployed(stage)
             }
             RunEvent::RunFinished {
                 result,
@@ -187,32 +257,210 @@ impl RunReporter {
                     }
                     (RunResult::Cancelled, _) => (StatusState::Error, "run cancelled".to_owned()),
                 };
-                self.status(state, description)
+                self.status(state, description)?;
+                let words = match result {
+                    RunResult::Success => ("passed", true),
+                    RunResult::Failure => ("failed", false),
+                    RunResult::Cancelled if self.superseded => ("superseded", false),
+                    RunResult::Cancelled => ("cancelled", false),
+                };
+                self.comment(Some(words), Some(*duration_secs))
             }
             _ => Ok(()),
         }
     }
 
+    fn stage(&mut self, stage: &str) -> &mut StageLine {
+        let at = match self.stages.iter().position(|s| s.id == stage) {
+            Some(at) => at,
+            None => {
+                self.stages.push(StageLine {
+                    id: stage.to_owned(),
+                    result: None,
+                    duration_secs: None,
+                });
+                self.stages.len() - 1
+            }
+        };
+        &mut self.stages[at]
+    }
+
     fn status(&self, state: StatusState, description: String) -> Result<(), LedgerError> {
-        let target_url =
-            (self.reporter.public_url.as_ref()).map(|url| format!("{url}/runs/{}", self.run_id));
         let update = ForgeUpdate::Status(CommitStatus {
             repo: self.target.repo.clone(),
             sha: self.target.sha.clone(),
             context: format!("gitops/{}", self.pipeline),
             state,
             description: truncate_chars(&description, MAX_DESCRIPTION_CHARS),
-            target_url,
+            target_url: self.reporter.run_url(&self.run_id),
         });
         self.reporter.enqueue(&self.target.forge, &update)
     }
-}
 
-fn seconds(secs: f64) -> String {
-    if secs < 60.0 {
-        format!("{secs:.0}s")
-    } else {
-        format!("{}m {:.0}s", (secs / 60.0).floor(), secs % 60.0)
+    /// A deploy's deployment is `in_progress`; a stop's is noted with what it ends.
+    fn deploying(
+        &mut self,
+        stage: &str,
+        deployment: i64,
+        environment: &str,
+        transient: bool,
+        production: bool,
+    ) -> Result<(), LedgerError> {
+        let ledger = &self.reporter.ledger;
+        let Some(record) = ledger.deployment(deployment)? else {
+            return Ok(());
+        };
+        let ends = match record.action {
+            Action::Stop => ledger
+                .history(Some(environment), 50)?
+                .into_iter()
+                .find(|d| {
+                    d.id < deployment
+                        && d.action == Action::Deploy
+                        && d.result == DeploymentResult::Success
+                }),
+            _ => None,
+        };
+        let deploying = Deploying {
+            deployment,
+            environment: environment.to_owned(),
+            transient,
+            production,
+            ends,
+        };
+        if record.action == Action::Deploy {
+            self.deployment(&deploying, &record, DeploymentState::InProgress)?;
+        }
+        self.deploying.insert(stage.to_owned(), deploying);
+        Ok(())
+    }
+
+    /// A deploy stage ended: its deployment's final state; a stop that succeeded: the
+    /// deployment it ended is `inactive`.
+    fn deployed(&mut self, stage: &str) -> Result<(), LedgerError> {
+        let Some(deploying) = self.deploying.remove(stage) else {
+            return Ok(());
+        };
+        let Some(record) = self.reporter.ledger.deployment(deploying.deployment)? else {
+            return Ok(());
+        };
+        match (record.action, record.result) {
+            (Action::Stop, DeploymentResult::Success) => match &deploying.ends {
+                Some(ended) => self.deployment(&deploying, ended, DeploymentState::Inactive),
+                None => Ok(()),
+            },
+            (Action::Stop, _) => Ok(()),
+            (_, result) => {
+                let state = match result {
+                    DeploymentResult::Success => DeploymentState::Success,
+                    DeploymentResult::Failure => DeploymentState::Failure,
+                    _ => DeploymentState::Error,
+                };
+                self.deployment(&deploying, &record, state)
+            }
+        }
+    }
+
+    fn deployment(
+        &self,
+        deploying: &Deploying,
+        record: &DeploymentRecord,
+        state: DeploymentState,
+    ) -> Result<(), LedgerError> {
+        let sha = record
+            .sha
+            .clone()
+            .unwrap_or_else(|| self.target.sha.clone());
+        let short: String = sha.chars().take(7).collect();
+        let mut description = match (state, record.rollback_of) {
+            (DeploymentState::Inactive, _) => "stopped".to_owned(),
+            (_, Some(of)) => format!("rollback: redeploys deployment {of} ({short})"),
+            _ => format!("{} of {short}", self.pipeline),
+        };
+        if state == DeploymentState::Failure
+            && let Some(message) = &record.message
+        {
+            description = format!("{description}: {message}");
+        }
+        // The run that made the deployment: for `inactive`, the one that deployed it.
+        let run = record.run_id.as_deref().unwrap_or(&self.run_id);
+        let environment_url = (state == DeploymentState::Success)
+            .then(|| record.outputs.get("url").cloned())
+            .flatten()
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+        let update = ForgeUpdate::Deployment(DeploymentUpdate {
+            repo: self.target.repo.clone(),
+            sha,
+            deployment: record.id,
+            environment: deploying.environment.clone(),
+            transient: deploying.transient,
+            production: deploying.production,
+            state,
+            description: truncate_chars(&description, MAX_DESCRIPTION_CHARS),
+            environment_url,
+            log_url: self.reporter.run_url(run),
+        });
+        self.reporter.enqueue(&self.target.forge, &update)
+    }
+
+    /// Stores this run's section of its pull request's comment, and the comment.
+    fn comment(
+        &self,
+        finished: Option<(&'static str, bool)>,
+        duration_secs: Option<f64>,
+    ) -> Result<(), LedgerError> {
+        let Some(number) = self.target.pull_request else {
+            return Ok(());
+        };
+        let ledger = &self.reporter.ledger;
+        let mut section = Section {
+            pipeline: self.pipeline.clone(),
+            run_id: self.run_id.clone(),
+            run_url: self.reporter.run_url(&self.run_id),
+            sha: self.target.sha.clone(),
+            finished,
+            duration_secs,
+            stages: self.stages.clone(),
+            ..Section::default()
+        };
+        if finished.is_some() {
+            for stage in ledger.stage_results(&self.run_id)? {
+                if let Some(plan) = stage.outputs.get("markdown") {
+                    section.plans.push((stage.id.to_string(), plan.clone()));
+                }
+            }
+            for d in ledger.run_deployments(&self.run_id)? {
+                if d.action == Action::Deploy && d.result == DeploymentResult::Success {
+                    section
+                        .deployed
+                        .push((d.environment, d.outputs.get("url").cloned()));
+                }
+            }
+            for stage in &self.stages {
+                let failed = matches!(
+                    stage.result,
+                    Some(StageResult::Failure { .. } | StageResult::TimedOut { .. })
+                );
+                if let (true, Some(tail)) = (failed, self.logs.get(&stage.id)) {
+                    section
+                        .failed_logs
+                        .push((stage.id.clone(), tail.iter().cloned().collect()));
+                }
+            }
+        }
+        let sections = ledger.set_comment_section(
+            &self.target.forge,
+            &self.target.repo,
+            number,
+            &self.pipeline,
+            &section.render(),
+        )?;
+        let update = ForgeUpdate::Comment(PullRequestComment {
+            repo: self.target.repo.clone(),
+            number,
+            body: compose(&sections),
+        });
+        self.reporter.enqueue(&self.target.forge, &update)
     }
 }
 
@@ -228,6 +476,7 @@ mod tests {
                 ledger.report_sent(r.id).unwrap();
                 match serde_json::from_value(r.payload).unwrap() {
                     ForgeUpdate::Status(s) => s,
+                    other => panic!("not a status: {other:?}"),
                 }
             })
             .collect()

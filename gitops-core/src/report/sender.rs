@@ -159,7 +159,8 @@ impl Sender {
                 return Ok(None);
             }
         };
-        let (message, after) = match forge.send(&update).await {
+        let refs = super::ForgeRefs::new(self.ledger.clone(), &report.forge);
+        let (message, after) = match forge.send(&update, &refs).await {
             Ok(()) => {
                 self.ledger(move |l| l.report_sent(id)).await?;
                 return Ok(None);

@@ -59,6 +59,16 @@ pub(super) async fn call(
         Err(GateRefusal::Cancelled) => return (Err(BackendError::Cancelled), false),
         Err(GateRefusal::Refused(message)) => return (Err(BackendError::failed(message)), false),
     };
+    if let Some(env) = &ctx.environment {
+        shared.emit(|at| RunEvent::Deploying {
+            stage: ctx.stage.to_string(),
+            deployment: ticket.deployment,
+            environment: env.name.clone(),
+            transient: env.pull_request.is_some(),
+            production: env.policy.production,
+            at,
+        });
+    }
     let mut ctx = ctx;
     let revocation = ticket.revocation.clone();
     if let Some(r) = &revocation {

@@ -66,6 +66,22 @@ pub enum RunEvent {
         /// Seconds since the start.
         at: f64,
     },
+    /// A deploy or stop stage passed its gate: its deployment is recorded (in the ledger, when
+    /// the run has one) and its backend is called.
+    Deploying {
+        /// The stage.
+        stage: String,
+        /// The deployment's id in the gate's records.
+        deployment: i64,
+        /// The environment instance.
+        environment: String,
+        /// A per-pull-request instance.
+        transient: bool,
+        /// Its config or policy marks it `production`.
+        production: bool,
+        /// Seconds since the start.
+        at: f64,
+    },
     /// A line of a stage's log (secrets masked).
     Log {
         /// The stage.

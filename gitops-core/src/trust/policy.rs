@@ -190,6 +190,9 @@ pub struct EnvironmentRules {
     /// Whether each deployment waits for an approval (replaces the trusted config's).
     #[serde(default)]
     pub approval: Option<Approval>,
+    /// Marks it as production for the forges (over the trusted config's `production`).
+    #[serde(default)]
+    pub production: Option<bool>,
 }
 
 impl Policy {

@@ -295,8 +295,8 @@ impl Worker {
         complete
     }
 
-    /// Follows a run of a GitHub delivery, turning its events into commit statuses, until it
-    /// ends.
+    /// Follows a run of a GitHub delivery, turning its events into commit statuses,
+    /// deployments and (for a pull request) its comment, until it ends.
     fn report(&self, delivery: &Delivery, run: &StartedRun) -> Option<JoinHandle<()>> {
         let (Some(reporter), Some(sha)) = (&self.reporter, &delivery.event.sha) else {
             return None;
@@ -304,7 +304,10 @@ impl Worker {
         if delivery.provider != "github" {
             return None;
         }
-        let target = ReportTarget::new("github", &delivery.event.repo, sha);
+        let mut target = ReportTarget::new("github", &delivery.event.repo, sha);
+        if let Some(pr) = delivery.event.pull_request() {
+            target = target.with_pull_request(pr.number);
+        }
         let (reporter, events) = (reporter.clone(), run.subscribe());
         let (id, pipeline) = (run.id.clone(), run.pipeline.name.clone());
         Some(tokio::spawn(async move {
