@@ -1,5 +1,5 @@
-//! `gitops serve --github-token-env` reports the runs of GitHub deliveries to GitHub: a commit
-//! status per pipeline, a deployment per deploy with its statuses, and one pull request comment
+//! `gitops serve --github-token-env` (or `--github-app-id` and `--github-app-key-file`) reports
+//! the runs of GitHub deliveries to GitHub: a commit status per pipeline, a deployment per deploy with its statuses, and one pull request comment
 //! edited in place, sent to a stand-in of GitHub's REST API on loopback.
 //!
 //! The stand-in answers as GitHub's REST description (API version 2022-11-28) documents:
@@ -84,7 +84,9 @@ struct Call {
     body: Value,
 }
 
-/// A GitHub stand-in for statuses, deployments and comments: ids count up from 100.
+/// A GitHub stand-in for statuses, deployments and comments: ids count up from 100. As GitHub
+/// does for an App, it answers the installation lookup (200, id 7) and the token exchange (201,
+/// token `ghs_served`).
 fn github_stand_in() -> (SocketAddr, Arc<Mutex<Vec<Call>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -120,6 +122,11 @@ fn github_stand_in() -> (SocketAddr, Arc<Mutex<Vec<Call>>>) {
             let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             next_id += 1;
             let (status, answer) = match method.as_str() {
+                "GET" if path.ends_with("/installation") => ("200 OK", json!({"id": 7})),
+                "POST" if path.ends_with("/access_tokens") => (
+                    "201 Created",
+                    json!({"token": "ghs_served", "expires_at": "2099-01-01T00:00:00Z"}),
+                ),
                 "GET" => ("200 OK", json!([])),
                 "PATCH" => (
                     "200 OK",
@@ -401,4 +408,156 @@ fn a_gitlab_push_gets_running_then_success_on_gitlab_and_nothing_on_github() {
             .any(|l| l.contains("gl-t0ken-for-tests") || l.contains("gh-t0ken-for-tests")),
         "a token reached the log"
     );
+}
+
+const APP_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../gitops-core/tests/data/test-only-github-app-key.pkcs8.pem"
+);
+const APP_PUBLIC_KEY: &str =
+    include_str!("../../gitops-core/tests/data/test-only-github-app-key.public.pem");
+
+/// The claims of `jwt` once its RS256 signature is checked with the test key's public half.
+fn verified_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let (signed, signature) = jwt.rsplit_once('.').unwrap();
+    let der: String = (APP_PUBLIC_KEY.lines())
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        STANDARD.decode(der).unwrap(),
+    )
+    .verify(
+        signed.as_bytes(),
+        &URL_SAFE_NO_PAD.decode(signature).unwrap(),
+    )
+    .expect("a JWT signed with the App's key");
+    let (header, claims) = signed.split_once('.').unwrap();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    assert_eq!(header["alg"], "RS256");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
+}
+
+#[test]
+fn a_github_app_gets_its_installation_token_and_reports_with_it() {
+    let fx = fixture(
+        "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: \"true\" }\n",
+    );
+    let (api, seen) = github_stand_in();
+    let api_url = format!("http://{api}");
+    let server = Server::start(
+        &fx.state,
+        &fx.clone,
+        &[
+            "--allow-unsigned",
+            "--repo-name",
+            "o/upstream",
+            "--github-app-id",
+            "12345",
+            "--github-app-key-file",
+            APP_KEY,
+            "--github-api-url",
+            &api_url,
+        ],
+        &[],
+    );
+    let (status, reply) = github(server.addr, "push", "d-1", &fx.push("a"), None);
+    assert_eq!(status, 202, "{reply}");
+    wait_until("the lookup, the exchange and two statuses", || {
+        seen.lock().unwrap().len() >= 4
+    });
+    let seen = seen.lock().unwrap().clone();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    let statuses = format!("/repos/o/upstream/statuses/{}", fx.after);
+    assert_eq!(
+        paths,
+        [
+            "/repos/o/upstream/installation",
+            "/app/installations/7/access_tokens",
+            &statuses,
+            &statuses
+        ]
+    );
+    for call in &seen[..2] {
+        let claims = verified_claims(call.auth.strip_prefix("Bearer ").unwrap());
+        assert_eq!(claims["iss"], "12345");
+        let (iat, exp) = (
+            claims["iat"].as_u64().unwrap(),
+            claims["exp"].as_u64().unwrap(),
+        );
+        assert!(exp > iat && exp - iat <= 600, "{claims}");
+    }
+    let states: Vec<&str> = (seen[2..].iter())
+        .map(|s| s.body["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["pending", "success"]);
+    for call in &seen[2..] {
+        assert_eq!(call.auth, "Bearer ghs_served");
+    }
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|l| l.contains("ghs_served") || l.contains("eyJ")),
+        "a token reached the log"
+    );
+}
+
+/// `gitops serve` with `args` after its usual ones: its exit code and standard error.
+fn serve_fails(fx: &common::server::Fixture, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gitops"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--allow-unsigned"])
+        .args(["--repo-name", "o/upstream", "--repo"])
+        .arg(&fx.clone)
+        .arg("--state")
+        .arg(&fx.state)
+        .args(args)
+        .env("TEST_GITHUB_TOKEN", "t0ken")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_app_key_file_or_flags_stop_serve_with_a_clear_error() {
+    let fx = fixture("version: 1\npipelines: {}\n");
+    let not_rsa = fx.dir.join("not-rsa.pem");
+    std::fs::write(
+        &not_rsa,
+        "-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0\n-----END RSA PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let missing = fx.dir.join("missing.pem");
+    for (file, says) in [
+        (&missing, "missing.pem: cannot open it"),
+        (&not_rsa, "not-rsa.pem: not a usable RSA private key"),
+    ] {
+        let app = ["--github-app-id", "12345", "--github-app-key-file"];
+        let (code, stderr) = serve_fails(&fx, &[&app[..], &[file.to_str().unwrap()]].concat());
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(
+            !stderr.contains("c2VjcmV0"),
+            "key material printed: {stderr}"
+        );
+    }
+    let both = [
+        "--github-token-env",
+        "TEST_GITHUB_TOKEN",
+        "--github-app-id",
+        "1",
+        "--github-app-key-file",
+        APP_KEY,
+    ];
+    let (code, stderr) = serve_fails(&fx, &both);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    let (code, stderr) = serve_fails(&fx, &["--github-app-id", "1"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--github-app-key-file"), "{stderr}");
 }

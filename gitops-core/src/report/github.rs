@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use hyper::header::{HeaderMap, RETRY_AFTER};
 use hyper::{Method, StatusCode};
 
+use super::github_app::{Auth, Credentials, GitHubApp};
 use super::http::{
-    CommentPlace, Rest, forge_message, header_u64, numeric, path_part_ok, refused, sha,
+    CommentPlace, Rest, created_id, forge_message, header_u64, numeric, path_part_ok, refused, sha,
 };
 use super::{
     CommitStatus, DeploymentState, DeploymentUpdate, Forge, ForgeRefs, ForgeUpdate,
@@ -32,7 +33,7 @@ const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct GitHubBuilder {
     api_url: String,
-    token: Secret,
+    auth: Credentials,
     timeout: Duration,
 }
 
@@ -56,9 +57,7 @@ impl GitHubBuilder {
             forge: "github".into(),
             message,
         };
-        if hyper::header::HeaderValue::from_str(&bearer(&self.token)).is_err() {
-            return Err(err("the token is not a valid header value".into()));
-        }
+        self.auth.check().map_err(err)?;
         let rest = Rest::new(
             "GitHub",
             &self.api_url,
@@ -69,17 +68,15 @@ impl GitHubBuilder {
             ],
             judge,
         )?;
-        Ok(GitHub {
-            rest,
-            token: self.token,
-        })
+        let auth = self.auth.connect(rest.clone());
+        Ok(GitHub { rest, auth })
     }
 }
 
-/// Sends updates to GitHub's REST API with a token (`Authorization: Bearer`).
+/// Sends updates to GitHub's REST API with a token or as a GitHub App (`Authorization: Bearer`).
 pub struct GitHub {
     rest: Rest,
-    token: Secret,
+    auth: Auth,
 }
 
 impl std::fmt::Debug for GitHub {
@@ -95,8 +92,17 @@ impl GitHub {
     pub fn builder(token: Secret) -> GitHubBuilder {
         GitHubBuilder {
             api_url: GITHUB_API_URL.to_owned(),
-            token,
+            auth: Credentials::Token(token),
             timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// A client of the public API authenticated as `app`, with the token of its installation on
+    /// each update's repository.
+    pub fn app_builder(app: GitHubApp) -> GitHubBuilder {
+        GitHubBuilder {
+            auth: Credentials::App(app),
+            ..GitHub::builder(Secret::new(""))
         }
     }
 
@@ -107,16 +113,23 @@ impl GitHub {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<bytes::Bytes, SendError> {
-        let auth = bearer(&self.token);
-        self.rest
-            .request(method, path, ("authorization", &auth), body)
-            .await
+        let authorization = self.auth.authorization(path).await?;
+        let answer = self
+            .rest
+            .request(method, path, ("authorization", &authorization.header), body)
+            .await;
+        let (judged, body) = match answer {
+            Ok(body) => (Ok(()), body),
+            Err(e) => (Err(e), bytes::Bytes::new()),
+        };
+        (self.auth).judged(&authorization, judged).map(|()| body)
     }
 
     /// Sends a request whose answer is an object with an `id`; that id.
     async fn create(&self, path: &str, body: &serde_json::Value) -> Result<String, SendError> {
-        let auth = bearer(&self.token);
-        self.rest.create(path, ("authorization", &auth), body).await
+        let answer = self.request(Method::POST, path, Some(body)).await?;
+        created_id(&answer)
+            .ok_or_else(|| retry(format!("GitHub's answer to POST {path} has no id"), None))
     }
 
     async fn status(&self, status: &CommitStatus) -> Result<(), SendError> {
@@ -212,10 +225,18 @@ impl GitHub {
             edit_method: Method::PATCH,
             create: format!("{repo}/issues/{}/comments", comment.number),
         };
-        let auth = bearer(&self.token);
-        self.rest
-            .upsert_comment(&place, ("authorization", &auth), refs, &comment.body)
-            .await
+        // With the path of the pull request's repository: an App's token is the installation's.
+        let authorization = self.auth.authorization(&place.create).await?;
+        let sent = self
+            .rest
+            .upsert_comment(
+                &place,
+                ("authorization", &authorization.header),
+                refs,
+                &comment.body,
+            )
+            .await;
+        (self.auth).judged(&authorization, sent)
     }
 }
 
@@ -234,10 +255,6 @@ impl Forge for GitHub {
     }
 }
 
-fn bearer(token: &Secret) -> String {
-    format!("Bearer {}", token.expose())
-}
-
 fn retry(message: String, after: Option<Duration>) -> SendError {
     SendError::Retry { message, after }
 }
@@ -253,7 +270,12 @@ fn repo_path(repo: &str) -> Result<String, SendError> {
 }
 
 /// What an answer means: delivered, worth a retry (when), or refused for good.
-fn judge(status: StatusCode, headers: &HeaderMap, body: &[u8], now: u64) -> Result<(), SendError> {
+pub(super) fn judge(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: u64,
+) -> Result<(), SendError> {
     if status.is_success() {
         return Ok(());
     }

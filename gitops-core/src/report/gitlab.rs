@@ -10,11 +10,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hyper::header::{HeaderMap, RETRY_AFTER};
+use hyper::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use hyper::{Method, StatusCode};
 
 use super::http::{
-    CommentPlace, Rest, forge_message, header_u64, numeric, path_part_ok, refused, sha,
+    CommentPlace, Rest, forge_message, header_u64, numeric, path_part_ok, refused, sensitive, sha,
 };
 use super::{
     CommitStatus, DeploymentState, DeploymentUpdate, Forge, ForgeRefs, ForgeUpdate,
@@ -50,12 +50,10 @@ impl GitLabBuilder {
     /// The client. Fails on a URL that is not `http(s)://`, a token that cannot be a header,
     /// or, for `https`, no usable system certificates.
     pub fn build(self) -> Result<GitLab, Error> {
-        if hyper::header::HeaderValue::from_str(self.token.expose()).is_err() {
-            return Err(Error::Forge {
-                forge: "gitlab".into(),
-                message: "the token is not a valid header value".into(),
-            });
-        }
+        let token = sensitive(self.token.expose()).map_err(|_| Error::Forge {
+            forge: "gitlab".into(),
+            message: "the token is not a valid header value".into(),
+        })?;
         let rest = Rest::new(
             "GitLab",
             &format!("{}/api/v4", self.url),
@@ -63,17 +61,15 @@ impl GitLabBuilder {
             vec![("accept", "application/json")],
             judge,
         )?;
-        Ok(GitLab {
-            rest,
-            token: self.token,
-        })
+        Ok(GitLab { rest, token })
     }
 }
 
 /// Sends updates to GitLab's REST API v4.
 pub struct GitLab {
     rest: Rest,
-    token: Secret,
+    /// The `PRIVATE-TOKEN` header's value.
+    token: HeaderValue,
 }
 
 impl std::fmt::Debug for GitLab {
@@ -102,13 +98,13 @@ impl GitLab {
         body: Option<&serde_json::Value>,
     ) -> Result<bytes::Bytes, SendError> {
         (self.rest)
-            .request(method, path, ("private-token", self.token.expose()), body)
+            .request(method, path, ("private-token", &self.token), body)
             .await
     }
 
     async fn create(&self, path: &str, body: &serde_json::Value) -> Result<String, SendError> {
         (self.rest)
-            .create(path, ("private-token", self.token.expose()), body)
+            .create(path, ("private-token", &self.token), body)
             .await
     }
 
@@ -247,7 +243,7 @@ impl GitLab {
             edit_method: Method::PUT,
             create: notes,
         };
-        let auth = ("private-token", self.token.expose());
+        let auth = ("private-token", &self.token);
         self.rest
             .upsert_comment(&place, auth, refs, &comment.body)
             .await

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{CONTENT_TYPE, HeaderMap, USER_AGENT};
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -57,6 +57,7 @@ pub(crate) type Judge = fn(StatusCode, &HeaderMap, &[u8], u64) -> Result<(), Sen
 
 /// A forge's REST API: its base, the headers every request carries, and how its answers are
 /// judged. The credentials are given per request (they may differ by repository).
+#[derive(Clone)]
 pub(crate) struct Rest {
     client: HttpClient,
     base: String,
@@ -113,13 +114,13 @@ impl Rest {
         &self,
         method: Method,
         path: &str,
-        auth: (&'static str, &str),
+        auth: (&'static str, &HeaderValue),
         body: Option<&serde_json::Value>,
     ) -> Result<Bytes, SendError> {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header(auth.0, auth.1)
+            .header(auth.0, auth.1.clone())
             .header(USER_AGENT, &self.user_agent);
         for (name, value) in &self.headers {
             request = request.header(*name, *value);
@@ -140,7 +141,7 @@ impl Rest {
     pub async fn create(
         &self,
         path: &str,
-        auth: (&'static str, &str),
+        auth: (&'static str, &HeaderValue),
         body: &serde_json::Value,
     ) -> Result<String, SendError> {
         let answer = self.request(Method::POST, path, auth, Some(body)).await?;
@@ -155,7 +156,7 @@ impl Rest {
     pub async fn upsert_comment(
         &self,
         place: &CommentPlace,
-        auth: (&'static str, &str),
+        auth: (&'static str, &HeaderValue),
         refs: &ForgeRefs,
         text: &str,
     ) -> Result<(), SendError> {
@@ -187,7 +188,7 @@ impl Rest {
     async fn find_marked(
         &self,
         list: &str,
-        auth: (&'static str, &str),
+        auth: (&'static str, &HeaderValue),
     ) -> Result<Option<String>, SendError> {
         let join = if list.contains('?') { '&' } else { '?' };
         for page in 1..=10 {
@@ -210,6 +211,13 @@ pub(crate) fn path_part_ok(s: &str) -> bool {
         && s != ".."
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `value` as a header value that is never logged (`HeaderValue::set_sensitive`).
+pub(crate) fn sensitive(value: &str) -> Result<HeaderValue, hyper::header::InvalidHeaderValue> {
+    let mut value = HeaderValue::from_str(value)?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Sends `request` and reads the answer within `timeout`: its status, headers and body (empty

@@ -8,6 +8,7 @@
 mod comment;
 mod forge;
 mod github;
+mod github_app;
 mod gitlab;
 mod http;
 mod reporter;
@@ -16,6 +17,7 @@ mod sender;
 pub use comment::{COMMENT_MARKER, MAX_COMMENT_CHARS};
 pub use forge::{Forge, ForgeRefs, SendError};
 pub use github::{GitHub, GitHubBuilder};
+pub use github_app::{GitHubApp, MAX_KEY_FILE_BYTES, TOKEN_REFRESH_MARGIN};
 pub use gitlab::{GitLab, GitLabBuilder};
 pub use reporter::{ReportTarget, Reporter, RunReporter};
 pub use sender::{Sender, SenderOptions};

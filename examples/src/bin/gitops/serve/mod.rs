@@ -61,6 +61,23 @@ pub struct ServeArgs {
     /// deployments and pull request comments: the runs of GitHub deliveries then report there.
     #[arg(long, value_name = "NAME")]
     github_token_env: Option<String>,
+    /// Report as this GitHub App (its App ID or client ID) instead of with a token, with the
+    /// token of its installation on each repository; needs --github-app-key-file.
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "github_app_key_file",
+        conflicts_with = "github_token_env"
+    )]
+    github_app_id: Option<String>,
+    /// The GitHub App's private key (the PEM file GitHub gives: PKCS#1, or PKCS#8).
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "github_app_id",
+        conflicts_with = "github_token_env"
+    )]
+    github_app_key_file: Option<PathBuf>,
     /// GitHub's REST API (GitHub Enterprise Server: `https://HOST/api/v3`).
     #[arg(long, value_name = "URL", default_value = "https://api.github.com")]
     github_api_url: String,

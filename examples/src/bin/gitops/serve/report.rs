@@ -1,12 +1,13 @@
-//! Reporting to the forges from `serve`: with `--github-token-env` (or `--gitlab-api-token-env`),
-//! the runs of that forge's deliveries set a commit status per pipeline, a deployment per deploy
-//! and the pull request's comment, through the ledger's outbox and a background sender.
+//! Reporting to the forges from `serve`: with `--github-token-env` (or as a GitHub App, with
+//! `--github-app-id` and `--github-app-key-file`) or `--gitlab-api-token-env`, the runs of that
+//! forge's deliveries set a commit status per pipeline, a deployment per deploy and the pull
+//! request's comment, through the ledger's outbox and a background sender.
 
 use std::sync::Arc;
 
 use gitops_core::ErrorChain;
 use gitops_core::ledger::Ledger;
-use gitops_core::report::{GitHub, GitLab, Reporter, Sender};
+use gitops_core::report::{GitHub, GitHubApp, GitLab, Reporter, Sender};
 use gitops_core::secret::Secret;
 
 use super::ServeArgs;
@@ -37,8 +38,15 @@ pub fn forges(
     }
     let mut sender = Sender::new(ledger.clone()).with_wake(reporter.wake());
     let mut forges = Vec::new();
-    if let Some(token) = super::secret("--github-token-env", &args.github_token_env)? {
-        let github = GitHub::builder(Secret::new(token))
+    let github = match (&args.github_app_id, &args.github_app_key_file) {
+        (Some(id), Some(key_file)) => Some(GitHub::app_builder(
+            GitHubApp::from_key_file(id, key_file).map_err(failed)?,
+        )),
+        _ => super::secret("--github-token-env", &args.github_token_env)?
+            .map(|token| GitHub::builder(Secret::new(token))),
+    };
+    if let Some(builder) = github {
+        let github = builder
             .with_api_url(&args.github_api_url)
             .build()
             .map_err(failed)?;
