@@ -17,25 +17,29 @@ use common::git;
 use common::server::{Server, fixture, github, request, wait_until};
 use serde_json::{Value, json};
 
-/// `gitops serve` of `clone`, reporting to the GitHub stand-in at `api` with a token.
-fn reporting(state: &std::path::Path, clone: &std::path::Path, api: SocketAddr) -> Server {
+/// `gitops serve` of `clone`, reporting to the GitHub stand-in at `api` with a token; `extra`
+/// arguments and `env` variables after those.
+fn reporting(
+    state: &std::path::Path,
+    clone: &std::path::Path,
+    api: SocketAddr,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
     let api_url = format!("http://{api}");
-    Server::start(
-        state,
-        clone,
-        &[
-            "--allow-unsigned",
-            "--repo-name",
-            "o/upstream",
-            "--github-token-env",
-            "TEST_GITHUB_TOKEN",
-            "--github-api-url",
-            &api_url,
-            "--public-url",
-            "https://gitops.example",
-        ],
-        &[("TEST_GITHUB_TOKEN", "t0ken-for-tests")],
-    )
+    let args = [
+        "--allow-unsigned",
+        "--repo-name",
+        "o/upstream",
+        "--github-token-env",
+        "TEST_GITHUB_TOKEN",
+        "--github-api-url",
+        &api_url,
+        "--public-url",
+        "https://gitops.example",
+    ];
+    let env = [&[("TEST_GITHUB_TOKEN", "t0ken-for-tests")], env].concat();
+    Server::start(state, clone, &[&args[..], extra].concat(), &env)
 }
 
 #[test]
@@ -44,7 +48,7 @@ fn a_pushed_commit_gets_a_pending_then_a_success_status() {
         "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: \"sleep 1\" }\n",
     );
     let (api, seen) = github_stand_in();
-    let server = reporting(&fx.state, &fx.clone, api);
+    let server = reporting(&fx.state, &fx.clone, api, &[], &[]);
     let (status, reply) = github(server.addr, "push", "d-1", &fx.push("a"), None);
     assert_eq!(status, 202, "{reply}");
     wait_until("two statuses", || seen.lock().unwrap().len() >= 2);
@@ -160,6 +164,7 @@ fn a_pull_request_gets_its_preview_deployment_and_one_comment_edited_in_place() 
         r#"version: 1
 environments:
   preview: {{ per_pull_request: true, with: {{ serve: "exec {} httpd -f -p 127.0.0.1:$PORT -h ." }} }}
+  production: {{}}
 pipelines:
   pr:
     on: {{ pull_request: {{ types: [opened, synchronize] }} }}
@@ -169,7 +174,11 @@ pipelines:
   checks:
     on: {{ pull_request: {{ types: [opened, synchronize] }} }}
     stages:
-      test: {{ run: "for i in $(seq 1 30); do echo line-$i; done; echo '@admin </details>'; exit 3" }}
+      test: {{ run: "for i in $(seq 1 30); do echo line-$i; done; echo '@admin </details>'; echo token=$TEST_SECRET; exit 3" }}
+  release:
+    on: {{ tag: {{}} }}
+    stages:
+      ship: {{ deploy: production, with: {{ files: app.txt }} }}
   teardown:
     on: {{ pull_request: {{ types: [closed] }} }}
     stages:
@@ -195,7 +204,20 @@ pipelines:
     let (up, cl) = (upstream.to_str().unwrap(), clone.to_str().unwrap());
     git(tmp.path(), &["clone", "-q", up, cl]);
     let (api, calls) = github_stand_in();
-    let mut server = reporting(&tmp.path().join("state"), &clone, api);
+    // The policy gives member pull requests a secret, and marks production.
+    let policy = tmp.path().join("policy.yml");
+    std::fs::write(
+        &policy,
+        "secrets:\n  TEST_SECRET: { from_env: TEST_SECRET_VALUE, pull_requests: true }\nenvironments:\n  production: { production: true }\n",
+    )
+    .unwrap();
+    let mut server = reporting(
+        &tmp.path().join("state"),
+        &clone,
+        api,
+        &["--policy", policy.to_str().unwrap()],
+        &[("TEST_SECRET_VALUE", "s3cret-in-the-log")],
+    );
     let pr = |action: &str, merged: bool| {
         serde_json::to_vec(
             &json!({"action": action, "number": 4, "sender": {"login": "octo"},
@@ -297,12 +319,15 @@ pipelines:
     assert!(body.contains(&format!("<{preview_url}>")), "{body}");
     assert!(body.contains("| `test` | ❌ failed (exit 3) |"), "{body}");
     assert!(body.contains("| `preview` | ✅ passed |"), "{body}");
-    // The failed stage's last 20 lines: line-12 to line-30 and the hostile one, in a code block.
+    // The failed stage's last 20 lines: line-13 to line-30, the hostile one and the masked
+    // secret, in a code block.
     assert!(body.contains("Last 20 log lines of `test`"), "{body}");
     assert!(
-        !body.contains("line-11\n") && body.contains("line-12\n"),
+        !body.contains("line-12\n") && body.contains("line-13\n"),
         "{body}"
     );
+    assert!(body.contains("token=***\n"), "{body}");
+    assert!(!body.contains("s3cret-in-the-log"), "{body}");
     assert!(body.contains("```text\n"), "{body}");
     let fenced = body.split("```text\n").nth(1).unwrap();
     assert!(
@@ -335,6 +360,26 @@ pipelines:
         1,
         "the stop made no new deployment"
     );
+
+    // A tag deploys production: a deployment GitHub is told is production, not transient.
+    git(&upstream, &["tag", "v1.0.0"]);
+    let tag = serde_json::to_vec(&json!({"ref": "refs/tags/v1.0.0",
+        "before": "0000000000000000000000000000000000000000", "after": base,
+        "created": true, "deleted": false, "forced": false, "sender": {"login": "octo"},
+        "repository": {"full_name": "o/upstream"}}))
+    .unwrap();
+    let (status, reply) = github(server.addr, "push", "d-tag", &tag, None);
+    assert_eq!(status, 202, "{reply}");
+    let production = || {
+        of("POST", "/repos/o/upstream/deployments")
+            .into_iter()
+            .find(|c| c.body["environment"] == "production")
+    };
+    wait_until("the production deployment", || production().is_some());
+    let d = production().unwrap().body;
+    assert_eq!(d["ref"], base.as_str());
+    assert_eq!(d["production_environment"], true);
+    assert_eq!(d["transient_environment"], false);
     server.stop();
     assert!(
         !server.log().iter().any(|l| l.contains("t0ken-for-tests")),
