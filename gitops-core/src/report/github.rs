@@ -224,6 +224,8 @@ impl GitHub {
             edit: format!("{repo}/issues/comments"),
             edit_method: Method::PATCH,
             create: format!("{repo}/issues/{}/comments", comment.number),
+            page_size: "per_page",
+            text_at: &["body"],
         };
         // With the path of the pull request's repository: an App's token is the installation's.
         let authorization = self.auth.authorization(&place.create).await?;

@@ -242,6 +242,8 @@ impl GitLab {
             edit: notes.clone(),
             edit_method: Method::PUT,
             create: notes,
+            page_size: "per_page",
+            text_at: &["body"],
         };
         let auth = ("private-token", &self.token);
         self.rest

@@ -80,6 +80,22 @@ pub(crate) struct CommentPlace {
     pub edit_method: Method,
     /// The path that creates one.
     pub create: String,
+    /// How the forge pages its lists: the page size's parameter (`per_page`, Gitea's `limit`,
+    /// Bitbucket's `pagelen`).
+    pub page_size: &'static str,
+    /// Where a comment's text is, in the forge's JSON: `body` (GitHub, GitLab, Gitea) or
+    /// `content.raw` (Bitbucket), for reading and writing it.
+    pub text_at: &'static [&'static str],
+}
+
+impl CommentPlace {
+    /// The JSON body that sets a comment's text.
+    fn body(&self, text: &str) -> serde_json::Value {
+        self.text_at.iter().rev().fold(
+            serde_json::Value::String(text.to_owned()),
+            |inner, key| serde_json::json!({ *key: inner }),
+        )
+    }
 }
 
 impl Rest {
@@ -162,9 +178,9 @@ impl Rest {
     ) -> Result<(), SendError> {
         let known = match refs.get(&place.key)?.filter(|id| !id.is_empty()) {
             Some(id) => Some(id),
-            None => self.find_marked(&place.list, auth).await?,
+            None => self.find_marked(place, auth).await?,
         };
-        let body = serde_json::json!({ "body": text });
+        let body = place.body(text);
         if let Some(id) = known {
             let path = format!("{}/{}", place.edit, numeric(&id)?);
             match self
@@ -187,14 +203,14 @@ impl Rest {
 
     async fn find_marked(
         &self,
-        list: &str,
+        place: &CommentPlace,
         auth: (&'static str, &HeaderValue),
     ) -> Result<Option<String>, SendError> {
-        let join = if list.contains('?') { '&' } else { '?' };
+        let join = if place.list.contains('?') { '&' } else { '?' };
         for page in 1..=10 {
-            let path = format!("{list}{join}per_page=100&page={page}");
+            let path = format!("{}{join}{}=100&page={page}", place.list, place.page_size);
             let answer = self.request(Method::GET, &path, auth, None).await?;
-            let (found, listed) = marked(&answer, COMMENT_MARKER);
+            let (found, listed) = marked(&answer, place.text_at, COMMENT_MARKER);
             if found.is_some() || listed < 100 {
                 return Ok(found);
             }
@@ -211,6 +227,35 @@ pub(crate) fn path_part_ok(s: &str) -> bool {
         && s != ".."
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The judgement of a forge without rate-limit headers of its own (Gitea, Bitbucket): success;
+/// 429, 408 and 5xx worth a retry (after `Retry-After` when it says); anything else final.
+pub(crate) fn judge_plain(
+    forge: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), SendError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let message = format!(
+        "{forge} answered {}: {}",
+        status.as_u16(),
+        forge_message(body)
+    );
+    let after = header_u64(headers, "retry-after").map(Duration::from_secs);
+    if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
+        return Err(SendError::Retry { message, after });
+    }
+    Err(SendError::Final {
+        status: Some(status.as_u16()),
+        message,
+    })
 }
 
 /// `value` as a header value that is never logged (`HeaderValue::set_sensitive`).
@@ -322,15 +367,28 @@ pub(crate) fn numeric(id: &str) -> Result<&str, SendError> {
     Ok(id)
 }
 
-/// The id of the first object of a JSON list whose `body` starts with `marker`, and how many
-/// the list held.
-fn marked(list: &[u8], marker: &str) -> (Option<String>, usize) {
-    let items: Vec<serde_json::Value> = serde_json::from_slice(list).unwrap_or_default();
-    let found = items.iter().find(|c| {
-        c.get("body")
-            .and_then(|b| b.as_str())
-            .is_some_and(|b| b.starts_with(marker))
-    });
+/// The id of the first comment of a list (a JSON array, or Bitbucket's page: `values`) whose
+/// text (at `text_at`) starts with `marker`, and how many the list held.
+fn marked(list: &[u8], text_at: &[&str], marker: &str) -> (Option<String>, usize) {
+    let json: serde_json::Value = serde_json::from_slice(list).unwrap_or_default();
+    let items = match json {
+        serde_json::Value::Array(items) => items,
+        serde_json::Value::Object(mut page) => match page.remove("values") {
+            Some(serde_json::Value::Array(items)) => items,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    let text = |c: &serde_json::Value| {
+        text_at
+            .iter()
+            .try_fold(c, |v, key| v.get(key))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned)
+    };
+    let found = items
+        .iter()
+        .find(|c| text(c).is_some_and(|t| t.starts_with(marker)));
     let id = found
         .and_then(|c| c.get("id"))
         .and_then(|id| id.as_u64())

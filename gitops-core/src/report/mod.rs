@@ -5,8 +5,10 @@
 //! retries with backoff until the forge takes the update, refuses it for good, or a newer update
 //! of the same commit status replaces it (the last state wins).
 
+mod bitbucket;
 mod comment;
 mod forge;
+mod gitea;
 mod github;
 mod github_app;
 mod gitlab;
@@ -14,8 +16,10 @@ mod http;
 mod reporter;
 mod sender;
 
+pub use bitbucket::{BITBUCKET_API_URL, Bitbucket, BitbucketAuth};
 pub use comment::{COMMENT_MARKER, MAX_COMMENT_CHARS};
 pub use forge::{Forge, ForgeRefs, SendError};
+pub use gitea::Gitea;
 pub use github::{GitHub, GitHubBuilder};
 pub use github_app::{GitHubApp, MAX_KEY_FILE_BYTES, TOKEN_REFRESH_MARGIN};
 pub use gitlab::{GitLab, GitLabBuilder};
