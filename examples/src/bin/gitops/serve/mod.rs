@@ -91,6 +91,37 @@ pub struct ServeArgs {
     /// The GitLab instance reported to (self-managed: `https://gitlab.example.com`).
     #[arg(long, value_name = "URL", default_value = "https://gitlab.com")]
     gitlab_url: String,
+    /// The environment variable holding a Gitea or Forgejo token (`write:repository`,
+    /// `write:issue`): the runs of Gitea deliveries then set commit statuses and the pull
+    /// request's comment on the instance at `--gitea-url`.
+    #[arg(long, value_name = "NAME", requires = "gitea_url")]
+    gitea_api_token_env: Option<String>,
+    /// The Gitea or Forgejo instance reported to (`https://gitea.example`).
+    #[arg(long, value_name = "URL")]
+    gitea_url: Option<String>,
+    /// The environment variable holding a Bitbucket Cloud access token (repository, project or
+    /// workspace; "Repositories: write", "Pull requests: write"): the runs of Bitbucket
+    /// deliveries then set build statuses and the pull request's comment.
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "bitbucket_app_password_env"
+    )]
+    bitbucket_api_token_env: Option<String>,
+    /// The environment variable holding a Bitbucket app password of `--bitbucket-username`,
+    /// instead of an access token.
+    #[arg(long, value_name = "NAME", requires = "bitbucket_username")]
+    bitbucket_app_password_env: Option<String>,
+    /// The Bitbucket user whose app password `--bitbucket-app-password-env` holds.
+    #[arg(long, value_name = "USER", requires = "bitbucket_app_password_env")]
+    bitbucket_username: Option<String>,
+    /// Bitbucket Cloud's API.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://api.bitbucket.org/2.0"
+    )]
+    bitbucket_api_url: String,
     /// Accept unsigned requests for the providers given no secret (for a test setup only:
     /// anyone who can reach the server can then run pipelines).
     #[arg(long)]

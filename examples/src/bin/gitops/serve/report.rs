@@ -1,13 +1,18 @@
 //! Reporting to the forges from `serve`: with `--github-token-env` (or as a GitHub App, with
-//! `--github-app-id` and `--github-app-key-file`) or `--gitlab-api-token-env`, the runs of that
-//! forge's deliveries set a commit status per pipeline, a deployment per deploy and the pull
-//! request's comment, through the ledger's outbox and a background sender.
+//! `--github-app-id` and `--github-app-key-file`), `--gitlab-api-token-env`,
+//! `--gitea-api-token-env` or `--bitbucket-api-token-env` (or an app password), the runs of that
+//! forge's deliveries set a commit status per pipeline, a deployment per deploy (GitHub,
+//! GitLab) and the pull request's comment, through the ledger's outbox and a background sender.
 
 use std::sync::Arc;
 
 use gitops_core::ErrorChain;
 use gitops_core::ledger::Ledger;
-use gitops_core::report::{GitHub, GitHubApp, GitLab, Reporter, Sender};
+use std::time::Duration;
+
+use gitops_core::report::{
+    Bitbucket, BitbucketAuth, GitHub, GitHubApp, GitLab, Gitea, Reporter, Sender,
+};
 use gitops_core::secret::Secret;
 
 use super::ServeArgs;
@@ -60,6 +65,35 @@ pub fn forges(
             .map_err(failed)?;
         sender = sender.with_forge(Arc::new(gitlab));
         forges.push("gitlab");
+    }
+    let timeout = Duration::from_secs(30);
+    if let (Some(token), Some(url)) = (
+        super::secret("--gitea-api-token-env", &args.gitea_api_token_env)?,
+        &args.gitea_url,
+    ) {
+        let gitea = Gitea::new(url, &Secret::new(token), timeout).map_err(failed)?;
+        sender = sender.with_forge(Arc::new(gitea));
+        forges.push("gitea");
+    }
+    let bitbucket = match (
+        super::secret("--bitbucket-api-token-env", &args.bitbucket_api_token_env)?,
+        super::secret(
+            "--bitbucket-app-password-env",
+            &args.bitbucket_app_password_env,
+        )?,
+        &args.bitbucket_username,
+    ) {
+        (Some(token), _, _) => Some(BitbucketAuth::Token(Secret::new(token))),
+        (None, Some(password), Some(username)) => Some(BitbucketAuth::AppPassword {
+            username: username.clone(),
+            password: Secret::new(password),
+        }),
+        _ => None,
+    };
+    if let Some(auth) = bitbucket {
+        let bitbucket = Bitbucket::new(&args.bitbucket_api_url, &auth, timeout).map_err(failed)?;
+        sender = sender.with_forge(Arc::new(bitbucket));
+        forges.push("bitbucket");
     }
     if forges.is_empty() {
         return Ok(None);
