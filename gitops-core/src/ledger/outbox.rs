@@ -237,8 +237,9 @@ impl Ledger {
             .collect())
     }
 
-    /// Stores `pipeline`'s section of pull request `number`'s comment, and returns every
-    /// section of that comment, by pipeline name.
+    /// Stores `pipeline`'s section of pull request `number`'s comment, made by a run that
+    /// started at `run_started` (Unix time): a section of a run that started later is kept. Returns
+    /// every section of that comment, by pipeline name.
     pub fn set_comment_section(
         &self,
         forge: &str,
@@ -246,15 +247,17 @@ impl Ledger {
         number: u64,
         pipeline: &str,
         body: &str,
+        run_started: f64,
     ) -> Result<Vec<(String, String)>, LedgerError> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.prepare_cached(
-                "INSERT INTO comment_sections (forge, repo, number, pipeline, body, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (forge, repo, number, pipeline) DO UPDATE SET body = ?5, updated_at = ?6",
+                "INSERT INTO comment_sections (forge, repo, number, pipeline, body, run_started, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (forge, repo, number, pipeline) DO UPDATE SET body = ?5, run_started = ?6, updated_at = ?7
+                 WHERE run_started <= ?6",
             )?
-            .execute(params![forge, repo, number, pipeline, body, now()])?;
+            .execute(params![forge, repo, number, pipeline, body, run_started, now()])?;
             let sections = tx
                 .prepare_cached(
                     "SELECT pipeline, body FROM comment_sections

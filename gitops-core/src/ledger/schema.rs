@@ -161,6 +161,7 @@ const MIGRATIONS: &[&str] = &[
         number INTEGER NOT NULL,
         pipeline TEXT NOT NULL,
         body TEXT NOT NULL,
+        run_started REAL NOT NULL,
         updated_at REAL NOT NULL,
         PRIMARY KEY (forge, repo, number, pipeline)
     );",

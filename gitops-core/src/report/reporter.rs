@@ -111,6 +111,7 @@ impl Reporter {
             stages: Vec::new(),
             deploying: HashMap::new(),
             logs: HashMap::new(),
+            created_at: crate::ledger::now(),
         }
     }
 
@@ -249,6 +250,9 @@ pub struct RunReporter {
     deploying: HashMap<String, Deploying>,
     /// The last log lines of each stage (masked by the scheduler).
     logs: HashMap<String, VecDeque<String>>,
+    /// When the reporter was made (as its run started): of two runs of a pipeline, the later
+    /// one's section of the comment stays, whichever ends last.
+    created_at: f64,
 }
 
 impl RunReporter {
@@ -526,6 +530,7 @@ impl RunReporter {
             number,
             &self.pipeline,
             &section.render(),
+            self.created_at,
         )?;
         let update = ForgeUpdate::Comment(PullRequestComment {
             repo: self.target.repo.clone(),
@@ -687,5 +692,41 @@ mod tests {
         let mut other = record.clone();
         other.rollback_of = Some(1);
         assert_eq!(reporter.rollback(&other, true).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_older_run_ending_late_does_not_replace_a_newer_runs_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let reporter = Reporter::new(ledger.clone());
+        let target = ReportTarget::new("github", "o/r", "abc").with_pull_request(3);
+        let mut old = reporter.run(target.clone(), "r1", "ci");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut new = reporter.run(target, "r2", "ci");
+        new.observe(&RunEvent::RunStarted {
+            run_id: "r2".into(),
+            pipeline: "ci".into(),
+            stages: 1,
+            at: 0.0,
+        })
+        .unwrap();
+        old.observe(&RunEvent::RunSuperseded {
+            group: "g".into(),
+            at: 0.0,
+        })
+        .unwrap();
+        old.observe(&finished(RunResult::Cancelled)).unwrap();
+        let comments: Vec<String> = (ledger.due_reports(now(), 100).unwrap().into_iter())
+            .filter_map(|r| match serde_json::from_value(r.payload).unwrap() {
+                ForgeUpdate::Comment(c) => Some(c.body),
+                _ => None,
+            })
+            .collect();
+        let last = comments.last().unwrap();
+        assert!(
+            last.contains("run `r2`") && last.contains("running"),
+            "{last}"
+        );
+        assert!(!last.contains("superseded"), "{last}");
     }
 }
