@@ -313,7 +313,10 @@ pipelines:
         .unwrap()
         .to_owned();
     assert!(
-        body.starts_with("<!-- gitops: pull request comment -->"),
+        body.starts_with(&gitops_core::report::tagged_marker(
+            b"t0ken-for-tests",
+            "comment:o/upstream:4"
+        )),
         "{body}"
     );
     assert!(body.contains(&format!("<{preview_url}>")), "{body}");

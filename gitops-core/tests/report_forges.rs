@@ -21,6 +21,7 @@ use gitops_core::ledger::{Ledger, NewReport};
 use gitops_core::report::{
     Bitbucket, BitbucketAuth, COMMENT_MARKER, CommitStatus, DeploymentState, DeploymentUpdate,
     Forge, ForgeUpdate, Gitea, PullRequestComment, Sender, SenderOptions, StatusState,
+    tagged_marker,
 };
 use gitops_core::secret::Secret;
 use serde_json::{Value, json};
@@ -181,7 +182,7 @@ async fn gitea_gets_statuses_and_one_comment_edited_in_place() {
         [
             statuses.as_str(),
             statuses.as_str(),
-            "GET /api/v1/repos/o/r/issues/5/comments?limit=100&page=1",
+            "GET /api/v1/repos/o/r/issues/5/comments?limit=50&page=1",
             "POST /api/v1/repos/o/r/issues/5/comments",
             "PATCH /api/v1/repos/o/r/issues/comments/31",
         ]
@@ -197,12 +198,17 @@ async fn gitea_gets_statuses_and_one_comment_edited_in_place() {
     setup.stop.cancel();
 }
 
+/// The marker of gitops' comment on ws/app#5, keyed by the app password's `Authorization`.
+fn marker() -> String {
+    tagged_marker(b"Basic Y2ktYm90OmFwcC1wYXNz", "comment:ws/app:5")
+}
+
 #[tokio::test]
 async fn bitbucket_gets_build_statuses_and_its_marked_comment_edited() {
     // A page of comments as Bitbucket lists them: someone's, and the one gitops made before.
     let page = json!({"pagelen": 100, "page": 1, "values": [
         {"id": 3, "content": {"raw": "nice", "markup": "markdown"}},
-        {"id": 44, "content": {"raw": format!("{COMMENT_MARKER}\nold"), "markup": "markdown"}}
+        {"id": 44, "content": {"raw": format!("{}\nold", marker()), "markup": "markdown"}}
     ]});
     let setup = Setup::new(page, |addr| {
         let auth = BitbucketAuth::AppPassword {
@@ -257,7 +263,7 @@ async fn bitbucket_gets_build_statuses_and_its_marked_comment_edited() {
     assert_eq!(calls[1].2["url"], "https://gitops.example/runs/r1");
     assert_eq!(
         calls[3].2,
-        json!({"content": {"raw": format!("{COMMENT_MARKER}\nnew")}})
+        json!({"content": {"raw": format!("{}\nnew", marker())}})
     );
     setup.stop.cancel();
 }

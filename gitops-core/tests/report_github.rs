@@ -26,7 +26,7 @@ use gitops_core::ledger::{Ledger, NewReport};
 use gitops_core::plan::{Changes, Planner};
 use gitops_core::report::{
     COMMENT_MARKER, DeploymentState, DeploymentUpdate, ForgeUpdate, GitHub, PullRequestComment,
-    ReportTarget, Reporter, Sender, SenderOptions,
+    ReportTarget, Reporter, Sender, SenderOptions, tagged_marker,
 };
 use gitops_core::scheduler::{RunEvent, RunResult, RunSpec, Scheduler};
 use gitops_core::secret::Secret;
@@ -675,10 +675,13 @@ fn comment(body: &str) -> ForgeUpdate {
 async fn the_comment_is_found_by_its_marker_edited_in_place_and_made_again_when_deleted() {
     let stand_in = Comments::default();
     *stand_in.next_id.lock().unwrap() = 40;
-    // Someone's comment, and one gitops made from another state directory.
+    // Someone's comment, someone's copy of the plain marker (made before gitops' first), and
+    // one gitops made from another state directory (with the marker keyed by its token).
+    let ours = tagged_marker(b"test-token", "comment:o/r:7");
     stand_in.comments.lock().unwrap().extend([
         json!({"id": 5, "body": "looks good"}),
-        json!({"id": 9, "body": format!("{COMMENT_MARKER}\nold")}),
+        json!({"id": 6, "body": format!("{COMMENT_MARKER}\nfake: all passed")}),
+        json!({"id": 9, "body": format!("{ours}\nold")}),
     ]);
     let addr = stand_in.serve().await;
     let setup = Setup::new();
@@ -698,9 +701,20 @@ async fn the_comment_is_found_by_its_marker_edited_in_place_and_made_again_when_
     );
     let comments = stand_in.comments.lock().unwrap().clone();
     assert_eq!(comments[0]["body"], "looks good");
-    assert!(comments[1]["body"].as_str().unwrap().ends_with("second"));
+    assert!(
+        comments[1]["body"]
+            .as_str()
+            .unwrap()
+            .ends_with("all passed")
+    );
+    let edited = comments[2]["body"].as_str().unwrap();
+    assert!(edited.starts_with(&format!("{ours}\n")) && edited.ends_with("second"));
     // Deleted on GitHub: the next update makes a new comment, and edits that one after.
-    stand_in.comments.lock().unwrap().retain(|c| c["id"] != 9);
+    stand_in
+        .comments
+        .lock()
+        .unwrap()
+        .retain(|c| c["id"] != 9 && c["id"] != 6);
     store(&setup.ledger, comment("third"));
     setup.drained().await;
     store(&setup.ledger, comment("fourth"));
@@ -766,4 +780,22 @@ async fn a_deployment_is_made_once_and_made_again_when_github_lost_it() {
         ]
     );
     setup.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_zero_wait_from_github_still_waits_the_first_backoff() {
+    // `Retry-After: 0` (or a reset already past): no retry at once, again and again.
+    let zero = Answer::new(429, json!({"message": "slow down"})).header("retry-after", 0);
+    assert!(retried_after(zero).await >= Duration::from_millis(40));
+}
+
+#[test]
+fn an_api_url_with_credentials_in_it_is_refused() {
+    let err = GitHub::builder(Secret::new("t"))
+        .with_api_url("https://user:secret-pass@github.example/api/v3")
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds credentials"), "{err}");
+    assert!(!err.contains("secret-pass"), "{err}");
 }

@@ -237,6 +237,23 @@ impl Ledger {
             .collect())
     }
 
+    /// The sections of pull request `number`'s comment, by pipeline name.
+    pub fn comment_sections(
+        &self,
+        forge: &str,
+        repo: &str,
+        number: u64,
+    ) -> Result<Vec<(String, String)>, LedgerError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT pipeline, body FROM comment_sections
+                 WHERE forge = ?1 AND repo = ?2 AND number = ?3 ORDER BY pipeline",
+            )?
+            .query_map(params![forge, repo, number], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+        })
+    }
+
     /// Stores `pipeline`'s section of pull request `number`'s comment, made by a run that
     /// started at `run_started` (Unix time): a section of a run that started later is kept. Returns
     /// every section of that comment, by pipeline name.

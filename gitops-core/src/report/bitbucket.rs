@@ -65,7 +65,7 @@ impl Bitbucket {
                 )
             }
         };
-        let auth = sensitive(&value).map_err(|_| Error::Forge {
+        let header = sensitive(&value).map_err(|_| Error::Forge {
             forge: "bitbucket".into(),
             message: "the credentials are not a valid header value".into(),
         })?;
@@ -75,8 +75,9 @@ impl Bitbucket {
             timeout,
             vec![("accept", "application/json")],
             judge,
-        )?;
-        Ok(Bitbucket { rest, auth })
+        )?
+        .with_marker_key(value.as_bytes());
+        Ok(Bitbucket { rest, auth: header })
     }
 
     async fn status(&self, status: &CommitStatus) -> Result<(), SendError> {
@@ -132,7 +133,7 @@ impl Bitbucket {
             edit: comments.clone(),
             edit_method: Method::PUT,
             create: comments,
-            page_size: "pagelen",
+            page_size: ("pagelen", 100),
             text_at: &["content", "raw"],
         };
         let auth = ("authorization", &self.auth);

@@ -6,8 +6,11 @@
 //! Everything in it but gitops' own words comes from the pull request (stage names, log lines,
 //! a plan's resource names, outputs) and is treated as hostile: log lines go in a code block
 //! whose fence is longer than any run of backticks they hold; markdown outputs have their HTML
-//! escaped (no `</details>` closing the section early, no images, no copy of the marker) and
-//! their mentions broken, so that a pull request cannot make gitops' comment ping anyone.
+//! escaped (no `</details>` closing the section early, no copy of the marker), their images
+//! turned to text, their mentions broken and their open code blocks closed, so that a pull
+//! request cannot make gitops' comment ping anyone; and no line of the comment starts with `/`
+//! (a zero-width space goes before it), so that none is a GitLab quick action (`/approve`,
+//! `/merge`) run as gitops' user when the note is made or edited.
 
 use crate::scheduler::StageResult;
 
@@ -164,7 +167,24 @@ pub(crate) fn compose(sections: &[(String, String)]) -> String {
             "_{left_out} more pipeline section(s) do not fit in this comment (GitHub's limit is {MAX_COMMENT_CHARS} characters); see the runs._\n"
         ));
     }
-    body
+    no_commands(&body)
+}
+
+/// `text` with a zero-width space before the `/` of each line that starts with one (after
+/// blanks), inside code blocks too: GitLab runs such lines of a note as quick actions.
+fn no_commands(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let blanks = line.len() - line.trim_start().len();
+        if line[blanks..].starts_with('/') {
+            out.push_str(&line[..blanks]);
+            out.push('\u{200b}');
+            out.push_str(&line[blanks..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 fn result_words(result: Option<&StageResult>) -> String {
@@ -229,21 +249,47 @@ fn untrusted_markdown(text: &str, max: usize) -> String {
             '&' => out.push_str("&amp;"),
             // A zero-width space after `@`: `@name` stays readable but mentions no one.
             '@' if !previous.is_alphanumeric() => out.push_str("@\u{200b}"),
+            // `![alt](url)` would show an image from anywhere: it stays text.
+            '[' if previous == '!' => out.push_str("\\["),
             c => out.push(c),
         }
         previous = c;
     }
-    let fences = out
-        .lines()
-        .filter(|l| l.trim_start().starts_with("```") || l.trim_start().starts_with("~~~"))
-        .count();
-    if fences % 2 == 1 {
-        out.push_str("\n```");
+    if let Some((c, n)) = open_fence(&out) {
+        out.push('\n');
+        out.extend(std::iter::repeat_n(c, n));
     }
     if cut {
         out.push_str("\n\n_(cut: the plan is longer than this comment can hold)_");
     }
     out
+}
+
+/// The code block `text` leaves open, if any: its fence's character and length (CommonMark: a
+/// fence is 3 or more backticks or tildes, indented at most 3 spaces; it closes with the same
+/// character, at least as many, and nothing else on the line).
+fn open_fence(text: &str) -> Option<(char, usize)> {
+    let mut open: Option<(char, usize)> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if indent > 3 {
+            continue;
+        }
+        let rest = &line[indent..];
+        let Some(c) = rest.chars().next().filter(|c| *c == '`' || *c == '~') else {
+            continue;
+        };
+        let n = rest.chars().take_while(|x| *x == c).count();
+        if n < 3 {
+            continue;
+        }
+        match open {
+            None => open = Some((c, n)),
+            Some((o, m)) if o == c && n >= m && rest[n..].trim().is_empty() => open = None,
+            Some(_) => {}
+        }
+    }
+    open
 }
 
 pub(crate) fn seconds(secs: f64) -> String {
@@ -360,5 +406,25 @@ mod tests {
         // One small section: all of it, no note.
         let small = compose(&[("ci".into(), "### ✅ `ci` passed\n".into())]);
         assert!(small.ends_with("### ✅ `ci` passed\n"));
+    }
+
+    #[test]
+    fn no_line_is_a_gitlab_quick_action_and_fences_close_as_they_opened() {
+        let mut section = failed_section(vec!["```".into(), "/approve".into(), "  /merge".into()]);
+        section.plans = vec![(
+            "plan".into(),
+            "~~~\n```\n/target_branch main\n![x](https://evil.example/p.png)".into(),
+        )];
+        let body = compose(&[("ci".into(), section.render())]);
+        for line in body.lines() {
+            assert!(!line.trim_start().starts_with('/'), "{line:?} in {body}");
+        }
+        assert!(body.contains("\u{200b}/approve") && body.contains("  \u{200b}/merge"));
+        assert!(body.contains("!\\[x]"), "{body}");
+        // The plan's `~~~` block is closed with `~~~` (the backticks inside it do not close it).
+        assert_eq!(open_fence("~~~\n```\nx"), Some(('~', 3)));
+        assert_eq!(open_fence("````\n```\n````"), None);
+        assert_eq!(open_fence("    ```\nx"), None);
+        assert!(body.contains("p.png)\n~~~"), "{body}");
     }
 }

@@ -32,7 +32,7 @@ impl Gitea {
     /// A client of the instance at `url` (`https://gitea.example`) with `token` (scope
     /// `write:repository`, `write:issue`), answering within `timeout`.
     pub fn new(url: &str, token: &Secret, timeout: Duration) -> Result<Gitea, Error> {
-        let token = sensitive(&format!("token {}", token.expose())).map_err(|_| Error::Forge {
+        let header = sensitive(&format!("token {}", token.expose())).map_err(|_| Error::Forge {
             forge: "gitea".into(),
             message: "the token is not a valid header value".into(),
         })?;
@@ -43,8 +43,12 @@ impl Gitea {
             timeout,
             vec![("accept", "application/json")],
             judge,
-        )?;
-        Ok(Gitea { rest, token })
+        )?
+        .with_marker_key(token.expose().as_bytes());
+        Ok(Gitea {
+            rest,
+            token: header,
+        })
     }
 
     async fn status(&self, status: &CommitStatus) -> Result<(), SendError> {
@@ -82,7 +86,7 @@ impl Gitea {
             edit: format!("{repo}/issues/comments"),
             edit_method: Method::PATCH,
             create: format!("{repo}/issues/{}/comments", comment.number),
-            page_size: "limit",
+            page_size: ("limit", 50),
             text_at: &["body"],
         };
         let auth = ("authorization", &self.token);

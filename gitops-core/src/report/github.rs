@@ -68,6 +68,7 @@ impl GitHubBuilder {
             ],
             judge,
         )?;
+        let rest = rest.with_marker_key(&self.auth.marker_key());
         let auth = self.auth.connect(rest.clone());
         Ok(GitHub { rest, auth })
     }
@@ -224,7 +225,7 @@ impl GitHub {
             edit: format!("{repo}/issues/comments"),
             edit_method: Method::PATCH,
             create: format!("{repo}/issues/{}/comments", comment.number),
-            page_size: "per_page",
+            page_size: ("per_page", 100),
             text_at: &["body"],
         };
         // With the path of the pull request's repository: an App's token is the installation's.

@@ -20,6 +20,8 @@ use rustls::pki_types::pem::PemObject;
 
 use super::SendError;
 use super::http::{Rest, sensitive, unix_now};
+use sha2::Digest;
+
 use crate::Error;
 use crate::secret::Secret;
 
@@ -42,6 +44,8 @@ const MAX_CACHED: usize = 1024;
 pub struct GitHubApp {
     id: String,
     key: Arc<RsaKeyPair>,
+    /// SHA-256 of the key file: what the pull request comment's marker is keyed with.
+    fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for GitHubApp {
@@ -81,6 +85,7 @@ impl GitHubApp {
         Ok(GitHubApp {
             id: id.to_owned(),
             key: Arc::new(key),
+            fingerprint: sha2::Sha256::digest(pem).into(),
         })
     }
 
@@ -146,6 +151,14 @@ impl Credentials {
                 .map(|_| ())
                 .map_err(|_| "the token is not a valid header value".into()),
             Credentials::App(_) => Ok(()),
+        }
+    }
+
+    /// What the pull request comment's marker is keyed with: the token, or the App's key.
+    pub(super) fn marker_key(&self) -> Vec<u8> {
+        match self {
+            Credentials::Token(token) => token.expose().as_bytes().to_vec(),
+            Credentials::App(app) => app.fingerprint.to_vec(),
         }
     }
 

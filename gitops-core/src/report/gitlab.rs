@@ -60,7 +60,8 @@ impl GitLabBuilder {
             self.timeout,
             vec![("accept", "application/json")],
             judge,
-        )?;
+        )?
+        .with_marker_key(self.token.expose().as_bytes());
         Ok(GitLab { rest, token })
     }
 }
@@ -242,7 +243,7 @@ impl GitLab {
             edit: notes.clone(),
             edit_method: Method::PUT,
             create: notes,
-            page_size: "per_page",
+            page_size: ("per_page", 100),
             text_at: &["body"],
         };
         let auth = ("private-token", &self.token);

@@ -16,8 +16,8 @@ use hyper_util::rt::TokioExecutor;
 use super::{COMMENT_MARKER, ForgeRefs, SendError};
 use crate::Error;
 
-/// The most of an answer's body read (a page of comments fits).
-const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+/// The most of an answer's body read (a page of 100 long comments fits).
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
 /// A pooled HTTP(S) client.
 pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -28,6 +28,18 @@ pub(crate) fn client(forge: &str, base: &str) -> Result<HttpClient, Error> {
         forge: forge.into(),
         message,
     };
+    // Credentials go in headers, never in the URL, where messages would show them.
+    let authority = base
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("");
+    if authority.contains('@') {
+        return Err(err(
+            "the URL holds credentials (user:password@): give the token in its variable instead"
+                .to_owned(),
+        ));
+    }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let builder = if base.starts_with("https://") {
@@ -66,6 +78,8 @@ pub(crate) struct Rest {
     headers: Vec<(&'static str, &'static str)>,
     user_agent: String,
     judge: Judge,
+    /// What the comment's marker is keyed with (see [`tagged_marker`]).
+    marker_key: Vec<u8>,
 }
 
 /// Where a pull request's comment lives on a forge: how to list, edit and create it.
@@ -81,8 +95,8 @@ pub(crate) struct CommentPlace {
     /// The path that creates one.
     pub create: String,
     /// How the forge pages its lists: the page size's parameter (`per_page`, Gitea's `limit`,
-    /// Bitbucket's `pagelen`).
-    pub page_size: &'static str,
+    /// Bitbucket's `pagelen`) and the size asked for (at most what the forge gives).
+    pub page_size: (&'static str, usize),
     /// Where a comment's text is, in the forge's JSON: `body` (GitHub, GitLab, Gitea) or
     /// `content.raw` (Bitbucket), for reading and writing it.
     pub text_at: &'static [&'static str],
@@ -116,7 +130,15 @@ impl Rest {
             headers,
             user_agent: format!("gitops/{}", env!("CARGO_PKG_VERSION")),
             judge,
+            marker_key: Vec::new(),
         })
+    }
+
+    /// Keys the pull request comment's marker with `credential` (the token): see
+    /// [`tagged_marker`].
+    pub fn with_marker_key(mut self, credential: &[u8]) -> Self {
+        self.marker_key = credential.to_vec();
+        self
     }
 
     /// The API's base URL.
@@ -176,11 +198,16 @@ impl Rest {
         refs: &ForgeRefs,
         text: &str,
     ) -> Result<(), SendError> {
+        let marker = tagged_marker(&self.marker_key, &place.key);
+        let text = match text.strip_prefix(COMMENT_MARKER) {
+            Some(rest) => format!("{marker}{rest}"),
+            None => text.to_owned(),
+        };
         let known = match refs.get(&place.key)?.filter(|id| !id.is_empty()) {
             Some(id) => Some(id),
-            None => self.find_marked(place, auth).await?,
+            None => self.find_marked(place, &marker, auth).await?,
         };
-        let body = place.body(text);
+        let body = place.body(&text);
         if let Some(id) = known {
             let path = format!("{}/{}", place.edit, numeric(&id)?);
             match self
@@ -204,19 +231,39 @@ impl Rest {
     async fn find_marked(
         &self,
         place: &CommentPlace,
+        marker: &str,
         auth: (&'static str, &HeaderValue),
     ) -> Result<Option<String>, SendError> {
         let join = if place.list.contains('?') { '&' } else { '?' };
+        let (size, per_page) = place.page_size;
         for page in 1..=10 {
-            let path = format!("{}{join}{}=100&page={page}", place.list, place.page_size);
+            let path = format!("{}{join}{size}={per_page}&page={page}", place.list);
             let answer = self.request(Method::GET, &path, auth, None).await?;
-            let (found, listed) = marked(&answer, place.text_at, COMMENT_MARKER);
-            if found.is_some() || listed < 100 {
+            let (found, listed) = marked(&answer, place.text_at, marker);
+            if found.is_some() || listed < per_page {
                 return Ok(found);
             }
         }
         Ok(None)
     }
+}
+
+/// The first line of gitops' comment on a pull request as sent: [`COMMENT_MARKER`] with a tag,
+/// HMAC-SHA256 of `place` (`comment:{repo}:{number}`) keyed with the credential. A comment is
+/// taken as gitops' own only with this line: someone who writes a comment starting with the
+/// plain marker (before gitops' first) cannot have gitops edit theirs, and cannot make the tag
+/// of a pull request without the credential.
+pub fn tagged_marker(credential: &[u8], place: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(credential)
+        .expect("HMAC takes a key of any length");
+    mac.update(place.as_bytes());
+    let tag: String = mac.finalize().into_bytes()[..10]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let open = COMMENT_MARKER.trim_end_matches("-->").trim_end();
+    format!("{open} {tag} -->")
 }
 
 /// Whether `s` may be one part of a repository's path (`owner`, `name`, a group): nothing that
@@ -284,10 +331,19 @@ pub(crate) async fn exchange(
                 after: None,
             })?;
         let (parts, body) = answer.into_parts();
-        let body = match Limited::new(body, MAX_ANSWER_BYTES).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(_) => Bytes::new(),
-        };
+        // A body over the limit is not read as an empty answer (a list without the comment,
+        // an object without its id): it is worth another try.
+        let body = Limited::new(body, MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| SendError::Retry {
+                message: format!(
+                    "{host} answered {}, and its body could not be read: {e}",
+                    parts.status.as_u16()
+                ),
+                after: None,
+            })?
+            .to_bytes();
         Ok::<_, SendError>((parts.status, parts.headers, body))
     };
     tokio::time::timeout(timeout, exchange)

@@ -23,6 +23,7 @@ pub use gitea::Gitea;
 pub use github::{GitHub, GitHubBuilder};
 pub use github_app::{GitHubApp, MAX_KEY_FILE_BYTES, TOKEN_REFRESH_MARGIN};
 pub use gitlab::{GitLab, GitLabBuilder};
+pub use http::tagged_marker;
 pub use reporter::{ReportTarget, Reporter, RunReporter};
 pub use sender::{Sender, SenderOptions};
 

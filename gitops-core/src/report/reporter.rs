@@ -136,6 +136,12 @@ impl Reporter {
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return,
             };
+            // A log line only joins the stage's tail: no ledger, no thread (a stage that floods
+            // its log must not make the reporter lag behind the run's other events).
+            if let RunEvent::Log { .. } = &event {
+                let _ = run.observe(&event);
+                continue;
+            }
             let end = matches!(event, RunEvent::RunFinished { .. });
             // Off the async threads: SQLite blocks.
             let observed = tokio::task::spawn_blocking(move || {

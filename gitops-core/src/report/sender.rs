@@ -120,17 +120,20 @@ impl Sender {
         }
     }
 
-    /// One pass: sends the updates due now. Returns how many it took from the outbox.
+    /// One pass: sends the updates due now. Returns how many it took from the outbox, unless
+    /// a forge held some back (then fewer than a batch: the sender waits before its next pass
+    /// instead of going round again at once).
     pub async fn send_due(&self) -> Result<usize, LedgerError> {
         let batch = self.options.batch;
         let due = self.ledger(move |l| l.due_reports(now(), batch)).await?;
-        let taken = due.len();
+        let mut taken = due.len();
         // Forges that cannot take updates now, until when.
         let mut held: HashMap<String, f64> = HashMap::new();
         for report in due {
             if let Some(&until) = held.get(&report.forge) {
                 self.ledger(move |l| l.report_deferred(report.id, until))
                     .await?;
+                taken = taken.min(batch.saturating_sub(1));
                 continue;
             }
             if let Some(until) = self.send(&report).await? {
@@ -142,16 +145,20 @@ impl Sender {
 
     /// Sends one update; `Some(time)` when its forge cannot take more before that time.
     async fn send(&self, report: &PendingReport) -> Result<Option<f64>, LedgerError> {
+        let id = report.id;
         let Some(forge) = self.forges.get(&report.forge) else {
+            // Kept for a server that has that forge, as long as any update is kept.
+            if now() - report.created_at > self.options.max_age.as_secs_f64() {
+                self.ledger(move |l| l.report_dropped(id)).await?;
+                return Ok(None);
+            }
             let retry_at = now() + self.options.backoff_max.as_secs_f64();
             let error = format!("no forge named \"{}\" is configured", report.forge);
-            let id = report.id;
             self.ledger(move |l| l.report_failed(id, retry_at, &error))
                 .await?;
             return Ok(None);
         };
-        let id = report.id;
-        let update: ForgeUpdate = match serde_json::from_value(report.payload.clone()) {
+        let mut update: ForgeUpdate = match serde_json::from_value(report.payload.clone()) {
             Ok(update) => update,
             Err(e) => {
                 tracing::warn!(target = %report.target, error = %e, "unreadable forge update dropped");
@@ -159,6 +166,18 @@ impl Sender {
                 return Ok(None);
             }
         };
+        if let ForgeUpdate::Comment(comment) = &mut update {
+            // The comment as its sections are now: two runs that stored theirs at once each
+            // stored a body that may lack the other's.
+            let (forge, repo, number) =
+                (report.forge.clone(), comment.repo.clone(), comment.number);
+            let sections = self
+                .ledger(move |l| l.comment_sections(&forge, &repo, number))
+                .await?;
+            if !sections.is_empty() {
+                comment.body = super::comment::compose(&sections);
+            }
+        }
         let refs = super::ForgeRefs::new(self.ledger.clone(), &report.forge);
         let (message, after) = match forge.send(&update, &refs).await {
             Ok(()) => {
@@ -183,8 +202,14 @@ impl Sender {
             self.ledger(move |l| l.report_dropped(id)).await?;
             return Ok(None);
         }
+        // A wait the forge asks for, but never less than the first backoff (`Retry-After: 0`,
+        // a rate limit's reset already passed by our clock).
         let wait = after
-            .map(|after| after.min(self.options.max_requested_wait))
+            .map(|after| {
+                after
+                    .min(self.options.max_requested_wait)
+                    .max(self.options.backoff_base)
+            })
             .unwrap_or_else(|| self.backoff(report.attempts));
         if report.attempts == 0 {
             tracing::info!(
