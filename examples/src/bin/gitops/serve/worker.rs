@@ -1,5 +1,6 @@
 //! The inbox's worker: takes deliveries in the order they were accepted, fetches the
-//! repository, starts the runs each event triggers (at most `--max-runs` at once; the rest wait
+//! repository, completes the abbreviated commit ids an event names (Bitbucket's pull requests:
+//! kept in the inbox as received, completed once fetched), starts the runs each event triggers (at most `--max-runs` at once; the rest wait
 //! in the inbox), and marks the delivery done when they end. At start it goes on with the
 //! deliveries a crashed server had taken: their interrupted runs are resumed (the stages they
 //! recorded are kept), and a delivery none of whose runs had started is started again.
@@ -157,6 +158,25 @@ impl Worker {
                 None => tracing::warn!(seq = delivery.seq, "fetching failed"),
             }
         }
+        let completed;
+        let (delivery, event) = if Repository::has_short_ids(event) {
+            let (repo, ev) = (self.repo.clone(), event.clone());
+            match blocking(move || repo.complete_ids(&ev)).await {
+                Some(Ok(event)) => {
+                    let mut full = delivery.clone();
+                    full.event = event;
+                    completed = full;
+                    (&completed, &completed.event)
+                }
+                Some(Err(e)) => {
+                    tracing::error!(seq = delivery.seq, repo = event.repo, error = %log_safe(&e), "the event's commit cannot be told");
+                    return Some(DeliveryOutcome::Failed);
+                }
+                None => return Some(DeliveryOutcome::Failed),
+            }
+        } else {
+            (delivery, event)
+        };
         if !crate::run::names_commit(event) {
             return Some(DeliveryOutcome::Nothing);
         }
