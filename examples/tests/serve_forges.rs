@@ -539,6 +539,27 @@ fn gitea_and_forgejo_pull_request_push_and_tag_deploy_and_tear_down() {
         (400, true),
         "{reply}"
     );
+
+    // Counted under the provider `gitea`, whichever forge's headers.
+    let (_, text) = request(server.addr, "GET", "/metrics", &[], b"");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let count = |outcome: &str| {
+        let sample = scrape.samples.iter().find(|s| {
+            s.metric == "gitops_webhook_deliveries_total"
+                && s.labels.get("provider") == Some("gitea")
+                && s.labels.get("outcome") == Some(outcome)
+        });
+        sample.map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+    };
+    let counts = ["accepted", "duplicate", "bad_signature", "malformed"].map(count);
+    assert_eq!(
+        counts,
+        [Some(4.0), Some(1.0), Some(2.0), Some(1.0)],
+        "{text}"
+    );
 }
 
 #[test]
