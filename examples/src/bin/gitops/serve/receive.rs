@@ -114,7 +114,7 @@ fn signature_header(provider: Provider, headers: &HeaderMap) -> Option<(Option<&
             first_header(headers, &["x-gitea-signature", "x-forgejo-signature"]),
             false,
         )),
-        _ => None,
+        Provider::GitLab => None,
     }
 }
 
@@ -216,7 +216,7 @@ impl Receiver {
             Provider::GitHub => &["x-github-event"],
             Provider::Bitbucket => &["x-event-key"],
             Provider::Gitea => &["x-gitea-event", "x-forgejo-event"],
-            _ => &["x-gitlab-event"],
+            Provider::GitLab => &["x-gitlab-event"],
         };
         let Some(event_type) = first_header(headers, type_headers) else {
             return Err(Refusal::new(
@@ -309,7 +309,7 @@ impl Receiver {
             Provider::GitHub => self.github_secret.is_some(),
             Provider::Bitbucket => self.bitbucket_secret.is_some(),
             Provider::Gitea => self.gitea_secret.is_some(),
-            _ => self.gitlab_token.is_some(),
+            Provider::GitLab => self.gitlab_token.is_some(),
         };
         if has_secret || self.allow_unsigned {
             return Ok(());
@@ -318,7 +318,7 @@ impl Receiver {
             Provider::GitHub => "--github-secret-env",
             Provider::Bitbucket => "--bitbucket-secret-env",
             Provider::Gitea => "--gitea-secret-env",
-            _ => "--gitlab-token-env",
+            Provider::GitLab => "--gitlab-token-env",
         };
         Err(Refusal::new(
             "not_enabled",
@@ -360,7 +360,7 @@ impl Receiver {
             Provider::GitHub => self.github_secret.as_deref(),
             Provider::Bitbucket => self.bitbucket_secret.as_deref(),
             Provider::Gitea => self.gitea_secret.as_deref(),
-            _ => None,
+            Provider::GitLab => None,
         }
     }
 
@@ -600,7 +600,7 @@ fn delivery_key(provider: Provider, headers: &HeaderMap) -> Option<String> {
         Provider::GitHub => own(&["x-github-delivery"]),
         Provider::Bitbucket => own(&["x-request-uuid"]),
         Provider::Gitea => own(&["x-gitea-delivery", "x-forgejo-delivery"]),
-        _ => header_str(headers, "idempotency-key")
+        Provider::GitLab => header_str(headers, "idempotency-key")
             .map(|k| format!("idempotency:{k}"))
             .or_else(|| {
                 let uuid = header_str(headers, "x-gitlab-event-uuid")?;
