@@ -212,6 +212,17 @@ fn bitbucket_pull_request_push_and_tag_deploy_and_tear_down() {
     let runs = forge.ledger().runs(10).unwrap();
     assert_eq!(runs[0].commit.as_deref(), Some(forge.head.as_str()));
 
+    // Updated with the same head (a title edited): `edited`, which runs nothing here.
+    let (_, reply) = bitbucket(&server, "pullrequest:updated", "{u-1e}", &pr, secret);
+    assert_eq!(done(&server, seq(&reply)), "nothing", "{:?}", server.log());
+    // Updated with a new head: `synchronize`, the preview redeployed at it.
+    let mut moved = pr.clone();
+    moved["pullrequest"]["source"]["commit"]["hash"] = json!(&forge.main[..12]);
+    let (_, reply) = bitbucket(&server, "pullrequest:updated", "{u-1s}", &moved, secret);
+    assert_eq!(done(&server, seq(&reply)), "ran", "{:?}", server.log());
+    let preview = forge.ledger().current_deployment("preview-pr-7").unwrap();
+    assert_eq!(preview.and_then(|d| d.sha), Some(forge.main.clone()));
+
     // Merged (fulfilled): torn down.
     let (status, reply) = bitbucket(&server, "pullrequest:fulfilled", "{u-2}", &pr, secret);
     assert_eq!(status, 202, "{reply}");

@@ -126,8 +126,9 @@ pub(super) fn parse(event_type: &str, body: &[u8]) -> Result<Vec<GitEvent>, Webh
         "repo:push" => return push(decode(P, event_type, body)?),
         "pullrequest:created" => ("opened", false),
         // Bitbucket says neither what changed nor the commit before: new commits and edits of
-        // the title or description look alike. Both count as `synchronize`, so that no pushed
-        // commit goes unbuilt (an edit costs a run; a concurrency group cancels the older).
+        // the title or description look alike in one payload. Both parse as `synchronize`, so
+        // that no pushed commit goes unbuilt; whoever keeps the pull request's earlier events
+        // can tell an edit by its unmoved head (`gitops serve` makes such a one `edited`).
         "pullrequest:updated" => ("synchronize", false),
         "pullrequest:fulfilled" => ("closed", true),
         "pullrequest:rejected" => ("closed", false),
