@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds="${1:-120}"
-for target in config webhook expr policy templated; do
+for target in config webhook webhook_bitbucket webhook_gitea expr policy templated; do
     mkdir -p "corpus/$target"
     echo "== fuzzing $target for ${seconds}s"
     RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" "corpus/$target" "seeds/$target" -- -max_total_time="$seconds" -max_len=65536

@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gitops_core::config::Config;
-use gitops_core::source::webhook::parse;
+use gitops_core::source::webhook::parse_all;
 use std::hint::black_box;
 
 fn webhooks(c: &mut Criterion) {
@@ -18,7 +18,7 @@ fn webhooks(c: &mut Criterion) {
     g.bench_function("gitops", |b| {
         b.iter(|| {
             for (p, t, body) in &fixtures {
-                black_box(parse(*p, t, body).unwrap());
+                black_box(parse_all(*p, t, body).unwrap());
             }
         })
     });

@@ -17,7 +17,7 @@ pub fn webhook_fixtures() -> Vec<(
     &'static str,
     Vec<u8>,
 )> {
-    use gitops_core::source::webhook::Provider::{GitHub, GitLab};
+    use gitops_core::source::webhook::Provider::{Bitbucket, GitHub, GitLab, Gitea};
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/webhooks");
     [
         (GitHub, "pull_request", "github/pull_request.opened.json"),
@@ -25,6 +25,37 @@ pub fn webhook_fixtures() -> Vec<(
         (GitHub, "release", "github/release.published.json"),
         (GitLab, "merge_request", "gitlab/merge_request.json"),
         (GitLab, "push", "gitlab/push.json"),
+        (
+            Bitbucket,
+            "pullrequest:created",
+            "bitbucket/pullrequest-created.fork.json",
+        ),
+        (
+            Bitbucket,
+            "pullrequest:created",
+            "bitbucket/pullrequest-created.same-repo.json",
+        ),
+        (
+            Bitbucket,
+            "repo:push",
+            "bitbucket/repo-push.branch-created.json",
+        ),
+        (
+            Bitbucket,
+            "repo:push",
+            "bitbucket/repo-push.branch-updated.json",
+        ),
+        (
+            Bitbucket,
+            "repo:push",
+            "bitbucket/repo-push.tag-created.json",
+        ),
+        (Bitbucket, "repo:push", "bitbucket/signed.json"),
+        (Gitea, "create", "gitea/create-event.json"),
+        (Gitea, "delete", "gitea/delete-event.json"),
+        (Gitea, "pull_request", "gitea/pull-request-event.json"),
+        (Gitea, "push", "gitea/push-event.json"),
+        (Gitea, "release", "gitea/release-event.json"),
     ]
     .into_iter()
     .filter_map(|(p, t, f)| Some((p, t, std::fs::read(dir.join(f)).ok()?)))

@@ -106,14 +106,42 @@ fn event_normalises_fixtures_from_files_and_stdin() {
         text(&out.stderr)
     );
     let out = gitops(
-        &["event", "--provider", "bitbucket", "--type", "push"],
+        &["event", "--provider", "sourcehut", "--type", "push"],
         Some(b"{}"),
     );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
-        "error: unknown webhook provider \"bitbucket\" (expected github or gitlab)"
+        "error: unknown webhook provider \"sourcehut\" (expected github, gitlab, bitbucket or gitea)"
     );
+}
+
+#[test]
+fn event_takes_bitbucket_and_gitea_payloads() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/webhooks");
+    let event = |provider: &str, ty: &str, body: &[u8]| {
+        let out = gitops(&["event", "--provider", provider, "--type", ty], Some(body));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let pr = std::fs::read(fixtures.join("bitbucket/pullrequest-created.fork.json")).unwrap();
+    let e = event("bitbucket", "pullrequest:created", &pr);
+    assert_eq!(
+        (&e["kind"], &e["sha"], &e["fork"]),
+        (&json!("pull_request"), &json!("1c48041a96db"), &json!(true))
+    );
+    // A push of two changes: an array of two events.
+    let mut push: Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("bitbucket/signed.json")).unwrap())
+            .unwrap();
+    let change = push["push"]["changes"][0].clone();
+    push["push"]["changes"] = json!([change, change]);
+    let events = event("bitbucket", "repo:push", push.to_string().as_bytes());
+    assert_eq!(events.as_array().map(Vec::len), Some(2), "{events}");
+    let pr = std::fs::read(fixtures.join("gitea/pull-request-event.json")).unwrap();
+    for provider in ["gitea", "forgejo"] {
+        assert_eq!(event(provider, "pull_request", &pr)["number"], 2);
+    }
 }
 
 #[test]

@@ -609,3 +609,101 @@ fn a_bad_app_key_file_or_flags_stop_serve_with_a_clear_error() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--github-app-key-file"), "{stderr}");
 }
+
+#[test]
+fn bitbucket_and_gitea_pushes_get_their_statuses_on_their_own_forge() {
+    let fx = fixture(
+        "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: \"true\" }\n",
+    );
+    let (bitbucket, bitbucket_seen) = github_stand_in();
+    let (gitea, gitea_seen) = github_stand_in();
+    let (bitbucket_url, gitea_url) = (format!("http://{bitbucket}/2.0"), format!("http://{gitea}"));
+    let server = Server::start(
+        &fx.state,
+        &fx.clone,
+        &[
+            "--allow-unsigned",
+            "--repo-name",
+            "o/upstream",
+            "--bitbucket-api-token-env",
+            "TEST_BB_TOKEN",
+            "--bitbucket-api-url",
+            &bitbucket_url,
+            "--gitea-api-token-env",
+            "TEST_GITEA_TOKEN",
+            "--gitea-url",
+            &gitea_url,
+            "--public-url",
+            "https://gitops.example",
+        ],
+        &[
+            ("TEST_BB_TOKEN", "bb-t0ken"),
+            ("TEST_GITEA_TOKEN", "gt-t0ken"),
+        ],
+    );
+    let target = |hash: &str| json!({"type": "branch", "name": "main", "target": {"type": "commit", "hash": hash}});
+    let push = json!({"actor": {"nickname": "octo"}, "repository": {"full_name": "o/upstream"},
+        "push": {"changes": [{"old": target(&fx.before), "new": target(&fx.after),
+            "created": false, "closed": false, "forced": false, "truncated": false, "commits": []}]}});
+    let (status, reply) = request(
+        server.addr,
+        "POST",
+        "/webhooks/bitbucket",
+        &[("X-Event-Key", "repo:push"), ("X-Request-UUID", "bb-1")],
+        &serde_json::to_vec(&push).unwrap(),
+    );
+    assert_eq!(status, 202, "{reply}");
+    wait_until("Bitbucket's two statuses", || {
+        bitbucket_seen.lock().unwrap().len() >= 2
+    });
+    let seen = bitbucket_seen.lock().unwrap().clone();
+    let path = format!(
+        "/2.0/repositories/o/upstream/commit/{}/statuses/build",
+        fx.after
+    );
+    assert!(
+        seen.iter()
+            .all(|c| c.path == path && c.auth == "Bearer bb-t0ken"),
+        "{seen:?}"
+    );
+    let states: Vec<&Value> = seen.iter().map(|c| &c.body["state"]).collect();
+    assert_eq!(states, ["INPROGRESS", "SUCCESSFUL"]);
+    assert_eq!(seen[0].body["key"], "gitops-main");
+    assert!(
+        seen[0].body["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://gitops.example/runs/")
+    );
+
+    // Gitea: the same push, in GitHub's shape, to another commit's statuses.
+    let push = json!({"ref": "refs/heads/main", "before": fx.before, "after": fx.after,
+        "repository": {"full_name": "o/upstream"}, "sender": {"login": "octo"}, "commits": []});
+    let (status, reply) = request(
+        server.addr,
+        "POST",
+        "/webhooks/gitea",
+        &[("X-Gitea-Event", "push"), ("X-Gitea-Delivery", "gt-1")],
+        &serde_json::to_vec(&push).unwrap(),
+    );
+    assert_eq!(status, 202, "{reply}");
+    wait_until("Gitea's two statuses", || {
+        gitea_seen.lock().unwrap().len() >= 2
+    });
+    let seen = gitea_seen.lock().unwrap().clone();
+    let path = format!("/api/v1/repos/o/upstream/statuses/{}", fx.after);
+    assert!(
+        seen.iter()
+            .all(|c| c.path == path && c.auth == "token gt-t0ken"),
+        "{seen:?}"
+    );
+    let states: Vec<&Value> = seen.iter().map(|c| &c.body["state"]).collect();
+    assert_eq!(states, ["pending", "success"]);
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|l| l.contains("bb-t0ken") || l.contains("gt-t0ken")),
+        "a token reached the log"
+    );
+}

@@ -268,7 +268,11 @@ fn events_of_other_repositories_and_unsigned_servers_are_refused() {
     );
     let (_, health) = request(unsigned.addr, "GET", "/healthz", &[], b"");
     let health: Value = serde_json::from_str(&health).unwrap();
-    assert_eq!(health["unsigned"], json!(["github", "gitlab"]), "{health}");
+    assert_eq!(
+        health["unsigned"],
+        json!(["github", "gitlab", "bitbucket", "gitea"]),
+        "{health}"
+    );
     assert!(
         health["warning"]
             .as_str()

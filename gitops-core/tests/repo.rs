@@ -230,3 +230,79 @@ fn a_crafted_tree_never_writes_through_a_link_it_checks_out() {
         "something was written outside the checkout"
     );
 }
+
+#[test]
+fn abbreviated_commit_ids_are_completed_only_when_they_name_one_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    git(d, &["init", "-q", "-b", "main"]);
+    write(d, "README.md", "hi");
+    let base = commit(d, "one");
+    write(d, "README.md", "two");
+    let head = commit(d, "two");
+    let repo = Repository::open(d).unwrap();
+    let event = GitEvent::pull_request_event(
+        "ws/app",
+        "opened",
+        1,
+        ("f", &head[..12]),
+        ("main", &base[..12]),
+    );
+    assert!(Repository::has_short_ids(&event));
+    let full = repo.complete_ids(&event).unwrap();
+    assert!(!Repository::has_short_ids(&full));
+    assert_eq!(full.sha.as_deref(), Some(head.as_str()));
+    let pr = full.pull_request().unwrap();
+    assert_eq!(
+        (pr.head.sha.as_deref(), pr.base.sha.as_deref()),
+        (Some(head.as_str()), Some(base.as_str()))
+    );
+    // Full ids are kept as they are, even ones this repository does not have.
+    let foreign = GitEvent::push("ws/app", "main", None, &"ab".repeat(20));
+    assert_eq!(repo.complete_ids(&foreign).unwrap(), foreign);
+    // Only commits count: a tree's or a blob's id is no commit's.
+    let blob = git(d, &["rev-parse", "HEAD:README.md"]);
+    assert!(matches!(
+        repo.complete_commit_id(&blob[..12]),
+        Err(RepoError::UnknownRevision { .. })
+    ));
+    // Never a revision: `main`, `HEAD~1` are not ids.
+    for rev in ["main", "HEAD~1"] {
+        assert!(repo.complete_commit_id(rev).is_err(), "{rev}");
+    }
+    // Two commits sharing a prefix: ambiguous, naming both. (The 1000 commits made at once have
+    // the same ids on every run, and two of them share their first 4 digits.)
+    let stream: String = (0..1000)
+        .map(|n| format!("commit refs/heads/crowd\ncommitter t <t@e> {n} +0000\ndata 0\n\n"))
+        .collect();
+    let mut import = std::process::Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(d)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    import
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stream.as_bytes())
+        .unwrap();
+    assert!(import.wait().unwrap().success());
+    let mut seen = std::collections::HashMap::new();
+    let (prefix, a, b) = git(d, &["rev-list", "crowd"])
+        .lines()
+        .find_map(|id| {
+            let other = seen.insert(id[..4].to_owned(), id.to_owned())?;
+            Some((id[..4].to_owned(), other, id.to_owned()))
+        })
+        .expect("two of 1000 commits share 4 digits");
+    match repo.complete_commit_id(&prefix) {
+        Err(RepoError::AmbiguousCommit { candidates, .. }) => {
+            let mut both = vec![a, b];
+            both.sort();
+            assert_eq!(candidates, both);
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use gitops_core::event::GitEvent;
-use gitops_core::source::webhook::{Provider, WebhookError, parse};
+use gitops_core::source::webhook::{Provider, WebhookError, parse, parse_all};
 use serde_json::{Value, json};
 
 fn fixture(path: &str) -> Vec<u8> {
@@ -447,7 +447,8 @@ fn bad_payloads_give_clear_errors() {
         assert!(parse(Provider::GitLab, "push", body).is_err());
         assert!(parse(Provider::GitHub, "push", body).is_err());
     }
-    assert!("bitbucket".parse::<Provider>().is_err());
+    assert!("sourcehut".parse::<Provider>().is_err());
+    assert_eq!("forgejo".parse::<Provider>().unwrap(), Provider::Gitea);
 }
 
 #[test]
@@ -491,5 +492,533 @@ fn pull_requests_from_forks_say_so() {
     assert_eq!(
         event(Provider::GitLab, "Merge Request Hook", &mr)["fork"],
         false
+    );
+}
+
+// Bitbucket Cloud.
+
+fn bitbucket(ty: &str, body: &Value) -> Vec<Value> {
+    parse_all(Provider::Bitbucket, ty, body.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("{ty}: {e}"))
+        .into_iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect()
+}
+
+/// A fixture's event, as JSON that also reads back as the same event.
+fn fixture_event(provider: Provider, name: &str, ty: &str) -> Value {
+    let e = parse(provider, ty, &fixture(&format!("{provider}/{name}")))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let v = serde_json::to_value(&e).unwrap();
+    let back: GitEvent = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(back, e);
+    v
+}
+
+fn bitbucket_fixture(name: &str, ty: &str) -> Value {
+    fixture_event(Provider::Bitbucket, name, ty)
+}
+
+#[test]
+fn bitbucket_push_fixtures() {
+    assert_eq!(
+        bitbucket_fixture("repo-push.branch-created.json", "repo:push"),
+        json!({
+            "kind": "push", "repo": "cloudbeers/temp",
+            "sha": "501bf5b99365d1d870882254b9360c17172bda0e",
+            "ref": "refs/heads/main", "branch": "main",
+            "before": null, "after": "501bf5b99365d1d870882254b9360c17172bda0e",
+            "created": true, "deleted": false, "forced": false, "actor": "stephenc"
+        })
+    );
+    assert_eq!(
+        bitbucket_fixture("repo-push.branch-updated.json", "repo:push"),
+        json!({
+            "kind": "push", "repo": "cloudbeers/temp",
+            "sha": "e42fac24456e4a56f1b7f9358afc3070e3b7ddec",
+            "ref": "refs/heads/main", "branch": "main",
+            "before": "501bf5b99365d1d870882254b9360c17172bda0e",
+            "after": "e42fac24456e4a56f1b7f9358afc3070e3b7ddec",
+            "created": false, "deleted": false, "forced": false, "actor": "stephenc"
+        })
+    );
+    assert_eq!(
+        bitbucket_fixture("repo-push.tag-created.json", "repo:push"),
+        json!({
+            "kind": "tag", "repo": "acme/tds.cm.maven.plugins-java",
+            "sha": "fee1dcdb330d1318502f303ccd4792531c28dc8e",
+            "action": "created", "name": "test", "version": null, "actor": "nfalco79"
+        })
+    );
+    // Today's payloads: the actor's `nickname`, no `username`.
+    assert_eq!(
+        bitbucket_fixture("signed.json", "repo:push"),
+        json!({
+            "kind": "push", "repo": "nfalco79/test-repos",
+            "sha": "d7f300a32270053bdfd97a6d64113f58202c33e7",
+            "ref": "refs/heads/feature/webhook", "branch": "feature/webhook",
+            "before": null, "after": "d7f300a32270053bdfd97a6d64113f58202c33e7",
+            "created": true, "deleted": false, "forced": false, "actor": "Nikolas Falco"
+        })
+    );
+}
+
+#[test]
+fn bitbucket_pull_request_fixtures() {
+    assert_eq!(
+        bitbucket_fixture("pullrequest-created.same-repo.json", "pullrequest:created"),
+        json!({
+            "kind": "pull_request", "repo": "cloudbeers/temp", "sha": "a72355f35fde",
+            "action": "opened", "number": 1, "title": "README.md edited online with Bitbucket",
+            "draft": false, "merged": false,
+            "head": {"ref": "foo", "sha": "a72355f35fde", "repo": "cloudbeers/temp"},
+            "base": {"ref": "main", "sha": "f612156eff2c", "repo": "cloudbeers/temp"},
+            "fork": false, "labels": [], "author": "Stephen Connolly", "actor": "stephenc"
+        })
+    );
+    assert_eq!(
+        bitbucket_fixture("pullrequest-created.fork.json", "pullrequest:created"),
+        json!({
+            "kind": "pull_request", "repo": "cloudbeers/temp", "sha": "1c48041a96db",
+            "action": "opened", "number": 3, "title": "Forking for PR",
+            "draft": false, "merged": false,
+            "head": {"ref": "main", "sha": "1c48041a96db", "repo": "stephenc/temp-fork"},
+            "base": {"ref": "main", "sha": "1986c2284946", "repo": "cloudbeers/temp"},
+            "fork": true, "labels": [], "author": "Stephen Connolly", "actor": "stephenc"
+        })
+    );
+}
+
+#[test]
+fn bitbucket_pull_request_actions() {
+    let base = fixture_json("bitbucket/pullrequest-created.same-repo.json");
+    let pr = |ty: &str, body: &Value| bitbucket(ty, body).remove(0);
+    // Bitbucket does not say whether an update moved the source: every update is a
+    // synchronize (see bitbucket.rs).
+    for (ty, action, merged) in [
+        ("pullrequest:created", "opened", false),
+        ("pullrequest:updated", "synchronize", false),
+        ("pullrequest:fulfilled", "closed", true),
+        ("pullrequest:rejected", "closed", false),
+    ] {
+        let e = pr(ty, &base);
+        assert_eq!(
+            (&e["action"], &e["merged"]),
+            (&json!(action), &json!(merged)),
+            "{ty}"
+        );
+    }
+    // A declined pull request as Bitbucket documents it: state DECLINED, closed_by set.
+    let mut declined = base.clone();
+    declined["pullrequest"]["state"] = json!("DECLINED");
+    declined["pullrequest"]["closed_by"] = declined["actor"].clone();
+    declined["pullrequest"]["reason"] = json!("not needed");
+    let e = pr("pullrequest:rejected", &declined);
+    assert_eq!(
+        (&e["action"], &e["merged"]),
+        (&json!("closed"), &json!(false))
+    );
+
+    let mut draft = base.clone();
+    draft["pullrequest"]["draft"] = json!(true);
+    assert_eq!(pr("pullrequest:created", &draft)["draft"], true);
+    // A full id (as the API gives) is kept, and made lowercase like git's.
+    let mut full = base.clone();
+    full["pullrequest"]["source"]["commit"]["hash"] =
+        json!("A72355F35FDE0000000000000000000000000000");
+    assert_eq!(
+        pr("pullrequest:created", &full)["sha"],
+        "a72355f35fde0000000000000000000000000000"
+    );
+    // The source branch is gone: no commit to name.
+    let mut gone = base.clone();
+    gone["pullrequest"]["source"]["commit"] = Value::Null;
+    let e = pr("pullrequest:fulfilled", &gone);
+    assert_eq!((&e["sha"], &e["head"]["sha"]), (&Value::Null, &Value::Null));
+    // The actor as today's payloads give it: nickname first, display_name last.
+    let mut actor = base.clone();
+    actor["actor"] = json!({"display_name": "Ann Example", "nickname": "ann", "type": "user"});
+    assert_eq!(pr("pullrequest:created", &actor)["actor"], "ann");
+    actor["actor"] = json!({"display_name": "Ann Example", "type": "user"});
+    assert_eq!(pr("pullrequest:created", &actor)["actor"], "Ann Example");
+}
+
+#[test]
+fn bitbucket_fork_pull_requests_say_so() {
+    let base = fixture_json("bitbucket/pullrequest-created.same-repo.json");
+    let mut fork = base.clone();
+    fork["pullrequest"]["source"]["repository"]["full_name"] = json!("evil/temp");
+    let e = bitbucket("pullrequest:created", &fork).remove(0);
+    assert_eq!(
+        (&e["fork"], &e["head"]["repo"]),
+        (&json!(true), &json!("evil/temp"))
+    );
+    // The fork was deleted: no source repository, still a stranger's.
+    let mut gone = base.clone();
+    gone["pullrequest"]["source"]["repository"] = Value::Null;
+    let e = bitbucket("pullrequest:updated", &gone).remove(0);
+    assert_eq!(
+        (&e["fork"], &e["head"]["repo"]),
+        (&json!(true), &Value::Null)
+    );
+}
+
+/// A ref state of a push change, as Bitbucket documents it.
+fn ref_state(kind: &str, name: &str, hash: &str) -> Value {
+    json!({"type": kind, "name": name,
+           "target": {"type": "commit", "hash": hash, "message": "m\n", "parents": []}})
+}
+
+fn change(old: Value, new: Value, created: bool, closed: bool, forced: bool) -> Value {
+    json!({"old": old, "new": new, "created": created, "closed": closed, "forced": forced,
+           "truncated": false, "commits": []})
+}
+
+fn bitbucket_push(changes: Vec<Value>) -> Value {
+    let mut body = fixture_json("bitbucket/signed.json");
+    body["push"]["changes"] = Value::Array(changes);
+    body
+}
+
+const A: &str = "1111111111111111111111111111111111111111";
+const B: &str = "2222222222222222222222222222222222222222";
+
+#[test]
+fn bitbucket_push_variants() {
+    let deleted = bitbucket_push(vec![change(
+        ref_state("branch", "old-feature", A),
+        Value::Null,
+        false,
+        true,
+        false,
+    )]);
+    assert_eq!(
+        bitbucket("repo:push", &deleted),
+        vec![json!({
+            "kind": "push", "repo": "nfalco79/test-repos", "sha": null,
+            "ref": "refs/heads/old-feature", "branch": "old-feature",
+            "before": A, "after": null,
+            "created": false, "deleted": true, "forced": false, "actor": "Nikolas Falco"
+        })]
+    );
+    let forced = bitbucket_push(vec![change(
+        ref_state("branch", "main", A),
+        ref_state("branch", "main", B),
+        false,
+        false,
+        true,
+    )]);
+    let e = bitbucket("repo:push", &forced).remove(0);
+    assert_eq!(
+        (&e["forced"], &e["before"], &e["after"], &e["sha"]),
+        (&json!(true), &json!(A), &json!(B), &json!(B))
+    );
+    let tag_deleted = bitbucket_push(vec![change(
+        ref_state("tag", "v1.2.0", A),
+        Value::Null,
+        false,
+        true,
+        false,
+    )]);
+    assert_eq!(
+        bitbucket("repo:push", &tag_deleted),
+        vec![json!({
+            "kind": "tag", "repo": "nfalco79/test-repos", "sha": null,
+            "action": "deleted", "name": "v1.2.0", "version": "1.2.0", "actor": "Nikolas Falco"
+        })]
+    );
+    let tag_moved = bitbucket_push(vec![change(
+        ref_state("tag", "v1.2.0", A),
+        ref_state("tag", "v1.2.0", B),
+        false,
+        false,
+        true,
+    )]);
+    let e = bitbucket("repo:push", &tag_moved).remove(0);
+    assert_eq!((&e["action"], &e["sha"]), (&json!("moved"), &json!(B)));
+    let empty = bitbucket_push(vec![]);
+    assert_eq!(bitbucket("repo:push", &empty), Vec::<Value>::new());
+}
+
+#[test]
+fn bitbucket_push_with_several_changes_is_one_event_each() {
+    let body = bitbucket_push(vec![
+        change(
+            ref_state("branch", "main", A),
+            ref_state("branch", "main", B),
+            false,
+            false,
+            false,
+        ),
+        change(
+            Value::Null,
+            ref_state("tag", "v2.0.0", B),
+            true,
+            false,
+            false,
+        ),
+        change(
+            ref_state("branch", "topic", A),
+            Value::Null,
+            false,
+            true,
+            false,
+        ),
+    ]);
+    let events = bitbucket("repo:push", &body);
+    let summary: Vec<(Value, Value, Value)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].clone(),
+                e["sha"].clone(),
+                e.get("deleted").cloned().unwrap_or(e["action"].clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (json!("push"), json!(B), json!(false)),
+            (json!("tag"), json!(B), json!("created")),
+            (json!("push"), Value::Null, json!(true)),
+        ]
+    );
+    assert!(events.iter().all(|e| e["repo"] == "nfalco79/test-repos"));
+    // `parse` takes a delivery of one event only, and says why.
+    let err = parse(
+        Provider::Bitbucket,
+        "repo:push",
+        body.to_string().as_bytes(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid bitbucket repo:push payload: the delivery carries 3 changes, not one (see parse_all)"
+    );
+}
+
+#[test]
+fn bitbucket_bad_payloads_give_clear_errors() {
+    let err = parse_all(Provider::Bitbucket, "repo:fork", b"{}").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("unsupported bitbucket event type \"repo:fork\" (supported: repo:push, "),
+        "{err}"
+    );
+    let revision = {
+        let mut pr = fixture_json("bitbucket/pullrequest-created.same-repo.json");
+        pr["pullrequest"]["source"]["commit"]["hash"] = json!("HEAD~1");
+        pr
+    };
+    let err = parse_all(
+        Provider::Bitbucket,
+        "pullrequest:created",
+        revision.to_string().as_bytes(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid bitbucket pullrequest:created payload: \"HEAD~1\" is not a commit id (4 to 40 hexadecimal digits)"
+    );
+    let neither = bitbucket_push(vec![change(Value::Null, Value::Null, false, false, false)]);
+    let err = parse_all(
+        Provider::Bitbucket,
+        "repo:push",
+        neither.to_string().as_bytes(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid bitbucket repo:push payload: a change has neither an old nor a new ref"
+    );
+    let bookmark = bitbucket_push(vec![change(
+        Value::Null,
+        ref_state("bookmark", "b", A),
+        true,
+        false,
+        false,
+    )]);
+    let err = parse_all(
+        Provider::Bitbucket,
+        "repo:push",
+        bookmark.to_string().as_bytes(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("is of type \"bookmark\""), "{err}");
+    let full = fixture("bitbucket/repo-push.branch-updated.json");
+    for body in [
+        &full[..full.len() / 2],
+        b"",
+        b"null",
+        b"[]",
+        b"\xff\xfe",
+        br#"{"push": {"changes": 5}, "repository": {"full_name": "a/b"}}"#,
+    ] {
+        assert!(matches!(
+            parse_all(Provider::Bitbucket, "repo:push", body),
+            Err(WebhookError::Malformed { .. })
+        ));
+        assert!(parse_all(Provider::Bitbucket, "pullrequest:created", body).is_err());
+    }
+}
+
+// Gitea and Forgejo.
+
+fn gitea_fixture(name: &str, ty: &str) -> Value {
+    fixture_event(Provider::Gitea, name, ty)
+}
+
+#[test]
+fn gitea_fixtures() {
+    assert_eq!(
+        gitea_fixture("push-event.json", "push"),
+        json!({
+            "kind": "push", "repo": "example/example",
+            "sha": "67b56589a45103f891bdee7c0546e5d40bc02001",
+            "ref": "refs/heads/master", "branch": "master",
+            "before": null, "after": "67b56589a45103f891bdee7c0546e5d40bc02001",
+            "created": true, "deleted": false, "forced": false, "actor": "example"
+        })
+    );
+    assert_eq!(
+        gitea_fixture("create-event.json", "create"),
+        json!({
+            "kind": "branch", "repo": "example/example",
+            "sha": "67b56589a45103f891bdee7c0546e5d40bc02001",
+            "action": "created", "name": "master", "actor": "example"
+        })
+    );
+    assert_eq!(
+        gitea_fixture("delete-event.json", "delete"),
+        json!({
+            "kind": "branch", "repo": "example/example", "sha": null,
+            "action": "deleted", "name": "example3", "actor": "example"
+        })
+    );
+    assert_eq!(
+        gitea_fixture("pull-request-event.json", "pull_request"),
+        json!({
+            "kind": "pull_request", "repo": "example/example",
+            "sha": "48e773f892a831faa47c0a160d1b7f0cd369ae2a",
+            "action": "opened", "number": 2, "title": "update", "draft": false, "merged": false,
+            "head": {"ref": "master", "sha": "48e773f892a831faa47c0a160d1b7f0cd369ae2a",
+                     "repo": "example2/example"},
+            "base": {"ref": "master", "sha": "67b56589a45103f891bdee7c0546e5d40bc02001",
+                     "repo": "example/example"},
+            "fork": true, "labels": [], "author": "example2", "actor": "example2"
+        })
+    );
+    assert_eq!(
+        gitea_fixture("release-event.json", "release"),
+        json!({
+            "kind": "release", "repo": "example/example", "sha": null,
+            "action": "published", "tag": "example", "version": null,
+            "prerelease": false, "draft": false, "actor": "example"
+        })
+    );
+}
+
+#[test]
+fn gitea_pull_request_variants() {
+    let base = fixture_json("gitea/pull-request-event.json");
+    let gitea = |body: &Value| event(Provider::Gitea, "pull_request", body);
+    for (given, ours) in [
+        ("synchronized", "synchronize"),
+        ("reopened", "reopened"),
+        ("edited", "edited"),
+        ("label_updated", "label_updated"),
+    ] {
+        let mut p = base.clone();
+        p["action"] = json!(given);
+        assert_eq!(gitea(&p)["action"], ours);
+    }
+    let mut merged = base.clone();
+    merged["action"] = json!("closed");
+    merged["pull_request"]["merged"] = json!(true);
+    merged["pull_request"]["state"] = json!("closed");
+    let e = gitea(&merged);
+    assert_eq!(
+        (&e["action"], &e["merged"]),
+        (&json!("closed"), &json!(true))
+    );
+    let mut wip = base.clone();
+    wip["pull_request"]["title"] = json!("WIP: update");
+    assert_eq!(gitea(&wip)["draft"], true);
+    wip["pull_request"]["title"] = json!("[wip] update");
+    assert_eq!(gitea(&wip)["draft"], true);
+    let mut draft = base.clone();
+    draft["pull_request"]["draft"] = json!(true);
+    assert_eq!(gitea(&draft)["draft"], true);
+    // A member's pull request: head and base in the same repository.
+    let mut member = base.clone();
+    member["pull_request"]["head"]["repo"] = member["pull_request"]["base"]["repo"].clone();
+    assert_eq!(gitea(&member)["fork"], false);
+    let mut labelled = base.clone();
+    labelled["pull_request"]["labels"] =
+        json!([{"id": 1, "name": "safe-to-test", "color": "00ff00"}]);
+    assert_eq!(gitea(&labelled)["labels"], json!(["safe-to-test"]));
+}
+
+#[test]
+fn gitea_tags_and_other_variants() {
+    let push = fixture_json("gitea/push-event.json");
+    let mut tag = push.clone();
+    tag["ref"] = json!("refs/tags/v1.0.0");
+    let e = event(Provider::Gitea, "push", &tag);
+    assert_eq!(
+        (&e["kind"], &e["action"], &e["version"]),
+        (&json!("tag"), &json!("created"), &json!("1.0.0"))
+    );
+    let mut update = push.clone();
+    update["before"] = json!(A);
+    let e = event(Provider::Gitea, "push", &update);
+    assert_eq!((&e["created"], &e["before"]), (&json!(false), &json!(A)));
+    let mut deleted_tag = fixture_json("gitea/delete-event.json");
+    deleted_tag["ref_type"] = json!("tag");
+    deleted_tag["ref"] = json!("v0.9.0");
+    let e = event(Provider::Gitea, "delete", &deleted_tag);
+    assert_eq!(
+        (&e["kind"], &e["action"], &e["sha"]),
+        (&json!("tag"), &json!("deleted"), &Value::Null)
+    );
+    let mut created_tag = fixture_json("gitea/create-event.json");
+    created_tag["ref_type"] = json!("tag");
+    created_tag["ref"] = json!("v1.0.0");
+    let e = event(Provider::Gitea, "create", &created_tag);
+    assert_eq!(
+        (&e["kind"], &e["name"], &e["sha"]),
+        (
+            &json!("tag"),
+            &json!("v1.0.0"),
+            &json!("67b56589a45103f891bdee7c0546e5d40bc02001")
+        )
+    );
+    let mut pre = fixture_json("gitea/release-event.json");
+    pre["release"]["tag_name"] = json!("v2.0.0-rc.1");
+    pre["release"]["prerelease"] = json!(true);
+    pre["release"]["target_commitish"] = json!(B);
+    let e = event(Provider::Gitea, "release", &pre);
+    assert_eq!(
+        (&e["prerelease"], &e["version"], &e["sha"]),
+        (&json!(true), &json!("2.0.0-rc.1"), &json!(B))
+    );
+    let err = parse(Provider::Gitea, "issues", b"{}").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unsupported gitea event type \"issues\" (supported: push, create, delete, pull_request, release)"
+    );
+    let err = parse(Provider::Gitea, "push", b"{\"ref\": 1}").unwrap_err();
+    assert!(
+        err.to_string().starts_with("invalid gitea push payload: "),
+        "{err}"
+    );
+    let mut branchless = push.clone();
+    branchless["ref"] = json!("refs/notes/x");
+    let err = parse(Provider::Gitea, "push", branchless.to_string().as_bytes()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("invalid gitea push payload: ref"),
+        "{err}"
     );
 }

@@ -21,6 +21,9 @@ use serde_json::{Value, json};
 
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 
+/// The webhook cells' shapes: every fixture, then each forge's fixtures alone.
+const WEBHOOK_SHAPES: [&str; 5] = ["fixtures", "github", "gitlab", "bitbucket", "gitea"];
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(pos) = args.iter().position(|a| a == "--cell") {
@@ -90,12 +93,15 @@ fn main() -> ExitCode {
     for n in [10, 100, 1000] {
         groups.push(vec![cell("planner", "gitops", "mixed", n.to_string())]);
     }
-    groups.push(
-        ["gitops", "serde_json_value"]
-            .iter()
-            .map(|imp| cell("webhook", imp, "fixtures", "0".into()))
-            .collect(),
-    );
+    // Every fixture, then each forge's alone.
+    for forge in WEBHOOK_SHAPES {
+        groups.push(
+            ["gitops", "serde_json_value"]
+                .iter()
+                .map(|imp| cell("webhook", imp, forge, "0".into()))
+                .collect(),
+        );
+    }
     groups.push(
         ["gitops_watcher", "git_for_each_ref"]
             .iter()
@@ -303,7 +309,10 @@ fn run_cell(cell: &[&str], reps: Reps) -> Option<Value> {
                 .collect()
         }
         "webhook" => {
-            let fixtures = webhook_fixtures();
+            let fixtures: Vec<_> = webhook_fixtures()
+                .into_iter()
+                .filter(|(p, _, _)| *shape == "fixtures" || *shape == p.as_str())
+                .collect();
             let bytes: usize = fixtures.iter().map(|f| f.2.len()).sum();
             let rounds = 200;
             let times: Vec<f64> = (0..5)
@@ -313,7 +322,7 @@ fn run_cell(cell: &[&str], reps: Reps) -> Option<Value> {
                         for (p, t, body) in &fixtures {
                             match *imp {
                                 "gitops" => drop(std::hint::black_box(
-                                    gitops_core::source::webhook::parse(*p, t, body).ok(),
+                                    gitops_core::source::webhook::parse_all(*p, t, body).ok(),
                                 )),
                                 _ => drop(std::hint::black_box(
                                     serde_json::from_slice::<Value>(body).ok(),
@@ -461,13 +470,23 @@ fn print_table(rows: &[Value]) {
     if let (Some(a), Some(b)) = (watcher("gitops_watcher"), watcher("git_for_each_ref")) {
         println!("git for-each-ref ÷ watcher: {:.2}x", b / a);
     }
-    println!("\nWebhook parsing: MB/s of the fixture payloads");
-    for r in rows.iter().filter(|r| r["bench"] == "webhook") {
-        println!(
-            "{:<18} {:>8.1} MB/s",
-            r["impl"].as_str().unwrap_or(""),
-            r["mb_per_s"].as_f64().unwrap_or(0.0)
-        );
+    println!("\nWebhook parsing: MB/s of the fixture payloads (all, then each forge's)");
+    println!(
+        "{:<10} {:>10} {:>18} {:>8}",
+        "fixtures", "gitops", "serde_json_value", "ratio"
+    );
+    for forge in WEBHOOK_SHAPES {
+        let mb = |i: &str| {
+            rows.iter()
+                .find(|r| r["bench"] == "webhook" && r["shape"] == forge && r["impl"] == i)
+                .and_then(|r| r["mb_per_s"].as_f64())
+        };
+        if let (Some(ours), Some(value)) = (mb("gitops"), mb("serde_json_value")) {
+            println!(
+                "{forge:<10} {ours:>10.1} {value:>18.1} {:>7.2}x",
+                ours / value
+            );
+        }
     }
 }
 

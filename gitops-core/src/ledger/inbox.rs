@@ -454,6 +454,34 @@ impl Ledger {
         rows.into_iter().map(|r| r.decode()).collect()
     }
 
+    /// The latest delivery before `before` of `provider` for pull request `number` of `repo`,
+    /// among those the inbox keeps (the replay window): what a forge that sends no previous
+    /// commit (Bitbucket) had said the pull request's head was.
+    pub fn previous_pull_request_delivery(
+        &self,
+        provider: &str,
+        repo: &str,
+        number: u64,
+        before: u64,
+    ) -> Result<Option<Delivery>, LedgerError> {
+        self.with(|c| {
+            c.query_row(
+                &format!(
+                    "{SELECT_DELIVERY} WHERE provider = ?1 AND seq < ?2
+                       AND json_extract(event, '$.kind') = 'pull_request'
+                       AND json_extract(event, '$.number') = ?3
+                       AND json_extract(event, '$.repo') = ?4
+                     ORDER BY seq DESC LIMIT 1"
+                ),
+                rusqlite::params![provider, before, number, repo],
+                raw_delivery,
+            )
+            .optional()
+        })?
+        .map(decode)
+        .transpose()
+    }
+
     /// A delivery by its sequence number.
     pub fn delivery(&self, seq: u64) -> Result<Option<Delivery>, LedgerError> {
         self.with(|c| {

@@ -26,6 +26,16 @@ pub enum RepoError {
         /// What gix said.
         message: String,
     },
+    /// An abbreviated commit id names more than one commit.
+    #[error("commit id \"{prefix}\" is ambiguous in {path}: it begins {}", candidates.join(", "))]
+    AmbiguousCommit {
+        /// The abbreviated id.
+        prefix: String,
+        /// The repository.
+        path: PathBuf,
+        /// The commits it could be.
+        candidates: Vec<String>,
+    },
     /// Reading objects failed.
     #[error("cannot read {what} in {path}: {message}")]
     Read {

@@ -1,11 +1,13 @@
 //! A Git repository, read with gix: resolving revisions, reading `.gitops.yml` from the event's
 //! commit (never from a working tree), the paths an event changed, its refs; checking a commit
 //! out for stages to run in ([`checkout`](Repository::checkout)), and fetching from remotes and
-//! mirrors ([`fetch_mirror`]).
+//! mirrors ([`fetch_mirror`]); completing abbreviated commit ids
+//! ([`complete_ids`](Repository::complete_ids)).
 
 mod checkout;
 mod error;
 mod fetch;
+mod prefix;
 
 use std::path::{Path, PathBuf};
 

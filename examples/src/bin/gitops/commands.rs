@@ -7,7 +7,7 @@ use gitops_core::config::{Action, Config};
 use gitops_core::event::GitEvent;
 use gitops_core::plan::{Changes, Planner};
 use gitops_core::repo::Repository;
-use gitops_core::source::webhook::{Provider, parse};
+use gitops_core::source::webhook::{Provider, parse_all};
 use gitops_examples::text::count;
 use gitops_examples::{out, outln};
 
@@ -51,8 +51,12 @@ pub fn validate(path: &Path) -> Outcome {
 pub fn event(provider: &str, event_type: &str, file: Option<&Path>) -> Outcome {
     let provider: Provider = provider.parse().map_err(|e| crate::error(&e))?;
     let body = read_input(file)?;
-    let event = parse(provider, event_type, &body).map_err(|e| crate::error(&e))?;
-    print_json(&event)
+    let events = parse_all(provider, event_type, &body).map_err(|e| crate::error(&e))?;
+    // One event as itself; a Bitbucket push of other than one change as an array.
+    match events.as_slice() {
+        [event] => print_json(event),
+        all => print_json(&all),
+    }
 }
 
 pub fn plan(event_file: &Path, repo: Option<&Path>, config: Option<&Path>) -> Outcome {

@@ -59,11 +59,13 @@ enum Command {
     },
     /// Turn a webhook payload into a normalised event (JSON).
     Event {
-        /// github or gitlab.
+        /// github, gitlab, bitbucket or gitea (also forgejo).
         #[arg(long)]
         provider: String,
-        /// The event type header: X-GitHub-Event (push, pull_request, ...) or X-Gitlab-Event
-        /// (Push Hook, ...).
+        /// The event type header: X-GitHub-Event (push, pull_request, ...), X-Gitlab-Event
+        /// (Push Hook, ...), Bitbucket's X-Event-Key (repo:push, pullrequest:created, ...) or
+        /// X-Gitea-Event / X-Forgejo-Event (push, pull_request, ...). A Bitbucket push of
+        /// several changes prints an array of events.
         #[arg(long = "type")]
         event_type: String,
         /// The payload file (standard input when absent or `-`).

@@ -1,4 +1,5 @@
 //! GitHub webhook payloads: `push`, `pull_request`, `create`, `delete`, `release`, `ping`.
+//! Gitea and Forgejo send the same shapes (see [`super::gitea`]), parsed by the same code.
 
 use serde::Deserialize;
 
@@ -38,7 +39,7 @@ fn login(user: Option<User>) -> Option<String> {
 }
 
 #[derive(Deserialize)]
-struct Push {
+pub(super) struct Push {
     #[serde(rename = "ref")]
     git_ref: String,
     before: Option<String>,
@@ -55,8 +56,8 @@ struct Push {
 }
 
 #[derive(Deserialize)]
-struct PullRequestHook {
-    action: String,
+pub(super) struct PullRequestHook {
+    pub(super) action: String,
     number: u64,
     pull_request: PullRequest,
     repository: Repository,
@@ -90,9 +91,12 @@ struct Branch {
 }
 
 #[derive(Deserialize)]
-struct CreateDelete {
+pub(super) struct CreateDelete {
     #[serde(rename = "ref")]
     git_ref: String,
+    /// Gitea's `create` only.
+    #[serde(default)]
+    sha: Option<String>,
     ref_type: String,
     repository: Repository,
     #[serde(default)]
@@ -100,7 +104,7 @@ struct CreateDelete {
 }
 
 #[derive(Deserialize)]
-struct ReleaseHook {
+pub(super) struct ReleaseHook {
     action: String,
     release: Release,
     repository: Repository,
@@ -129,9 +133,9 @@ struct Ping {
 
 pub(super) fn parse(event_type: &str, body: &[u8]) -> Result<GitEvent, WebhookError> {
     match event_type {
-        "push" => push(decode(P, event_type, body)?),
+        "push" => push(P, decode(P, event_type, body)?),
         "pull_request" => Ok(pull_request(decode(P, event_type, body)?)),
-        "create" | "delete" => create_delete(event_type, decode(P, event_type, body)?),
+        "create" | "delete" => create_delete(P, event_type, decode(P, event_type, body)?),
         "release" => Ok(release(decode(P, event_type, body)?)),
         "ping" => {
             let ping: Ping = decode(P, event_type, body)?;
@@ -155,7 +159,7 @@ pub(super) fn parse(event_type: &str, body: &[u8]) -> Result<GitEvent, WebhookEr
     }
 }
 
-fn push(p: Push) -> Result<GitEvent, WebhookError> {
+pub(super) fn push(provider: Provider, p: Push) -> Result<GitEvent, WebhookError> {
     let before = non_zero_sha(p.before);
     let after = non_zero_sha(p.after);
     let sha = if p.deleted { None } else { after.clone() };
@@ -184,7 +188,7 @@ fn push(p: Push) -> Result<GitEvent, WebhookError> {
         })
     } else {
         return Err(invalid(
-            P,
+            provider,
             "push",
             format!("ref \"{}\" is neither a branch nor a tag", p.git_ref),
         ));
@@ -197,7 +201,7 @@ fn push(p: Push) -> Result<GitEvent, WebhookError> {
     })
 }
 
-fn pull_request(h: PullRequestHook) -> GitEvent {
+pub(super) fn pull_request(h: PullRequestHook) -> GitEvent {
     let pr = h.pull_request;
     let sha = Some(pr.head.sha.clone());
     let head_repo = pr.head.repo.map(|r| r.full_name);
@@ -234,7 +238,11 @@ fn pull_request(h: PullRequestHook) -> GitEvent {
     }
 }
 
-fn create_delete(event_type: &str, c: CreateDelete) -> Result<GitEvent, WebhookError> {
+pub(super) fn create_delete(
+    provider: Provider,
+    event_type: &str,
+    c: CreateDelete,
+) -> Result<GitEvent, WebhookError> {
     let created = event_type == "create";
     let payload = match c.ref_type.as_str() {
         "tag" => EventPayload::Tag(TagEvent {
@@ -256,22 +264,24 @@ fn create_delete(event_type: &str, c: CreateDelete) -> Result<GitEvent, WebhookE
         }),
         other => {
             return Err(invalid(
-                P,
+                provider,
                 event_type,
                 format!("ref_type \"{other}\" is neither \"branch\" nor \"tag\""),
             ));
         }
     };
-    // GitHub's create/delete payloads carry no commit; the repository resolves the ref.
+    // GitHub's create/delete payloads carry no commit (the repository resolves the ref);
+    // Gitea's create carries the ref's `sha`.
+    let sha = if created { non_zero_sha(c.sha) } else { None };
     Ok(GitEvent {
         payload,
         repo: c.repository.full_name,
-        sha: None,
+        sha,
         actor: login(c.sender),
     })
 }
 
-fn release(h: ReleaseHook) -> GitEvent {
+pub(super) fn release(h: ReleaseHook) -> GitEvent {
     let r = h.release;
     let version = parse_tag(&r.tag_name);
     let prerelease = r.prerelease || version.as_ref().is_some_and(|v| !v.pre.is_empty());

@@ -1,5 +1,8 @@
-//! Webhook payloads from GitHub and GitLab, parsed into [`GitEvent`]s, and their signature checks.
+//! Webhook payloads from GitHub, GitLab, Bitbucket Cloud and Gitea/Forgejo, parsed into
+//! [`GitEvent`]s, and their signature checks.
 
+mod bitbucket;
+mod gitea;
 mod github;
 mod gitlab;
 mod signature;
@@ -8,7 +11,10 @@ use std::fmt;
 
 use crate::event::GitEvent;
 
-pub use signature::{SignatureError, verify_github_signature, verify_gitlab_token};
+pub use signature::{
+    SignatureError, signature_well_formed, verify_bitbucket_signature, verify_gitea_signature,
+    verify_github_signature, verify_gitlab_token,
+};
 
 /// The forge a webhook comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,6 +23,11 @@ pub enum Provider {
     GitHub,
     /// GitLab (`X-Gitlab-Event`, `X-Gitlab-Token`).
     GitLab,
+    /// Bitbucket Cloud (`X-Event-Key`, `X-Hub-Signature`).
+    Bitbucket,
+    /// Gitea and Forgejo (`X-Gitea-Event` / `X-Forgejo-Event`, `X-Gitea-Signature` /
+    /// `X-Forgejo-Signature`).
+    Gitea,
 }
 
 impl Provider {
@@ -25,6 +36,8 @@ impl Provider {
         match self {
             Self::GitHub => "github",
             Self::GitLab => "gitlab",
+            Self::Bitbucket => "bitbucket",
+            Self::Gitea => "gitea",
         }
     }
 }
@@ -42,6 +55,8 @@ impl std::str::FromStr for Provider {
         match s.to_ascii_lowercase().as_str() {
             "github" => Ok(Self::GitHub),
             "gitlab" => Ok(Self::GitLab),
+            "bitbucket" => Ok(Self::Bitbucket),
+            "gitea" | "forgejo" => Ok(Self::Gitea),
             _ => Err(WebhookError::UnknownProvider(s.to_owned())),
         }
     }
@@ -51,8 +66,8 @@ impl std::str::FromStr for Provider {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebhookError {
-    /// The provider name is neither `github` nor `gitlab`.
-    #[error("unknown webhook provider \"{0}\" (expected github or gitlab)")]
+    /// The provider name is none of `github`, `gitlab`, `bitbucket`, `gitea` (or `forgejo`).
+    #[error("unknown webhook provider \"{0}\" (expected github, gitlab, bitbucket or gitea)")]
     UnknownProvider(String),
     /// The event type is one this project does not handle.
     #[error("unsupported {provider} event type \"{event_type}\" (supported: {supported})")]
@@ -87,11 +102,16 @@ pub enum WebhookError {
     },
 }
 
-/// Parses a webhook body into an event.
+/// Parses a webhook body into the one event it carries.
 ///
 /// `event_type` is the forge's event header: GitHub's `X-GitHub-Event` (`push`, `pull_request`,
-/// ...), GitLab's `X-Gitlab-Event` (`Push Hook`, ...) or its `object_kind` (`push`, ...).
+/// ...), GitLab's `X-Gitlab-Event` (`Push Hook`, ...) or its `object_kind` (`push`, ...),
+/// Bitbucket's `X-Event-Key` (`repo:push`, `pullrequest:created`, ...), Gitea's or Forgejo's
+/// `X-Gitea-Event` / `X-Forgejo-Event` (`push`, `pull_request`, ...).
 /// A `ping` (or GitLab's test `System Hook`-less pings) parses to a `ping` event.
+///
+/// A Bitbucket push carries one change per ref pushed: one that carries other than one is an
+/// [`WebhookError::Invalid`] here; [`parse_all`] takes them all.
 ///
 /// ```
 /// use gitops_core::source::webhook::{parse, Provider};
@@ -104,6 +124,43 @@ pub fn parse(provider: Provider, event_type: &str, body: &[u8]) -> Result<GitEve
     match provider {
         Provider::GitHub => github::parse(event_type, body),
         Provider::GitLab => gitlab::parse(event_type, body),
+        Provider::Gitea => gitea::parse(event_type, body),
+        Provider::Bitbucket => {
+            let mut events = bitbucket::parse(event_type, body)?;
+            let count = events.len();
+            match events.pop() {
+                Some(event) if count == 1 => Ok(event),
+                _ => Err(invalid(
+                    provider,
+                    event_type,
+                    format!("the delivery carries {count} changes, not one (see parse_all)"),
+                )),
+            }
+        }
+    }
+}
+
+/// Parses a webhook body into every event it carries, in the order the forge lists them: one
+/// for each change of a Bitbucket push (none for a push without changes), else exactly one.
+///
+/// ```
+/// use gitops_core::source::webhook::{parse_all, Provider};
+/// let body = br#"{"repository": {"full_name": "ws/app"}, "push": {"changes": [
+///   {"old": null, "new": {"type": "branch", "name": "a", "target": {"hash": "1111111111111111111111111111111111111111"}}},
+///   {"old": null, "new": {"type": "tag", "name": "v1.0.0", "target": {"hash": "2222222222222222222222222222222222222222"}}}
+/// ]}}"#;
+/// let events = parse_all(Provider::Bitbucket, "repo:push", body).unwrap();
+/// assert_eq!(events.len(), 2);
+/// assert_eq!(events[1].tag(), Some("v1.0.0"));
+/// ```
+pub fn parse_all(
+    provider: Provider,
+    event_type: &str,
+    body: &[u8],
+) -> Result<Vec<GitEvent>, WebhookError> {
+    match provider {
+        Provider::Bitbucket => bitbucket::parse(event_type, body),
+        _ => parse(provider, event_type, body).map(|e| vec![e]),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Webhook authenticity: GitHub's `X-Hub-Signature-256` HMAC and GitLab's `X-Gitlab-Token`.
+//! Webhook authenticity: the HMACs of GitHub (`X-Hub-Signature-256`), Bitbucket Cloud
+//! (`X-Hub-Signature`) and Gitea/Forgejo (`X-Gitea-Signature`), and GitLab's `X-Gitlab-Token`.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -32,6 +33,8 @@ pub enum SignatureError {
 
 const GITHUB_HEADER: &str = "X-Hub-Signature-256";
 const GITLAB_HEADER: &str = "X-Gitlab-Token";
+const BITBUCKET_HEADER: &str = "X-Hub-Signature";
+const GITEA_HEADER: &str = "X-Gitea-Signature";
 
 /// Checks GitHub's `X-Hub-Signature-256` header (`sha256=<hex HMAC-SHA256 of the body>`).
 ///
@@ -48,28 +51,89 @@ pub fn verify_github_signature(
     body: &[u8],
     header: Option<&str>,
 ) -> Result<(), SignatureError> {
+    verify_prefixed(GITHUB_HEADER, secret, body, header)
+}
+
+/// Checks Bitbucket Cloud's `X-Hub-Signature` header (`sha256=<hex HMAC-SHA256 of the body>`,
+/// the same form as GitHub's), in constant time.
+pub fn verify_bitbucket_signature(
+    secret: &[u8],
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), SignatureError> {
+    verify_prefixed(BITBUCKET_HEADER, secret, body, header)
+}
+
+/// Checks Gitea's `X-Gitea-Signature` (or Forgejo's `X-Forgejo-Signature`) header: the bare hex
+/// HMAC-SHA256 of the body, without a prefix. In constant time.
+pub fn verify_gitea_signature(
+    secret: &[u8],
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing {
-        header: GITHUB_HEADER,
+        header: GITEA_HEADER,
     })?;
+    verify_hex(
+        GITEA_HEADER,
+        "expected 64 hexadecimal digits",
+        secret,
+        body,
+        header.trim(),
+    )
+}
+
+/// `sha256=<hex>` headers (GitHub, Bitbucket).
+fn verify_prefixed(
+    name: &'static str,
+    secret: &[u8],
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing { header: name })?;
     let hex = header
         .trim()
         .strip_prefix("sha256=")
         .ok_or(SignatureError::Malformed {
-            header: GITHUB_HEADER,
+            header: name,
             reason: "expected sha256=<hex>",
         })?;
+    verify_hex(
+        name,
+        "expected 64 hexadecimal digits after sha256=",
+        secret,
+        body,
+        hex,
+    )
+}
+
+fn verify_hex(
+    name: &'static str,
+    malformed: &'static str,
+    secret: &[u8],
+    body: &[u8],
+    hex: &str,
+) -> Result<(), SignatureError> {
     let expected = decode_hex(hex).ok_or(SignatureError::Malformed {
-        header: GITHUB_HEADER,
-        reason: "expected 64 hexadecimal digits after sha256=",
+        header: name,
+        reason: malformed,
     })?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch {
-        header: GITHUB_HEADER,
-    })?;
+    let mismatch = SignatureError::Mismatch { header: name };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| mismatch.clone())?;
     mac.update(body);
-    mac.verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch {
-            header: GITHUB_HEADER,
-        })
+    mac.verify_slice(&expected).map_err(|_| mismatch)
+}
+
+/// Whether a signature header's value has the form the forge sends (`sha256=` and 64 hex
+/// digits for GitHub and Bitbucket, the bare 64 digits for Gitea), before the body is read.
+pub fn signature_well_formed(prefixed: bool, header: &str) -> bool {
+    let header = header.trim();
+    let hex = if prefixed {
+        header.strip_prefix("sha256=")
+    } else {
+        Some(header)
+    };
+    hex.is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Checks GitLab's `X-Gitlab-Token` header, which carries the secret token itself.
@@ -154,6 +218,86 @@ mod tests {
         );
         let non_ascii = format!("sha256={}", "é".repeat(32));
         assert!(verify_github_signature(b"s3cret", b"{}", Some(&non_ascii)).is_err());
+    }
+
+    const BITBUCKET_SIGNED: &str =
+        "f205c729821c6954aff2afe72b965c34015b4baf96ea8ddc2cc44999c014a035";
+
+    fn bitbucket_signed_body() -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/webhooks/bitbucket/signed.json"
+        );
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+    }
+
+    #[test]
+    fn bitbucket_real_signature_is_accepted_and_one_character_off_is_not() {
+        let body = bitbucket_signed_body();
+        let secret = b"Gkvl$k$wyNpQAF42";
+        let header = format!("sha256={BITBUCKET_SIGNED}");
+        assert_eq!(
+            verify_bitbucket_signature(secret, &body, Some(&header)),
+            Ok(())
+        );
+        let mismatch = Err(SignatureError::Mismatch {
+            header: BITBUCKET_HEADER,
+        });
+        // One character of the body changed, anywhere.
+        for at in [0, body.len() / 2, body.len() - 1] {
+            let mut changed = body.clone();
+            changed[at] ^= 1;
+            assert_eq!(
+                verify_bitbucket_signature(secret, &changed, Some(&header)),
+                mismatch
+            );
+        }
+        // One character of the signature changed.
+        for at in [7, 30, header.len() - 1] {
+            let mut changed = header.clone().into_bytes();
+            changed[at] = if changed[at] == b'0' { b'1' } else { b'0' };
+            let changed = String::from_utf8(changed).unwrap();
+            assert_eq!(
+                verify_bitbucket_signature(secret, &body, Some(&changed)),
+                mismatch
+            );
+        }
+        assert_eq!(
+            verify_bitbucket_signature(b"Gkvl$k$wyNpQAF43", &body, Some(&header)),
+            mismatch
+        );
+        // The bare hex is Gitea's form, not Bitbucket's.
+        assert!(matches!(
+            verify_bitbucket_signature(secret, &body, Some(BITBUCKET_SIGNED)),
+            Err(SignatureError::Malformed { .. })
+        ));
+        assert!(signature_well_formed(true, &header));
+        assert!(!signature_well_formed(true, BITBUCKET_SIGNED));
+    }
+
+    #[test]
+    fn gitea_signature_is_bare_hex() {
+        let sig = sign(b"s3cret", b"{}");
+        let bare = sig.strip_prefix("sha256=").unwrap();
+        assert_eq!(verify_gitea_signature(b"s3cret", b"{}", Some(bare)), Ok(()));
+        assert_eq!(
+            verify_gitea_signature(b"s3cret", b"{ }", Some(bare)),
+            Err(SignatureError::Mismatch {
+                header: GITEA_HEADER
+            })
+        );
+        assert!(matches!(
+            verify_gitea_signature(b"s3cret", b"{}", Some(&sig)),
+            Err(SignatureError::Malformed { .. })
+        ));
+        assert_eq!(
+            verify_gitea_signature(b"s3cret", b"{}", None),
+            Err(SignatureError::Missing {
+                header: GITEA_HEADER
+            })
+        );
+        assert!(signature_well_formed(false, bare));
+        assert!(!signature_well_formed(false, &sig));
     }
 
     #[test]

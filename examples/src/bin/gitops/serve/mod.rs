@@ -1,6 +1,6 @@
-//! `gitops serve`: the webhook receiver, as a service. `POST /webhooks/github` and
-//! `POST /webhooks/gitlab` check the signature (or token), turn the payload into an event,
-//! check it is of the served repository, and commit it to the ledger's inbox before answering
+//! `gitops serve`: the webhook receiver, as a service. `POST /webhooks/github`,
+//! `/webhooks/gitlab`, `/webhooks/bitbucket` and `/webhooks/gitea` (Gitea and Forgejo) check the
+//! signature (or token), turn the payload into events, check they are of the served repository, and commit it to the ledger's inbox before answering
 //! (see [`receive`]); a worker takes the inbox in order and runs what each event triggers (see
 //! [`worker`]); or, with `--no-run`, each accepted event is printed as a line of JSON.
 //! `GET /healthz` says whether it is up and how, `GET /metrics` what it did (Prometheus text).
@@ -84,6 +84,14 @@ pub struct ServeArgs {
     /// The environment variable holding the GitLab webhook token (enables GitLab).
     #[arg(long, value_name = "NAME")]
     gitlab_token_env: Option<String>,
+    /// The environment variable holding the Bitbucket Cloud webhook secret (enables
+    /// `/webhooks/bitbucket`).
+    #[arg(long, value_name = "NAME")]
+    bitbucket_secret_env: Option<String>,
+    /// The environment variable holding the Gitea or Forgejo webhook secret (enables
+    /// `/webhooks/gitea`).
+    #[arg(long, value_name = "NAME")]
+    gitea_secret_env: Option<String>,
     /// The environment variable holding a GitLab API token (scope `api`): the runs of GitLab
     /// deliveries then set commit statuses, deployments and the merge request's note.
     #[arg(long, value_name = "NAME")]
@@ -286,16 +294,21 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
     raise_open_files(args.max_connections);
     let github_secret = secret("--github-secret-env", &args.github_secret_env)?;
     let gitlab_token = secret("--gitlab-token-env", &args.gitlab_token_env)?;
-    let mut unsigned = Vec::new();
-    if github_secret.is_none() {
-        unsigned.push("github");
+    let bitbucket_secret = secret("--bitbucket-secret-env", &args.bitbucket_secret_env)?;
+    let gitea_secret = secret("--gitea-secret-env", &args.gitea_secret_env)?;
+    let unsigned: Vec<&'static str> = [
+        ("github", github_secret.is_none()),
+        ("gitlab", gitlab_token.is_none()),
+        ("bitbucket", bitbucket_secret.is_none()),
+        ("gitea", gitea_secret.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(provider, unsigned)| unsigned.then_some(provider))
+    .collect();
+    if unsigned.len() == 4 && !args.allow_unsigned {
+        return Err("error: serve needs a webhook secret: --github-secret-env NAME, --gitlab-token-env NAME, --bitbucket-secret-env NAME or --gitea-secret-env NAME (or --allow-unsigned, to accept unsigned requests from anyone who can reach it)".to_owned());
     }
-    if gitlab_token.is_none() {
-        unsigned.push("gitlab");
-    }
-    if github_secret.is_none() && gitlab_token.is_none() && !args.allow_unsigned {
-        return Err("error: serve needs a webhook secret: --github-secret-env NAME or --gitlab-token-env NAME (or --allow-unsigned, to accept unsigned requests from anyone who can reach it)".to_owned());
-    }
+    let mut unsigned = unsigned;
     if !args.allow_unsigned {
         unsigned.clear();
     }
@@ -332,6 +345,8 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
     let receiver = Arc::new(Receiver {
         github_secret: github_secret.map(String::into_bytes),
         gitlab_token,
+        bitbucket_secret: bitbucket_secret.map(String::into_bytes),
+        gitea_secret: gitea_secret.map(String::into_bytes),
         allow_unsigned: args.allow_unsigned,
         repos: repos.clone(),
         inbox,
@@ -355,6 +370,8 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
     let router = Router::new()
         .route("/webhooks/github", post(receive::github))
         .route("/webhooks/gitlab", post(receive::gitlab))
+        .route("/webhooks/bitbucket", post(receive::bitbucket))
+        .route("/webhooks/gitea", post(receive::gitea))
         .with_state(receiver)
         .merge(
             Router::new()

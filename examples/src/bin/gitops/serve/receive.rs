@@ -1,6 +1,9 @@
-//! The webhook endpoints: `POST /webhooks/{github,gitlab}`. A delivery is read within the body
-//! timeout, its signature checked, its event parsed and checked to be of the served repository,
-//! then committed to the inbox before the answer; the worker is woken to take it.
+//! The webhook endpoints: `POST /webhooks/{github,gitlab,bitbucket,gitea}`. A delivery is read
+//! within the body timeout, its signature checked, its events parsed and checked to be of the
+//! served repository, then committed to the inbox before the answer; the worker is woken to take
+//! them. A Bitbucket push of several changes is several events: each is committed as a delivery
+//! of its own, known by the request's id and its place in the push (`<uuid>#<n>`), so that a
+//! redelivery of the push is a duplicate of each.
 //!
 //! Answers: 202 accepted (or ignored: an event type gitops does not handle), 200 for a ping or a
 //! duplicate (a redelivery of one that ran, or a body received within the replay window), 400
@@ -18,7 +21,8 @@ use axum::response::{IntoResponse, Response};
 use gitops_core::event::{EventKind, GitEvent};
 use gitops_core::ledger::{Admission, EncodedEvent, InboxLimits};
 use gitops_core::source::webhook::{
-    Provider, WebhookError, parse, verify_github_signature, verify_gitlab_token,
+    Provider, WebhookError, parse_all, signature_well_formed, verify_bitbucket_signature,
+    verify_gitea_signature, verify_github_signature, verify_gitlab_token,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -34,6 +38,8 @@ const RETRY_AFTER_SECS: u64 = 30;
 pub struct Receiver {
     pub github_secret: Option<Vec<u8>>,
     pub gitlab_token: Option<String>,
+    pub bitbucket_secret: Option<Vec<u8>>,
+    pub gitea_secret: Option<Vec<u8>>,
     /// Providers without a secret accept unsigned requests (`--allow-unsigned`); else they are
     /// not enabled.
     pub allow_unsigned: bool,
@@ -59,6 +65,19 @@ pub async fn gitlab(State(app): State<Arc<Receiver>>, headers: HeaderMap, body: 
     app.receive(Provider::GitLab, &headers, body).await
 }
 
+pub async fn bitbucket(
+    State(app): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    app.receive(Provider::Bitbucket, &headers, body).await
+}
+
+/// Gitea's and Forgejo's deliveries (Forgejo sends both its own headers and Gitea's).
+pub async fn gitea(State(app): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+    app.receive(Provider::Gitea, &headers, body).await
+}
+
 fn reply(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
@@ -78,6 +97,25 @@ fn json_reply(status: StatusCode, json: String) -> Response {
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The first of `names` the request carries (Gitea's header, else Forgejo's).
+fn first_header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
+    names.iter().find_map(|n| header_str(headers, n))
+}
+
+/// The header carrying the provider's HMAC signature of the body, and whether its value is
+/// `sha256=`-prefixed; `None` for GitLab, whose token binds no body.
+fn signature_header(provider: Provider, headers: &HeaderMap) -> Option<(Option<&str>, bool)> {
+    match provider {
+        Provider::GitHub => Some((header_str(headers, "x-hub-signature-256"), true)),
+        Provider::Bitbucket => Some((header_str(headers, "x-hub-signature"), true)),
+        Provider::Gitea => Some((
+            first_header(headers, &["x-gitea-signature", "x-forgejo-signature"]),
+            false,
+        )),
+        Provider::GitLab => None,
+    }
 }
 
 /// A delivery turned down, with the metric outcome it counts as.
@@ -105,11 +143,7 @@ struct Received<'a> {
 
 impl Receiver {
     async fn receive(&self, provider: Provider, headers: &HeaderMap, body: Body) -> Response {
-        let delivery_header = match provider {
-            Provider::GitHub => "x-github-delivery",
-            Provider::GitLab => "x-gitlab-event-uuid",
-        };
-        let key = delivery_key(provider, headers, delivery_header);
+        let key = delivery_key(provider, headers);
         let received = Received {
             provider,
             delivery_id: key.as_deref(),
@@ -178,18 +212,20 @@ impl Receiver {
         let _budget = self.body_budget(headers)?;
         let body = self.read_body(body).await?;
         self.verify(provider, headers, &body)?;
-        let type_header = match provider {
-            Provider::GitHub => "x-github-event",
-            Provider::GitLab => "x-gitlab-event",
+        let type_headers: &[&str] = match provider {
+            Provider::GitHub => &["x-github-event"],
+            Provider::Bitbucket => &["x-event-key"],
+            Provider::Gitea => &["x-gitea-event", "x-forgejo-event"],
+            Provider::GitLab => &["x-gitlab-event"],
         };
-        let Some(event_type) = header_str(headers, type_header) else {
+        let Some(event_type) = first_header(headers, type_headers) else {
             return Err(Refusal::new(
                 "malformed",
                 StatusCode::BAD_REQUEST,
-                format!("no {type_header} header: which event is this?"),
+                format!("no {} header: which event is this?", type_headers[0]),
             ));
         };
-        let event = match parse(provider, event_type, &body) {
+        let events = match parse_all(provider, event_type, &body) {
             Ok(e) => e,
             Err(e @ WebhookError::Unsupported { .. }) => {
                 let answer = reply(StatusCode::ACCEPTED, json!({"ignored": e.to_string()}));
@@ -203,18 +239,76 @@ impl Receiver {
                 ));
             }
         };
+        let event = match events.as_slice() {
+            [] => {
+                let answer = reply(
+                    StatusCode::ACCEPTED,
+                    json!({"ignored": format!("the {provider} {event_type} delivery carries no change")}),
+                );
+                return Ok(("ignored", None, answer));
+            }
+            [one] => one,
+            [first, ..] => {
+                for event in &events {
+                    self.check_repo(event)?;
+                }
+                let hash = self.body_hash(provider, event_type, headers, &body);
+                let (outcome, response) = self
+                    .admit_each(provider, delivery_id, &hash, &events)
+                    .await?;
+                return Ok((outcome, Some(first.repo.clone()), response));
+            }
+        };
         if event.kind() == EventKind::Ping {
             return Ok(("ping", None, reply(StatusCode::OK, json!({"ok": "pong"}))));
         }
-        self.check_repo(&event)?;
-        let hash = self.body_hash(provider, headers, &body);
-        let (outcome, response) = self.admit(provider, delivery_id, hash, &event).await?;
+        self.check_repo(event)?;
+        let hash = self.body_hash(provider, event_type, headers, &body);
+        let (outcome, response) = self.admit(provider, delivery_id, hash, event).await?;
         Ok((outcome, Some(event.repo.clone()), response))
+    }
+
+    /// Commits each event of a delivery that carries several (a Bitbucket push of several
+    /// changes), in order, as a delivery of its own (`<id>#<n>`, the body's hash with `#<n>`).
+    /// One answer for all: 503 as soon as the inbox is full (a retry finds those committed
+    /// already to be duplicates), 200 when all were duplicates, else 202.
+    async fn admit_each(
+        &self,
+        provider: Provider,
+        delivery_id: Option<&str>,
+        hash: &str,
+        events: &[GitEvent],
+    ) -> Result<(&'static str, Response), Refusal> {
+        let mut answers = Vec::new();
+        let mut new = false;
+        for (n, event) in events.iter().enumerate() {
+            let id = delivery_id.map(|d| format!("{d}#{n}"));
+            let hash = format!("{hash}#{n}");
+            let (outcome, response) = self.admit(provider, id.as_deref(), hash, event).await?;
+            if outcome == "inbox_full" {
+                return Ok((outcome, response));
+            }
+            new |= outcome != "duplicate";
+            answers.push(json!({"kind": event.kind().as_str(), "outcome": outcome}));
+        }
+        Ok(if new {
+            (
+                "accepted",
+                reply(StatusCode::ACCEPTED, json!({"events": answers})),
+            )
+        } else {
+            (
+                "duplicate",
+                reply(StatusCode::OK, json!({"events": answers})),
+            )
+        })
     }
 
     fn check_enabled(&self, provider: Provider) -> Result<(), Refusal> {
         let has_secret = match provider {
             Provider::GitHub => self.github_secret.is_some(),
+            Provider::Bitbucket => self.bitbucket_secret.is_some(),
+            Provider::Gitea => self.gitea_secret.is_some(),
             Provider::GitLab => self.gitlab_token.is_some(),
         };
         if has_secret || self.allow_unsigned {
@@ -222,6 +316,8 @@ impl Receiver {
         }
         let flag = match provider {
             Provider::GitHub => "--github-secret-env",
+            Provider::Bitbucket => "--bitbucket-secret-env",
+            Provider::Gitea => "--gitea-secret-env",
             Provider::GitLab => "--gitlab-token-env",
         };
         Err(Refusal::new(
@@ -235,33 +331,50 @@ impl Receiver {
 
     fn verify_headers(&self, provider: Provider, headers: &HeaderMap) -> Result<(), Refusal> {
         let refused = |e: String| Refusal::new("bad_signature", StatusCode::UNAUTHORIZED, e);
-        match provider {
-            Provider::GitHub if self.github_secret.is_some() => {
-                let well_formed = header_str(headers, "x-hub-signature-256")
-                    .and_then(|h| h.trim().strip_prefix("sha256="))
-                    .is_some_and(|hex| {
-                        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
-                    });
-                if !well_formed {
-                    // The full check says precisely what is wrong (missing, malformed).
-                    let e = verify_github_signature(
-                        b"",
-                        b"",
-                        header_str(headers, "x-hub-signature-256"),
-                    );
-                    return Err(refused(e.err().map_or_else(
-                        || "bad X-Hub-Signature-256 header".to_owned(),
-                        |e| e.to_string(),
-                    )));
-                }
-                Ok(())
-            }
-            Provider::GitLab => match &self.gitlab_token {
+        if provider == Provider::GitLab {
+            return match &self.gitlab_token {
                 Some(t) => verify_gitlab_token(t, header_str(headers, "x-gitlab-token"))
                     .map_err(|e| refused(e.to_string())),
                 None => Ok(()),
-            },
-            Provider::GitHub => Ok(()),
+            };
+        }
+        let Some((header, prefixed)) = signature_header(provider, headers) else {
+            return Ok(());
+        };
+        if self.secret(provider).is_none()
+            || header.is_some_and(|h| signature_well_formed(prefixed, h))
+        {
+            return Ok(());
+        }
+        // The full check says precisely what is wrong (missing, malformed).
+        let e = self.check_signature(provider, b"", b"", header);
+        Err(refused(e.err().map_or_else(
+            || format!("bad {provider} signature header"),
+            |e| e.to_string(),
+        )))
+    }
+
+    /// The HMAC secret of a provider that signs bodies with one.
+    fn secret(&self, provider: Provider) -> Option<&[u8]> {
+        match provider {
+            Provider::GitHub => self.github_secret.as_deref(),
+            Provider::Bitbucket => self.bitbucket_secret.as_deref(),
+            Provider::Gitea => self.gitea_secret.as_deref(),
+            Provider::GitLab => None,
+        }
+    }
+
+    fn check_signature(
+        &self,
+        provider: Provider,
+        secret: &[u8],
+        body: &[u8],
+        header: Option<&str>,
+    ) -> Result<(), gitops_core::source::webhook::SignatureError> {
+        match provider {
+            Provider::Bitbucket => verify_bitbucket_signature(secret, body, header),
+            Provider::Gitea => verify_gitea_signature(secret, body, header),
+            _ => verify_github_signature(secret, body, header),
         }
     }
 
@@ -319,14 +432,15 @@ impl Receiver {
     }
 
     fn verify(&self, provider: Provider, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
-        let verified = match provider {
-            Provider::GitHub => self.github_secret.as_ref().map(|s| {
-                verify_github_signature(s, body, header_str(headers, "x-hub-signature-256"))
-            }),
-            Provider::GitLab => self
+        let verified = match (provider, signature_header(provider, headers)) {
+            (Provider::GitLab, _) => self
                 .gitlab_token
                 .as_ref()
                 .map(|t| verify_gitlab_token(t, header_str(headers, "x-gitlab-token"))),
+            (_, Some((header, _))) => self
+                .secret(provider)
+                .map(|s| self.check_signature(provider, s, body, header)),
+            (_, None) => None,
         };
         match verified {
             Some(Err(e)) => Err(Refusal::new(
@@ -426,19 +540,41 @@ impl Receiver {
         })
     }
 
-    /// The hash a replayed body is known by. A GitHub body checked against the secret already
-    /// has one: its signature, HMAC-SHA256 of the body, the same for the same body (kept apart
-    /// from plain hashes by its prefix). Others: SHA-256 of the provider and the body.
-    fn body_hash(&self, provider: Provider, headers: &HeaderMap, body: &[u8]) -> String {
-        if provider == Provider::GitHub && self.github_secret.is_some() {
-            if let Some(signature) = header_str(headers, "x-hub-signature-256") {
-                // Verified before: `sha256=` and 64 hexadecimal digits.
-                return format!("hmac:{}", signature.trim().to_ascii_lowercase());
-            }
+    /// The hash a replayed body is known by. A body checked against a secret already has one:
+    /// its signature, HMAC-SHA256 of the body, the same for the same body (kept apart from plain
+    /// hashes by its prefix, and from other forges' by their name). Others: SHA-256 of the
+    /// provider and the body.
+    ///
+    /// Bitbucket's and Gitea's event type is in a header only (a pull request's body is the same
+    /// whether it was created or merged), so theirs is part of the hash: the same body of another
+    /// type is another event.
+    fn body_hash(
+        &self,
+        provider: Provider,
+        event_type: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> String {
+        let typed = matches!(provider, Provider::Bitbucket | Provider::Gitea);
+        let event_type = if typed { event_type } else { "" };
+        if let (Some(_), Some((Some(signature), _))) =
+            (self.secret(provider), signature_header(provider, headers))
+        {
+            // Verified before: 64 hexadecimal digits (after `sha256=` for GitHub, Bitbucket).
+            let signature = signature.trim().to_ascii_lowercase();
+            return match provider {
+                // As GitHub's were always kept.
+                Provider::GitHub => format!("hmac:{signature}"),
+                _ => format!("hmac:{provider}:{event_type}:{signature}"),
+            };
         }
         let mut h = Sha256::new();
         h.update(provider.as_str().as_bytes());
         h.update(b"\n");
+        if typed {
+            h.update(event_type.as_bytes());
+            h.update(b"\n");
+        }
         h.update(body);
         hex(&h.finalize())
     }
@@ -454,16 +590,20 @@ impl Receiver {
     }
 }
 
-/// The id a delivery is known by: GitHub's `X-GitHub-Delivery`; for GitLab its
+/// The id a delivery is known by: GitHub's `X-GitHub-Delivery`, Bitbucket's `X-Request-UUID`,
+/// Gitea's `X-Gitea-Delivery` (Forgejo's `X-Forgejo-Delivery`); for GitLab its
 /// `Idempotency-Key` (stable across retries, GitLab 17.4+), else `X-Gitlab-Event-UUID` with the
 /// event type (GitLab gives one UUID to the hooks one request causes, of several types).
-fn delivery_key(provider: Provider, headers: &HeaderMap, id_header: &str) -> Option<String> {
+fn delivery_key(provider: Provider, headers: &HeaderMap) -> Option<String> {
+    let own = |names: &[&str]| first_header(headers, names).map(str::to_owned);
     match provider {
-        Provider::GitHub => header_str(headers, id_header).map(str::to_owned),
+        Provider::GitHub => own(&["x-github-delivery"]),
+        Provider::Bitbucket => own(&["x-request-uuid"]),
+        Provider::Gitea => own(&["x-gitea-delivery", "x-forgejo-delivery"]),
         Provider::GitLab => header_str(headers, "idempotency-key")
             .map(|k| format!("idempotency:{k}"))
             .or_else(|| {
-                let uuid = header_str(headers, id_header)?;
+                let uuid = header_str(headers, "x-gitlab-event-uuid")?;
                 let kind = header_str(headers, "x-gitlab-event").unwrap_or("");
                 Some(format!("{uuid}/{kind}"))
             }),

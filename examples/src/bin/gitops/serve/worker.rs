@@ -1,5 +1,7 @@
 //! The inbox's worker: takes deliveries in the order they were accepted, fetches the
-//! repository, starts the runs each event triggers (at most `--max-runs` at once; the rest wait
+//! repository, completes the abbreviated commit ids an event names (Bitbucket's pull requests:
+//! kept in the inbox as received, completed once fetched; a Bitbucket update whose head did not
+//! move is made `edited`), starts the runs each event triggers (at most `--max-runs` at once; the rest wait
 //! in the inbox), and marks the delivery done when they end. At start it goes on with the
 //! deliveries a crashed server had taken: their interrupted runs are resumed (the stages they
 //! recorded are kept), and a delivery none of whose runs had started is started again.
@@ -158,6 +160,33 @@ impl Worker {
                 None => tracing::warn!(seq = delivery.seq, "fetching failed"),
             }
         }
+        let edited;
+        let (delivery, event) = match self.unmoved_update(delivery).await {
+            Some(d) => {
+                edited = d;
+                (&edited, &edited.event)
+            }
+            None => (delivery, event),
+        };
+        let completed;
+        let (delivery, event) = if Repository::has_short_ids(event) {
+            let (repo, ev) = (self.repo.clone(), event.clone());
+            match blocking(move || repo.complete_ids(&ev)).await {
+                Some(Ok(event)) => {
+                    let mut full = delivery.clone();
+                    full.event = event;
+                    completed = full;
+                    (&completed, &completed.event)
+                }
+                Some(Err(e)) => {
+                    tracing::error!(seq = delivery.seq, repo = event.repo, error = %log_safe(&e), "the event's commit cannot be told");
+                    return Some(DeliveryOutcome::Failed);
+                }
+                None => return Some(DeliveryOutcome::Failed),
+            }
+        } else {
+            (delivery, event)
+        };
         if !crate::run::names_commit(event) {
             return Some(DeliveryOutcome::Nothing);
         }
@@ -187,6 +216,37 @@ impl Worker {
         }
         self.finish_event(delivery).await;
         Some(outcome)
+    }
+
+    /// A Bitbucket `pullrequest:updated` (parsed as `synchronize`: Bitbucket sends no previous
+    /// commit) whose head is the one the pull request's last delivery named: an edit of its
+    /// title or description, made `edited`. `None` when it is not such a delivery, or when no
+    /// earlier delivery of the pull request is kept.
+    async fn unmoved_update(&self, delivery: &Delivery) -> Option<Delivery> {
+        let pr = delivery.event.pull_request()?;
+        if delivery.provider != "bitbucket" || pr.action != "synchronize" {
+            return None;
+        }
+        let (ledger, repo, number, seq) = (
+            self.ledger.clone(),
+            delivery.event.repo.clone(),
+            pr.number,
+            delivery.seq,
+        );
+        let previous = blocking(move || {
+            ledger.previous_pull_request_delivery("bitbucket", &repo, number, seq)
+        })
+        .await?
+        .ok()??;
+        let before = previous.event.pull_request()?.head.sha.clone();
+        if before.is_none() || before != pr.head.sha {
+            return None;
+        }
+        let mut edited = delivery.clone();
+        if let gitops_core::event::EventPayload::PullRequest(pr) = &mut edited.event.payload {
+            "edited".clone_into(&mut pr.action);
+        }
+        Some(edited)
     }
 
     /// Goes on with a delivery a stopped server had taken.
