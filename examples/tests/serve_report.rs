@@ -92,7 +92,11 @@ struct Call {
 /// does for an App, it answers the installation lookup (200, id 7) and the token exchange (201,
 /// token `ghs_served`).
 fn github_stand_in() -> (SocketAddr, Arc<Mutex<Vec<Call>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    github_stand_in_on(TcpListener::bind("127.0.0.1:0").unwrap())
+}
+
+/// [`github_stand_in`] on `listener`.
+fn github_stand_in_on(listener: TcpListener) -> (SocketAddr, Arc<Mutex<Vec<Call>>>) {
     let addr = listener.local_addr().unwrap();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let record = calls.clone();
@@ -706,4 +710,43 @@ fn bitbucket_and_gitea_pushes_get_their_statuses_on_their_own_forge() {
             .any(|l| l.contains("bb-t0ken") || l.contains("gt-t0ken")),
         "a token reached the log"
     );
+}
+
+#[test]
+fn updates_made_while_github_is_down_are_sent_after_serve_restarts() {
+    let fx = fixture(
+        "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: \"true\" }\n",
+    );
+    // An address nothing listens on: GitHub is down for the whole run.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut server = reporting(&fx.state, &fx.clone, addr, &[], &[]);
+    let (status, reply) = github(server.addr, "push", "d-down", &fx.push("a"), None);
+    assert_eq!(status, 202, "{reply}");
+    // The delivery is done once its run ended and its statuses are in the outbox.
+    wait_until("the run to end, unaffected", || {
+        (server.log().iter()).any(|l| l.contains("delivery done") && l.contains(r#"outcome="ran""#))
+    });
+    assert!(
+        (server.log().iter()).any(|l| l.contains(r#"result="success""#)),
+        "{:?}",
+        server.log()
+    );
+    server.stop();
+    // GitHub is back; serve starts again on the same state dir and sends what waited.
+    let (_, seen) = github_stand_in_on(TcpListener::bind(addr).unwrap());
+    let _server = reporting(&fx.state, &fx.clone, addr, &[], &[]);
+    wait_until("the statuses, once GitHub is back", || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.body["state"] == "success")
+    });
+    let states: Vec<Value> = (seen.lock().unwrap().iter())
+        .map(|c| c.body["state"].clone())
+        .collect();
+    // The last state of the status: `pending` was replaced by `success` while it waited.
+    assert_eq!(states, ["success"]);
 }
