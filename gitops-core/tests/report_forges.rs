@@ -37,6 +37,8 @@ struct StandIn {
     calls: Arc<Mutex<Vec<Call>>>,
     /// What a comment list answers.
     listed: Arc<Mutex<Value>>,
+    /// How long each answer takes.
+    delay: Duration,
 }
 
 async fn any(
@@ -55,6 +57,7 @@ async fn any(
         .lock()
         .unwrap()
         .push((format!("{method} {uri}"), auth, body));
+    tokio::time::sleep(s.delay).await;
     match method.as_str() {
         "GET" => (StatusCode::OK, s.listed.lock().unwrap().to_string()),
         "POST" => (StatusCode::CREATED, json!({"id": 31}).to_string()),
@@ -266,4 +269,70 @@ async fn bitbucket_gets_build_statuses_and_its_marked_comment_edited() {
         json!({"content": {"raw": format!("{}\nnew", marker())}})
     );
     setup.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_slow_forge_does_not_hold_back_another() {
+    // Bitbucket takes a second an answer; Gitea answers at once. Both record into one list.
+    let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
+    let serve = |delay: Duration| {
+        let stand_in = StandIn {
+            calls: calls.clone(),
+            delay,
+            ..StandIn::default()
+        };
+        async move {
+            let app = Router::new().fallback(any).with_state(stand_in);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            addr
+        }
+    };
+    let (slow, fast) = (
+        serve(Duration::from_secs(1)).await,
+        serve(Duration::ZERO).await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let auth = BitbucketAuth::Token(Secret::new("bb"));
+    let bitbucket = Bitbucket::new(&format!("http://{slow}/2.0"), &auth, Duration::from_secs(5));
+    let gitea = Gitea::new(
+        &format!("http://{fast}"),
+        &Secret::new("gt"),
+        Duration::from_secs(5),
+    );
+    let sender = Sender::new(ledger.clone())
+        .with_forge(Arc::new(bitbucket.unwrap()))
+        .with_forge(Arc::new(gitea.unwrap()));
+    // Three Bitbucket statuses stored first, then one for Gitea.
+    for (forge, context) in [
+        ("bitbucket", "gitops/a"),
+        ("bitbucket", "gitops/b"),
+        ("bitbucket", "gitops/c"),
+        ("gitea", "gitops/a"),
+    ] {
+        let mut update = status("o/r", StatusState::Pending, "queued", None);
+        if let ForgeUpdate::Status(s) = &mut update {
+            s.context = context.into();
+        }
+        let payload = serde_json::to_value(&update).unwrap();
+        let target = update.target();
+        ledger
+            .enqueue_report(NewReport {
+                forge,
+                target: &target,
+                payload: &payload,
+            })
+            .unwrap();
+    }
+    assert_eq!(sender.send_due().await.unwrap(), 4);
+    let order: Vec<String> = calls.lock().unwrap().iter().map(|c| c.0.clone()).collect();
+    assert_eq!(order.len(), 4);
+    // Gitea's came while Bitbucket's first was still being answered, not after all three.
+    let gitea_at = order.iter().position(|c| c.contains("/api/v1/")).unwrap();
+    assert!(gitea_at <= 1, "{order:?}");
+    // Bitbucket's stayed in their order.
+    let bitbucket: Vec<&String> = order.iter().filter(|c| c.contains("/2.0/")).collect();
+    assert_eq!(bitbucket.len(), 3);
 }

@@ -60,8 +60,9 @@ impl SenderOptions {
     }
 }
 
-/// Sends the outbox's updates to their forges, one at a time and oldest first; a forge that
-/// cannot take one now holds back its later ones as long.
+/// Sends the outbox's updates to their forges: each forge's one at a time and oldest first, the
+/// forges side by side; a forge that cannot take one now holds back its later ones as long.
+#[derive(Clone)]
 pub struct Sender {
     ledger: Ledger,
     forges: HashMap<String, Arc<dyn Forge>>,
@@ -120,27 +121,54 @@ impl Sender {
         }
     }
 
-    /// One pass: sends the updates due now. Returns how many it took from the outbox, unless
-    /// a forge held some back (then fewer than a batch: the sender waits before its next pass
-    /// instead of going round again at once).
+    /// One pass: sends the updates due now, each forge's in order, the forges side by side (a
+    /// slow forge does not hold back the others). Returns how many it took from the outbox,
+    /// unless a forge held some back (then fewer than a batch: the sender waits before its next
+    /// pass instead of going round again at once).
     pub async fn send_due(&self) -> Result<usize, LedgerError> {
         let batch = self.options.batch;
         let due = self.ledger(move |l| l.due_reports(now(), batch)).await?;
-        let mut taken = due.len();
-        // Forges that cannot take updates now, until when.
-        let mut held: HashMap<String, f64> = HashMap::new();
+        let taken = due.len();
+        let mut by_forge: Vec<Vec<PendingReport>> = Vec::new();
         for report in due {
-            if let Some(&until) = held.get(&report.forge) {
-                self.ledger(move |l| l.report_deferred(report.id, until))
-                    .await?;
-                taken = taken.min(batch.saturating_sub(1));
-                continue;
-            }
-            if let Some(until) = self.send(&report).await? {
-                held.insert(report.forge.clone(), until);
+            match by_forge.iter_mut().find(|r| r[0].forge == report.forge) {
+                Some(reports) => reports.push(report),
+                None => by_forge.push(vec![report]),
             }
         }
-        Ok(taken)
+        let mut forges = tokio::task::JoinSet::new();
+        for reports in by_forge {
+            let sender = self.clone();
+            forges.spawn(async move { sender.send_in_order(reports).await });
+        }
+        let mut held = false;
+        while let Some(sent) = forges.join_next().await {
+            match sent {
+                Ok(Ok(held_back)) => held |= held_back,
+                Ok(Err(e)) => return Err(e),
+                // A forge client that panicked: its updates are claimed, and come back later.
+                Err(_) => held = true,
+            }
+        }
+        Ok(if held {
+            taken.min(batch.saturating_sub(1))
+        } else {
+            taken
+        })
+    }
+
+    /// Sends one forge's updates in order; true when the forge held some back.
+    async fn send_in_order(&self, reports: Vec<PendingReport>) -> Result<bool, LedgerError> {
+        let mut held: Option<f64> = None;
+        for report in reports {
+            if let Some(until) = held {
+                let id = report.id;
+                self.ledger(move |l| l.report_deferred(id, until)).await?;
+                continue;
+            }
+            held = self.send(&report).await?;
+        }
+        Ok(held.is_some())
     }
 
     /// Sends one update; `Some(time)` when its forge cannot take more before that time.
@@ -179,7 +207,16 @@ impl Sender {
             }
         }
         let refs = super::ForgeRefs::new(self.ledger.clone(), &report.forge);
-        let (message, after) = match forge.send(&update, &refs).await {
+        // Within its claim on the update (a comment may take several requests).
+        let deadline = Duration::from_secs(crate::ledger::REPORT_CLAIM_SECS as u64 / 2);
+        let sent = match tokio::time::timeout(deadline, forge.send(&update, &refs)).await {
+            Ok(sent) => sent,
+            Err(_) => Err(SendError::Retry {
+                message: format!("the forge took over {deadline:?} for one update"),
+                after: None,
+            }),
+        };
+        let (message, after) = match sent {
             Ok(()) => {
                 self.ledger(move |l| l.report_sent(id)).await?;
                 return Ok(None);
