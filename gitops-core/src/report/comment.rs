@@ -242,8 +242,11 @@ fn untrusted_markdown(text: &str, max: usize) -> String {
     let text = super::truncate_chars(text, max);
     let mut out = String::with_capacity(text.len());
     let mut previous = ' ';
-    for c in text.chars() {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
+            // `#12`, `owner/repo#12`: a reference the forge would link back from, as gitops.
+            '#' if chars.peek().is_some_and(char::is_ascii_digit) => out.push_str("#\u{200b}"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
@@ -421,6 +424,10 @@ mod tests {
         }
         assert!(body.contains("\u{200b}/approve") && body.contains("  \u{200b}/merge"));
         assert!(body.contains("!\\[x]"), "{body}");
+        assert!(
+            untrusted_markdown("see o/r#12 and #3; ### Plan", 100)
+                == "see o/r#\u{200b}12 and #\u{200b}3; ### Plan"
+        );
         // The plan's `~~~` block is closed with `~~~` (the backticks inside it do not close it).
         assert_eq!(open_fence("~~~\n```\nx"), Some(('~', 3)));
         assert_eq!(open_fence("````\n```\n````"), None);
