@@ -4,6 +4,7 @@
 //! `benches/` measure the same things with criterion's statistics.
 #![warn(missing_docs)]
 
+pub mod checkout_bench;
 pub mod impls;
 pub mod planner_bench;
 pub mod shapes;

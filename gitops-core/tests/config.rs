@@ -295,3 +295,24 @@ fn environment_policies_load_and_bad_ones_are_located() {
     assert!(bad.starts_with(".gitops.yml:3:"), "{bad}");
     assert!(bad.contains("soon"), "{bad}");
 }
+
+#[test]
+fn checkout_mode_is_reuse_fresh_or_a_located_error() {
+    use gitops_core::config::CheckoutMode;
+    let with = |mode: &str| {
+        format!(
+            "version: 1\npipelines:\n  ci:\n    on: {{ push: {{ branches: [main] }} }}\n    {mode}\n    stages:\n      a: {{ run: x }}\n"
+        )
+    };
+    let c = Config::parse(".gitops.yml", &with("")).unwrap();
+    assert_eq!(c.pipelines["ci"].checkout, CheckoutMode::Reuse);
+    let c = Config::parse(".gitops.yml", &with("checkout: fresh")).unwrap();
+    assert_eq!(c.pipelines["ci"].checkout, CheckoutMode::Fresh);
+    let c = Config::parse(".gitops.yml", &with("checkout: reuse")).unwrap();
+    assert_eq!(c.pipelines["ci"].checkout, CheckoutMode::Reuse);
+    let msg = error(&with("checkout: pristine"));
+    assert!(
+        msg.starts_with(".gitops.yml:5:15: ") && msg.contains("unknown variant `pristine`"),
+        "{msg}"
+    );
+}

@@ -108,6 +108,16 @@ fn main() -> ExitCode {
             .map(|imp| cell("watcher", imp, "refs", "10000".into()))
             .collect(),
     );
+    // Event → first stage started: each cell's events are its samples (p50 and p99 of them),
+    // one round.
+    for n in gitops_benches::checkout_bench::SIZES {
+        groups.push(
+            gitops_benches::checkout_bench::IMPLS
+                .iter()
+                .map(|imp| cell("checkout", imp, "files", n.to_string()))
+                .collect(),
+        );
+    }
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("compare: {e}"));
     let mut rows: Vec<Value> = Vec::new();
     let mut failed = false;
@@ -116,6 +126,7 @@ fn main() -> ExitCode {
         .filter(|g| only.as_ref().is_none_or(|o| *o == g[0][0]))
     {
         let mut results: Vec<Vec<Value>> = vec![Vec::new(); group.len()];
+        let rounds = if group[0][0] == "checkout" { 1 } else { rounds };
         for _ in 0..rounds {
             for (cell, results) in group.iter().zip(results.iter_mut()) {
                 match run_cell_process(&exe, cell, quick) {
@@ -308,6 +319,18 @@ fn run_cell(cell: &[&str], reps: Reps) -> Option<Value> {
                 })
                 .collect()
         }
+        "checkout" => {
+            use gitops_benches::checkout_bench::{measure, percentile};
+            let events = match reps {
+                Reps::Full => 30,
+                Reps::Quick if n >= 50_000 => 5,
+                Reps::Quick => 10,
+            };
+            let times = measure(imp, n, events)?;
+            return Some(json!({"bench": bench, "shape": shape, "n": n, "impl": imp,
+                "median_us": percentile(&times, 50.0), "p99_us": percentile(&times, 99.0),
+                "events": times.len(), "per_stage_us": null, "peak_rss_mb": peak_rss_mb()}));
+        }
         "webhook" => {
             let fixtures: Vec<_> = webhook_fixtures()
                 .into_iter()
@@ -470,6 +493,7 @@ fn print_table(rows: &[Value]) {
     if let (Some(a), Some(b)) = (watcher("gitops_watcher"), watcher("git_for_each_ref")) {
         println!("git for-each-ref ÷ watcher: {:.2}x", b / a);
     }
+    print_checkout_table(rows);
     println!("\nWebhook parsing: MB/s of the fixture payloads (all, then each forge's)");
     println!(
         "{:<10} {:>10} {:>18} {:>8}",
@@ -487,6 +511,49 @@ fn print_table(rows: &[Value]) {
                 ours / value
             );
         }
+    }
+}
+
+/// Event → first stage started, p50/p99 a cell, and the ratios the targets are about.
+fn print_checkout_table(rows: &[Value]) {
+    use gitops_benches::checkout_bench::{IMPLS, SIZES};
+    let get = |n: usize, i: &str| {
+        rows.iter()
+            .find(|r| r["bench"] == "checkout" && r["n"] == n as u64 && r["impl"] == i)
+            .map(|r| {
+                (
+                    r["median_us"].as_f64().unwrap_or(0.0) / 1e3,
+                    r["p99_us"].as_f64().unwrap_or(0.0) / 1e3,
+                    r["events"].as_u64().unwrap_or(0),
+                )
+            })
+    };
+    if !SIZES.iter().any(|&n| get(n, "gitops_reuse").is_some()) {
+        return;
+    }
+    println!(
+        "\nEvent → first stage started: ms p50/p99 (a pull request event, 100 files changed a commit)"
+    );
+    let mut head = format!("{:>7} {:>7}", "files", "events");
+    for i in IMPLS {
+        head += &format!(" {i:>18}");
+    }
+    println!("{head}  fresh÷worktree reuse÷worktree");
+    for n in SIZES {
+        let mut line = format!("{n:>7} {:>7}", get(n, IMPLS[0]).map_or(0, |c| c.2));
+        for i in IMPLS {
+            let c = get(n, i).map_or("-".to_owned(), |(p50, p99, _)| format!("{p50:.1}/{p99:.1}"));
+            line += &format!(" {c:>18}");
+        }
+        let ratio = |a: &str| match (get(n, a), get(n, "git_worktree")) {
+            (Some(a), Some(b)) if b.0 > 0.0 => format!("{:.2}x", a.0 / b.0),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "{line}  {:>14} {:>14}",
+            ratio("gitops_fresh"),
+            ratio("gitops_reuse")
+        );
     }
 }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::model::{
-    Config, Environment, Pipeline, PullRequestTrigger, PushTrigger, Stage, TagTrigger, Triggers,
+    CheckoutMode, Config, Environment, Pipeline, PullRequestTrigger, PushTrigger, Stage,
+    TagTrigger, Triggers,
 };
 use crate::backend::{Approval, OnBusy};
 
@@ -119,6 +120,7 @@ impl Pipeline {
         Pipeline {
             on,
             concurrency: None,
+            checkout: CheckoutMode::default(),
             stages: IndexMap::new(),
         }
     }

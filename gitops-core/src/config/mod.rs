@@ -30,7 +30,7 @@ pub use crate::backend::{Approval, OnBusy};
 pub use de::{Condition, MAX_DURATION, TemplateString, format_duration, parse_duration};
 pub use locate::Position;
 pub use model::{
-    Action, Concurrency, Config, DeployFrom, DeployFromTags, Environment, OnConflict,
+    Action, CheckoutMode, Concurrency, Config, DeployFrom, DeployFromTags, Environment, OnConflict,
     PULL_REQUEST_TYPES, Pipeline, PullRequestTrigger, PullRequestType, PushTrigger, ReleaseTrigger,
     Retry, SemverReq, Stage, TagTrigger, Triggers,
 };

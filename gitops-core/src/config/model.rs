@@ -122,8 +122,24 @@ pub struct Pipeline {
     /// Runs sharing a group do not overlap.
     #[serde(default)]
     pub concurrency: Option<Concurrency>,
+    /// How its runs get their working tree (default `reuse`).
+    #[serde(default)]
+    pub checkout: CheckoutMode,
     /// Stages by id, in file order (shared with the plans made from them).
     pub stages: IndexMap<String, Arc<Stage>>,
+}
+
+/// `checkout:` of a pipeline: how its runs get the files of the event's commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckoutMode {
+    /// A cached working tree of an earlier run of the same repository and trust (verified
+    /// clean, brought to the commit by writing only the files that differ) when there is one,
+    /// else a fresh checkout.
+    #[default]
+    Reuse,
+    /// Always a fresh checkout of the commit, written for this run.
+    Fresh,
 }
 
 /// The events a pipeline runs on; several kinds may be listed.

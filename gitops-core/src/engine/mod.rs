@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+mod checkouts;
 mod deploy;
 mod environments;
 mod logs;
@@ -19,6 +20,7 @@ mod trust;
 pub use environments::{EnvironmentState, StopReason, Stopped};
 pub use started::StartedRun;
 
+use checkouts::{Checkout, LazyPool};
 use started::{LocalRuns, RunEnd};
 
 use crate::Result;
@@ -39,8 +41,11 @@ use trust::RunSecrets;
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct RunOptions {
-    /// Run stages in the repository's own directory instead of a fresh checkout of the commit.
+    /// Run stages in the repository's own directory instead of a checkout of the commit.
     pub in_place: bool,
+    /// Give every run a fresh checkout, as `checkout: fresh` does for a pipeline, never a
+    /// cached working tree.
+    pub fresh_checkout: bool,
     /// Variables every stage gets, also readable as `env.*` in expressions.
     pub env: BTreeMap<String, String>,
     /// Secrets the stages of trusted runs get, as variables of these names (as a policy secret
@@ -76,6 +81,7 @@ pub struct Engine {
     load: LoadOptions,
     local_runs: LocalRuns,
     policy: Arc<Policy>,
+    pool: LazyPool,
 }
 
 /// What [`Engine::handle`] did with an event.
@@ -113,6 +119,7 @@ impl Engine {
             load,
             local_runs: LocalRuns::default(),
             policy: Arc::new(Policy::default()),
+            pool: LazyPool::default(),
         })
     }
 
@@ -204,7 +211,15 @@ impl Engine {
         let mut runs = Vec::new();
         for pipeline in plan.pipelines {
             let id = new_run_id();
-            let (workdir, checkout) = self.workdir(repo, &planned.commit, &id, options)?;
+            let (workdir, checkout) = self.workdir(
+                repo,
+                &planned.commit,
+                &id,
+                options,
+                pipeline.checkout,
+                planned.level,
+                &planned.event,
+            )?;
             let event = &planned.event;
             let mut record =
                 RunRecord::new(&id, &pipeline.name, event.clone(), &planned.text, &workdir);
@@ -249,21 +264,6 @@ impl Engine {
         Ok(Handled { reports, stopped })
     }
 
-    fn workdir(
-        &self,
-        repo: &Repository,
-        commit: &str,
-        id: &str,
-        options: &RunOptions,
-    ) -> Result<(PathBuf, Option<PathBuf>)> {
-        if options.in_place {
-            return Ok((repo.path().to_path_buf(), None));
-        }
-        let dir = self.state_dir.join("checkouts").join(id);
-        repo.checkout(commit, &dir)?;
-        Ok((dir.clone(), Some(dir)))
-    }
-
     fn prepare(
         &self,
         record: RunRecord,
@@ -271,7 +271,7 @@ impl Engine {
         reuse: BTreeMap<String, crate::scheduler::StageReport>,
         options: &RunOptions,
         secrets: &RunSecrets,
-        checkout: Option<PathBuf>,
+        checkout: Option<Checkout>,
     ) -> StartedRun {
         let mut info = RunInfo::new(
             record.id.clone(),

@@ -63,7 +63,15 @@ impl Engine {
             .unwrap_or_else(|| crate::trust::level(&old.event, &self.policy));
         let secrets = self.run_secrets(level, options)?;
         let (workdir, checkout) = match (&repo, &old.commit) {
-            (Some(repo), Some(commit)) => self.workdir(repo, commit, &id, options)?,
+            (Some(repo), Some(commit)) => self.workdir(
+                repo,
+                commit,
+                &id,
+                options,
+                pipeline.checkout,
+                level,
+                &old.event,
+            )?,
             _ => (old.workdir.clone(), None),
         };
         let mut record =
@@ -109,18 +117,35 @@ impl Engine {
                 (r.id.to_string(), r)
             })
             .collect();
+        let mut record = record;
         let mut checkout = None;
-        if !record.workdir.is_dir() {
+        if self.in_pool(&record.workdir) {
+            // The crashed process's cached tree, leased to this run and to no other: moved
+            // out of the pool (what its finished stages left in it is kept), a run's own from
+            // now on. Gone (removed with its dead pool): a fresh checkout of its own.
+            let dir = self.state_dir.join("checkouts").join(run_id);
+            if record.workdir.is_dir() {
+                stop_leftovers(&record.workdir);
+            }
+            if std::fs::rename(&record.workdir, &dir).is_err() {
+                if let (Some(repo), Some(commit)) = (&record.repo, &record.commit) {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    Repository::open(repo)?.checkout(commit, &dir)?;
+                }
+            }
+            record.workdir = dir.clone();
+            checkout = Some(super::Checkout::Dir(dir));
+        } else if !record.workdir.is_dir() {
             if let (Some(repo), Some(commit)) = (&record.repo, &record.commit) {
                 Repository::open(repo)?.checkout(commit, &record.workdir)?;
-                checkout = Some(record.workdir.clone());
+                checkout = Some(super::Checkout::Dir(record.workdir.clone()));
             }
         } else if record.workdir.starts_with(self.state_dir.join("checkouts")) {
             // The crashed process could not stop its stages; what they left running still
             // works in the run's own checkout. (Never done for in-place runs: the repository is
             // where people work.)
             stop_leftovers(&record.workdir);
-            checkout = Some(record.workdir.clone());
+            checkout = Some(super::Checkout::Dir(record.workdir.clone()));
         }
         self.ledger.claim_run(run_id)?;
         let mut backends: Vec<&str> = pipeline

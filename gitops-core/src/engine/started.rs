@@ -1,7 +1,6 @@
 //! A run the engine started: executed within its concurrency group, ended in the ledger
 //! however it ends (its result recorded, its group left, its checkout removed).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
@@ -51,7 +50,7 @@ pub(super) struct RunEnd {
     pub id: String,
     pub ledger: Ledger,
     pub local_runs: LocalRuns,
-    pub checkout: Option<PathBuf>,
+    pub checkout: Option<super::Checkout>,
     pub grouped: bool,
     pub watcher: Option<tokio::task::JoinHandle<()>>,
     /// Its stages' logs, closed before its end is recorded.
@@ -72,8 +71,8 @@ impl RunEnd {
             log.close_all();
         }
         let recorded = self.ledger.finish_run(&self.id, result);
-        if let Some(dir) = &self.checkout {
-            let _ = std::fs::remove_dir_all(dir);
+        if let Some(checkout) = self.checkout.take() {
+            checkout.release();
         }
         recorded?;
         Ok(())

@@ -16,7 +16,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::backend::BackendRegistry;
-use crate::config::{Action, Environment, OnConflict, Retry, Stage};
+use crate::config::{Action, CheckoutMode, Environment, OnConflict, Retry, Stage};
 use crate::event::GitEvent;
 use crate::graph::StageGraph;
 
@@ -146,6 +146,8 @@ pub struct PlannedPipeline {
     pub stages: Vec<PlannedStage>,
     /// The rendered concurrency group.
     pub concurrency: Option<PlannedConcurrency>,
+    /// How its run gets its working tree.
+    pub checkout: CheckoutMode,
     /// With a `paths` filter: whether it was checked (false when the changed paths were unknown).
     pub paths_checked: Option<bool>,
     graph: GraphRef,

@@ -148,6 +148,7 @@ impl Planner {
             name: name.to_owned(),
             stages,
             concurrency,
+            checkout: pipeline.checkout,
             paths_checked,
             graph,
             layout,

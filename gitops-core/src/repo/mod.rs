@@ -8,6 +8,7 @@ mod checkout;
 mod error;
 mod fetch;
 mod prefix;
+pub mod worktree;
 
 use std::path::{Path, PathBuf};
 
@@ -163,11 +164,18 @@ impl Repository {
         })?)
     }
 
-    /// The paths of the files that differ between two commits' trees.
-    pub fn changed_paths(&self, from: &str, to: &str) -> Result<Vec<String>, RepoError> {
-        let repo = self.local();
-        let old = self.commit_tree(&repo, from)?;
-        let new = self.commit_tree(&repo, to)?;
+    /// What differs between two commits' trees (trees included), by gix's tree diff.
+    fn tree_changes(
+        &self,
+        repo: &gix::Repository,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<Change>, RepoError> {
+        let old = self.commit_tree(repo, from)?;
+        let new = self.commit_tree(repo, to)?;
+        if old.id == new.id {
+            return Ok(Vec::new());
+        }
         let mut recorder = Recorder::default();
         gix::diff::tree(
             TreeRefIter::from_bytes(&old.data, old.id.kind()),
@@ -177,8 +185,14 @@ impl Repository {
             &mut recorder,
         )
         .map_err(|e| self.read_err(format!("diff {from}..{to}"), e))?;
-        let mut paths: Vec<String> = recorder
-            .records
+        Ok(recorder.records)
+    }
+
+    /// The paths of the files that differ between two commits' trees.
+    pub fn changed_paths(&self, from: &str, to: &str) -> Result<Vec<String>, RepoError> {
+        let repo = self.local();
+        let mut paths: Vec<String> = self
+            .tree_changes(&repo, from, to)?
             .into_iter()
             .filter_map(|c| {
                 let (mode, path) = match c {
