@@ -179,6 +179,21 @@ fn lines_written_before_a_kill_are_kept() {
             .trim()
             .is_empty()
     });
+    // The line is in the log (as another process reads it) while the run lives: each line is
+    // written as it comes, not at the stage's end. (Waiting for it also keeps the kill from
+    // racing the engine's read of the stage's output on a loaded machine.)
+    let id = json(tmp.path(), &["runs", "--json"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let state = tmp.path().join("state");
+    wait_for("the line in the log", || {
+        let out = common::gitops(
+            &["logs", &id, "slow", "--state", state.to_str().unwrap()],
+            None,
+        );
+        text(&out.stdout) == "before the kill\n"
+    });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     // The stage's process (a group of its own) outlives the killed run.

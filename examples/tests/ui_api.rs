@@ -206,6 +206,19 @@ fn spawn_run(tmp: &Path, event: &Path) -> Child {
         .unwrap()
 }
 
+/// As [`wait_for`], for a condition on a `gitops run` in the background: a timeout says what
+/// was seen last and whether the run's process still lives.
+fn wait_for_or(what: &str, child: &mut Child, mut done: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(seen) = done() {
+        if Instant::now() >= deadline {
+            let status = child.try_wait();
+            panic!("{what} did not happen (gitops run: {status:?}); last seen:\n{seen}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
@@ -657,15 +670,17 @@ fn the_live_log_streams_new_lines_until_the_stage_ends() {
     let state = tmp.path().join("state");
     let ui = Ui::start(&state, &[], &[]);
     let mut run = String::new();
-    wait_for("the first line", || {
+    wait_for_or("the first line", &mut child, || {
         let runs = ui.json("/api/runs");
         let Some(id) = runs[0]["id"].as_str() else {
-            return false;
+            return Err(format!("runs: {runs}"));
         };
         run = id.to_owned();
-        ui.get(&format!("/api/runs/{run}/stages/slow/log"))
-            .body
-            .contains("first")
+        let log = ui.get(&format!("/api/runs/{run}/stages/slow/log"));
+        if log.body.contains("first") {
+            return Ok(());
+        }
+        Err(format!("runs: {runs}\nlog: {} {:?}", log.status, log.body))
     });
     let mut stream = connect(ui.addr, None);
     send(
