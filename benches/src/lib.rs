@@ -6,6 +6,7 @@
 
 pub mod checkout_bench;
 pub mod impls;
+pub mod ledger_bench;
 pub mod planner_bench;
 pub mod shapes;
 pub mod watcher_bench;

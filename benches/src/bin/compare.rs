@@ -102,6 +102,17 @@ fn main() -> ExitCode {
                 .collect(),
         );
     }
+    for shape in gitops_benches::ledger_bench::SHAPES {
+        groups.push(
+            gitops_benches::ledger_bench::IMPLS
+                .iter()
+                .map(|imp| {
+                    let n = gitops_benches::ledger_bench::STAGES.to_string();
+                    cell("ledger", imp, shape, n)
+                })
+                .collect(),
+        );
+    }
     groups.push(
         ["gitops_watcher", "git_for_each_ref"]
             .iter()
@@ -319,6 +330,37 @@ fn run_cell(cell: &[&str], reps: Reps) -> Option<Value> {
                 })
                 .collect()
         }
+        "ledger" => {
+            use gitops_benches::ledger_bench::{EngineBench, execute, scheduler_only};
+            let needs = Shape::from_name(shape)?.needs(n);
+            let rt = runtime();
+            let engine = (*imp == "engine_ledger")
+                .then(|| EngineBench::new(&gitops_benches::ledger_bench::config_yaml(&needs)));
+            let mut times = Vec::new();
+            for _ in 0..reps.of(n) {
+                settle();
+                match (&engine, *imp) {
+                    (Some(engine), _) => {
+                        let run = engine.start();
+                        let id = run.id.clone();
+                        let start = Instant::now();
+                        rt.block_on(async move { tokio::spawn(execute(run, n)).await })
+                            .unwrap_or_else(|e| panic!("the run failed: {e}"));
+                        times.push(start.elapsed().as_secs_f64() * 1e6);
+                        assert_eq!(engine.recorded(&id), n, "every stage in the ledger");
+                    }
+                    (None, "scheduler_only") => {
+                        let run = scheduler_only(&needs);
+                        let start = Instant::now();
+                        let leftover = run_on(&rt, run);
+                        times.push(start.elapsed().as_secs_f64() * 1e6);
+                        drop(leftover);
+                    }
+                    _ => return None,
+                }
+            }
+            times
+        }
         "checkout" => {
             use gitops_benches::checkout_bench::{measure, percentile};
             let events = match reps {
@@ -493,6 +535,7 @@ fn print_table(rows: &[Value]) {
     if let (Some(a), Some(b)) = (watcher("gitops_watcher"), watcher("git_for_each_ref")) {
         println!("git for-each-ref ÷ watcher: {:.2}x", b / a);
     }
+    print_ledger_table(rows);
     print_checkout_table(rows);
     println!("\nWebhook parsing: MB/s of the fixture payloads (all, then each forge's)");
     println!(
@@ -511,6 +554,38 @@ fn print_table(rows: &[Value]) {
                 ours / value
             );
         }
+    }
+}
+
+/// What the engine (ledger, logs) adds to the scheduler, a stage.
+fn print_ledger_table(rows: &[Value]) {
+    let get = |shape: &str, i: &str| {
+        rows.iter()
+            .find(|r| r["bench"] == "ledger" && r["shape"] == shape && r["impl"] == i)
+            .and_then(|r| r["per_stage_us"].as_f64())
+    };
+    let mut printed = false;
+    for shape in gitops_benches::ledger_bench::SHAPES {
+        let (Some(engine), Some(alone)) =
+            (get(shape, "engine_ledger"), get(shape, "scheduler_only"))
+        else {
+            continue;
+        };
+        if !printed {
+            println!(
+                "\nLedger cost: µs a stage, {} no-op stages through Engine vs the scheduler alone",
+                gitops_benches::ledger_bench::STAGES
+            );
+            println!(
+                "{:<8} {:>14} {:>15} {:>9}",
+                "shape", "engine_ledger", "scheduler_only", "added"
+            );
+            printed = true;
+        }
+        println!(
+            "{shape:<8} {engine:>14.2} {alone:>15.2} {:>9.2}",
+            engine - alone
+        );
     }
 }
 

@@ -14,7 +14,7 @@ use gitops_core::scheduler::{RunResult, RunSpec, Scheduler, SchedulerOptions};
 use super::{Leftover, Prepared};
 
 /// A stage's work that returns at once.
-struct Noop;
+pub struct Noop;
 
 #[async_trait]
 impl Executor for Noop {

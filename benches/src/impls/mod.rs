@@ -12,7 +12,7 @@ use std::future::Future;
 
 use std::pin::Pin;
 
-pub use gitops_impl::{gitops_config, gitops_pipeline, gitops_plan, prepare_planned};
+pub use gitops_impl::{Noop, gitops_config, gitops_pipeline, gitops_plan, prepare_planned};
 
 /// The implementations, by name.
 pub const IMPLS: [&str; 6] = [

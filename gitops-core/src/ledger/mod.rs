@@ -12,6 +12,7 @@ mod outbox;
 mod queue;
 mod retention;
 mod schema;
+mod stages;
 
 pub use approvals::{ApprovalRecord, ApprovalStatus};
 pub use deployments::{DeploymentInputs, DeploymentRecord, DeploymentResult, NewDeployment};
@@ -29,12 +30,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::backend::BoxError;
 use crate::event::GitEvent;
-use crate::scheduler::{RecordError, RunRecorder, RunResult, StageReport};
+use crate::scheduler::{RunResult, StageReport};
 use crate::trust::TrustLevel;
 
 /// Why the ledger could not be read or written.
@@ -285,6 +285,8 @@ fn base36(mut n: u128) -> String {
 pub struct Ledger {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Stage results waiting to be committed together (see [`stages`]).
+    pending: Arc<Mutex<Vec<stages::Pending>>>,
 }
 
 /// The thread [`Ledger::checkpoint_in_background`] started; stops it when dropped.
@@ -327,6 +329,7 @@ impl Ledger {
         Ok(Ledger {
             conn: Arc::new(Mutex::new(conn)),
             path,
+            pending: Arc::default(),
         })
     }
 
@@ -490,13 +493,7 @@ impl Ledger {
             run: run_id.to_owned(),
             message: e.to_string(),
         })?;
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO stage_results (run_id, stage, result, attempts, detail, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run_id, stage.id, stage.result.name(), stage.attempts, detail, now()],
-            )
-            .map(|_| ())
-        })
+        self.with(|c| stages::insert(c, run_id, stage, &detail))
     }
 
     /// A run by id.
@@ -692,19 +689,6 @@ fn private_files(path: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-#[async_trait]
-impl RunRecorder for Ledger {
-    async fn stage_finished(&self, run_id: &str, stage: &StageReport) -> Result<(), RecordError> {
-        let ledger = self.clone();
-        let run_id = run_id.to_owned();
-        let report = stage.clone();
-        tokio::task::spawn_blocking(move || ledger.record_stage(&run_id, &report))
-            .await
-            .map_err(|e| RecordError::new(&*stage.id, e))?
-            .map_err(|e| RecordError::new(&*stage.id, e))
-    }
 }
 
 #[cfg(test)]
