@@ -1,5 +1,6 @@
 //! The repository watcher's benchmark: a repository with many refs (branches, tags, pull
-//! request heads, packed as `git gc` leaves them), a hundred of which move between two polls.
+//! request heads, packed as `git gc` leaves them), a hundred of which move between two polls, or
+//! none.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -55,7 +56,8 @@ fn name(i: usize) -> String {
 }
 
 impl Repo {
-    /// Makes the repository, packs its refs, and takes the watcher's baseline.
+    /// Makes the repository, packs its refs, and takes the watcher's baseline. The watcher's
+    /// racy margin is zero: the fixture is not changed behind its back while it runs.
     pub fn new(n: usize) -> Repo {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("watcher bench: {e}"));
         let dir = tmp.path().join("repo");
@@ -65,16 +67,22 @@ impl Repo {
         let one = git(&dir, &["rev-parse", "HEAD"], None);
         git(&dir, &["commit", "-q", "--allow-empty", "-m", "two"], None);
         let two = git(&dir, &["rev-parse", "HEAD"], None);
-        let script: String = (0..n)
-            .map(|i| format!("create {} {one}\n", name(i)))
-            .collect();
-        git(&dir, &["update-ref", "--stdin"], Some(&script));
-        git(&dir, &["pack-refs", "--all"], None);
+        // `packed-refs` as `git pack-refs --all` writes it (sorted, no annotated tags), without
+        // writing and packing 100,000 loose refs first.
+        let mut names: Vec<String> = (0..n).map(name).collect();
+        names.sort_unstable();
+        let mut packed = String::from("# pack-refs with: peeled fully-peeled sorted \n");
+        for name in &names {
+            packed.push_str(&format!("{one} {name}\n"));
+        }
+        std::fs::write(dir.join(".git/packed-refs"), packed)
+            .unwrap_or_else(|e| panic!("watcher bench: {e}"));
         let mut watcher = Watcher::open(
             dir.to_str().unwrap_or_else(|| panic!("path")),
             &tmp.path().join("state"),
         )
-        .unwrap_or_else(|e| panic!("watcher bench: {e}"));
+        .unwrap_or_else(|e| panic!("watcher bench: {e}"))
+        .with_racy_margin(std::time::Duration::ZERO);
         watcher
             .poll()
             .unwrap_or_else(|e| panic!("watcher bench: {e}"));
@@ -103,14 +111,22 @@ impl Repo {
         &self.dir
     }
 
-    /// One poll of the watcher: snapshot, diff against the last one, save.
-    pub fn poll(&self) {
+    /// One poll of the watcher: snapshot, diff against the last one, save; or, when the ref
+    /// storage is as at the last poll, nothing more. Whether it listed the refs.
+    pub fn poll(&self) -> bool {
         let poll = self
             .watcher
             .borrow_mut()
             .poll()
             .unwrap_or_else(|e| panic!("watcher bench: {e}"));
-        std::hint::black_box(poll);
+        std::hint::black_box(poll).listed
+    }
+
+    /// Past the clock tick of the last change, a poll that lists: the next poll with nothing
+    /// changed does not.
+    pub fn settle(&self) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        self.poll();
     }
 
     /// `git for-each-ref` listing every ref with its object.

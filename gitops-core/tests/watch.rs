@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::{git, write};
 use gitops_core::event::{EventPayload, GitEvent};
-use gitops_core::source::watch::Watcher;
+use gitops_core::source::watch::{Poll, Watcher};
 use serde_json::{Value, json};
 
 fn commit(dir: &Path, file: &str, text: &str) -> String {
@@ -31,6 +31,11 @@ fn init(dir: &Path) -> String {
 fn poll(w: &mut Watcher) -> Vec<Value> {
     let p = w.poll().unwrap();
     assert!(!p.baseline);
+    events(&p)
+}
+
+/// A poll's events as [`poll`] gives them.
+fn events(p: &Poll) -> Vec<Value> {
     p.events
         .iter()
         .map(|e| {
@@ -337,4 +342,135 @@ fn watching_what_is_not_a_repository_is_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("/no/such/dir"), "{err}");
+}
+
+/// The margin a test waits out instead of the real one (2 s).
+const MARGIN: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Waits out the racy margin and polls until a poll does not list the refs: the watcher then
+/// holds a trusted fingerprint, and the next change is made right after a poll that did not
+/// list.
+fn settle(w: &mut Watcher) {
+    std::thread::sleep(MARGIN * 2);
+    let p = w.poll().unwrap();
+    assert!(p.events.is_empty(), "{:?}", p.events);
+    let p = w.poll().unwrap();
+    assert!(
+        p.events.is_empty() && !p.listed,
+        "nothing changed past the margin: the refs are not listed"
+    );
+}
+
+/// A poll that must have listed the refs.
+fn listed(w: &mut Watcher) -> Vec<Value> {
+    let p = w.poll().unwrap();
+    assert!(p.listed, "the ref storage changed: the refs are listed");
+    events(&p)
+}
+
+#[test]
+fn a_poll_after_nothing_changed_does_not_list_the_refs_and_misses_no_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, state) = (tmp.path().join("repo"), tmp.path().join("state"));
+    let zero = init(&dir);
+    let one = commit(&dir, "app.txt", "one");
+    git(&dir, &["branch", "keep", &zero]);
+    git(&dir, &["tag", "v1.0.0", &zero]);
+    git(&dir, &["update-ref", "refs/pull/5/head", &one]);
+    git(&dir, &["pack-refs", "--all"]);
+    // Stamps within the margin (2 s) of the fingerprint are not trusted: nothing changed, but
+    // a change in the same clock tick could have left them as they were.
+    let mut strict = Watcher::open(dir.to_str().unwrap(), &state).unwrap();
+    assert!(strict.poll().unwrap().baseline);
+    assert!(strict.poll().unwrap().listed);
+
+    let mut w = Watcher::open(dir.to_str().unwrap(), &state)
+        .unwrap()
+        .with_racy_margin(MARGIN);
+    let first = w.poll().unwrap();
+    assert!(!first.baseline && first.listed);
+
+    // Right after a poll whose fingerprint is racy: listed, and seen.
+    git(&dir, &["update-ref", "refs/heads/fresh", &one]);
+    assert_eq!(listed(&mut w), [push("fresh", None, Some(&one), false)]);
+
+    // Each change right after a poll that did not list (same clock tick) is seen by the next.
+    let steps: [(&[&str], Vec<Value>); 6] = [
+        (
+            &["update-ref", "refs/heads/loose", &one],
+            vec![push("loose", None, Some(&one), false)],
+        ),
+        (
+            &["update-ref", "refs/heads/loose", &zero],
+            vec![push("loose", Some(&one), Some(&zero), true)],
+        ),
+        (
+            &["branch", "-qD", "loose"],
+            vec![push("loose", Some(&zero), None, false)],
+        ),
+        // Packing changes no ref, but the refs are listed.
+        (&["pack-refs", "--all"], vec![]),
+        (
+            &["update-ref", "refs/heads/keep", &one],
+            vec![push("keep", Some(&zero), Some(&one), false)],
+        ),
+        (
+            &["update-ref", "-d", "refs/tags/v1.0.0"],
+            vec![tag("deleted", "v1.0.0", Some("1.0.0"), None)],
+        ),
+    ];
+    for (args, expected) in steps {
+        settle(&mut w);
+        git(&dir, args);
+        assert_eq!(listed(&mut w), expected, "git {args:?}");
+    }
+
+    // A poll that does not list still names the open pull requests.
+    settle(&mut w);
+    let p = w.poll().unwrap();
+    assert_eq!((p.listed, p.open_pull_requests), (false, vec![5]));
+
+    // Another watcher of the same state dir wrote the snapshot: this one lists again.
+    let mut other = Watcher::open(dir.to_str().unwrap(), &state).unwrap();
+    git(&dir, &["update-ref", "refs/heads/other", &one]);
+    std::thread::sleep(MARGIN * 2);
+    assert_eq!(other.poll().unwrap().events.len(), 1);
+    let p = w.poll().unwrap();
+    assert!(p.listed && p.events.is_empty(), "{:?}", p.events);
+}
+
+#[test]
+fn a_linked_worktree_and_a_bare_repository_see_changes_to_the_shared_refs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let zero = init(&dir);
+    let linked = tmp.path().join("linked");
+    git(&dir, &["worktree", "add", "-q", linked.to_str().unwrap()]);
+    let bare = tmp.path().join("bare.git");
+    git(
+        tmp.path(),
+        &["clone", "-q", "--bare", dir.to_str().unwrap(), "bare.git"],
+    );
+    for (i, (watched, changed)) in [(&linked, &dir), (&dir, &linked), (&bare, &bare)]
+        .into_iter()
+        .enumerate()
+    {
+        let state = tempfile::tempdir().unwrap();
+        let mut w = Watcher::open(watched.to_str().unwrap(), state.path())
+            .unwrap()
+            .with_racy_margin(MARGIN);
+        assert!(w.poll().unwrap().baseline);
+        settle(&mut w);
+        let name = format!("branch-{i}");
+        git(
+            changed,
+            &["update-ref", &format!("refs/heads/{name}"), &zero],
+        );
+        assert_eq!(
+            listed(&mut w),
+            [push(&name, None, Some(&zero), false)],
+            "{}",
+            watched.display()
+        );
+    }
 }

@@ -21,6 +21,15 @@ use serde_json::{Value, json};
 
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 
+/// The watcher's cells: a poll after 100 refs moved, a poll after nothing changed, and
+/// `git for-each-ref` after 100 moved.
+const WATCHER_IMPLS: [&str; 3] = [
+    "gitops_watcher",
+    "gitops_watcher_unchanged",
+    "git_for_each_ref",
+];
+const WATCHER_SIZES: [usize; 2] = [10_000, 100_000];
+
 /// The webhook cells' shapes: every fixture, then each forge's fixtures alone.
 const WEBHOOK_SHAPES: [&str; 5] = ["fixtures", "github", "gitlab", "bitbucket", "gitea"];
 
@@ -113,12 +122,14 @@ fn main() -> ExitCode {
                 .collect(),
         );
     }
-    groups.push(
-        ["gitops_watcher", "git_for_each_ref"]
-            .iter()
-            .map(|imp| cell("watcher", imp, "refs", "10000".into()))
-            .collect(),
-    );
+    for n in WATCHER_SIZES {
+        groups.push(
+            WATCHER_IMPLS
+                .iter()
+                .map(|imp| cell("watcher", imp, "refs", n.to_string()))
+                .collect(),
+        );
+    }
     // Event → first stage started: each cell's events are its samples (p50 and p99 of them),
     // one round.
     for n in gitops_benches::checkout_bench::SIZES {
@@ -298,15 +309,30 @@ fn run_cell(cell: &[&str], reps: Reps) -> Option<Value> {
         }
         "watcher" => {
             let repo = gitops_benches::watcher_bench::Repo::new(n);
+            let unchanged = *imp == "gitops_watcher_unchanged";
+            if unchanged {
+                repo.settle();
+            }
             let rounds = 3;
             (0..rounds)
                 .map(|round| {
                     // Untimed: a hundred refs move, as between two polls of a busy repository.
-                    repo.move_refs(round, 100);
+                    if !unchanged {
+                        repo.move_refs(round, 100);
+                    }
                     let start = Instant::now();
                     match *imp {
-                        "gitops_watcher" => repo.poll(),
-                        _ => repo.for_each_ref(),
+                        "gitops_watcher" => {
+                            repo.poll();
+                        }
+                        "gitops_watcher_unchanged" => {
+                            assert!(
+                                !repo.poll(),
+                                "compare: a poll of unchanged refs listed them"
+                            );
+                        }
+                        "git_for_each_ref" => repo.for_each_ref(),
+                        _ => return None,
                     }
                     Some(start.elapsed().as_secs_f64() * 1e6)
                 })
@@ -520,20 +546,35 @@ fn print_table(rows: &[Value]) {
         );
     }
     println!(
-        "\nRepository watcher: a snapshot and diff of 10,000 refs (100 moved) vs listing them"
+        "\nRepository watcher: one poll (100 refs moved, or nothing changed) vs git for-each-ref, ms"
     );
-    let watcher = |i: &str| {
-        rows.iter()
-            .find(|r| r["bench"] == "watcher" && r["impl"] == i)
-            .and_then(|r| r["median_us"].as_f64())
-    };
-    for i in ["gitops_watcher", "git_for_each_ref"] {
-        if let Some(us) = watcher(i) {
-            println!("{i:<18} {:>8.1} ms", us / 1000.0);
+    println!(
+        "{:>7} {:>14} {:>24} {:>16} {:>12} {:>14}",
+        "refs", WATCHER_IMPLS[0], WATCHER_IMPLS[1], WATCHER_IMPLS[2], "git÷moved", "git÷unchanged"
+    );
+    for n in WATCHER_SIZES {
+        let us = |i: &str| {
+            rows.iter()
+                .find(|r| r["bench"] == "watcher" && r["n"] == n as u64 && r["impl"] == i)
+                .and_then(|r| r["median_us"].as_f64())
+        };
+        let [moved, unchanged, git] = WATCHER_IMPLS.map(us);
+        if moved.or(unchanged).or(git).is_none() {
+            continue;
         }
-    }
-    if let (Some(a), Some(b)) = (watcher("gitops_watcher"), watcher("git_for_each_ref")) {
-        println!("git for-each-ref ÷ watcher: {:.2}x", b / a);
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |us| format!("{:.3}", us / 1000.0));
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.1}x", a / b),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "{n:>7} {:>14} {:>24} {:>16} {:>12} {:>14}",
+            ms(moved),
+            ms(unchanged),
+            ms(git),
+            ratio(git, moved),
+            ratio(git, unchanged)
+        );
     }
     print_ledger_table(rows);
     print_checkout_table(rows);

@@ -279,6 +279,20 @@ impl Repository {
         Ok(out.into_iter().collect())
     }
 
+    /// The git dir and the common dir (where `packed-refs` and `refs/` are), when the refs are
+    /// kept in files; `None` for another ref storage (reftable).
+    pub(crate) fn ref_dirs(&self) -> Option<(PathBuf, PathBuf)> {
+        let repo = self.local();
+        let storage = repo.config_snapshot().string("extensions.refStorage");
+        if storage.is_some_and(|s| !s.eq_ignore_ascii_case(b"files")) {
+            return None;
+        }
+        Some((
+            repo.git_dir().to_path_buf(),
+            repo.common_dir().to_path_buf(),
+        ))
+    }
+
     /// The branch `HEAD` names (`main`), if it names one.
     pub fn head_branch(&self) -> Option<String> {
         let repo = self.local();

@@ -2,7 +2,9 @@
 //! (branches, tags, `refs/pull/<n>/head`, `refs/merge-requests/<n>/head`) and turns the difference
 //! between two snapshots into [`GitEvent`]s. The last snapshot is kept in the state dir, so that
 //! a restarted watcher reports what changed while it was down, once. A remote repository is
-//! watched through a local mirror fetched from its URL.
+//! watched through a local mirror fetched from its URL. A poll after which nothing changed
+//! costs a few `stat`s, not a listing: the ref storage's stat data is compared with the last
+//! poll's first.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), gitops_core::Error> {
@@ -15,14 +17,21 @@
 //! ```
 
 mod diff;
+mod fingerprint;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use diff::{Refs, events_between, open_pull_requests};
 
 use crate::backend::BoxError;
 use crate::event::GitEvent;
 use crate::repo::{RepoError, Repository, fetch_mirror};
+use fingerprint::{Fingerprint, RefStorage};
+
+/// How much older than the moment it is taken the ref storage's newest stamp must be for a
+/// fingerprint to be trusted: a change in the same clock tick as a stamp would go unseen.
+pub const RACY_MARGIN: Duration = Duration::from_secs(2);
 
 /// Why a watcher cannot open or poll its repository.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +91,10 @@ pub struct Poll {
     /// The pull requests whose head ref exists now (for the engine's `reconcile`, which stops
     /// the environments of those that are gone).
     pub open_pull_requests: Vec<u64>,
+    /// The refs were listed; `false` when the ref storage was as at the last poll (for tests
+    /// and benchmarks).
+    #[doc(hidden)]
+    pub listed: bool,
 }
 
 /// Watches one repository.
@@ -96,6 +109,12 @@ pub struct Watcher {
     /// The last snapshot as saved, with the file's length and modification time then: reused
     /// while the file is unchanged, read again when something else wrote it.
     last: Option<(Refs, u64, std::time::SystemTime)>,
+    /// Where the refs are, `None` when they are not in files (every poll lists them then).
+    storage: Option<RefStorage>,
+    racy_margin: Duration,
+    /// The fingerprint taken just before the refs of `last` were listed, with their open pull
+    /// requests.
+    seen: Option<(Fingerprint, Vec<u64>)>,
 }
 
 /// A file name for `key`: readable, and unique by a hash of the whole key.
@@ -147,7 +166,14 @@ impl Watcher {
                 )
             }
         };
+        let storage = repo.ref_dirs().map(|(git_dir, common_dir)| RefStorage {
+            git_dir,
+            common_dir,
+        });
         Ok(Watcher {
+            storage,
+            racy_margin: RACY_MARGIN,
+            seen: None,
             snapshot_file: state_dir
                 .join("watch")
                 .join(format!("{}.refs", file_key(&key))),
@@ -173,6 +199,14 @@ impl Watcher {
         self
     }
 
+    /// Another racy margin than [`RACY_MARGIN`] (for tests and benchmarks, which cannot wait
+    /// it out; a shorter one may miss a change made in the same clock tick as a poll).
+    #[doc(hidden)]
+    pub fn with_racy_margin(mut self, margin: Duration) -> Self {
+        self.racy_margin = margin;
+        self
+    }
+
     /// The repository read (the mirror, for a URL).
     pub fn repository(&self) -> &Repository {
         &self.repo
@@ -191,10 +225,31 @@ impl Watcher {
     /// Fetches (for a URL), takes a snapshot, and returns the events since the last one; the
     /// new snapshot is saved before returning, so each change is reported once. The first
     /// snapshot of a repository is the baseline and reports nothing.
+    ///
+    /// The refs are not listed when the ref storage's stat data is as it was just before the
+    /// last listing, that fingerprint was older than [`RACY_MARGIN`], and the snapshot in the
+    /// state dir is the one this watcher left.
     pub fn poll(&mut self) -> Result<Poll, WatchError> {
         if let (RepoSource::Url(url), Some(dir)) = (&self.source, &self.mirror) {
             fetch_mirror(url, dir)?;
         }
+        // Taken before listing: a change after it changes the next fingerprint.
+        let print = self
+            .storage
+            .as_ref()
+            .and_then(|s| Fingerprint::take(s, self.racy_margin));
+        if let (Some(print), Some((seen, open))) = (&print, &self.seen) {
+            if print.unchanged_since(seen) && self.last_is_current() {
+                return Ok(Poll {
+                    events: Vec::new(),
+                    baseline: false,
+                    open_pull_requests: open.clone(),
+                    listed: false,
+                });
+            }
+        }
+        // Until this poll succeeds, the next one lists.
+        self.seen = None;
         let new = self.repo.refs()?;
         let old = self.load()?;
         let base = self
@@ -210,12 +265,14 @@ impl Watcher {
             events,
             baseline: old.is_none(),
             open_pull_requests: open_pull_requests(&new),
+            listed: true,
         };
         if old.as_ref() != Some(&new) {
             self.save(new)?;
         } else if let Some(old) = old {
             self.keep(old);
         }
+        self.seen = print.map(|p| (p, poll.open_pull_requests.clone()));
         Ok(poll)
     }
 
@@ -236,6 +293,13 @@ impl Watcher {
     /// Keeps `refs`, just read or written, for the next poll.
     fn keep(&mut self, refs: Refs) {
         self.last = self.stamp().map(|(len, time)| (refs, len, time));
+    }
+
+    /// Whether the snapshot in memory is the one in the state dir.
+    fn last_is_current(&self) -> bool {
+        self.last
+            .as_ref()
+            .is_some_and(|(_, len, time)| self.stamp() == Some((*len, *time)))
     }
 
     /// The last snapshot: the one in memory while the file is as it was left, else the file.
