@@ -376,3 +376,28 @@ async fn checkout_fresh_never_reuses_a_tree() {
     assert_ne!(one, two);
     assert_eq!(seen, w.tree_of(&w.b));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rewritten_in_place_never_reaches_a_hard_link_a_stage_made() {
+    let w = World::new();
+    // Commit a to b changes a.txt ("one" to "two"): a reused tree rewrites it in place.
+    w.stage("main", "1", "true");
+    assert_eq!(w.push("main", &w.a).await, [RunResult::Success]);
+    let (_, first) = w.seen("1");
+    w.stage("main", "2", "true");
+    assert_eq!(w.push("main", &w.b).await, [RunResult::Success]);
+    let (seen, second) = w.seen("2");
+    assert_eq!(seen, w.tree_of(&w.b));
+    assert_eq!(first, second, "a clean tree is reused");
+    // A stage links a tracked file from outside the tree: the next update must not write
+    // through it (the link changed the file's ctime, so the tree is not reused).
+    let outside = w.out.join("kept.txt");
+    w.stage("main", "3", &format!("ln a.txt '{}'", outside.display()));
+    assert_eq!(w.push("main", &w.b).await, [RunResult::Success]);
+    w.stage("main", "4", "true");
+    assert_eq!(w.push("main", &w.a).await, [RunResult::Success]);
+    let (seen, fourth) = w.seen("4");
+    assert_eq!(seen, w.tree_of(&w.a));
+    assert_ne!(fourth, second, "a tree with a linked file is not reused");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "two\n");
+}

@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use gix::ObjectId;
 
@@ -119,6 +121,14 @@ impl Manifest {
             .retain(|p, _| p != dir && !p.starts_with(&prefix));
     }
 
+    /// The inode of `path` when it is a file (not a link) the cache wrote.
+    pub(crate) fn file_ino(&self, path: &str) -> Option<u64> {
+        self.entries
+            .get(path)
+            .filter(|r| r.kind == Kind::File)
+            .map(|r| r.ino)
+    }
+
     /// Whether `path` is a directory the cache made.
     pub(crate) fn is_dir(&self, path: &str) -> bool {
         self.entries.get(path).is_some_and(|r| r.kind == Kind::Dir)
@@ -135,52 +145,33 @@ impl Manifest {
     /// entry changed, replaced or missing, a Git lock file a killed process left, an entry
     /// that cannot be read or removed.
     pub(crate) fn verify_and_clean(&self, root: &Path) -> Result<usize, String> {
-        let mut untracked = Vec::new();
+        // The directories are walked by a few threads taking them from one stack: the walk is
+        // one `lstat` an entry, and a large tree has tens of thousands.
+        let walk = Walk {
+            manifest: self,
+            root,
+            dirs: Mutex::new((vec![String::new()], 0)),
+            wake: Condvar::new(),
+            failed: AtomicBool::new(false),
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, WALK_THREADS);
+        let found: Vec<Result<Found, String>> = std::thread::scope(|scope| {
+            let walkers: Vec<_> = (1..threads).map(|_| scope.spawn(|| walk.run())).collect();
+            let mut found = vec![walk.run()];
+            found.extend(walkers.into_iter().map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("the tree's walk failed".to_owned()))
+            }));
+            found
+        });
         let mut seen = 0usize;
-        let mut dirs = vec![String::new()];
-        while let Some(rel) = dirs.pop() {
-            let dir = if rel.is_empty() {
-                root.to_path_buf()
-            } else {
-                root.join(&rel)
-            };
-            let entries = std::fs::read_dir(&dir)
-                .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-                let name = entry.file_name();
-                let child = match (name.to_str(), rel.is_empty()) {
-                    (Some(n), true) => n.to_owned(),
-                    (Some(n), false) => format!("{rel}/{n}"),
-                    // Tree paths are text: this one is not the cache's.
-                    (None, _) => {
-                        untracked.push(entry.path());
-                        continue;
-                    }
-                };
-                let Some(recorded) = self.entries.get(&child) else {
-                    if name == ".git" {
-                        refuse_git_locks(&entry.path())?;
-                    }
-                    untracked.push(entry.path());
-                    continue;
-                };
-                // Not followed: a link is checked as a link.
-                let meta = entry
-                    .metadata()
-                    .map_err(|e| format!("cannot read {child}: {e}"))?;
-                if !recorded.same(&meta) {
-                    return Err(format!("\"{child}\" changed since it was written"));
-                }
-                if recorded.kind != Kind::Dir && self.racy(recorded) {
-                    same_content(&entry.path(), recorded)
-                        .map_err(|e| format!("\"{child}\" {e}"))?;
-                }
-                if recorded.kind == Kind::Dir {
-                    dirs.push(child);
-                }
-                seen += 1;
-            }
+        let mut untracked = Vec::new();
+        for f in found {
+            let f = f?;
+            seen += f.seen;
+            untracked.extend(f.untracked);
         }
         if seen != self.entries.len() {
             return Err(format!(
@@ -196,6 +187,118 @@ impl Manifest {
 
     fn racy(&self, recorded: &Recorded) -> bool {
         recorded.ctime >= self.stamp || recorded.mtime >= self.stamp
+    }
+}
+
+/// Threads that walk a tree at most.
+const WALK_THREADS: usize = 4;
+
+/// What one walker found: entries as recorded, and entries that are not the cache's.
+#[derive(Default)]
+struct Found {
+    seen: usize,
+    untracked: Vec<PathBuf>,
+}
+
+/// A walk of a tree shared by its threads: the directories left to list (and how many are
+/// being listed), and whether one found the tree changed.
+struct Walk<'a> {
+    manifest: &'a Manifest,
+    root: &'a Path,
+    dirs: Mutex<(Vec<String>, usize)>,
+    wake: Condvar,
+    failed: AtomicBool,
+}
+
+impl Walk<'_> {
+    /// Lists directories until none is left (or another walker failed).
+    fn run(&self) -> Result<Found, String> {
+        let mut found = Found::default();
+        while let Some(rel) = self.next() {
+            let listed = self.list(&rel, &mut found);
+            let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+            dirs.1 -= 1;
+            match listed {
+                Ok(children) => dirs.0.extend(children),
+                Err(e) => {
+                    self.failed.store(true, Ordering::Relaxed);
+                    drop(dirs);
+                    self.wake.notify_all();
+                    return Err(e);
+                }
+            }
+            drop(dirs);
+            self.wake.notify_all();
+        }
+        Ok(found)
+    }
+
+    /// The next directory to list; `None` once every directory is listed.
+    fn next(&self) -> Option<String> {
+        let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.failed.load(Ordering::Relaxed) {
+                return None;
+            }
+            if let Some(rel) = dirs.0.pop() {
+                dirs.1 += 1;
+                return Some(rel);
+            }
+            if dirs.1 == 0 {
+                return None;
+            }
+            dirs = self.wake.wait(dirs).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Checks the entries of directory `rel` against the manifest; its subdirectories.
+    fn list(&self, rel: &str, found: &mut Found) -> Result<Vec<String>, String> {
+        let dir = if rel.is_empty() {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(rel)
+        };
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let mut children = Vec::new();
+        let mut child = String::with_capacity(rel.len() + 64);
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+            let name = entry.file_name();
+            // Tree paths are text: a name that is not is not the cache's.
+            let Some(n) = name.to_str() else {
+                found.untracked.push(entry.path());
+                continue;
+            };
+            child.clear();
+            if !rel.is_empty() {
+                child.push_str(rel);
+                child.push('/');
+            }
+            child.push_str(n);
+            let Some(recorded) = self.manifest.entries.get(child.as_str()) else {
+                if name == ".git" {
+                    refuse_git_locks(&entry.path())?;
+                }
+                found.untracked.push(entry.path());
+                continue;
+            };
+            // Not followed: a link is checked as a link.
+            let meta = entry
+                .metadata()
+                .map_err(|e| format!("cannot read {child}: {e}"))?;
+            if !recorded.same(&meta) {
+                return Err(format!("\"{child}\" changed since it was written"));
+            }
+            if recorded.kind != Kind::Dir && self.manifest.racy(recorded) {
+                same_content(&entry.path(), recorded).map_err(|e| format!("\"{child}\" {e}"))?;
+            }
+            if recorded.kind == Kind::Dir {
+                children.push(child.clone());
+            }
+            found.seen += 1;
+        }
+        Ok(children)
     }
 }
 

@@ -27,6 +27,8 @@ impl Repository {
         let changes = self.tree_changes(&repo, from, to)?;
         let mut removals: Vec<(String, bool)> = Vec::new();
         let mut writes: Vec<(String, EntryMode, ObjectId)> = Vec::new();
+        // Files whose content changed, kind and mode the same: rewritten in place.
+        let mut rewrites: Vec<(String, ObjectId)> = Vec::new();
         for change in changes {
             match change {
                 Change::Deletion {
@@ -52,7 +54,14 @@ impl Repository {
                     if previous_entry_mode.is_tree() != entry_mode.is_tree() {
                         removals.push((path.clone(), previous_entry_mode.is_tree()));
                     }
-                    writes.push((path, entry_mode, oid));
+                    let plain = |m: EntryMode| {
+                        matches!(m.kind(), EntryKind::Blob | EntryKind::BlobExecutable)
+                    };
+                    if previous_entry_mode == entry_mode && plain(entry_mode) {
+                        rewrites.push((path, oid));
+                    } else {
+                        writes.push((path, entry_mode, oid));
+                    }
                 }
             }
         }
@@ -64,7 +73,7 @@ impl Repository {
         };
         // Children before their parents; a directory goes with what is left in it.
         removals.sort_unstable_by(|a, b| b.0.cmp(&a.0));
-        let count = removals.len() + writes.len();
+        let count = removals.len() + writes.len() + rewrites.len();
         for (path, tree) in removals {
             check_path(&path).map_err(|e| fail(&path, &e))?;
             remove_entry(&root.join(&path)).map_err(|e| fail(&path, &e))?;
@@ -73,6 +82,22 @@ impl Repository {
             } else {
                 manifest.remove(&path);
             }
+        }
+        // The same inode, new content: no inode to allocate (which costs far more than the
+        // write on a file system where many were just freed). Sound because the file was
+        // verified as written: no hard link was made to it since (that changes its ctime), so
+        // the content changes here only; opened without following a link, and only if it is
+        // still the inode verified.
+        for (path, oid) in rewrites {
+            check_path(&path).map_err(|e| fail(&path, &e))?;
+            let full = root.join(&path);
+            let ino = manifest
+                .file_ino(&path)
+                .ok_or_else(|| fail(&path, &"it is not a file the cache wrote"))?;
+            let blob = repo.find_object(oid).map_err(|e| fail(&path, &e))?;
+            let recorded =
+                rewrite_file(&full, ino, oid, &blob.data).map_err(|e| fail(&path, &e))?;
+            manifest.insert(path, recorded);
         }
         // Parents before their children: `a` sorts before `a/x`.
         writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -108,4 +133,21 @@ impl Repository {
         }
         Ok(count)
     }
+}
+
+/// Writes `data` over the file at `path`, which must be inode `ino` (not followed if a link).
+fn rewrite_file(path: &Path, ino: u64, oid: ObjectId, data: &[u8]) -> std::io::Result<Recorded> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    if file.metadata()?.ino() != ino {
+        return Err(std::io::Error::other("it was replaced"));
+    }
+    file.set_len(0)?;
+    file.write_all(data)?;
+    let meta = file.metadata()?;
+    Ok(Recorded::blob(&meta, oid))
 }
