@@ -14,7 +14,9 @@
 #
 # Deliveries are signed and sent by a small Python sender (SENDERS connections, kept alive).
 # The memory is read once the ledger holds every delivery as done (and every run finished),
-# after a second's pause. Prints a Markdown table.
+# after SETTLE seconds (1). The allocator keeps freed pages for a while (see benches/README.md):
+# `MIMALLOC_PURGE_DELAY=0 benches/load/rss.sh` shows the memory in use instead. Prints a
+# Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 NO_RUN=${NO_RUN:-100 20000}
