@@ -22,31 +22,10 @@ if ! command -v wrk >/dev/null; then
     apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
 cargo build --release --quiet -p gitops-examples --bin gitops -p gitops-benches --bin webhook-floor
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=benches/load/lib.sh
+. benches/load/lib.sh
 signature="sha256=$(openssl dgst -sha256 -hmac "$SECRET" -r "$FIXTURE" | cut -d' ' -f1)"
 git init -q "$tmp/repo"
-
-# Starts a server whose stderr says "listening on http://ADDR"; sets $addr.
-start() {
-    local log=$1
-    shift
-    "$@" >/dev/null 2>"$log" &
-    pids+=($!)
-    for _ in $(seq 100); do
-        addr=$(sed -n 's|.*listening on http://\([0-9.:]*\).*|\1|p' "$log" | head -1)
-        [ -n "$addr" ] && return
-        sleep 0.1
-    done
-    echo "serve.sh: $* did not start: $(cat "$log")" >&2
-    exit 1
-}
 
 # wrk against http://$addr; prints the RESULT line.
 load() {
