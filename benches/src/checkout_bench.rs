@@ -50,7 +50,7 @@ pipelines:
 pub struct BenchRepo {
     /// The repository (bare).
     pub dir: PathBuf,
-    /// The first commit and the [`COMMITS`] after it.
+    /// The first commit and the 40 (`COMMITS`) after it.
     pub commits: Vec<String>,
 }
 

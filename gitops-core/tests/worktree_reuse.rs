@@ -401,3 +401,34 @@ async fn a_file_rewritten_in_place_never_reaches_a_hard_link_a_stage_made() {
     assert_ne!(fourth, second, "a tree with a linked file is not reused");
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "two\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_stage_left_running_in_its_tree_is_stopped_before_the_tree_is_reused() {
+    let w = World::new();
+    let late = w.out.join("late");
+    // A daemon in a session of its own (out of the stage's process group), still working in
+    // the tree when the run ends, that would write into the next run's tree.
+    w.stage(
+        "main",
+        "1",
+        &format!(
+            "setsid sh -c 'echo > \"{}.started\"; sleep 2; echo late > \"{}\"; echo tampered >> a.txt' </dev/null >/dev/null 2>&1 &\n\
+             while [ ! -f '{}.started' ]; do sleep 0.05; done",
+            late.display(),
+            late.display(),
+            late.display()
+        ),
+    );
+    assert_eq!(w.push("main", &w.a).await, [RunResult::Success]);
+    let (_, first) = w.seen("1");
+    w.stage("main", "2", "sleep 3");
+    assert_eq!(w.push("main", &w.b).await, [RunResult::Success]);
+    let (seen, second) = w.seen("2");
+    assert_eq!(first, second, "the tree was reused");
+    assert_eq!(seen, w.tree_of(&w.b));
+    assert!(!late.exists(), "the daemon was stopped with the first run");
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&second).join("a.txt")).unwrap(),
+        "two\n"
+    );
+}

@@ -32,7 +32,13 @@ impl Checkout {
             Checkout::Dir(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
-            Checkout::Leased(lease) => drop(lease),
+            Checkout::Leased(lease) => {
+                // What the run's stages left running in the tree (a daemon in a session of its
+                // own, which stopping a stage's process group misses) is stopped before the
+                // tree goes back to the pool: it would go on writing into the next run's tree.
+                super::rerun::stop_leftovers(&lease.path());
+                drop(lease);
+            }
         }
     }
 }

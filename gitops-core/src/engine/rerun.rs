@@ -197,7 +197,7 @@ impl Engine {
 }
 
 /// Kills the process groups that have a process working inside `dir`; returns how many.
-fn stop_leftovers(dir: &Path) -> usize {
+pub(super) fn stop_leftovers(dir: &Path) -> usize {
     use nix::sys::signal::{Signal, killpg};
     use nix::unistd::{Pid, getpgid};
     let Ok(dir) = dir.canonicalize() else {

@@ -319,13 +319,34 @@ fn refuse_git_locks(git: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether a file written in the stamp's clock tick still holds the recorded blob.
+/// Whether a file written in the stamp's clock tick still holds the recorded blob. The file is
+/// opened without following a link and without blocking (a FIFO put in its place), must still
+/// be the inode and size recorded, and is read up to that size only.
 fn same_content(path: &Path, recorded: &Recorded) -> Result<(), String> {
     let data = match recorded.kind {
         Kind::Link => std::fs::read_link(path)
             .map(|t| t.into_os_string().into_encoded_bytes())
             .map_err(|e| format!("cannot be read: {e}"))?,
-        _ => std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?,
+        _ => {
+            use std::io::Read;
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+                .open(path)
+                .map_err(|e| format!("cannot be read: {e}"))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| format!("cannot be read: {e}"))?;
+            if !meta.is_file() || meta.ino() != recorded.ino || meta.size() != recorded.size {
+                return Err("changed since it was written".to_owned());
+            }
+            let mut data = Vec::with_capacity(recorded.size as usize);
+            file.take(recorded.size)
+                .read_to_end(&mut data)
+                .map_err(|e| format!("cannot be read: {e}"))?;
+            data
+        }
     };
     let id = gix::objs::compute_hash(recorded.oid.kind(), gix::objs::Kind::Blob, &data)
         .map_err(|e| format!("cannot be hashed: {e}"))?;

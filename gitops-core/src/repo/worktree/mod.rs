@@ -304,7 +304,7 @@ impl PoolInner {
     /// Removes a tree: in the background when a run waits (`later`), else now.
     fn discard(&self, slot: Slot, later: bool) {
         if !later {
-            let _ = std::fs::remove_dir_all(&slot.dir);
+            remove_tree(&slot.dir);
             return;
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
@@ -319,8 +319,11 @@ impl PoolInner {
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = std::fs::remove_file(&self.lock_path);
+        remove_tree(&self.dir);
+        // What could not be removed stays with its lock file, for the next process to try.
+        if !self.dir.exists() {
+            let _ = std::fs::remove_file(&self.lock_path);
+        }
         drop(self.lock.take());
     }
 }

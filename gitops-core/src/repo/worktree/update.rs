@@ -48,7 +48,11 @@ impl Repository {
                     ..
                 } => {
                     let path = path.to_string();
-                    if previous_entry_mode.is_tree() && entry_mode.is_tree() {
+                    // A directory stays one; a submodule's (an empty directory here) too.
+                    if previous_entry_mode.is_tree() && entry_mode.is_tree()
+                        || previous_entry_mode.kind() == EntryKind::Commit
+                            && entry_mode.kind() == EntryKind::Commit
+                    {
                         continue;
                     }
                     if previous_entry_mode.is_tree() != entry_mode.is_tree() {
