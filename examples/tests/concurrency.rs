@@ -270,16 +270,24 @@ async fn a_run_started_but_never_executed_is_recorded_cancelled_when_dropped() {
     assert_ended_cancelled(&g, &a, &workdir);
 }
 
-/// The ledger shows run `id` ended as cancelled, and its checkout `workdir` is gone.
+/// The ledger shows run `id` ended as cancelled, and its working tree `workdir` was given back:
+/// idle in the engine's pool of cached trees (for a later run to reuse), or removed.
 fn assert_ended_cancelled(g: &Group, id: &str, workdir: &Path) {
     assert_eq!(
         g.engine.ledger().run(id).unwrap().status,
         gitops_core::ledger::RunStatus::Finished(RunResult::Cancelled)
     );
+    let pool = g.engine.worktrees().unwrap();
     assert!(
-        !workdir.exists(),
-        "its checkout {} is removed",
+        workdir.starts_with(pool.dir()),
+        "{} is a tree of the pool",
         workdir.display()
+    );
+    assert!(
+        !workdir.exists() || pool.idle() >= 1,
+        "its tree {} is given back to the pool ({} idle) or removed",
+        workdir.display(),
+        pool.idle()
     );
 }
 
