@@ -396,9 +396,14 @@ pipelines:
 
 #[test]
 fn a_gitlab_push_gets_running_then_success_on_gitlab_and_nothing_on_github() {
-    let fx = fixture(
-        "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: \"true\" }\n",
-    );
+    // The stage waits for `go`, made once `running` has arrived: a run that ended before the
+    // sender's first pass would send only its last state (`success`), as it should.
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    let fx = fixture(&format!(
+        "version: 1\npipelines:\n  main:\n    on: {{ push: {{ branches: [main] }} }}\n    stages:\n      build: {{ run: \"while [ ! -f {} ]; do sleep 0.05; done\" }}\n",
+        go.display()
+    ));
     let (gitlab, seen) = github_stand_in();
     let (github_api, github_seen) = github_stand_in();
     let (gitlab_url, github_url) = (format!("http://{gitlab}"), format!("http://{github_api}"));
@@ -438,6 +443,8 @@ fn a_gitlab_push_gets_running_then_success_on_gitlab_and_nothing_on_github() {
         &body,
     );
     assert_eq!(status, 202, "{reply}");
+    wait_until("the running status", || !seen.lock().unwrap().is_empty());
+    std::fs::write(&go, "").unwrap();
     wait_until("two statuses", || seen.lock().unwrap().len() >= 2);
     let seen = seen.lock().unwrap().clone();
     let path = format!("/api/v4/projects/o%2Fupstream/statuses/{}", fx.after);
@@ -495,7 +502,7 @@ fn verified_claims(jwt: &str) -> Value {
 #[test]
 fn a_github_app_gets_its_installation_token_and_reports_with_it() {
     let fx = fixture(
-        "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: \"true\" }\n",
+        "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: \"sleep 1\" }\n",
     );
     let (api, seen) = github_stand_in();
     let api_url = format!("http://{api}");
@@ -617,7 +624,7 @@ fn a_bad_app_key_file_or_flags_stop_serve_with_a_clear_error() {
 #[test]
 fn bitbucket_and_gitea_pushes_get_their_statuses_on_their_own_forge() {
     let fx = fixture(
-        "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: \"true\" }\n",
+        "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      build: { run: \"sleep 1\" }\n",
     );
     let (bitbucket, bitbucket_seen) = github_stand_in();
     let (gitea, gitea_seen) = github_stand_in();
