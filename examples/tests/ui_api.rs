@@ -201,7 +201,8 @@ fn spawn_run(tmp: &Path, event: &Path) -> Child {
         .arg("--state")
         .arg(tmp.join("state"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // Kept, for a test that times out to say why the run ended.
+        .stderr(std::fs::File::create(tmp.join("run.stderr")).unwrap())
         .spawn()
         .unwrap()
 }
@@ -673,7 +674,8 @@ fn the_live_log_streams_new_lines_until_the_stage_ends() {
     wait_for_or("the first line", &mut child, || {
         let runs = ui.json("/api/runs");
         let Some(id) = runs[0]["id"].as_str() else {
-            return Err(format!("runs: {runs}"));
+            let stderr = std::fs::read_to_string(tmp.path().join("run.stderr"));
+            return Err(format!("runs: {runs}\ngitops run said: {stderr:?}"));
         };
         run = id.to_owned();
         let log = ui.get(&format!("/api/runs/{run}/stages/slow/log"));

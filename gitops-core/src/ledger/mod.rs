@@ -683,9 +683,11 @@ fn private_files(path: &Path) -> std::io::Result<()> {
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut name = path.as_os_str().to_owned();
         name.push(suffix);
-        let file = Path::new(&name);
-        if file.exists() {
-            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+        // SQLite removes its -wal and -shm files when another process closes the ledger's
+        // last connection: one gone meanwhile has no mode to set.
+        match std::fs::set_permissions(Path::new(&name), std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            done => done?,
         }
     }
     Ok(())
