@@ -10,7 +10,7 @@ use base64::Engine;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode};
 
-use super::http::{CommentPlace, Rest, judge_plain, path_part_ok, refused, sensitive, sha};
+use super::http::{CommentPlace, Rest, judge_plain, owner_name_path, sensitive, sha};
 use super::{
     CommitStatus, Forge, ForgeRefs, ForgeUpdate, PullRequestComment, SendError, StatusState,
 };
@@ -159,16 +159,9 @@ impl Forge for Bitbucket {
     }
 }
 
-/// `/repositories/{workspace}/{repo_slug}`, refusing names that would change the path.
+/// `/repositories/{owner}/{name}`, refusing names that would change the path.
 fn repo_path(repo: &str) -> Result<String, SendError> {
-    match repo.split_once('/') {
-        Some((workspace, slug)) if path_part_ok(workspace) && path_part_ok(slug) => {
-            Ok(format!("/repositories/{workspace}/{slug}"))
-        }
-        _ => Err(refused(format!(
-            "\"{repo}\" is not a Bitbucket workspace/repository"
-        ))),
-    }
+    owner_name_path(repo, "/repositories", "Bitbucket workspace/repository")
 }
 
 fn judge(status: StatusCode, headers: &HeaderMap, body: &[u8], _now: u64) -> Result<(), SendError> {

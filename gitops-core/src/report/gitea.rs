@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode};
 
-use super::http::{CommentPlace, Rest, judge_plain, path_part_ok, refused, sensitive, sha};
+use super::http::{CommentPlace, Rest, judge_plain, owner_name_path, sensitive, sha};
 use super::{CommitStatus, Forge, ForgeRefs, ForgeUpdate, PullRequestComment, SendError};
 use crate::Error;
 use crate::secret::Secret;
@@ -112,14 +112,9 @@ impl Forge for Gitea {
     }
 }
 
-/// `/repos/{owner}/{repo}`, refusing names that would change the path.
+/// `/repos/{owner}/{name}`, refusing names that would change the path.
 fn repo_path(repo: &str) -> Result<String, SendError> {
-    match repo.split_once('/') {
-        Some((owner, name)) if path_part_ok(owner) && path_part_ok(name) => {
-            Ok(format!("/repos/{owner}/{name}"))
-        }
-        _ => Err(refused(format!("\"{repo}\" is not a Gitea owner/name"))),
-    }
+    owner_name_path(repo, "/repos", "Gitea owner/name")
 }
 
 fn judge(status: StatusCode, headers: &HeaderMap, body: &[u8], _now: u64) -> Result<(), SendError> {

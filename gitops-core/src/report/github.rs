@@ -13,7 +13,7 @@ use hyper::{Method, StatusCode};
 
 use super::github_app::{Auth, Credentials, GitHubApp};
 use super::http::{
-    CommentPlace, Rest, created_id, forge_message, header_u64, numeric, path_part_ok, refused, sha,
+    CommentPlace, Rest, created_id, forge_message, header_u64, numeric, owner_name_path, sha,
 };
 use super::{
     CommitStatus, DeploymentState, DeploymentUpdate, Forge, ForgeRefs, ForgeUpdate,
@@ -262,14 +262,9 @@ fn retry(message: String, after: Option<Duration>) -> SendError {
     SendError::Retry { message, after }
 }
 
-/// `/repos/{owner}/{repo}`, refusing names that would change the path.
+/// `/repos/{owner}/{name}`, refusing names that would change the path.
 fn repo_path(repo: &str) -> Result<String, SendError> {
-    match repo.split_once('/') {
-        Some((owner, name)) if path_part_ok(owner) && path_part_ok(name) => {
-            Ok(format!("/repos/{owner}/{name}"))
-        }
-        _ => Err(refused(format!("\"{repo}\" is not a GitHub owner/name"))),
-    }
+    owner_name_path(repo, "/repos", "GitHub owner/name")
 }
 
 /// What an answer means: delivered, worth a retry (when), or refused for good.

@@ -276,6 +276,17 @@ pub(crate) fn path_part_ok(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// `{prefix}/{owner}/{name}` of `repo` ("owner/name"), refusing names that would change the
+/// request's path; `what` names the forge's terms in the refusal ("GitHub owner/name").
+pub(crate) fn owner_name_path(repo: &str, prefix: &str, what: &str) -> Result<String, SendError> {
+    match repo.split_once('/') {
+        Some((owner, name)) if path_part_ok(owner) && path_part_ok(name) => {
+            Ok(format!("{prefix}/{owner}/{name}"))
+        }
+        _ => Err(refused(format!("\"{repo}\" is not a {what}"))),
+    }
+}
+
 /// The judgement of a forge without rate-limit headers of its own (Gitea, Bitbucket): success;
 /// 429, 408 and 5xx worth a retry (after `Retry-After` when it says); anything else final.
 pub(crate) fn judge_plain(
@@ -450,4 +461,40 @@ fn marked(list: &[u8], text_at: &[&str], marker: &str) -> (Option<String>, usize
         .and_then(|id| id.as_u64())
         .map(|id| id.to_string());
     (id, items.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repository_name_from_an_event_cannot_change_the_request_path() {
+        assert_eq!(
+            owner_name_path("o/r.js", "/repos", "GitHub owner/name").unwrap(),
+            "/repos/o/r.js"
+        );
+        for hostile in [
+            "",
+            "o",
+            "o/",
+            "/r",
+            "../x",
+            "o/..",
+            "./r",
+            "o/r/x",
+            "o/r?per_page=1",
+            "o/r#x",
+            "o/r%2F..",
+            "o /r",
+            "o/r\n",
+            "ö/r",
+        ] {
+            match owner_name_path(hostile, "/repos", "GitHub owner/name") {
+                Err(SendError::Final { message, .. }) => {
+                    assert!(message.contains("is not a GitHub owner/name"), "{message}")
+                }
+                other => panic!("{hostile:?}: {other:?}"),
+            }
+        }
+    }
 }
