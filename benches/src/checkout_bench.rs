@@ -67,17 +67,7 @@ fn cache_root() -> PathBuf {
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=b", "-c", "user.email=b@b"])
-        .args(args)
-        .current_dir(dir)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| fail("git", e));
-    if !out.status.success() {
-        fail("git", format!("{args:?} failed"));
-    }
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    crate::git(dir, args, None)
 }
 
 /// Path of file `i`: up to four levels of eight directories, sixteen files a directory.

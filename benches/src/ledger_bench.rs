@@ -4,7 +4,6 @@
 //! return at once, so the difference is what the engine adds around the scheduler.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use gitops_core::backend::BackendRegistry;
@@ -45,20 +44,7 @@ pub fn config_yaml(needs: &[Vec<u32>]) -> String {
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=b", "-c", "user.email=b@b"])
-        .args(["-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| fail("git", e));
-    if !out.status.success() {
-        fail(
-            &format!("git {args:?}"),
-            String::from_utf8_lossy(&out.stderr),
-        );
-    }
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    crate::git(dir, args, None)
 }
 
 /// A repository whose one commit holds `config`, an engine on the no-op executor with its state

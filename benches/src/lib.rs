@@ -64,6 +64,36 @@ pub fn webhook_fixtures() -> Vec<(
     .collect()
 }
 
+/// `git ARGS` in `dir` (with a committer and `main` as the default branch), `stdin` written to
+/// it when given; its standard output, trimmed. Panics when git cannot run or fails: a bench's
+/// fixture that cannot be made is no measurement.
+pub fn git(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let failed = |e: &dyn std::fmt::Display| -> ! {
+        panic!("bench: git {args:?} in {}: {e}", dir.display())
+    };
+    let mut child = Command::new("git")
+        .args(["-c", "user.name=b", "-c", "user.email=b@b"])
+        .args(["-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| failed(&e));
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .unwrap_or_else(|e| failed(&e));
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap_or_else(|e| failed(&e));
+    if !out.status.success() {
+        failed(&out.status);
+    }
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// This process's peak resident set size (`VmHWM`), in MiB.
 pub fn peak_rss_mb() -> Option<f64> {
     status_mb("VmHWM:")

@@ -3,9 +3,10 @@
 //! none.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use gitops_core::source::watch::Watcher;
+
+use crate::git;
 
 /// A scratch repository with `n` refs and a watcher that has seen it.
 pub struct Repo {
@@ -14,36 +15,6 @@ pub struct Repo {
     commits: [String; 2],
     n: usize,
     watcher: std::cell::RefCell<Watcher>,
-}
-
-fn git(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new("git")
-        .args([
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@b",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("watcher bench: git: {e}"));
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().unwrap_or_else(|| panic!("no stdin"));
-        pipe.write_all(input.as_bytes())
-            .unwrap_or_else(|e| panic!("watcher bench: {e}"));
-    }
-    drop(child.stdin.take());
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("watcher bench: git: {e}"));
-    assert!(out.status.success(), "watcher bench: git {args:?} failed");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// The name of ref `i`: a mix like a busy forge repository's.
