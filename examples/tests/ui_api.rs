@@ -37,13 +37,17 @@ impl Ui {
             .spawn()
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
+        let mut said = String::new();
         let addr = loop {
-            line.clear();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "gitops ui ended");
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "gitops ui ended; it said: {said}"
+            );
             if let Some(a) = line.trim().strip_prefix("listening on http://") {
                 break a.parse().unwrap();
             }
+            said += &line;
         };
         std::thread::spawn(move || for _ in stderr.lines() {});
         Ui { child, addr }

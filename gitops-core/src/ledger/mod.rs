@@ -703,6 +703,31 @@ mod tests {
             .unwrap()
     }
 
+    /// Processes starting at once on a new state dir (a `gitops run` and a `gitops ui`) all
+    /// open it: SQLite's "database is locked" while one switches it to WAL is waited out.
+    #[test]
+    fn openers_of_a_new_state_dir_at_once_all_open_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        for round in 0..40 {
+            let dir = tmp.path().join(round.to_string());
+            let barrier = Arc::new(std::sync::Barrier::new(4));
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (dir, barrier) = (dir.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Ledger::open(&dir).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                if let Err(e) = opener.join().unwrap() {
+                    panic!("round {round}: {e}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn checkpoints_in_the_background_copy_the_log_and_stop_when_dropped() {
         let dir = tempfile::tempdir().unwrap();

@@ -168,7 +168,25 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+    conn.busy_timeout(PATIENCE)?;
+    // Two processes opening a new state dir at once: switching it to WAL takes locks SQLite
+    // does not wait for (it answers "database is locked" at once, whatever the busy timeout),
+    // so a busy answer while preparing is waited out here.
+    let start = std::time::Instant::now();
+    loop {
+        match prepare_once(conn) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && start.elapsed() < PATIENCE =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            done => return done,
+        }
+    }
+}
+
+fn prepare_once(conn: &mut Connection) -> rusqlite::Result<()> {
     // WAL: readers do not block the writer; NORMAL: a committed result survives the process
     // being killed (not a power cut, which the ledger does not promise).
     conn.pragma_update(None, "journal_mode", "WAL")?;
