@@ -2,7 +2,8 @@
 # The one command that checks everything CI checks: it installs and starts what the tests need
 # (git, the Docker engine, busybox-static for test images, Chromium and chromedriver for the
 # dashboard's browser test; terraform must be on PATH), then runs
-# formatting, clippy, rustdoc and every test with the real engines switched on.
+# formatting, clippy, rustdoc and every test with the real engines switched on, and builds the
+# deploy image of examples/deploy/ and runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,3 +70,13 @@ fi
 
 say "doc-tests"
 cargo test --workspace --all-features --doc
+
+# On its own, after the suite: it builds the gitops image from examples/deploy/Dockerfile (a
+# release build, about 5 minutes on 2 cores), which would slow the timing-sensitive tests.
+say "the deploy image (examples/deploy/Dockerfile, on local base images)"
+if cargo nextest --version >/dev/null 2>&1; then
+    GITOPS_TEST_DOCKER_IMAGE=1 cargo nextest run --workspace --all-features --test deploy \
+        -E 'test(the_image_builds)'
+else
+    GITOPS_TEST_DOCKER_IMAGE=1 cargo test --workspace --all-features --test deploy the_image_builds
+fi

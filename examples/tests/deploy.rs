@@ -1,10 +1,18 @@
 //! The operator's artefacts in `examples/deploy/`: the systemd unit passes `systemd-analyze
-//! verify` without a complaint, and the Dockerfile builds the package and binary that exist.
-//! (The image itself is not built here: its base images come from a registry this machine
-//! cannot reach.)
+//! verify` without a complaint, the Dockerfile builds the package and binary that exist, and
+//! (with `GITOPS_TEST_DOCKER_IMAGE=1`, which `scripts/test.sh` sets for a run of its own after
+//! the suite) the image is built from it for real, on base images `local-bases.sh` makes from
+//! this machine (no registry is reachable here), and serves signed deliveries on a published
+//! loopback port, as the user it says, and stops cleanly on `docker stop`.
+
+mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::git;
+use common::server::{github, request, sign};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
 
@@ -61,4 +69,172 @@ fn the_dockerfile_builds_the_gitops_binary_of_this_workspace() {
     let ignore =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target/"), "{ignore}");
+}
+
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap()
+}
+
+/// `docker args`, which must succeed; its standard output.
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {}: {}\n{}",
+        args.join(" "),
+        common::text(&out.stdout),
+        common::text(&out.stderr)
+    );
+    common::text(&out.stdout).trim().to_owned()
+}
+
+/// What the test made, removed however it ends: the container, the image and the build's
+/// intermediate images (which carry the bases' `gitops.local` label).
+struct Made {
+    image: String,
+    container: Option<String>,
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        if let Some(c) = &self.container {
+            let _ = docker(&["rm", "-f", "-v", c]);
+        }
+        let _ = docker(&["image", "rm", "-f", &self.image]);
+        let _ = docker(&["image", "prune", "-f", "--filter", "label=gitops.local"]);
+    }
+}
+
+#[test]
+fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
+    if !common::opted_in("GITOPS_TEST_DOCKER_IMAGE", "image build") {
+        return;
+    }
+    let bases = Command::new(Path::new(DEPLOY).join("local-bases.sh"))
+        .output()
+        .unwrap();
+    assert!(bases.status.success(), "{}", common::text(&bases.stderr));
+    let build_args = common::text(&bases.stdout);
+    let mut made = Made {
+        image: format!("gitops-local/gitops:test-{}", std::process::id()),
+        container: None,
+    };
+    let dockerfile = format!("{DEPLOY}/Dockerfile");
+    let mut args = vec!["build", "-q", "-f", &dockerfile, "-t"];
+    args.push(&made.image);
+    args.extend(build_args.split_whitespace());
+    args.push(WORKSPACE);
+    docker_ok(&args);
+
+    // The documented `docker run`, on a published loopback port, with a clone on a volume.
+    let tmp = tempfile::tempdir().unwrap();
+    let clone = tmp.path().join("clone");
+    std::fs::create_dir(&clone).unwrap();
+    git(&clone, &["init", "-q"]);
+    const SECRET: &str = "image-test-secret";
+    let mount = format!("{}:/var/lib/gitops/clone:ro", clone.display());
+    let container = docker_ok(&[
+        "run",
+        "-d",
+        "-p",
+        "127.0.0.1::8080",
+        "-v",
+        &mount,
+        "-e",
+        &format!("GITHUB_WEBHOOK_SECRET={SECRET}"),
+        &made.image,
+        "serve",
+        "--listen",
+        "0.0.0.0:8080",
+        "--repo",
+        "/var/lib/gitops/clone",
+        "--repo-name",
+        "Codertocat/Hello-World",
+        "--state",
+        "/var/lib/gitops/state",
+        "--github-secret-env",
+        "GITHUB_WEBHOOK_SECRET",
+        "--no-run",
+        "--log-format",
+        "json",
+    ]);
+    made.container = Some(container.clone());
+    let port = docker_ok(&["port", &container, "8080/tcp"]);
+    let addr: std::net::SocketAddr = port
+        .lines()
+        .find(|l| l.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("published on loopback: {port}"))
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if std::net::TcpStream::connect(addr).is_ok()
+            && request(addr, "GET", "/healthz", &[], b"").0 == 200
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve in the container did not answer /healthz; it said: {}",
+            common::text(&docker(&["logs", &container]).stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let body = std::fs::read(format!(
+        "{WORKSPACE}/../shared/fixtures/webhooks/github/push.with-new-branch.json"
+    ))
+    .unwrap();
+    let signature = sign(SECRET, &body);
+    let (status, answer) = github(addr, "push", "image-1", &body, Some(&signature));
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = github(addr, "push", "image-1", &body, Some(&signature));
+    assert_eq!(status, 200, "a redelivery is a duplicate: {answer}");
+    let (status, _) = github(addr, "push", "image-2", &body, Some("sha256=00"));
+    assert_eq!(status, 401, "a bad signature is refused");
+    let (status, metrics) = request(addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let accepted = metrics
+        .lines()
+        .find(|l| l.contains("deliveries") && l.contains("outcome=\"accepted\""))
+        .unwrap_or_else(|| panic!("accepted deliveries counted: {metrics}"));
+    assert!(accepted.ends_with(" 1"), "{accepted}");
+
+    // Not root in the container; the state on the volume is its own.
+    assert_eq!(
+        docker_ok(&["exec", &container, "id", "-u"]),
+        "65534",
+        "serve runs unprivileged"
+    );
+    let owner = docker_ok(&[
+        "exec",
+        &container,
+        "stat",
+        "-c",
+        "%u %a",
+        "/var/lib/gitops/state",
+    ]);
+    assert_eq!(owner, "65534 700", "the state dir is private to it");
+
+    // `docker stop` is a SIGTERM to serve (PID 1): it shuts down gracefully and exits 0.
+    docker_ok(&["stop", "-t", "30", &container]);
+    let exit = docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &container]);
+    let logs = docker(&["logs", &container]);
+    let log = common::text(&logs.stderr) + &common::text(&logs.stdout);
+    assert_eq!(exit, "0", "{log}");
+    let delivery = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|j| j["fields"]["delivery"] == "image-1" || j["delivery"] == "image-1")
+        .unwrap_or_else(|| panic!("a JSON log line for the delivery: {log}"));
+    assert!(
+        delivery.to_string().contains("Codertocat/Hello-World"),
+        "{delivery}"
+    );
 }
