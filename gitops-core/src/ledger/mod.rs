@@ -732,6 +732,11 @@ mod tests {
     fn checkpoints_in_the_background_copy_the_log_and_stop_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(dir.path()).unwrap();
+        // A log grown under a burst is cut back to 64 MiB when it starts over.
+        let limit: i64 = ledger
+            .with(|c| c.pragma_query_value(None, "journal_size_limit", |r| r.get(0)))
+            .unwrap();
+        assert_eq!(limit, 64 * 1024 * 1024);
         let checkpoints = ledger
             .checkpoint_in_background(std::time::Duration::from_millis(10))
             .unwrap();

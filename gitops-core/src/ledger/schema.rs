@@ -191,6 +191,10 @@ fn prepare_once(conn: &mut Connection) -> rusqlite::Result<()> {
     // being killed (not a power cut, which the ledger does not promise).
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // A log that grew under a burst of writes (the background checkpoints of `serve` catch up
+    // only once it has passed) is cut back to this when it starts over, instead of keeping its
+    // largest size on disk.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // The version is read inside the write transaction, so that two processes opening a new
     // state dir at once do not both migrate it.
