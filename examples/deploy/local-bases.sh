@@ -16,11 +16,23 @@
 # carries the label `gitops.local`, so that `docker image prune --filter label=gitops.local`
 # finds the build's intermediate images.
 #
-# Needs: docker, tar, busybox-static (`/bin/busybox`), and a Rust toolchain that builds gitops.
+# The builder holds this machine's /usr (programs, libraries, headers) and every crate in its
+# cargo registry: it is for building here, never to be pushed anywhere. No credentials go in
+# (of the cargo home, only registry/ is copied; of /etc, only what programs need to start).
+#
+# Needs: docker, tar, busybox-static (`/bin/busybox`), and a Rustup toolchain that builds gitops
+# (x86_64 Debian-style paths).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+self=$(readlink -f "$0")
+cd "$(dirname "$self")/../.."
 
 sysroot=$(readlink -f "$(rustc --print sysroot)")
+case $sysroot in
+/usr | /usr/local | /)
+    echo "local-bases.sh: rustc's sysroot is $sysroot; it needs a Rustup toolchain (its own directory)" >&2
+    exit 1
+    ;;
+esac
 cargo_home=$(readlink -f "${CARGO_HOME:-$HOME/.cargo}")
 busybox=$(command -v busybox || true)
 # ldd fails on a static executable ("not a dynamic executable").
@@ -28,13 +40,24 @@ if [ -z "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
     echo "local-bases.sh: needs a static busybox (Debian: apt-get install busybox-static)" >&2
     exit 1
 fi
-key=$( (rustc -vV; sha256sum <Cargo.lock; sha256sum <"$0") | sha256sum | cut -c1-12)
+key=$( (rustc -vV; sha256sum <Cargo.lock; sha256sum <"$self") | sha256sum | cut -c1-12)
 builder=gitops-local/builder:$key
 runtime=gitops-local/runtime:$key
 
 exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# An image is imported as <tag>-partial and tagged only once the whole pipe succeeded (pipefail
+# ends the script otherwise): a tar that failed must not leave a base later runs would take.
+promote() {
+    docker tag "$1-partial" "$1"
+    docker image rm "$1-partial" >/dev/null
+}
+
 if ! exists "$builder"; then
+    # Every crate Cargo.lock names in the registry the builder copies (the build is offline).
+    cargo fetch --locked --quiet
+    stage=$(mktemp -d)
+    mkdir -m 1777 "$stage/tmp"
     # Merged /usr (Debian 12 and later): /bin, /lib and /lib64 are links into it. The Rust
     # toolchain goes to /usr/local/rust, the registry to /usr/local/cargo, as in rust:*
     # images (cargo finds rustc on PATH; rustc finds its libraries beside itself).
@@ -49,19 +72,23 @@ if ! exists "$builder"; then
         etc/ld.so.cache etc/passwd etc/group \
         "${sysroot#/}/bin" "${sysroot#/}/lib" \
         "${cargo_home#/}/registry/index" "${cargo_home#/}/registry/cache" \
-        "${cargo_home#/}/registry/src" |
+        "${cargo_home#/}/registry/src" \
+        -C "$stage" tmp |
         docker import \
             --change 'ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             --change 'ENV CARGO_HOME=/usr/local/cargo' \
             --change 'ENV CARGO_NET_OFFLINE=true' \
             --change 'LABEL gitops.local=builder' \
-            - "$builder" >/dev/null
+            - "$builder-partial" >/dev/null
+    promote "$builder"
+    rm -rf "$stage"
 fi
 
 if ! exists "$runtime"; then
     echo "local-bases.sh: making $runtime" >&2
     root=$(mktemp -d)
     trap 'rm -rf "$root"' EXIT
+    chmod 755 "$root"
     mkdir -p "$root"/{bin,lib/x86_64-linux-gnu,lib64,etc/ssl/certs,tmp,var/lib}
     chmod 1777 "$root/tmp"
     cp "$busybox" "$root/bin/busybox"
@@ -72,7 +99,10 @@ if ! exists "$runtime"; then
         cp -L "/lib/x86_64-linux-gnu/$lib" "$root/lib/x86_64-linux-gnu/"
     done
     cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
-    cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+    # For forge reporting over HTTPS; absent without Debian's ca-certificates.
+    if [ -e /etc/ssl/certs/ca-certificates.crt ]; then
+        cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+    fi
     printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
         >"$root/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
@@ -80,7 +110,8 @@ if ! exists "$runtime"; then
         docker import \
             --change 'ENV PATH=/usr/local/bin:/bin' \
             --change 'LABEL gitops.local=runtime' \
-            - "$runtime" >/dev/null
+            - "$runtime-partial" >/dev/null
+    promote "$runtime"
 fi
 
 # Bases of other keys are of an older toolchain or lock file.

@@ -94,20 +94,30 @@ fn docker_ok(args: &[&str]) -> String {
     common::text(&out.stdout).trim().to_owned()
 }
 
-/// What the test made, removed however it ends: the container, the image and the build's
+/// The names this test gives its containers start so.
+const PREFIX: &str = "gitops-image-test-";
+
+/// What the test made, removed however it ends: the container (named before it is created, so
+/// that one `docker run` failed to start is found too), its volume, the image and the build's
 /// intermediate images (which carry the bases' `gitops.local` label).
 struct Made {
     image: String,
-    container: Option<String>,
+    container: String,
 }
 
 impl Drop for Made {
     fn drop(&mut self) {
-        if let Some(c) = &self.container {
-            let _ = docker(&["rm", "-f", "-v", c]);
-        }
+        let _ = docker(&["rm", "-f", "-v", &self.container]);
         let _ = docker(&["image", "rm", "-f", &self.image]);
         let _ = docker(&["image", "prune", "-f", "--filter", "label=gitops.local"]);
+    }
+}
+
+/// Containers an earlier run of this test left (killed before it cleaned up).
+fn remove_leftovers() {
+    let listed = docker(&["ps", "-a", "-q", "--filter", &format!("name=^{PREFIX}")]);
+    for id in common::text(&listed.stdout).split_whitespace() {
+        let _ = docker(&["rm", "-f", "-v", id]);
     }
 }
 
@@ -121,12 +131,22 @@ fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
         .unwrap();
     assert!(bases.status.success(), "{}", common::text(&bases.stderr));
     let build_args = common::text(&bases.stdout);
-    let mut made = Made {
-        image: format!("gitops-local/gitops:test-{}", std::process::id()),
-        container: None,
+    remove_leftovers();
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let made = Made {
+        image: format!("gitops-local/gitops:test-{unique}"),
+        container: format!("{PREFIX}{unique}"),
     };
     let dockerfile = format!("{DEPLOY}/Dockerfile");
-    let mut args = vec!["build", "-q", "-f", &dockerfile, "-t"];
+    // --force-rm: a failed step's container (with a half-built target dir) goes too.
+    let mut args = vec!["build", "-q", "--force-rm", "-f", &dockerfile, "-t"];
     args.push(&made.image);
     args.extend(build_args.split_whitespace());
     args.push(WORKSPACE);
@@ -139,9 +159,12 @@ fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
     git(&clone, &["init", "-q"]);
     const SECRET: &str = "image-test-secret";
     let mount = format!("{}:/var/lib/gitops/clone:ro", clone.display());
-    let container = docker_ok(&[
+    let container = made.container.as_str();
+    docker_ok(&[
         "run",
         "-d",
+        "--name",
+        container,
         "-p",
         "127.0.0.1::8080",
         "-v",
@@ -164,8 +187,7 @@ fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
         "--log-format",
         "json",
     ]);
-    made.container = Some(container.clone());
-    let port = docker_ok(&["port", &container, "8080/tcp"]);
+    let port = docker_ok(&["port", container, "8080/tcp"]);
     let addr: std::net::SocketAddr = port
         .lines()
         .find(|l| l.starts_with("127.0.0.1:"))
@@ -182,7 +204,7 @@ fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
         assert!(
             Instant::now() < deadline,
             "serve in the container did not answer /healthz; it said: {}",
-            common::text(&docker(&["logs", &container]).stderr)
+            common::text(&docker(&["logs", container]).stderr)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -206,15 +228,18 @@ fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
         .unwrap_or_else(|| panic!("accepted deliveries counted: {metrics}"));
     assert!(accepted.ends_with(" 1"), "{accepted}");
 
-    // Not root in the container; the state on the volume is its own.
+    // Not root in the container (serve itself, PID 1: its real, effective, saved and file
+    // system ids); the state on the volume is its own.
+    let status = docker_ok(&["exec", container, "cat", "/proc/1/status"]);
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert_eq!(
-        docker_ok(&["exec", &container, "id", "-u"]),
-        "65534",
-        "serve runs unprivileged"
+        uid.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["65534"; 4],
+        "serve runs unprivileged: {uid}"
     );
     let owner = docker_ok(&[
         "exec",
-        &container,
+        container,
         "stat",
         "-c",
         "%u %a",
@@ -223,9 +248,9 @@ fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
     assert_eq!(owner, "65534 700", "the state dir is private to it");
 
     // `docker stop` is a SIGTERM to serve (PID 1): it shuts down gracefully and exits 0.
-    docker_ok(&["stop", "-t", "30", &container]);
-    let exit = docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &container]);
-    let logs = docker(&["logs", &container]);
+    docker_ok(&["stop", "-t", "30", container]);
+    let exit = docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", container]);
+    let logs = docker(&["logs", container]);
     let log = common::text(&logs.stderr) + &common::text(&logs.stdout);
     assert_eq!(exit, "0", "{log}");
     let delivery = log

@@ -172,7 +172,8 @@ pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(PATIENCE)?;
     // Two processes opening a new state dir at once: switching it to WAL takes locks SQLite
     // does not wait for (it answers "database is locked" at once, whatever the busy timeout),
-    // so a busy answer while preparing is waited out here.
+    // so a busy answer while preparing is waited out here: retried for 10 s (an attempt begun
+    // then may itself wait its busy timeout, so 20 s at most).
     let start = std::time::Instant::now();
     loop {
         match prepare_once(conn) {
