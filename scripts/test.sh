@@ -72,7 +72,7 @@ say "doc-tests"
 cargo test --workspace --all-features --doc
 
 # On its own, after the suite: it builds the gitops image from examples/deploy/Dockerfile (a
-# release build, about 5 minutes on 2 cores), which would slow the timing-sensitive tests.
+# release build, about 6 minutes on 2 cores), which would slow the timing-sensitive tests.
 say "the deploy image (examples/deploy/Dockerfile, on local base images)"
 if cargo nextest --version >/dev/null 2>&1; then
     GITOPS_TEST_DOCKER_IMAGE=1 cargo nextest run --workspace --all-features --test deploy \

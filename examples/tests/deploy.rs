@@ -8,11 +8,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::git;
 use common::server::{github, request, sign};
+use common::{docker, docker_ok, git};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
 
@@ -72,27 +72,6 @@ fn the_dockerfile_builds_the_gitops_binary_of_this_workspace() {
 }
 
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .unwrap()
-}
-
-/// `docker args`, which must succeed; its standard output.
-fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {}: {}\n{}",
-        args.join(" "),
-        common::text(&out.stdout),
-        common::text(&out.stderr)
-    );
-    common::text(&out.stdout).trim().to_owned()
-}
 
 /// The names this test gives its containers start so.
 const PREFIX: &str = "gitops-image-test-";

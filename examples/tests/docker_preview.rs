@@ -6,17 +6,8 @@
 use std::process::Command;
 
 mod common;
+use common::docker_ok;
 use common::text;
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 #[test]
 fn the_preview_starter_serves_updates_and_tears_down_a_pull_requests_preview() {
@@ -47,14 +38,14 @@ fn the_preview_starter_serves_updates_and_tears_down_a_pull_requests_preview() {
         "{stdout}"
     );
     assert!(stdout.contains("no longer answers"), "{stdout}");
-    let left = docker(&[
+    let left = docker_ok(&[
         "ps",
         "-aq",
         "--filter",
         "label=gitops.environment=preview-pr-7",
     ]);
     assert_eq!(left.trim(), "", "containers left");
-    let networks = docker(&[
+    let networks = docker_ok(&[
         "network",
         "ls",
         "-q",
@@ -67,14 +58,14 @@ fn the_preview_starter_serves_updates_and_tears_down_a_pull_requests_preview() {
         "{stdout}"
     );
     for image in ["gitops-starter-site", "gitops-starter-busybox"] {
-        let images = docker(&["images", "-q", image]);
+        let images = docker_ok(&["images", "-q", image]);
         assert_eq!(images.trim(), "", "{image} images left");
     }
 }
 
 /// Containers, running or not, made from `image`.
 fn containers_of(image: &str) -> Vec<String> {
-    docker(&["ps", "-aq", "--filter", &format!("ancestor={image}")])
+    docker_ok(&["ps", "-aq", "--filter", &format!("ancestor={image}")])
         .split_whitespace()
         .map(str::to_owned)
         .collect()

@@ -396,7 +396,6 @@ fn run_cell(cell: &[&str], reps: Reps) -> Option<Value> {
             use gitops_benches::checkout_bench::{measure, percentile};
             let events = match reps {
                 Reps::Full => 30,
-                Reps::Quick if n >= 50_000 => 5,
                 Reps::Quick if n >= 10_000 => 5,
                 Reps::Quick => 10,
             };

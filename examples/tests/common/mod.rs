@@ -57,6 +57,28 @@ mod core_common;
 #[allow(unused_imports)] // not every test file runs git
 pub use core_common::git;
 
+/// `docker ARGS` (with the legacy builder: this machine's docker has no buildx); what it did.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap()
+}
+
+/// `docker ARGS`, which must succeed; its standard output, trimmed.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {}: {}\n{}",
+        args.join(" "),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout).trim().to_owned()
+}
+
 /// Whether the tests that need a real `what` (Docker, Terraform) were asked for with `var`;
 /// prints `skipped: ...` when not.
 pub fn opted_in(var: &str, what: &str) -> bool {
