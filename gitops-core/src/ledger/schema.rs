@@ -169,7 +169,7 @@ const MIGRATIONS: &[&str] = &[
 
 pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
     const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
-    conn.busy_timeout(PATIENCE)?;
+    conn.busy_handler(Some(wait_for_lock))?;
     // Two processes opening a new state dir at once: switching it to WAL takes locks SQLite
     // does not wait for (it answers "database is locked" at once, whatever the busy timeout),
     // so a busy answer while preparing is waited out here: retried for 10 s (an attempt begun
@@ -187,15 +187,23 @@ pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
     }
 }
 
+/// SQLite's busy handler: a lock another connection holds is waited for 1 ms at a time, about
+/// 10 s in all. SQLite's own timeout sleeps longer each time (1, 2, 5, 10, ... 100 ms): a writer
+/// that found the lock taken for a few milliseconds (by `serve`'s checkpoint starting the log
+/// over) slept tens of milliseconds more.
+fn wait_for_lock(attempts: i32) -> bool {
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    attempts < 10_000
+}
+
 fn prepare_once(conn: &mut Connection) -> rusqlite::Result<()> {
     // WAL: readers do not block the writer; NORMAL: a committed result survives the process
     // being killed (not a power cut, which the ledger does not promise).
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // A log that grew under a burst of writes (the background checkpoints of `serve` catch up
-    // only once it has passed) is cut back to this when it starts over, instead of keeping its
-    // largest size on disk.
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    // A log that grew past this (a reader kept it from starting over) is cut back to it when it
+    // starts over, instead of keeping its largest size on disk.
+    conn.pragma_update(None, "journal_size_limit", 256 * 1024 * 1024)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // The version is read inside the write transaction, so that two processes opening a new
     // state dir at once do not both migrate it.
