@@ -11,6 +11,7 @@
 
 mod commit;
 pub(crate) mod http;
+pub(crate) mod lines;
 pub(crate) mod metrics;
 mod receive;
 mod report;
@@ -192,10 +193,12 @@ fn secret(flag: &str, name: &Option<String>) -> Result<Option<String>, String> {
     }
 }
 
-/// The logger: text or JSON lines on standard error.
-pub(crate) fn init_log(format: &str) {
+/// The logger: text or JSON lines on standard error, written in batches (see [`lines`]) until
+/// the returned guard is dropped.
+pub(crate) fn init_log(format: &str) -> lines::Flush {
+    let flush = lines::start();
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(lines::Log)
         .with_target(false)
         .with_max_level(tracing::Level::INFO);
     // Only the first call in a process installs a logger.
@@ -204,6 +207,7 @@ pub(crate) fn init_log(format: &str) {
     } else {
         builder.with_ansi(false).try_init()
     };
+    flush
 }
 
 /// Text for a log line: control characters (a line feed, a terminal escape) written as
@@ -290,7 +294,7 @@ fn raise_open_files(max_connections: usize) {
 }
 
 pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
-    init_log(&args.log_format);
+    let _lines = init_log(&args.log_format);
     raise_open_files(args.max_connections);
     let github_secret = secret("--github-secret-env", &args.github_secret_env)?;
     let gitlab_token = secret("--gitlab-token-env", &args.gitlab_token_env)?;

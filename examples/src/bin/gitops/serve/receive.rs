@@ -584,8 +584,7 @@ impl Receiver {
             self.wake.notify_one();
         } else {
             // `--no-run`: the event, as a line of JSON.
-            use std::io::Write;
-            let _ = writeln!(std::io::stdout().lock(), "{}", event.as_str());
+            super::lines::event_line(event.as_str());
         }
     }
 }

@@ -136,7 +136,7 @@ pub struct UiArgs {
 
 /// `gitops ui`: serves the dashboard and the API until SIGTERM or Ctrl-C.
 pub async fn ui(args: UiArgs, common: Common) -> Result<(), String> {
-    crate::serve::init_log("text");
+    let _lines = crate::serve::init_log("text");
     let access = args.options.access()?;
     let public_url = args.options.public_url()?;
     let engine = Arc::new(engine(&common)?);
