@@ -167,18 +167,21 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
+/// How long a statement waits for a lock another connection holds.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
-    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
     conn.busy_handler(Some(wait_for_lock))?;
     // Two processes opening a new state dir at once: switching it to WAL takes locks SQLite
     // does not wait for (it answers "database is locked" at once, whatever the busy timeout),
     // so a busy answer while preparing is waited out here: retried for 10 s (an attempt begun
-    // then may itself wait its busy timeout, so 20 s at most).
+    // then may itself wait for a lock up to LOCK_PATIENCE, so 20 s at most).
     let start = std::time::Instant::now();
     loop {
         match prepare_once(conn) {
             Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy && start.elapsed() < PATIENCE =>
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && start.elapsed() < LOCK_PATIENCE =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
@@ -187,13 +190,26 @@ pub(super) fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
     }
 }
 
-/// SQLite's busy handler: a lock another connection holds is waited for 1 ms at a time, about
-/// 10 s in all. SQLite's own timeout sleeps longer each time (1, 2, 5, 10, ... 100 ms): a writer
-/// that found the lock taken for a few milliseconds (by `serve`'s checkpoint starting the log
-/// over) slept tens of milliseconds more.
+/// SQLite's busy handler: a lock another connection holds is waited for 1 ms at a time, for 10 s
+/// at most (from the first busy answer of a statement). SQLite's own timeout sleeps longer each
+/// time (1, 2, 5, 10, ... 100 ms): a writer that found the lock taken for a few milliseconds (by
+/// `serve`'s checkpoint starting the log over) slept tens of milliseconds more.
 fn wait_for_lock(attempts: i32) -> bool {
+    thread_local! {
+        static SINCE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    let since = SINCE.with(|since| {
+        if attempts == 0 || since.get().is_none() {
+            since.set(Some(now));
+        }
+        since.get().unwrap_or(now)
+    });
+    if now.duration_since(since) >= LOCK_PATIENCE {
+        return false;
+    }
     std::thread::sleep(std::time::Duration::from_millis(1));
-    attempts < 10_000
+    true
 }
 
 fn prepare_once(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -6,7 +6,9 @@
 //! that arrived meanwhile) on its own task, and those it committed are answered without taking
 //! a turn. Alone, a delivery commits itself with no thread woken; under load one commit serves
 //! many. A commit blocks its worker thread for as long as SQLite takes (no `fsync`: see
-//! `Ledger::checkpoint_in_background`); one commit runs at a time, so the other workers go on.
+//! `Ledger::checkpoint_in_background`, whose `RESTART` can make it wait a few milliseconds for
+//! the write lock; another process holding the lock, up to 10 s); one commit runs at a time, so
+//! the other workers go on.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
