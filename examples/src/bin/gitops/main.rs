@@ -415,11 +415,15 @@ fn error(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("error: cannot start the runtime: {e}"))?
-        .block_on(f)
+        .map_err(|e| format!("error: cannot start the runtime: {e}"))?;
+    let result = runtime.block_on(f);
+    // Lines its tasks logged after the command's own end are written too.
+    drop(runtime);
+    serve::lines::flush_all();
+    result
 }
 
 /// mimalloc: a server's requests allocate and free many small buffers from several threads,

@@ -1,12 +1,16 @@
 //! Serve's log lines (standard error) and `--no-run`'s event lines (standard output), written in
 //! batches: under load a `write` per line was a tenth of a delivery's cost. Lines are gathered
-//! and written together at least every [`EVERY`] (by a thread of their own, which sleeps between
-//! rounds and is never woken per line), as soon as [`HIGH_WATER`] bytes wait, and when the server
-//! stops ([`Flush`]). A warning or an error is written at once, after what waited before it, so
-//! that what precedes an exit is never held back. What a `kill -9` can lose: the lines of the
-//! last [`EVERY`]; the inbox, not the log, is the record of what was accepted.
+//! and written together at least every [`EVERY`] (by a thread per stream, which sleeps between
+//! rounds and is never woken per line), as soon as [`HIGH_WATER`] bytes wait, and when the
+//! process ends ([`Flush`], [`flush_all`]). A warning or an error is written at once, after the
+//! log lines that waited before it. Each `write` is of whole lines and at most [`PIPE_BUF`] bytes
+//! (unless one line is longer), so that lines from two streams sent to one pipe (`2>&1`) are
+//! never torn. What a `kill -9` can lose: the lines of the last [`EVERY`]; the inbox, not the
+//! log, is the record of what was accepted. Without the threads (they could not be started),
+//! every line is written at once.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -14,6 +18,8 @@ use std::time::Duration;
 pub const EVERY: Duration = Duration::from_millis(50);
 /// Bytes that may wait before they are written without waiting for the round.
 pub const HIGH_WATER: usize = 64 * 1024;
+/// The most bytes a pipe takes in one piece (POSIX's `PIPE_BUF` on Linux).
+pub const PIPE_BUF: usize = 4096;
 
 /// Lines waiting for one stream, in the order they came.
 pub struct Batched<W> {
@@ -68,16 +74,44 @@ impl<W: Write> Inner<W> {
             return Ok(());
         }
         // Written even when it fails (a full disk): lines are not kept to grow without end.
-        let written = self
-            .out
-            .write_all(&self.waiting)
-            .and_then(|()| self.out.flush());
+        let mut written = Ok(());
+        for piece in pieces(&self.waiting) {
+            written = self.out.write_all(piece);
+            if written.is_err() {
+                break;
+            }
+        }
+        let written = written.and_then(|()| self.out.flush());
         self.waiting.clear();
         if self.waiting.capacity() > 4 * HIGH_WATER {
             self.waiting.shrink_to(HIGH_WATER);
         }
         written
     }
+}
+
+/// `bytes` in pieces of whole lines, each at most [`PIPE_BUF`] bytes or one longer line.
+fn pieces(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        let end = if bytes.len() <= PIPE_BUF {
+            bytes.len()
+        } else {
+            match bytes[..PIPE_BUF].iter().rposition(|&b| b == b'\n') {
+                Some(newline) => newline + 1,
+                // One line longer than a pipe takes: written alone.
+                None => bytes
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |n| n + 1),
+            }
+        };
+        let (piece, rest) = bytes.split_at(end);
+        bytes = rest;
+        Some(piece)
+    })
 }
 
 /// Standard output or error, as a `Write` a static can hold.
@@ -99,31 +133,36 @@ static STDOUT: Batched<Std> = Batched::new(Std(|b| {
     out.write_all(b).and_then(|()| out.flush())
 }));
 static STDERR: Batched<Std> = Batched::new(Std(|b| io::stderr().lock().write_all(b)));
-static FLUSHER: OnceLock<()> = OnceLock::new();
+/// Whether the flushing threads run; until then every line is written at once.
+static BATCHING: AtomicBool = AtomicBool::new(false);
+static STARTED: OnceLock<()> = OnceLock::new();
 
 /// Writes what waits on both streams.
-fn flush_both() {
+pub fn flush_all() {
     let _ = STDERR.flush();
     let _ = STDOUT.flush();
 }
 
-/// Starts the thread that writes the lines every [`EVERY`] (once per process); the lines
+/// Starts the threads that write the lines every [`EVERY`] (once per process), one per stream
+/// so that a reader of one that stops reading does not hold the other's lines; the lines
 /// waiting are written when the [`Flush`] is dropped.
 pub fn start() -> Flush {
-    FLUSHER.get_or_init(|| {
-        let started = std::thread::Builder::new()
-            .name("log-lines".to_owned())
-            .spawn(|| {
-                loop {
-                    std::thread::sleep(EVERY);
-                    flush_both();
-                }
-            });
-        if let Err(e) = started {
-            // Without the thread lines are still written: at the high water, at a warning, at
-            // the end.
-            let _ = writeln!(io::stderr(), "gitops: log lines are written late: {e}");
+    STARTED.get_or_init(|| {
+        let streams: [(&str, &'static Batched<Std>); 2] =
+            [("log-lines", &STDERR), ("event-lines", &STDOUT)];
+        let mut running = true;
+        for (name, stream) in streams {
+            let started = std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(EVERY);
+                        let _ = stream.flush();
+                    }
+                });
+            running &= started.is_ok();
         }
+        BATCHING.store(running, Ordering::Release);
     });
     Flush(())
 }
@@ -134,8 +173,13 @@ pub struct Flush(());
 
 impl Drop for Flush {
     fn drop(&mut self) {
-        flush_both();
+        flush_all();
     }
+}
+
+/// Whether a line is written without waiting.
+fn written_now(now: bool) -> bool {
+    now || !BATCHING.load(Ordering::Acquire)
 }
 
 /// `--no-run`'s line for an accepted event.
@@ -143,7 +187,7 @@ pub fn event_line(json: &str) {
     let mut line = Vec::with_capacity(json.len() + 1);
     line.extend_from_slice(json.as_bytes());
     line.push(b'\n');
-    let _ = STDOUT.push(&line, false);
+    let _ = STDOUT.push(&line, written_now(false));
 }
 
 /// The log's writer: a line of level warning or error is written at once.
@@ -156,7 +200,7 @@ pub struct LogWriter {
 
 impl Write for LogWriter {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        STDERR.push(bytes, self.now)?;
+        STDERR.push(bytes, written_now(self.now))?;
         Ok(bytes.len())
     }
 
@@ -225,6 +269,43 @@ mod tests {
         assert_eq!(written(&b).len(), 0);
         b.push(&line, false).unwrap();
         assert_eq!(written(&b).len(), pushed + line.len());
+    }
+
+    #[test]
+    fn lines_are_written_in_pieces_a_pipe_takes_whole() {
+        let b = Batched::new(Recorder::default());
+        let line = |c: u8, n: usize| {
+            let mut l = vec![c; n];
+            l.push(b'\n');
+            l
+        };
+        // 100-byte lines: 40 fit in a piece of 4,000 bytes; a 10,000-byte line goes alone.
+        for _ in 0..100 {
+            b.push(&line(b'a', 99), false).unwrap();
+        }
+        b.push(&line(b'b', 9_999), false).unwrap();
+        b.push(&line(b'c', 99), false).unwrap();
+        b.flush().unwrap();
+        let writes = b.with_out(|r| r.writes.clone());
+        let sizes: Vec<usize> = writes.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [4_000, 4_000, 2_000, 10_000, 100]);
+        assert!(writes.iter().all(|w| w.ends_with(b"\n")));
+    }
+
+    /// Each `write` it was given.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<Vec<u8>>,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.writes.push(bytes.to_vec());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]

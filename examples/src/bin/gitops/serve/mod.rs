@@ -428,6 +428,8 @@ pub async fn serve(args: ServeArgs, common: Common) -> Result<(), String> {
     let worker = worker.transpose()?;
     args.ui.warn_if_open(addr);
     if args.log_format != "json" {
+        // After the log's lines before it.
+        lines::flush_all();
         eprintln!("listening on http://{addr}");
     }
     tracing::info!(%addr, repositories = repos.join(","), run, "serving");
