@@ -2,8 +2,9 @@
 //! verify` without a complaint, the Dockerfile builds the package and binary that exist, and
 //! (with `GITOPS_TEST_DOCKER_IMAGE=1`, which `scripts/test.sh` sets for a run of its own after
 //! the suite) the image is built from it for real, on base images `local-bases.sh` makes from
-//! this machine (no registry is reachable here), and serves signed deliveries on a published
-//! loopback port, as the user it says, and stops cleanly on `docker stop`.
+//! this machine (no registry is reachable here), serves signed deliveries on a published
+//! loopback port and runs the pipeline they trigger, as the user it says, and stops cleanly on
+//! `docker stop`.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::server::{github, request, sign};
+use common::server::{fixture, github, request, sign};
 use common::{docker, docker_ok, git};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
@@ -131,11 +132,15 @@ fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
     args.push(WORKSPACE);
     docker_ok(&args);
 
-    // The documented `docker run`, on a published loopback port, with a clone on a volume.
-    let tmp = tempfile::tempdir().unwrap();
-    let clone = tmp.path().join("clone");
-    std::fs::create_dir(&clone).unwrap();
-    git(&clone, &["init", "-q"]);
+    // The documented `docker run`, on a published loopback port, with a clone on a volume: a
+    // repository whose pipeline runs on a push to main, the pushed commit fetched into it (the
+    // clone's origin is a path on this machine, which the container cannot fetch from: serve
+    // says so and goes on with what the clone holds).
+    let fx = fixture(
+        "version: 1\npipelines:\n  main:\n    on: { push: { branches: [main] } }\n    stages:\n      whoami: { run: \"id -u > /var/lib/gitops/whoami\" }\n",
+    );
+    git(&fx.clone, &["fetch", "-q", "origin"]);
+    let clone = &fx.clone;
     const SECRET: &str = "image-test-secret";
     let mount = format!("{}:/var/lib/gitops/clone:ro", clone.display());
     let container = made.container.as_str();
@@ -157,12 +162,11 @@ fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
         "--repo",
         "/var/lib/gitops/clone",
         "--repo-name",
-        "Codertocat/Hello-World",
+        "o/upstream",
         "--state",
         "/var/lib/gitops/state",
         "--github-secret-env",
         "GITHUB_WEBHOOK_SECRET",
-        "--no-run",
         "--log-format",
         "json",
     ]);
@@ -188,10 +192,7 @@ fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let body = std::fs::read(format!(
-        "{WORKSPACE}/../shared/fixtures/webhooks/github/push.with-new-branch.json"
-    ))
-    .unwrap();
+    let body = fx.push("image");
     let signature = sign(SECRET, &body);
     let (status, answer) = github(addr, "push", "image-1", &body, Some(&signature));
     assert_eq!(status, 202, "{answer}");
@@ -206,6 +207,33 @@ fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
         .find(|l| l.contains("deliveries") && l.contains("outcome=\"accepted\""))
         .unwrap_or_else(|| panic!("accepted deliveries counted: {metrics}"));
     assert!(accepted.ends_with(" 1"), "{accepted}");
+
+    // The delivery's run: its stage ran, as serve's user.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, metrics) = request(addr, "GET", "/metrics", &[], b"");
+        let ended = metrics
+            .lines()
+            .find(|l| l.starts_with("gitops_runs_total{"))
+            .map(str::to_owned);
+        if let Some(ended) = ended {
+            assert_eq!(
+                ended,
+                r#"gitops_runs_total{pipeline="main",result="success"} 1"#,
+                "{}",
+                common::text(&docker(&["logs", container]).stderr)
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not end; serve said: {}",
+            common::text(&docker(&["logs", container]).stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let whoami = docker_ok(&["exec", container, "cat", "/var/lib/gitops/whoami"]);
+    assert_eq!(whoami, "65534", "the stage ran as serve's user");
 
     // Not root in the container (serve itself, PID 1: its real, effective, saved and file
     // system ids); the state on the volume is its own.
@@ -237,8 +265,10 @@ fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|j| j["fields"]["delivery"] == "image-1" || j["delivery"] == "image-1")
         .unwrap_or_else(|| panic!("a JSON log line for the delivery: {log}"));
+    assert!(delivery.to_string().contains("o/upstream"), "{delivery}");
     assert!(
-        delivery.to_string().contains("Codertocat/Hello-World"),
-        "{delivery}"
+        log.lines()
+            .any(|l| l.contains(r#""result":"success""#) && l.contains(r#""delivery":"image-1""#)),
+        "a JSON log line for the run: {log}"
     );
 }
