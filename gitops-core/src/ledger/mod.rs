@@ -350,7 +350,7 @@ impl Ledger {
     /// Moves SQLite's checkpoints (copying the write-ahead log into the database, with its
     /// `fsync`) off the writers' path, for a long-running process that writes often (`serve`):
     /// this process's writes no longer checkpoint, and a thread with its own connection does,
-    /// every `every`. Passive checkpoints block no one; past [`RESTART_FRAMES`] of log, once they
+    /// every `every`. Passive checkpoints block no one; past 32 MiB of log, once they
     /// have caught up, a `RESTART` checkpoint holds the write lock for a few milliseconds at
     /// most so that the log starts over. The thread stops when the returned value is dropped,
     /// and writes checkpoint again.
