@@ -314,8 +314,8 @@ impl Drop for BackgroundCheckpoints {
 /// The ledger's file inside the state dir.
 pub const LEDGER_FILE: &str = "ledger.sqlite3";
 
-/// Frames of the write-ahead log (4 KiB each: 32 MiB; 1 MiB in tests) past which the background checkpoint
-/// makes the log start over (see [`Ledger::checkpoint_in_background`]).
+/// Frames of the write-ahead log (4 KiB each: 32 MiB; 1 MiB in tests) past which the
+/// background checkpoint makes the log start over (see [`Ledger::checkpoint_in_background`]).
 const RESTART_FRAMES: i64 = if cfg!(test) { 256 } else { 8192 };
 /// Frames not yet copied past which the background checkpoint does not restart the log (the
 /// copy, under the write lock, would take too long).
