@@ -93,6 +93,28 @@ impl Drop for Made {
     }
 }
 
+/// What `container` wrote to standard error.
+fn container_log(container: &str) -> String {
+    common::text(&docker(&["logs", container]).stderr)
+}
+
+/// `check` every 200 ms until it gives a value, for 60 s at most; then fails with `failure` and
+/// what `container` said.
+fn poll<T>(container: &str, failure: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{failure}; serve said: {}",
+            container_log(container)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Containers an earlier run of this test left (killed before it cleaned up).
 fn remove_leftovers() {
     let listed = docker(&["ps", "-a", "-q", "--filter", &format!("name=^{PREFIX}")]);
@@ -177,20 +199,15 @@ fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
         .unwrap_or_else(|| panic!("published on loopback: {port}"))
         .parse()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if std::net::TcpStream::connect(addr).is_ok()
-            && request(addr, "GET", "/healthz", &[], b"").0 == 200
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve in the container did not answer /healthz; it said: {}",
-            common::text(&docker(&["logs", container]).stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll(
+        container,
+        "serve in the container did not answer /healthz",
+        || {
+            (std::net::TcpStream::connect(addr).is_ok()
+                && request(addr, "GET", "/healthz", &[], b"").0 == 200)
+                .then_some(())
+        },
+    );
 
     let body = fx.push("image");
     let signature = sign(SECRET, &body);
@@ -209,29 +226,19 @@ fn the_image_builds_and_serves_signed_deliveries_as_an_unprivileged_user() {
     assert!(accepted.ends_with(" 1"), "{accepted}");
 
     // The delivery's run: its stage ran, as serve's user.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let ended = poll(container, "the run did not end", || {
         let (_, metrics) = request(addr, "GET", "/metrics", &[], b"");
-        let ended = metrics
+        metrics
             .lines()
             .find(|l| l.starts_with("gitops_runs_total{"))
-            .map(str::to_owned);
-        if let Some(ended) = ended {
-            assert_eq!(
-                ended,
-                r#"gitops_runs_total{pipeline="main",result="success"} 1"#,
-                "{}",
-                common::text(&docker(&["logs", container]).stderr)
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the run did not end; serve said: {}",
-            common::text(&docker(&["logs", container]).stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            .map(str::to_owned)
+    });
+    assert_eq!(
+        ended,
+        r#"gitops_runs_total{pipeline="main",result="success"} 1"#,
+        "{}",
+        container_log(container)
+    );
     let whoami = docker_ok(&["exec", container, "cat", "/var/lib/gitops/whoami"]);
     assert_eq!(whoami, "65534", "the stage ran as serve's user");
 
