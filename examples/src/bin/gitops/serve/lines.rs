@@ -47,8 +47,15 @@ impl<W: Write> Batched<W> {
 
     /// Adds `bytes` (whole lines); written with what waits when `now`, or past the high water.
     pub fn push(&self, bytes: &[u8], now: bool) -> io::Result<()> {
+        self.push_parts(&[bytes], now)
+    }
+
+    /// [`Batched::push`] of `parts` one after the other, with nothing between them.
+    fn push_parts(&self, parts: &[&[u8]], now: bool) -> io::Result<()> {
         let mut inner = self.lock();
-        inner.waiting.extend_from_slice(bytes);
+        for part in parts {
+            inner.waiting.extend_from_slice(part);
+        }
         if now || inner.waiting.len() >= HIGH_WATER {
             inner.write_out()
         } else {
@@ -184,10 +191,7 @@ fn written_now(now: bool) -> bool {
 
 /// `--no-run`'s line for an accepted event.
 pub fn event_line(json: &str) {
-    let mut line = Vec::with_capacity(json.len() + 1);
-    line.extend_from_slice(json.as_bytes());
-    line.push(b'\n');
-    let _ = STDOUT.push(&line, written_now(false));
+    let _ = STDOUT.push_parts(&[json.as_bytes(), b"\n"], written_now(false));
 }
 
 /// The log's writer: a line of level warning or error is written at once.
@@ -247,6 +251,15 @@ mod tests {
         assert_eq!(written(&b), "one\ntwo\n");
         b.flush().unwrap();
         assert_eq!(written(&b), "one\ntwo\n");
+    }
+
+    #[test]
+    fn parts_are_pushed_as_one_line() {
+        let b = Batched::new(Vec::new());
+        b.push_parts(&[br#"{"kind":"push"}"#, b"\n"], false)
+            .unwrap();
+        b.push(b"next\n", true).unwrap();
+        assert_eq!(written(&b), "{\"kind\":\"push\"}\nnext\n");
     }
 
     #[test]
